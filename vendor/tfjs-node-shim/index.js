@@ -1,0 +1,2 @@
+// danfojs-node requires '@tensorflow/tfjs-node' only for tensors; the project's tfjs serves it.
+module.exports = require('@tensorflow/tfjs');
