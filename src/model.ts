@@ -175,7 +175,7 @@ export function modelSummary(model: tf.LayersModel): string {
   const line = (a: string, b: string, c: string, d: string) =>
     `${a.padEnd(w.layer)}  ${b.padEnd(w.type)}  ${c.padEnd(w.shape)}  ${d.padStart(10)}`;
   const total = rows.reduce((sum, r) => sum + r.params, 0);
-  const trainable = model.trainableWeights.reduce((sum, v) => sum + v.shape.reduce((p, d) => p * (d ?? 1), 1), 0);
+  const trainable = model.trainableWeights.reduce((sum, v) => sum + v.shape.reduce((n: number, d) => n * (d ?? 1), 1), 0);
   return [
     line('Layer', 'Type', 'Output shape', 'Params'),
     '-'.repeat(w.layer + w.type + w.shape + 16),
