@@ -1,0 +1,244 @@
+/**
+ * Patient-grouped, label-stratified, seeded train/val/test split.
+ *
+ * - The official test/ folder, when present, is the test set as is (testSource 'official').
+ * - train/ and val/ images are pooled; validation is split off the pool (the Kaggle val/ has only 16 images).
+ * - Without test/, a test set is carved from the pool the same way (testSource 'carved').
+ * - Fractions are of the pooled train+val images, per label (stratified), and are met as closely as whole
+ *   patients allow: a patient's images never straddle splits. A patient with images of both labels is
+ *   stratified by its majority label (ties: the label of its first image).
+ */
+import { promises as fsp } from 'fs';
+import * as path from 'path';
+import { LABELS, type Dataset, type ImageRecord, type Label, type Split, type SplitName } from '../types';
+import { makeRng, shuffled, type Rng } from '../random';
+
+export interface SplitOptions {
+  /** Seed of the patient shuffle; default 42. */
+  seed?: number;
+  /** Share of the pooled train+val images that goes to validation; default 0.1. */
+  valFraction?: number;
+  /** Share carved for test when the dataset has no test/ folder; default 0.15. */
+  testFraction?: number;
+}
+
+export interface SplitSummaryRow {
+  split: SplitName;
+  label: Label;
+  images: number;
+  patients: number;
+}
+
+export const SPLIT_NAMES: readonly SplitName[] = ['train', 'val', 'test'];
+
+interface PatientGroup {
+  id: string;
+  label: Label;
+  images: ImageRecord[];
+}
+
+function checkFraction(name: string, value: number): void {
+  if (!Number.isFinite(value) || value < 0 || value >= 1) {
+    throw new RangeError(`${name} must be a number in [0, 1), got ${value}`);
+  }
+}
+
+function majorityLabel(images: ImageRecord[]): Label {
+  const counts = new Map<Label, number>();
+  for (const img of images) counts.set(img.label, (counts.get(img.label) ?? 0) + 1);
+  let best = images[0].label;
+  for (const label of LABELS) {
+    if ((counts.get(label) ?? 0) > (counts.get(best) ?? 0)) best = label;
+  }
+  return best;
+}
+
+/** Patients in order of first appearance, so grouping is deterministic for a deterministic input. */
+function groupByPatient(images: ImageRecord[]): PatientGroup[] {
+  const byId = new Map<string, ImageRecord[]>();
+  for (const img of images) {
+    const list = byId.get(img.patient);
+    if (list) list.push(img);
+    else byId.set(img.patient, [img]);
+  }
+  return [...byId.entries()].map(([id, imgs]) => ({ id, label: majorityLabel(imgs), images: imgs }));
+}
+
+/**
+ * Takes whole patients, in shuffled order, while doing so brings the image count closer to the target.
+ * Scanning past a too-large patient lets smaller ones fill the gap, so the result tracks the target closely.
+ */
+function takePatients(groups: PatientGroup[], target: number): { taken: PatientGroup[]; rest: PatientGroup[] } {
+  const taken: PatientGroup[] = [];
+  const rest: PatientGroup[] = [];
+  let count = 0;
+  for (const g of groups) {
+    const n = g.images.length;
+    if (count < target && Math.abs(count + n - target) < Math.abs(count - target)) {
+      taken.push(g);
+      count += n;
+    } else {
+      rest.push(g);
+    }
+  }
+  return { taken, rest };
+}
+
+/** Splits one label stratum of patients into parts of the requested image counts, in order. */
+function carveStratum(groups: PatientGroup[], rng: Rng, fractions: number[]): PatientGroup[][] {
+  const total = groups.reduce((s, g) => s + g.images.length, 0);
+  let remaining = shuffled(groups, rng);
+  const parts: PatientGroup[][] = [];
+  for (const fraction of fractions) {
+    const { taken, rest } = takePatients(remaining, Math.round(fraction * total));
+    parts.push(taken);
+    remaining = rest;
+  }
+  parts.push(remaining);
+  return parts;
+}
+
+function flatten(groups: PatientGroup[]): ImageRecord[] {
+  return groups.flatMap((g) => g.images);
+}
+
+/** Keeps the discovery order (source, label, file name) inside every split, whatever the shuffle did. */
+function inOriginalOrder(images: ImageRecord[], order: Map<ImageRecord, number>): ImageRecord[] {
+  return images.slice().sort((a, b) => order.get(a)! - order.get(b)!);
+}
+
+/** Seeded, stratified, patient-grouped split; see the module comment for the rules. */
+export function splitDataset(ds: Dataset, opts: SplitOptions = {}): Split {
+  const seed = opts.seed ?? 42;
+  const valFraction = opts.valFraction ?? 0.1;
+  const testFraction = opts.testFraction ?? 0.15;
+  checkFraction('valFraction', valFraction);
+  checkFraction('testFraction', testFraction);
+
+  const order = new Map(ds.images.map((img, i) => [img, i] as const));
+  const officialTest = ds.images.filter((img) => img.source === 'test');
+  const hasOfficialTest = ds.sources.includes('test') && officialTest.length > 0;
+  const pool = ds.images.filter((img) => img.source !== 'test');
+  const carve = hasOfficialTest ? [valFraction] : [testFraction, valFraction];
+  if (!hasOfficialTest && testFraction + valFraction >= 1) {
+    throw new RangeError(`testFraction + valFraction must be below 1, got ${testFraction + valFraction}`);
+  }
+
+  const rng = makeRng(seed);
+  const patients = groupByPatient(pool);
+  const train: PatientGroup[] = [];
+  const val: PatientGroup[] = [];
+  const test: PatientGroup[] = [];
+  for (const label of LABELS) {
+    // Sorting by id first makes the shuffle depend only on the seed and the set of patients.
+    const stratum = patients.filter((p) => p.label === label).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const parts = carveStratum(stratum, rng, carve);
+    if (hasOfficialTest) {
+      val.push(...parts[0]);
+      train.push(...parts[1]);
+    } else {
+      test.push(...parts[0]);
+      val.push(...parts[1]);
+      train.push(...parts[2]);
+    }
+  }
+  return {
+    train: inOriginalOrder(flatten(train), order),
+    val: inOriginalOrder(flatten(val), order),
+    test: hasOfficialTest ? officialTest : inOriginalOrder(flatten(test), order),
+    seed,
+    testSource: hasOfficialTest ? 'official' : 'carved',
+  };
+}
+
+/** Image and patient counts per split and label. */
+export function splitSummary(split: Split): SplitSummaryRow[] {
+  const rows: SplitSummaryRow[] = [];
+  for (const name of SPLIT_NAMES) {
+    for (const label of LABELS) {
+      const images = split[name].filter((img) => img.label === label);
+      rows.push({ split: name, label, images: images.length, patients: new Set(images.map((i) => i.patient)).size });
+    }
+  }
+  return rows;
+}
+
+/** Patient ids found in more than one split (sorted); a sound split has none. */
+export function patientsShared(split: Split): string[] {
+  const seenIn = new Map<string, Set<SplitName>>();
+  for (const name of SPLIT_NAMES) {
+    for (const img of split[name]) {
+      let set = seenIn.get(img.patient);
+      if (!set) seenIn.set(img.patient, (set = new Set()));
+      set.add(name);
+    }
+  }
+  return [...seenIn.entries()]
+    .filter(([, splits]) => splits.size > 1)
+    .map(([id]) => id)
+    .sort();
+}
+
+/** On-disk form of a split. Paths are stored absolute, exactly as in ImageRecord, so the file is unambiguous. */
+interface SplitFile {
+  format: 'pneumonia-split';
+  version: 1;
+  seed: number;
+  testSource: Split['testSource'];
+  train: ImageRecord[];
+  val: ImageRecord[];
+  test: ImageRecord[];
+}
+
+/** Writes the split as JSON (absolute image paths), atomically: a temp file renamed into place. */
+export async function saveSplit(split: Split, file: string): Promise<void> {
+  const body: SplitFile = {
+    format: 'pneumonia-split',
+    version: 1,
+    seed: split.seed,
+    testSource: split.testSource,
+    train: split.train,
+    val: split.val,
+    test: split.test,
+  };
+  await fsp.mkdir(path.dirname(path.resolve(file)), { recursive: true });
+  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+  await fsp.writeFile(tmp, JSON.stringify(body, null, 1));
+  await fsp.rename(tmp, file);
+}
+
+function isRecord(x: unknown): x is ImageRecord {
+  const r = x as ImageRecord;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.path === 'string' &&
+    typeof r.patient === 'string' &&
+    (LABELS as readonly string[]).includes(r.label) &&
+    (['train', 'val', 'test'] as string[]).includes(r.source)
+  );
+}
+
+/** Reads a split written by saveSplit; a missing or malformed file is an Error naming the file. */
+export async function loadSplit(file: string): Promise<Split> {
+  let parsed: Partial<SplitFile>;
+  try {
+    parsed = JSON.parse(await fsp.readFile(file, 'utf8')) as Partial<SplitFile>;
+  } catch (err) {
+    throw new Error(`Cannot read split file ${file}: ${(err as Error).message}. Delete it to make a new split.`);
+  }
+  const ok =
+    parsed?.format === 'pneumonia-split' &&
+    parsed.version === 1 &&
+    typeof parsed.seed === 'number' &&
+    (parsed.testSource === 'official' || parsed.testSource === 'carved') &&
+    SPLIT_NAMES.every((n) => Array.isArray(parsed[n]) && parsed[n]!.every(isRecord));
+  if (!ok) throw new Error(`Split file ${file} is not a valid split (format pneumonia-split v1). Delete it to make a new split.`);
+  return {
+    train: parsed.train!,
+    val: parsed.val!,
+    test: parsed.test!,
+    seed: parsed.seed!,
+    testSource: parsed.testSource!,
+  };
+}
