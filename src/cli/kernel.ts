@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+/** `npm run kernel`: register the TypeScript (tslab) Jupyter kernel for this checkout. */
+import { Command } from 'commander';
+import { registerKernel } from '../jupyter';
+
+const program = new Command()
+  .name('kernel')
+  .description("Registers the tslab TypeScript kernel with the Jupyter on PATH, pointing at this checkout's tslab (idempotent).")
+  .action(() => {
+    try {
+      const reg = registerKernel();
+      if (reg.status === 'already-registered') {
+        console.log(`Kernel '${reg.spec.name}' is already registered for this checkout (${reg.spec.dir}), nothing to do.`);
+      } else {
+        console.log(`Registered kernel '${reg.spec.name}' (TypeScript) in ${reg.spec.dir} using ${reg.python}.`);
+      }
+      console.log(`It starts: ${reg.spec.argv.join(' ')}`);
+      console.log('Open the notebooks with `npm run lab` and pick the "TypeScript" kernel.');
+    } catch (err) {
+      console.error(`kernel: ${(err as Error).message}`);
+      process.exitCode = 1;
+    }
+  });
+
+program.parse();

@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/** `npm run lab`: open the notebooks in JupyterLab if installed, else in the classic notebook. */
+import { spawn } from 'child_process';
+import { Command } from 'commander';
+import * as path from 'path';
+import { APT_HINT, hasJupyterCommand, registerKernel, repoRoot, which } from '../jupyter';
+
+const program = new Command()
+  .name('lab')
+  .description('Registers the tslab kernel, then starts JupyterLab (or the classic notebook) on notebooks/.')
+  .option('--port <port>', 'port for the Jupyter server')
+  .option('--no-browser', 'do not open a browser')
+  .action((opts: { port?: string; browser: boolean }) => {
+    if (!which('jupyter')) {
+      console.error(`lab: Jupyter is not installed. Install one of:\n  ${APT_HINT.notebook}\n  ${APT_HINT.lab}\nthen run \`npm run lab\` again.`);
+      process.exitCode = 1;
+      return;
+    }
+    const app = hasJupyterCommand('lab') ? 'lab' : hasJupyterCommand('notebook') ? 'notebook' : null;
+    if (!app) {
+      console.error(`lab: neither JupyterLab nor the classic notebook is installed. Install one of:\n  ${APT_HINT.notebook}\n  ${APT_HINT.lab}`);
+      process.exitCode = 1;
+      return;
+    }
+    try {
+      const reg = registerKernel();
+      console.log(reg.status === 'registered' ? `Registered the tslab kernel (${reg.spec.dir}).` : 'tslab kernel already registered.');
+    } catch (err) {
+      console.error(`lab: ${(err as Error).message}`);
+      process.exitCode = 1;
+      return;
+    }
+    const notebookDir = path.join(repoRoot, 'notebooks');
+    const args = [app, `--notebook-dir=${notebookDir}`];
+    if (opts.port) args.push(`--port=${opts.port}`);
+    if (!opts.browser) args.push('--no-browser');
+    console.log(`Starting: jupyter ${args.join(' ')}${app === 'notebook' ? '   (JupyterLab not found; using the classic notebook)' : ''}`);
+    console.log('Pick the "TypeScript" kernel; run the notebooks in order (00 .. 05). Ctrl-C stops the server.');
+    const child = spawn('jupyter', args, { stdio: 'inherit', cwd: repoRoot });
+    // Forward Ctrl-C once; Jupyter asks for confirmation on its own.
+    process.on('SIGINT', () => child.kill('SIGINT'));
+    child.on('exit', (code) => {
+      process.exitCode = code ?? 0;
+    });
+  });
+
+program.parse();
