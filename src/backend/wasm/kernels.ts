@@ -1,0 +1,376 @@
+/**
+ * Training kernels for the tfjs wasm backend.
+ *
+ * tfjs-backend-wasm 4.22 cannot train a conv net: Conv2DBackpropFilter and the depthwise backprop
+ * kernels are missing (tfjs issue 8474) and its Conv2DBackpropInput is a naive loop. These kernels
+ * express the gradients through the backend's fast XNNPACK convolution / matmul where the geometry
+ * allows (stride 1, the case every conv in our models uses) and through plain loops otherwise
+ * (strided convs: correct, not tuned).
+ *
+ * Filter gradient, stride 1: with x zero-padded onto a grid of hp x wp pixels (hp = outH + dilated
+ * filter height - 1) and dy laid on the same grid (zeros outside outH x outW), the input pixel a tap
+ * (i, j) reads for grid position p is position p + (i*dh*wp + j*dw). So for every tap,
+ *   dW[i, j] = dyGridᵀ[co, P] · xGrid[P + shift, ci]
+ * is one matmul over a shifted window of the same buffer: no im2col copy.
+ * Input gradient, stride 1: a convolution of dy with the spatially flipped, in/out-swapped filter.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import {
+  WasmBackend,
+  allocate,
+  alias,
+  copyIntoGrid,
+  release,
+  releaseAlias,
+  reshaped,
+  runKernel,
+  view,
+} from './heap';
+
+const { backend_util } = tf;
+type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
+
+interface KernelArgs {
+  inputs: Record<string, TensorInfo>;
+  backend: WasmBackend;
+  attrs: NamedAttrMap;
+}
+
+function requireChannelsLast(info: Conv2DInfo, kernel: string): void {
+  if (info.dataFormat !== 'channelsLast') {
+    throw new Error(`wasm ${kernel} supports dataFormat 'NHWC' only; got '${info.dataFormat}'.`);
+  }
+}
+
+function requireFloat32(kernel: string, ...infos: TensorInfo[]): void {
+  for (const t of infos) {
+    if (t.dtype !== 'float32') throw new Error(`wasm ${kernel} supports float32 only; got ${t.dtype}.`);
+  }
+}
+
+type PadAttr = backend_util.ExplicitPadding | 'valid' | 'same' | number;
+
+function conv2dInfo(
+  inShape: number[],
+  filterShape: number[],
+  attrs: NamedAttrMap,
+  depthwise: boolean,
+  dilations: number | [number, number] = 1,
+): Conv2DInfo {
+  return backend_util.computeConv2DInfo(
+    inShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides as number | [number, number],
+    dilations,
+    attrs.pad as PadAttr,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+    depthwise,
+    backend_util.convertConv2DDataFormat((attrs.dataFormat as 'NHWC' | 'NCHW' | undefined) ?? 'NHWC'),
+  );
+}
+
+/** Grid geometry shared by the stride-1 filter-gradient paths. */
+function strideOneGrid(info: Conv2DInfo) {
+  const hp = info.outHeight + (info.filterHeight - 1) * info.dilationHeight;
+  const wp = info.outWidth + (info.filterWidth - 1) * info.dilationWidth;
+  const slack = (info.filterHeight - 1) * info.dilationHeight * wp + (info.filterWidth - 1) * info.dilationWidth;
+  return { hp, wp, slack, positions: info.batchSize * hp * wp };
+}
+
+/** x laid on the padded grid with `slack` zero rows after it; returns x itself when no copy is needed. */
+function inputOnGrid(backend: WasmBackend, x: TensorInfo, info: Conv2DInfo, channels: number) {
+  const { hp, wp, slack, positions } = strideOneGrid(info);
+  const { top, left } = info.padInfo;
+  if (hp === info.inHeight && wp === info.inWidth && top === 0 && left === 0 && slack === 0) {
+    return { grid: x, owned: false };
+  }
+  const grid = allocate(backend, [positions + slack, channels]);
+  copyIntoGrid(
+    view(backend, x), view(backend, grid),
+    info.batchSize, info.inHeight, info.inWidth, channels, hp, wp, top, left,
+  );
+  return { grid, owned: true };
+}
+
+/** dy laid on the same grid (zeros where no output exists), as [positions, channels]. */
+function gradOnGrid(backend: WasmBackend, dy: TensorInfo, info: Conv2DInfo) {
+  const { hp, wp, positions } = strideOneGrid(info);
+  const channels = info.outChannels;
+  if (hp === info.outHeight && wp === info.outWidth) {
+    return { grid: reshaped(dy, [positions, channels]), owned: false };
+  }
+  const grid = allocate(backend, [positions, channels]);
+  copyIntoGrid(view(backend, dy), view(backend, grid), info.batchSize, info.outHeight, info.outWidth, channels, hp, wp, 0, 0);
+  return { grid, owned: true };
+}
+
+function conv2DBackpropFilterStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co } = info;
+  const { wp, positions } = strideOneGrid(info);
+  const xg = inputOnGrid(backend, x, info, ci);
+  const dyg = gradOnGrid(backend, dy, info);
+  // One transpose of dy serves all taps; XNNPACK's matmul is several times faster untransposed.
+  const dyT = runKernel('Transpose', backend, { x: dyg.grid }, { perm: [1, 0] });
+  if (dyg.owned) release(backend, dyg.grid);
+
+  const dw = allocate(backend, [fh, fw, ci, co]);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) {
+      const shift = (i * info.dilationHeight * wp + j * info.dilationWidth) * ci;
+      const window = alias(backend, xg.grid, shift, [positions, ci]);
+      const tap = runKernel('BatchMatMul', backend, { a: dyT, b: window }, { transposeA: false, transposeB: false });
+      releaseAlias(backend, window);
+      const src = view(backend, tap); // [co, ci]
+      const dst = view(backend, dw);
+      const base = (i * fw + j) * ci * co;
+      for (let o = 0; o < co; o++) {
+        for (let c = 0; c < ci; c++) dst[base + c * co + o] = src[o * ci + c];
+      }
+      release(backend, tap);
+    }
+  }
+  release(backend, dyT);
+  if (xg.owned) release(backend, xg.grid);
+  return dw;
+}
+
+/** Direct loops for any stride/dilation: the reference definition, used where the fast path does not apply. */
+function conv2DBackpropFilterLoops(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { batchSize, inHeight, inWidth, inChannels: ci, outHeight, outWidth, outChannels: co } = info;
+  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dwl } = info;
+  const { top, left } = info.padInfo;
+  const dw = allocate(backend, [fh, fw, ci, co]);
+  const xs = view(backend, x);
+  const dys = view(backend, dy);
+  const out = view(backend, dw);
+  out.fill(0);
+  for (let b = 0; b < batchSize; b++) {
+    for (let oy = 0; oy < outHeight; oy++) {
+      for (let ox = 0; ox < outWidth; ox++) {
+        const dyBase = ((b * outHeight + oy) * outWidth + ox) * co;
+        for (let i = 0; i < fh; i++) {
+          const iy = oy * sh + i * dh - top;
+          if (iy < 0 || iy >= inHeight) continue;
+          for (let j = 0; j < fw; j++) {
+            const ix = ox * sw + j * dwl - left;
+            if (ix < 0 || ix >= inWidth) continue;
+            const xBase = ((b * inHeight + iy) * inWidth + ix) * ci;
+            const wBase = (i * fw + j) * ci * co;
+            for (let c = 0; c < ci; c++) {
+              const xv = xs[xBase + c];
+              if (xv === 0) continue;
+              const row = wBase + c * co;
+              for (let o = 0; o < co; o++) out[row + o] += xv * dys[dyBase + o];
+            }
+          }
+        }
+      }
+    }
+  }
+  return dw;
+}
+
+function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs;
+  requireFloat32('Conv2DBackpropFilter', x, dy);
+  const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, false);
+  requireChannelsLast(info, 'Conv2DBackpropFilter');
+  return info.strideHeight === 1 && info.strideWidth === 1
+    ? conv2DBackpropFilterStrideOne(backend, x, dy, info)
+    : conv2DBackpropFilterLoops(backend, x, dy, info);
+}
+
+/** Explicit padding that makes a stride-1 conv of dy (with the flipped filter) produce exactly the input's size. */
+function transposedPadding(info: Conv2DInfo): backend_util.ExplicitPadding {
+  const effH = (info.filterHeight - 1) * info.dilationHeight;
+  const effW = (info.filterWidth - 1) * info.dilationWidth;
+  const top = effH - info.padInfo.top;
+  const left = effW - info.padInfo.left;
+  const bottom = info.inHeight - info.outHeight - top + effH;
+  const right = info.inWidth - info.outWidth - left + effW;
+  return [[0, 0], [top, bottom], [left, right], [0, 0]];
+}
+
+function paddingIsNonNegative(pad: backend_util.ExplicitPadding): boolean {
+  return pad.every(([a, b]) => a >= 0 && b >= 0);
+}
+
+/** filter[fh, fw, a, b] -> flipped[fh, fw, b, a] with both spatial axes reversed. */
+function flippedSwappedFilter(backend: WasmBackend, filter: TensorInfo): TensorInfo {
+  const [fh, fw, a, b] = filter.shape;
+  const out = allocate(backend, [fh, fw, b, a]);
+  const src = view(backend, filter);
+  const dst = view(backend, out);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) {
+      const s = (i * fw + j) * a * b;
+      const d = ((fh - 1 - i) * fw + (fw - 1 - j)) * a * b;
+      for (let p = 0; p < a; p++) {
+        for (let q = 0; q < b; q++) dst[d + q * a + p] = src[s + p * b + q];
+      }
+    }
+  }
+  return out;
+}
+
+/** The stock kernel stays the path for strided convs; its setup (a cwrap) runs lazily since it is no longer registered. */
+let stockConv2DBackpropInput: KernelConfig | undefined;
+let stockSetupDone = false;
+
+function conv2DBackpropInput(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { dy, filter } = inputs;
+  requireFloat32('Conv2DBackpropInput', dy, filter);
+  const info = conv2dInfo(attrs.inputShape as number[], filter.shape, attrs, false);
+  requireChannelsLast(info, 'Conv2DBackpropInput');
+  const pad = transposedPadding(info);
+  if (info.strideHeight !== 1 || info.strideWidth !== 1 || !paddingIsNonNegative(pad)) {
+    if (!stockConv2DBackpropInput) throw new Error('stock wasm Conv2DBackpropInput unavailable');
+    if (!stockSetupDone) {
+      stockConv2DBackpropInput.setupFunc?.(backend as never);
+      stockSetupDone = true;
+    }
+    return stockConv2DBackpropInput.kernelFunc(args as never) as TensorInfo;
+  }
+  const flipped = flippedSwappedFilter(backend, filter);
+  const dx = runKernel('Conv2D', backend, { x: dy, filter: flipped }, {
+    strides: [1, 1], pad, dataFormat: 'NHWC', dilations: [1, 1],
+  } as unknown as NamedAttrMap);
+  release(backend, flipped);
+  return dx;
+}
+
+function depthwiseFilterGradLoops(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, outChannels } = info;
+  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dwl } = info;
+  const m = outChannels / c;
+  const { top, left } = info.padInfo;
+  const dw = allocate(backend, [fh, fw, c, m]);
+  const xs = view(backend, x);
+  const dys = view(backend, dy);
+  const out = view(backend, dw);
+  out.fill(0);
+  const acc = new Float64Array(c * m);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) {
+      acc.fill(0);
+      for (let b = 0; b < batchSize; b++) {
+        for (let oy = 0; oy < outHeight; oy++) {
+          const iy = oy * sh + i * dh - top;
+          if (iy < 0 || iy >= inHeight) continue;
+          for (let ox = 0; ox < outWidth; ox++) {
+            const ix = ox * sw + j * dwl - left;
+            if (ix < 0 || ix >= inWidth) continue;
+            const xBase = ((b * inHeight + iy) * inWidth + ix) * c;
+            const dyBase = ((b * outHeight + oy) * outWidth + ox) * outChannels;
+            if (m === 1) {
+              for (let k = 0; k < c; k++) acc[k] += xs[xBase + k] * dys[dyBase + k];
+            } else {
+              for (let k = 0; k < c; k++) {
+                const xv = xs[xBase + k];
+                for (let q = 0; q < m; q++) acc[k * m + q] += xv * dys[dyBase + k * m + q];
+              }
+            }
+          }
+        }
+      }
+      const base = (i * fw + j) * c * m;
+      for (let k = 0; k < c * m; k++) out[base + k] = acc[k];
+    }
+  }
+  return dw;
+}
+
+function depthwiseConv2dNativeBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs;
+  requireFloat32('DepthwiseConv2dNativeBackpropFilter', x, dy);
+  const dilations = (attrs.dilations as number | [number, number] | undefined) ?? 1;
+  const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, true, dilations);
+  return depthwiseFilterGradLoops(backend, x, dy, info);
+}
+
+function depthwiseInputGradLoops(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, outChannels } = info;
+  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dwl } = info;
+  const m = outChannels / c;
+  const { top, left } = info.padInfo;
+  const dx = allocate(backend, [batchSize, inHeight, inWidth, c]);
+  const dys = view(backend, dy);
+  const ws = view(backend, filter);
+  const out = view(backend, dx);
+  out.fill(0);
+  for (let b = 0; b < batchSize; b++) {
+    for (let oy = 0; oy < outHeight; oy++) {
+      for (let ox = 0; ox < outWidth; ox++) {
+        const dyBase = ((b * outHeight + oy) * outWidth + ox) * outChannels;
+        for (let i = 0; i < fh; i++) {
+          const iy = oy * sh + i * dh - top;
+          if (iy < 0 || iy >= inHeight) continue;
+          for (let j = 0; j < fw; j++) {
+            const ix = ox * sw + j * dwl - left;
+            if (ix < 0 || ix >= inWidth) continue;
+            const xBase = ((b * inHeight + iy) * inWidth + ix) * c;
+            const wBase = (i * fw + j) * outChannels;
+            for (let k = 0; k < c; k++) {
+              let sum = 0;
+              for (let q = 0; q < m; q++) sum += dys[dyBase + k * m + q] * ws[wBase + k * m + q];
+              out[xBase + k] += sum;
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { dy, filter } = inputs;
+  requireFloat32('DepthwiseConv2dNativeBackpropInput', dy, filter);
+  const dilations = (attrs.dilations as number | [number, number] | undefined) ?? 1;
+  const info = conv2dInfo(attrs.inputShape as number[], filter.shape, attrs, true, dilations);
+  const pad = transposedPadding(info);
+  const multiplier = info.outChannels / info.inChannels;
+  if (info.strideHeight === 1 && info.strideWidth === 1 && multiplier === 1 && paddingIsNonNegative(pad)) {
+    // Channel multiplier 1: the flipped filter keeps its [fh, fw, c, 1] layout.
+    const flipped = flippedSwappedFilter(backend, reshaped(filter, [filter.shape[0], filter.shape[1], 1, info.inChannels]));
+    const dx = runKernel('DepthwiseConv2dNative', backend, { x: dy, filter: reshaped(flipped, [filter.shape[0], filter.shape[1], info.inChannels, 1]) }, {
+      strides: [1, 1], pad, dilations: [info.dilationHeight, info.dilationWidth],
+    } as unknown as NamedAttrMap);
+    release(backend, flipped);
+    return dx;
+  }
+  return depthwiseInputGradLoops(backend, dy, filter, info);
+}
+
+type Impl = (args: KernelArgs) => TensorInfo;
+
+const TRAINING_KERNELS: Array<[string, Impl]> = [
+  ['Conv2DBackpropFilter', conv2DBackpropFilter],
+  ['Conv2DBackpropInput', conv2DBackpropInput],
+  ['DepthwiseConv2dNativeBackpropFilter', depthwiseConv2dNativeBackpropFilter],
+  ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
+];
+
+export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name);
+
+let registered = false;
+
+/**
+ * Registers (or replaces) the training kernels for 'wasm'. Idempotent. Must run before the first
+ * training step; it may run before or after tf.setBackend('wasm') since these kernels need no setup.
+ */
+export function registerWasmTrainingKernels(): string[] {
+  if (registered) return WASM_TRAINING_KERNEL_NAMES;
+  for (const [name, impl] of TRAINING_KERNELS) {
+    const existing = tf.getKernel(name, 'wasm');
+    if (existing) {
+      if (name === 'Conv2DBackpropInput') stockConv2DBackpropInput = existing;
+      tf.unregisterKernel(name, 'wasm');
+    }
+    tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: impl as unknown as KernelConfig['kernelFunc'] });
+  }
+  registered = true;
+  return WASM_TRAINING_KERNEL_NAMES;
+}

@@ -1,0 +1,166 @@
+/**
+ * Every wasm training kernel against the cpu backend's reference kernels on random inputs, over
+ * strides, paddings, odd sizes, channel multipliers and dilations.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { registerWasmTrainingKernels } from '../src/backend/wasm/kernels';
+import { makeRng } from '../src/random';
+
+type Pad = 'same' | 'valid';
+
+function randomArray(size: number, seed: number): Float32Array {
+  const rng = makeRng(seed);
+  const out = new Float32Array(size);
+  for (let i = 0; i < size; i++) out[i] = rng() * 2 - 1;
+  return out;
+}
+
+/** Runs one kernel on a backend with fresh tensors (tensors belong to the backend that made them). */
+async function runOn(
+  backend: 'cpu' | 'wasm',
+  kernel: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: Record<string, unknown>,
+): Promise<{ shape: number[]; values: Float32Array }> {
+  await tf.setBackend(backend);
+  const before = tf.memory().numTensors;
+  const tensors: Record<string, tf.Tensor> = {};
+  for (const [name, v] of Object.entries(inputs)) tensors[name] = tf.tensor(v.values, v.shape);
+  const out = tf.engine().runKernel(kernel, tensors as never, attrs as never) as tf.Tensor;
+  const result = { shape: out.shape, values: out.dataSync() as Float32Array };
+  out.dispose();
+  Object.values(tensors).forEach((t) => t.dispose());
+  expect(tf.memory().numTensors).toBe(before);
+  return result;
+}
+
+function maxRelativeError(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  for (const v of b) scale = Math.max(scale, Math.abs(v));
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(scale, 1e-6));
+  return worst;
+}
+
+async function expectSameOnBoth(
+  kernel: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: Record<string, unknown>,
+  reference?: { shape: number[]; values: Float32Array },
+) {
+  const expected = reference ?? (await runOn('cpu', kernel, inputs, attrs));
+  const actual = await runOn('wasm', kernel, inputs, attrs);
+  expect(actual.shape).toEqual(expected.shape);
+  expect(maxRelativeError(actual.values, expected.values)).toBeLessThan(1e-4);
+}
+
+/** Output spatial size of a conv, as tfjs computes it. */
+function outShape(x: number[], f: number[], stride: number, pad: Pad, depthwise: boolean, dilation = 1): number[] {
+  const info = tf.backend_util.computeConv2DInfo(
+    x as [number, number, number, number], f as [number, number, number, number], stride, dilation, pad, undefined, depthwise,
+  );
+  return info.outShape;
+}
+
+interface Case { n: number; h: number; w: number; ci: number; co: number; k: [number, number]; stride: number; pad: Pad }
+
+const CONV_CASES: Case[] = [
+  { n: 2, h: 7, w: 9, ci: 3, co: 5, k: [3, 3], stride: 1, pad: 'same' },
+  { n: 1, h: 8, w: 8, ci: 4, co: 6, k: [3, 3], stride: 1, pad: 'valid' },
+  { n: 2, h: 9, w: 7, ci: 2, co: 3, k: [3, 3], stride: 2, pad: 'same' },
+  { n: 1, h: 10, w: 11, ci: 3, co: 4, k: [3, 3], stride: 2, pad: 'valid' },
+  { n: 3, h: 6, w: 5, ci: 5, co: 7, k: [1, 1], stride: 1, pad: 'same' },
+  { n: 1, h: 9, w: 8, ci: 2, co: 3, k: [2, 4], stride: 1, pad: 'same' },
+  { n: 1, h: 7, w: 7, ci: 1, co: 2, k: [5, 5], stride: 1, pad: 'same' },
+  { n: 2, h: 5, w: 6, ci: 3, co: 2, k: [2, 2], stride: 3, pad: 'same' },
+];
+
+beforeAll(async () => {
+  registerWasmTrainingKernels();
+  await tf.setBackend('wasm');
+});
+
+describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {
+  for (const c of CONV_CASES) {
+    const label = `${c.n}x${c.h}x${c.w}x${c.ci} k${c.k.join('x')} ->${c.co} stride ${c.stride} ${c.pad}`;
+    const xShape = [c.n, c.h, c.w, c.ci];
+    const fShape = [c.k[0], c.k[1], c.ci, c.co];
+    const attrs = { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
+
+    it(`filter gradient ${label}`, async () => {
+      const dyShape = outShape(xShape, fShape, c.stride, c.pad, false);
+      await expectSameOnBoth('Conv2DBackpropFilter', {
+        x: { shape: xShape, values: randomArray(xShape.reduce((a, b) => a * b), 1) },
+        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 2) },
+      }, { ...attrs, filterShape: fShape });
+    });
+
+    it(`input gradient ${label}`, async () => {
+      const dyShape = outShape(xShape, fShape, c.stride, c.pad, false);
+      await expectSameOnBoth('Conv2DBackpropInput', {
+        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 3) },
+        filter: { shape: fShape, values: randomArray(fShape.reduce((a, b) => a * b), 4) },
+      }, { ...attrs, inputShape: xShape });
+    });
+  }
+});
+
+describe('depthwise backprop kernels on wasm match cpu', () => {
+  const cases: Array<Case & { m: number }> = [
+    { n: 2, h: 7, w: 9, ci: 3, co: 3, m: 1, k: [3, 3], stride: 1, pad: 'same' },
+    { n: 1, h: 8, w: 8, ci: 4, co: 4, m: 1, k: [3, 3], stride: 1, pad: 'valid' },
+    { n: 2, h: 9, w: 7, ci: 2, co: 4, m: 2, k: [3, 3], stride: 1, pad: 'same' },
+    { n: 1, h: 10, w: 11, ci: 3, co: 3, m: 1, k: [3, 3], stride: 2, pad: 'same' },
+    { n: 2, h: 9, w: 6, ci: 2, co: 6, m: 3, k: [3, 2], stride: 2, pad: 'valid' },
+    { n: 1, h: 6, w: 6, ci: 5, co: 5, m: 1, k: [5, 5], stride: 1, pad: 'same' },
+  ];
+  for (const c of cases) {
+    const label = `${c.n}x${c.h}x${c.w}x${c.ci} k${c.k.join('x')} x${c.m} stride ${c.stride} ${c.pad}`;
+    const xShape = [c.n, c.h, c.w, c.ci];
+    const fShape = [c.k[0], c.k[1], c.ci, c.m];
+    const attrs = { strides: [c.stride, c.stride], pad: c.pad, dilations: [1, 1], dimRoundingMode: undefined };
+
+    it(`filter gradient ${label}`, async () => {
+      const dyShape = outShape(xShape, fShape, c.stride, c.pad, true);
+      await expectSameOnBoth('DepthwiseConv2dNativeBackpropFilter', {
+        x: { shape: xShape, values: randomArray(xShape.reduce((a, b) => a * b), 5) },
+        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 6) },
+      }, { ...attrs, filterShape: fShape });
+    });
+
+    it(`input gradient ${label}`, async () => {
+      const dyShape = outShape(xShape, fShape, c.stride, c.pad, true);
+      await expectSameOnBoth('DepthwiseConv2dNativeBackpropInput', {
+        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 7) },
+        filter: { shape: fShape, values: randomArray(fShape.reduce((a, b) => a * b), 8) },
+      }, { ...attrs, inputShape: xShape });
+    });
+  }
+
+  // The cpu backprop kernels ignore dilation (tfjs gradients refuse dilation > 1), so the reference for a
+  // dilated filter is the cpu kernel applied to the equivalent zero-inserted filter with dilation 1.
+  for (const pad of ['same', 'valid'] as Pad[]) {
+    it(`dilation 2 matches the zero-inserted filter (${pad})`, async () => {
+      const xShape = [1, 9, 8, 3];
+      const fShape = [3, 3, 3, 1];
+      const bigShape = [5, 5, 3, 1];
+      const dyShape = outShape(xShape, fShape, 1, pad, true, 2);
+      const x = { shape: xShape, values: randomArray(9 * 8 * 3, 9) };
+      const dy = { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 10) };
+      const filter = randomArray(27, 11);
+      const bigFilter = new Float32Array(75);
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < 3; c++) bigFilter[((2 * i) * 5 + 2 * j) * 3 + c] = filter[(i * 3 + j) * 3 + c];
+      const base = { strides: [1, 1], pad, dimRoundingMode: undefined };
+
+      const bigGrad = await runOn('cpu', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [1, 1], filterShape: bigShape });
+      const sampled = new Float32Array(27);
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < 3; c++) sampled[(i * 3 + j) * 3 + c] = bigGrad.values[((2 * i) * 5 + 2 * j) * 3 + c];
+      await expectSameOnBoth('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [2, 2], filterShape: fShape }, { shape: fShape, values: sampled });
+
+      const dx = await runOn('cpu', 'DepthwiseConv2dNativeBackpropInput', { dy, filter: { shape: bigShape, values: bigFilter } }, { ...base, dilations: [1, 1], inputShape: xShape });
+      await expectSameOnBoth('DepthwiseConv2dNativeBackpropInput', { dy, filter: { shape: fShape, values: filter } }, { ...base, dilations: [2, 2], inputShape: xShape }, dx);
+    });
+  }
+});
