@@ -355,7 +355,7 @@ export interface ExtractResult {
   archiveRoot: string;
   /** macOS/Windows metadata entries left out. */
   skippedJunk: number;
-  /** Entries outside the dataset folder (e.g. Kaggle's duplicate copy) left out. */
+  /** Entries outside the dataset's train/val/test folders (e.g. Kaggle's duplicate copy) left out. */
   skippedOutside: number;
 }
 
@@ -415,7 +415,13 @@ export async function extractDatasetZip(zipFile: string, outDir: string, opts: E
           `Expected ChestXRay2017.zip from ${DATASET_PAGE_URL} or archive.zip from ${KAGGLE_DATASET_URL}.`,
       );
     }
-    const wanted = entries.filter((e) => e.fileName.startsWith(archiveRoot) && !isJunkEntry(e.fileName));
+    // Only the split folders: this leaves out Kaggle's nested duplicate copy and any other extras.
+    const wanted = entries.filter(
+      (e) =>
+        e.fileName.startsWith(archiveRoot) &&
+        /^(train|val|test)\//.test(e.fileName.slice(archiveRoot.length)) &&
+        !isJunkEntry(e.fileName),
+    );
     const skippedJunk = entries.filter((e) => isJunkEntry(e.fileName)).length;
     const skippedOutside = entries.length - skippedJunk - wanted.length;
     const files = wanted.filter((e) => !e.fileName.endsWith('/'));
