@@ -49,7 +49,8 @@ function requireFloat32(kernel: string, ...infos: TensorInfo[]): void {
   }
 }
 
-type PadAttr = backend_util.ExplicitPadding | 'valid' | 'same' | number;
+type ExplicitPadding = [[number, number], [number, number], [number, number], [number, number]];
+type PadAttr = ExplicitPadding | 'valid' | 'same' | number;
 
 function conv2dInfo(
   inShape: number[],
@@ -182,7 +183,7 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
 }
 
 /** Explicit padding that makes a stride-1 conv of dy (with the flipped filter) produce exactly the input's size. */
-function transposedPadding(info: Conv2DInfo): backend_util.ExplicitPadding {
+function transposedPadding(info: Conv2DInfo): ExplicitPadding {
   const effH = (info.filterHeight - 1) * info.dilationHeight;
   const effW = (info.filterWidth - 1) * info.dilationWidth;
   const top = effH - info.padInfo.top;
@@ -192,7 +193,7 @@ function transposedPadding(info: Conv2DInfo): backend_util.ExplicitPadding {
   return [[0, 0], [top, bottom], [left, right], [0, 0]];
 }
 
-function paddingIsNonNegative(pad: backend_util.ExplicitPadding): boolean {
+function paddingIsNonNegative(pad: ExplicitPadding): boolean {
   return pad.every(([a, b]) => a >= 0 && b >= 0);
 }
 
