@@ -1,0 +1,349 @@
+/**
+ * The training loop: Adam with a learning rate callbacks may change, binary cross-entropy with optional
+ * per-sample class weights, a training-mode forward pass (dropout on, batch-norm batch statistics), and
+ * per-epoch validation loss / accuracy / AUC on the validation split (never the test set).
+ *
+ * A custom loop rather than `model.fit` because fit cannot weight samples per batch with our own batch
+ * generator, cannot persist Adam's moments for an exact resume, and cannot stop cleanly on Ctrl-C.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { DecodedImages } from '../types';
+import type { AugmentConfig } from '../augment';
+import { SEED_AUGMENT } from '../augment';
+import { epochBatches } from '../data/batches';
+import { predictProbabilities } from '../evaluate';
+import { rocAuc } from '../metrics';
+import type { Callback } from './callbacks';
+import type { NamedTensor } from '../run-dir';
+
+export interface TrainConfig {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  /** 'balanced' weighs each sample by n / (2 * n_class), like sklearn's compute_class_weight('balanced'). */
+  classWeights: 'balanced' | 'none';
+  augment: AugmentConfig;
+  /** 'oversample' repeats minority-class images within each epoch (done by the batch generator). */
+  balance?: 'none' | 'oversample';
+  /** Seeds shuffling and augmentation; each epoch derives its own stream from (seed, epoch). */
+  seed: number;
+}
+
+export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
+  epochs: 10,
+  batchSize: 32,
+  learningRate: 1e-3,
+  classWeights: 'balanced',
+  augment: SEED_AUGMENT,
+  balance: 'none',
+  seed: 42,
+}) as TrainConfig;
+
+/** One row of the training history. Epochs are 1-based, as printed. */
+export interface EpochLogs {
+  epoch: number;
+  loss: number;
+  acc: number;
+  val_loss: number;
+  val_acc: number;
+  val_auc: number;
+  /** Learning rate used during this epoch. */
+  lr: number;
+  seconds: number;
+}
+
+export interface BatchLogs {
+  /** 0-based index within the epoch. */
+  batch: number;
+  size: number;
+  loss: number;
+}
+
+/** What callbacks see and may change. */
+export interface TrainContext {
+  model: tf.LayersModel;
+  optimizer: tf.AdamOptimizer;
+  config: TrainConfig;
+  /** Set by a callback (early stopping) to end training after the current epoch. */
+  stopTraining: boolean;
+  stopReason?: string;
+  /** True once Ctrl-C / abort was requested; the current epoch is abandoned, not recorded. */
+  interrupted: boolean;
+  /** Epochs completed before this call (non-zero when resuming). */
+  initialEpoch: number;
+  batchesPerEpoch: number;
+  trainCount: number;
+  valCount: number;
+  /** Every completed epoch, including those from before a resume. */
+  history: EpochLogs[];
+  callbacks: readonly Callback[];
+  getLearningRate(): number;
+  setLearningRate(lr: number): void;
+}
+
+/** Saved state that lets `train` continue exactly where a previous call stopped. */
+export interface ResumeState {
+  /** Completed epochs. */
+  epoch: number;
+  history: EpochLogs[];
+  learningRate: number;
+  /** Callback state by callback name (early-stopping counters, best values...). */
+  callbackStates: Record<string, unknown>;
+}
+
+export interface TrainOptions {
+  /** Epochs already completed (resume); training continues with epoch initialEpoch + 1. */
+  initialEpoch?: number;
+  /** Adam's iteration count and moments, from `optimizer.getWeights()`; the caller keeps ownership. */
+  optimizerState?: NamedTensor[];
+  history?: EpochLogs[];
+  learningRate?: number;
+  callbackStates?: Record<string, unknown>;
+  /** Abort the current epoch (e.g. on Ctrl-C); the completed epochs stay valid. */
+  signal?: AbortSignal;
+  /** Install a SIGINT handler for the duration of training (CLI use): first Ctrl-C stops cleanly. */
+  handleSigint?: boolean;
+  /** Where the notice about Ctrl-C goes. */
+  log?: (line: string) => void;
+}
+
+export interface TrainResult {
+  history: EpochLogs[];
+  /** Epochs completed in this call. */
+  epochsRun: number;
+  /** Total completed epochs (including resumed ones). */
+  completedEpochs: number;
+  stoppedEarly: boolean;
+  interrupted: boolean;
+  stopReason?: string;
+  /** The optimizer used; the caller may save or dispose it. */
+  optimizer: tf.AdamOptimizer;
+}
+
+/** Per-class loss weights [normal, pneumonia]: n / (2 * n_c); with a class missing there is nothing to balance: [1, 1]. */
+export function balancedClassWeights(labels: ArrayLike<number>): [number, number] {
+  let positives = 0;
+  for (let i = 0; i < labels.length; i++) positives += labels[i] ? 1 : 0;
+  const negatives = labels.length - positives;
+  if (positives === 0 || negatives === 0) return [1, 1];
+  return [labels.length / (2 * negatives), labels.length / (2 * positives)];
+}
+
+const EPS = 1e-7;
+
+/**
+ * Mean binary cross-entropy of sigmoid probabilities; with class weights each sample's term is scaled by its
+ * class weight (the Keras `class_weight` definition: sum(w_i * bce_i) / batch size).
+ */
+export function weightedBinaryCrossEntropy(
+  labels: tf.Tensor,
+  probs: tf.Tensor,
+  classWeights?: readonly [number, number],
+): tf.Scalar {
+  return tf.tidy(() => {
+    const p = tf.clipByValue(probs.reshape([-1]), EPS, 1 - EPS);
+    const y = labels.reshape([-1]).toFloat();
+    const perItem = tf.neg(tf.add(tf.mul(y, tf.log(p)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, p)))));
+    if (!classWeights) return tf.mean(perItem) as tf.Scalar;
+    const w = tf.add(tf.mul(y, classWeights[1]), tf.mul(tf.sub(1, y), classWeights[0]));
+    return tf.mean(tf.mul(perItem, w)) as tf.Scalar;
+  });
+}
+
+export function getLearningRate(optimizer: tf.AdamOptimizer): number {
+  return (optimizer as unknown as { learningRate: number }).learningRate;
+}
+
+/** Adam reads `learningRate` on every step, so assigning it takes effect on the next batch. */
+export function setLearningRate(optimizer: tf.AdamOptimizer, lr: number): void {
+  (optimizer as unknown as { learningRate: number }).learningRate = lr;
+}
+
+/** Unweighted loss, accuracy at 0.5 and ROC AUC, computed from probabilities. */
+export function lossAccAuc(labels: ArrayLike<number>, probs: ArrayLike<number>): { loss: number; acc: number; auc: number } {
+  if (labels.length === 0) return { loss: NaN, acc: NaN, auc: NaN };
+  let loss = 0;
+  let correct = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const p = Math.min(Math.max(probs[i], EPS), 1 - EPS);
+    loss -= labels[i] ? Math.log(p) : Math.log(1 - p);
+    if ((probs[i] >= 0.5 ? 1 : 0) === (labels[i] ? 1 : 0)) correct++;
+  }
+  return { loss: loss / labels.length, acc: correct / labels.length, auc: rocAuc(labels, probs) };
+}
+
+async function runCallbacks(
+  callbacks: readonly Callback[],
+  call: (cb: Callback) => void | Promise<void> | undefined,
+): Promise<void> {
+  for (const cb of callbacks) await call(cb);
+}
+
+function checkConfig(config: TrainConfig, data: { train: DecodedImages; val: DecodedImages }): void {
+  const problems: string[] = [];
+  if (!(Number.isInteger(config.epochs) && config.epochs >= 1)) problems.push(`epochs must be an integer >= 1 (got ${config.epochs})`);
+  if (!(Number.isInteger(config.batchSize) && config.batchSize >= 1)) problems.push(`batchSize must be an integer >= 1 (got ${config.batchSize})`);
+  if (!(config.learningRate > 0)) problems.push(`learningRate must be > 0 (got ${config.learningRate})`);
+  if (config.classWeights !== 'balanced' && config.classWeights !== 'none') problems.push(`classWeights must be 'balanced' or 'none' (got ${config.classWeights})`);
+  if (data.train.labels.length === 0) problems.push('the training split is empty');
+  if (problems.length) throw new Error(`Invalid training setup: ${problems.join('; ')}.`);
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Trains `model` in place. Callbacks run in order at each hook; `afterEpoch` hooks run after every
+ * callback's `onEpochEnd`, so checkpoints capture the counters other callbacks just updated.
+ */
+export async function train(
+  model: tf.LayersModel,
+  data: { train: DecodedImages; val: DecodedImages },
+  config: TrainConfig,
+  callbacks: Callback[] = [],
+  opts: TrainOptions = {},
+): Promise<TrainResult> {
+  checkConfig(config, data);
+  const log = opts.log ?? ((line: string) => console.error(line));
+  const initialEpoch = opts.initialEpoch ?? 0;
+  const optimizer = tf.train.adam(opts.learningRate ?? config.learningRate);
+  // Moments are matched to variables by position, so the variable list order must be the same on resume.
+  const varList = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  if (opts.optimizerState && opts.optimizerState.length > 0) {
+    const expected = 1 + 2 * varList.length;
+    if (opts.optimizerState.length !== expected) {
+      throw new Error(
+        `Cannot resume: the checkpoint's optimizer state has ${opts.optimizerState.length} tensors but this model needs ${expected}; ` +
+          'was the checkpoint written by a different model variant?',
+      );
+    }
+    await optimizer.setWeights(opts.optimizerState);
+  }
+
+  const weights = config.classWeights === 'balanced' ? balancedClassWeights(data.train.labels) : undefined;
+  const trainCount = data.train.labels.length;
+  const ctx: TrainContext = {
+    model,
+    optimizer,
+    config,
+    stopTraining: false,
+    interrupted: false,
+    initialEpoch,
+    batchesPerEpoch: 0,
+    trainCount,
+    valCount: data.val.labels.length,
+    history: [...(opts.history ?? [])].slice(0, initialEpoch),
+    callbacks,
+    getLearningRate: () => getLearningRate(optimizer),
+    setLearningRate: (lr: number) => setLearningRate(optimizer, lr),
+  };
+  for (const cb of callbacks) {
+    const state = cb.name ? opts.callbackStates?.[cb.name] : undefined;
+    if (state !== undefined && cb.setState) cb.setState(state);
+  }
+
+  const interrupt = (why: string) => {
+    if (ctx.interrupted) return;
+    ctx.interrupted = true;
+    ctx.stopTraining = true;
+    ctx.stopReason = why;
+  };
+  const onAbort = () => interrupt('aborted');
+  opts.signal?.addEventListener('abort', onAbort);
+  if (opts.signal?.aborted) onAbort();
+  let sigints = 0;
+  const onSigint = () => {
+    sigints++;
+    if (sigints === 1) {
+      log('\nCtrl-C: abandoning the current epoch; completed epochs are saved. Press Ctrl-C again to quit at once.');
+      interrupt('interrupted (Ctrl-C)');
+    } else {
+      process.exit(130);
+    }
+  };
+  if (opts.handleSigint) process.on('SIGINT', onSigint);
+
+  let epochsRun = 0;
+  try {
+    await runCallbacks(callbacks, (cb) => cb.onTrainBegin?.(ctx));
+    for (let epoch = initialEpoch; epoch < config.epochs && !ctx.stopTraining; epoch++) {
+      const epochNumber = epoch + 1;
+      const started = Date.now();
+      const lr = getLearningRate(optimizer);
+      await runCallbacks(callbacks, (cb) => cb.onEpochBegin?.(epochNumber, ctx));
+
+      let lossSum = 0;
+      let correct = 0;
+      let seen = 0;
+      let batch = 0;
+      const batches = epochBatches(data.train, {
+        batchSize: config.batchSize,
+        shuffle: true,
+        seed: config.seed,
+        epoch,
+        augment: config.augment,
+        balance: config.balance ?? 'none',
+      });
+      for (const { xs, ys } of batches) {
+        if (ctx.interrupted) break;
+        let probs: tf.Tensor | undefined;
+        const loss = optimizer.minimize(
+          () => {
+            const p = model.apply(xs, { training: true }) as tf.Tensor;
+            probs = tf.keep(p);
+            return weightedBinaryCrossEntropy(ys, p, weights);
+          },
+          true,
+          varList,
+        );
+        const hits = tf.tidy(() =>
+          tf.sum(tf.equal(tf.greaterEqual(probs!.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())),
+        );
+        const [lossValue] = await loss!.data();
+        const [hitCount] = await hits.data();
+        tf.dispose([loss!, hits, probs!]);
+        const size = xs.shape[0];
+        lossSum += lossValue * size;
+        correct += hitCount;
+        seen += size;
+        const batchLogs: BatchLogs = { batch, size, loss: lossValue };
+        batch++;
+        ctx.batchesPerEpoch = Math.max(ctx.batchesPerEpoch, batch);
+        await runCallbacks(callbacks, (cb) => cb.onBatchEnd?.(batchLogs.batch, batchLogs, ctx));
+        // Lets SIGINT / abort handlers run between batches.
+        await yieldToEventLoop();
+      }
+      if (ctx.interrupted) break;
+
+      const valProbs = data.val.labels.length ? await predictProbabilities(model, data.val) : new Float32Array(0);
+      const val = lossAccAuc(data.val.labels, valProbs);
+      const logs: EpochLogs = {
+        epoch: epochNumber,
+        loss: seen ? lossSum / seen : NaN,
+        acc: seen ? correct / seen : NaN,
+        val_loss: val.loss,
+        val_acc: val.acc,
+        val_auc: val.auc,
+        lr,
+        seconds: (Date.now() - started) / 1000,
+      };
+      ctx.history.push(logs);
+      epochsRun++;
+      await runCallbacks(callbacks, (cb) => cb.onEpochEnd?.(epochNumber, logs, ctx));
+      await runCallbacks(callbacks, (cb) => cb.afterEpoch?.(epochNumber, logs, ctx));
+    }
+    await runCallbacks(callbacks, (cb) => cb.onTrainEnd?.(ctx));
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (opts.handleSigint) process.removeListener('SIGINT', onSigint);
+  }
+
+  return {
+    history: ctx.history,
+    epochsRun,
+    completedEpochs: ctx.history.length,
+    stoppedEarly: ctx.stopTraining && !ctx.interrupted,
+    interrupted: ctx.interrupted,
+    stopReason: ctx.stopReason,
+    optimizer,
+  };
+}
