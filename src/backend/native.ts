@@ -1,0 +1,345 @@
+/**
+ * The optional `native` tfjs backend: tfjs's own CPU backend with its heavy kernels
+ * (convolutions and their gradients, depthwise convolutions, max pooling, matmul and a few
+ * large element-wise ops) replaced by a C++ addon on oneDNN (native/, `npm run build:native`).
+ *
+ * Why the CPU backend as the base: every kernel tfjs has exists there, so anything the addon
+ * does not cover (other dtypes, NCHW, exotic activations) falls back to a correct kernel, and
+ * tensor storage is a plain Float32Array the addon can read and write in place (zero copy).
+ *
+ * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
+ * backend chain moves on.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+
+export const NATIVE_BACKEND = 'native';
+/** Above wasm (2) and cpu (1): once registered it is the fastest backend in this process. */
+const NATIVE_PRIORITY = 3;
+const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'pneumo_native.node');
+
+/** The addon's functions (native/src/*.cc); all synchronous, writing into the last array given. */
+export interface NativeAddon {
+  setThreads(n: number): number;
+  getThreads(): number;
+  dnnlVersion(): string;
+  convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: number): void;
+  convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: number): void;
+  maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
+  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  relu(x: Float32Array, y: Float32Array): void;
+}
+
+export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
+
+/** Walks up from this file to the checkout root (the folder holding native/binding.gyp). */
+function findAddonPath(): string | undefined {
+  const override = process.env.PNEUMO_NATIVE_ADDON;
+  if (override) return override;
+  let dir = __dirname;
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return path.join(dir, ADDON_RELATIVE);
+    const up = path.dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+let addon: NativeAddon | undefined;
+let registration: NativeRegistration | undefined;
+
+/** Loads the addon, or says in one sentence why it cannot. */
+export function loadNativeAddon(): { addon: NativeAddon } | { why: string } {
+  if (addon) return { addon };
+  const file = findAddonPath();
+  if (!file || !fs.existsSync(file)) {
+    return {
+      why: `native addon not built (${file ?? ADDON_RELATIVE} missing); install libdnnl-dev and run \`npm run build:native\``,
+    };
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    addon = require(file) as NativeAddon;
+    return { addon };
+  } catch (err) {
+    return { why: `native addon at ${file} failed to load: ${(err as Error).message}` };
+  }
+}
+
+/** Threads for oneDNN/OpenMP: PNEUMO_NATIVE_THREADS, else OpenMP's default (all cores). */
+function applyThreadSetting(a: NativeAddon): number {
+  const raw = process.env.PNEUMO_NATIVE_THREADS;
+  if (raw === undefined || raw === '') return a.getThreads();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`PNEUMO_NATIVE_THREADS must be a positive integer; got '${raw}'. Unset it to use all cores.`);
+  }
+  return a.setThreads(n);
+}
+
+/** Registers the `native` backend and its kernels (idempotent). Never throws. */
+export function tryRegisterNative(): NativeRegistration {
+  if (registration) return registration;
+  const loaded = loadNativeAddon();
+  if ('why' in loaded) return { ok: false, why: loaded.why };
+  try {
+    const threads = applyThreadSetting(loaded.addon);
+    registerKernels(loaded.addon);
+    tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
+    registration = { ok: true, threads };
+  } catch (err) {
+    registration = { ok: false, why: `native backend failed to register: ${(err as Error).message}` };
+  }
+  return registration;
+}
+
+/** The CPU backend under its own name, so `tf.getBackend()` reports 'native'. */
+export class NativeBackend extends MathBackendCPU {}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+type Backend = MathBackendCPU;
+type Info = tf.TensorInfo;
+type Attrs = Record<string, unknown>;
+type KernelArgs = { inputs: Record<string, Info>; backend: Backend; attrs?: Attrs };
+type NativeKernel = (args: KernelArgs, cpu: tf.KernelFunc) => Info | Info[] | undefined;
+
+function values(backend: Backend, t: Info): Float32Array {
+  return backend.data.get(t.dataId).values as Float32Array;
+}
+
+function allFloat32(...ts: Array<Info | undefined>): boolean {
+  return ts.every((t) => t === undefined || t.dtype === 'float32');
+}
+
+function size(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function output(backend: Backend, shape: number[], data: Float32Array): Info {
+  return backend.makeTensorInfo(shape, 'float32', data);
+}
+
+/** ConvGeom in native/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
+function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Array {
+  const p = info.padInfo;
+  return Int32Array.from([
+    info.batchSize, info.inHeight, info.inWidth, info.inChannels,
+    info.outHeight, info.outWidth, info.outChannels,
+    info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth,
+    info.dilationHeight, info.dilationWidth, p.top, p.left, p.bottom, p.right,
+    depthwise ? info.outChannels / info.inChannels : 0,
+  ]);
+}
+
+/** Pool geometry: N H W C OH OW KH KW SH SW DH DW PT PL. */
+function poolGeom(info: tf.backend_util.Conv2DInfo): Int32Array {
+  return Int32Array.from([
+    info.batchSize, info.inHeight, info.inWidth, info.inChannels, info.outHeight, info.outWidth,
+    info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth,
+    info.dilationHeight, info.dilationWidth, info.padInfo.top, info.padInfo.left,
+  ]);
+}
+
+function isNHWC(attrs: Attrs | undefined): boolean {
+  const f = attrs?.dataFormat;
+  return f === undefined || f === 'NHWC' || f === 'channelsLast';
+}
+
+/** 0: none, 1: relu; undefined when the addon cannot fuse it. */
+function activationCode(activation: unknown, prelu: Info | undefined): number | undefined {
+  if (prelu !== undefined) return undefined;
+  if (activation === undefined || activation === 'linear') return 0;
+  if (activation === 'relu') return 1;
+  return undefined;
+}
+
+function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x, filter, bias, preluActivationWeights } = inputs;
+    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : 0;
+    if (act === undefined || !isNHWC(attrs) || !allFloat32(x, filter, bias) || x.shape.length !== 4) {
+      return cpu({ inputs, backend, attrs } as never) as Info;
+    }
+    const info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filter.shape as [number, number, number, number],
+      attrs!.strides as number | [number, number],
+      (attrs!.dilations ?? 1) as number | [number, number],
+      attrs!.pad as 'same' | 'valid' | number,
+      attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+      depthwise,
+    );
+    if (bias !== undefined && size(bias.shape) !== info.outChannels) {
+      return cpu({ inputs, backend, attrs } as never) as Info;
+    }
+    const y = new Float32Array(size(info.outShape));
+    a.convForward(
+      values(backend, x), values(backend, filter), bias ? values(backend, bias) : null, y,
+      convGeom(info, depthwise), act,
+    );
+    return output(backend, info.outShape, y);
+  };
+}
+
+function convBackpropInput(a: NativeAddon, depthwise: boolean): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { dy, filter } = inputs;
+    if (!isNHWC(attrs) || !allFloat32(dy, filter)) return cpu({ inputs, backend, attrs } as never) as Info;
+    const inputShape = attrs!.inputShape as [number, number, number, number];
+    const info = tf.backend_util.computeConv2DInfo(
+      inputShape, filter.shape as [number, number, number, number],
+      attrs!.strides as number | [number, number],
+      (depthwise ? attrs!.dilations ?? 1 : 1) as number | [number, number],
+      attrs!.pad as 'same' | 'valid' | number,
+      attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+      depthwise,
+    );
+    const dx = new Float32Array(size(inputShape));
+    a.convBackwardData(values(backend, dy), values(backend, filter), dx, convGeom(info, depthwise));
+    return output(backend, [...inputShape], dx);
+  };
+}
+
+function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x, dy } = inputs;
+    if (!isNHWC(attrs) || !allFloat32(x, dy)) return cpu({ inputs, backend, attrs } as never) as Info;
+    const filterShape = attrs!.filterShape as [number, number, number, number];
+    const info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number], filterShape,
+      attrs!.strides as number | [number, number],
+      (depthwise ? attrs!.dilations ?? 1 : 1) as number | [number, number],
+      attrs!.pad as 'same' | 'valid' | number,
+      attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+      depthwise,
+    );
+    const dw = new Float32Array(size(filterShape));
+    a.convBackwardWeights(values(backend, x), values(backend, dy), dw, convGeom(info, depthwise));
+    return output(backend, [...filterShape], dw);
+  };
+}
+
+function poolInfo(shape: number[], attrs: Attrs): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computePool2DInfo(
+    shape as [number, number, number, number],
+    attrs.filterSize as number | [number, number],
+    attrs.strides as number | [number, number],
+    1,
+    attrs.pad as 'same' | 'valid' | number,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+  );
+}
+
+function maxPool(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x } = inputs;
+    if (!allFloat32(x) || x.shape.length !== 4) return cpu({ inputs, backend, attrs } as never) as Info;
+    const info = poolInfo(x.shape, attrs!);
+    const y = new Float32Array(size(info.outShape));
+    a.maxPool(values(backend, x), y, poolGeom(info));
+    return output(backend, info.outShape, y);
+  };
+}
+
+function maxPoolGrad(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { dy, input } = inputs;
+    if (!allFloat32(dy, input)) return cpu({ inputs, backend, attrs } as never) as Info;
+    const info = poolInfo(input.shape, attrs!);
+    const dx = new Float32Array(size(input.shape));
+    a.maxPoolGrad(values(backend, dy), values(backend, input), dx, poolGeom(info));
+    return output(backend, [...input.shape], dx);
+  };
+}
+
+/** Batch dims of a and b when the addon can handle them (equal, or one side a single batch). */
+function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; batchB: number; outer: number[] } | undefined {
+  const outerA = aShape.slice(0, -2);
+  const outerB = bShape.slice(0, -2);
+  const batchA = size(outerA);
+  const batchB = size(outerB);
+  if (batchA === 1) return { batchA, batchB, outer: outerB.length >= outerA.length ? outerB : outerA };
+  if (batchB === 1) return { batchA, batchB, outer: outerA.length >= outerB.length ? outerA : outerB };
+  if (outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i])) {
+    return { batchA, batchB, outer: outerA };
+  }
+  return undefined;
+}
+
+function matMul(a: NativeAddon, fused: boolean): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { a: lhs, b: rhs, bias, preluActivationWeights } = inputs;
+    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : 0;
+    const batches = matMulBatches(lhs.shape, rhs.shape);
+    const transA = Boolean(attrs?.transposeA);
+    const transB = Boolean(attrs?.transposeB);
+    const m = transA ? lhs.shape[lhs.shape.length - 1] : lhs.shape[lhs.shape.length - 2];
+    const k = transA ? lhs.shape[lhs.shape.length - 2] : lhs.shape[lhs.shape.length - 1];
+    const n = transB ? rhs.shape[rhs.shape.length - 2] : rhs.shape[rhs.shape.length - 1];
+    const biasOk = bias === undefined || (size(bias.shape) === n && bias.shape[bias.shape.length - 1] === n);
+    if (act === undefined || !batches || !biasOk || !allFloat32(lhs, rhs, bias) || lhs.shape.length < 2 || rhs.shape.length < 2) {
+      return cpu({ inputs, backend, attrs } as never) as Info;
+    }
+    const outShape = [...batches.outer, m, n];
+    const c = new Float32Array(size(outShape));
+    a.matMul(
+      values(backend, lhs), values(backend, rhs), c, bias ? values(backend, bias) : null,
+      Int32Array.from([batches.batchA, batches.batchB, m, k, n, transA ? 1 : 0, transB ? 1 : 0]), act,
+    );
+    return output(backend, outShape, c);
+  };
+}
+
+function relu(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x } = inputs;
+    if (!allFloat32(x)) return cpu({ inputs, backend, attrs } as never) as Info;
+    const y = new Float32Array(size(x.shape));
+    a.relu(values(backend, x), y);
+    return output(backend, [...x.shape], y);
+  };
+}
+
+/** The kernels the addon accelerates; every other CPU kernel is registered unchanged. */
+function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
+  return {
+    [tf.Conv2D]: convForward(a, false, false),
+    [tf.FusedConv2D]: convForward(a, false, true),
+    [tf.Conv2DBackpropInput]: convBackpropInput(a, false),
+    [tf.Conv2DBackpropFilter]: convBackpropFilter(a, false),
+    [tf.DepthwiseConv2dNative]: convForward(a, true, false),
+    [tf.FusedDepthwiseConv2D]: convForward(a, true, true),
+    [tf.DepthwiseConv2dNativeBackpropInput]: convBackpropInput(a, true),
+    [tf.DepthwiseConv2dNativeBackpropFilter]: convBackpropFilter(a, true),
+    [tf.MaxPool]: maxPool(a),
+    [tf.MaxPoolGrad]: maxPoolGrad(a),
+    [tf.BatchMatMul]: matMul(a, false),
+    [tf._FusedMatMul]: matMul(a, true),
+    [tf.Relu]: relu(a),
+  };
+}
+
+/** Names of the kernels the addon runs (the rest are tfjs's CPU kernels). */
+export const NATIVE_KERNEL_NAMES: readonly string[] = [
+  tf.Conv2D, tf.FusedConv2D, tf.Conv2DBackpropInput, tf.Conv2DBackpropFilter,
+  tf.DepthwiseConv2dNative, tf.FusedDepthwiseConv2D, tf.DepthwiseConv2dNativeBackpropInput,
+  tf.DepthwiseConv2dNativeBackpropFilter, tf.MaxPool, tf.MaxPoolGrad, tf.BatchMatMul, tf._FusedMatMul, tf.Relu,
+];
+
+function registerKernels(a: NativeAddon): void {
+  const overrides = nativeKernels(a);
+  for (const config of tf.getKernelsForBackend('cpu')) {
+    const cpu = config.kernelFunc;
+    const native = overrides[config.kernelName];
+    const kernelFunc: tf.KernelFunc = native
+      ? (args) => native(args as unknown as KernelArgs, cpu) as tf.TensorInfo
+      : cpu;
+    tf.registerKernel({ ...config, backendName: NATIVE_BACKEND, kernelFunc });
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The oneDNN `native` backend against tfjs's reference `cpu` backend, kernel by kernel.
+ * Skipped (visibly) when the addon is not built: `apt-get install libdnnl-dev && npm run build:native`.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { makeRng } from '../src/random';
+import { loadNativeAddon, tryRegisterNative } from '../src/backend/native';
+
+const loaded = loadNativeAddon();
+const skipWhy = 'why' in loaded ? loaded.why : '';
+if (skipWhy) console.warn(`[native tests skipped] ${skipWhy}`);
+
+type Rng = () => number;
+
+function randomArray(rng: Rng, n: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = rng() * 2 - 1;
+  return out;
+}
+
+/** Runs fn on both backends with the same host inputs; returns [native, cpu] outputs as arrays. */
+async function onBoth(
+  inputs: Array<{ shape: number[]; data: Float32Array }>,
+  fn: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<[Float32Array[], Float32Array[]]> {
+  const run = async (backend: string): Promise<Float32Array[]> => {
+    await tf.setBackend(backend);
+    const before = tf.memory().numTensors;
+    const xs = inputs.map((i) => tf.tensor(i.data, i.shape));
+    const out = tf.tidy(() => fn(...xs));
+    const outs = Array.isArray(out) ? out : [out];
+    const arrays = await Promise.all(outs.map(async (o) => (await o.data()) as Float32Array));
+    tf.dispose([...xs, ...outs]);
+    expect(tf.memory().numTensors).toBe(before);
+    return arrays;
+  };
+  const native = await run('native');
+  const cpu = await run('cpu');
+  return [native, cpu];
+}
+
+/** Largest |a-b| relative to the largest |b| (a scale-aware relative error). */
+function relError(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let scale = 1e-6;
+  let worst = 0;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst / scale;
+}
+
+async function expectSame(
+  inputs: Array<{ shape: number[]; data: Float32Array }>,
+  fn: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+  tol = 1e-4,
+): Promise<void> {
+  const [native, cpu] = await onBoth(inputs, fn);
+  expect(native.length).toBe(cpu.length);
+  native.forEach((n, i) => {
+    expect(Number.isFinite(relError(n, cpu[i]))).toBe(true);
+    expect(relError(n, cpu[i])).toBeLessThanOrEqual(tol);
+  });
+}
+
+interface ConvCase {
+  batch: number;
+  side: [number, number];
+  inC: number;
+  outC: number; // depth multiplier for depthwise cases
+  k: [number, number];
+  stride: 1 | 2;
+  pad: 'same' | 'valid';
+  dilation?: number;
+}
+
+const convCases: ConvCase[] = [
+  { batch: 1, side: [7, 7], inC: 1, outC: 4, k: [3, 3], stride: 1, pad: 'same' },
+  { batch: 3, side: [9, 8], inC: 3, outC: 5, k: [3, 3], stride: 2, pad: 'same' },
+  { batch: 2, side: [11, 13], inC: 4, outC: 6, k: [3, 2], stride: 2, pad: 'valid' },
+  { batch: 2, side: [6, 6], inC: 8, outC: 16, k: [1, 1], stride: 1, pad: 'valid' },
+  { batch: 1, side: [10, 9], inC: 5, outC: 3, k: [5, 5], stride: 1, pad: 'valid' },
+  { batch: 2, side: [9, 9], inC: 3, outC: 2, k: [3, 3], stride: 1, pad: 'same', dilation: 2 },
+];
+
+function convInputs(rng: Rng, c: ConvCase, depthwise: boolean) {
+  const x = { shape: [c.batch, c.side[0], c.side[1], c.inC], data: new Float32Array(0) };
+  x.data = randomArray(rng, x.shape.reduce((a, b) => a * b));
+  const wShape = [c.k[0], c.k[1], c.inC, depthwise ? c.outC : c.outC];
+  const w = { shape: wShape, data: randomArray(rng, wShape.reduce((a, b) => a * b)) };
+  const bShape = [depthwise ? c.inC * c.outC : c.outC];
+  const b = { shape: bShape, data: randomArray(rng, bShape[0]) };
+  return { x, w, b };
+}
+
+describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
+  beforeAll(async () => {
+    const reg = tryRegisterNative();
+    expect(reg).toMatchObject({ ok: true });
+    await tf.setBackend('native');
+    expect(tf.getBackend()).toBe('native');
+  });
+
+  it('registers every cpu kernel under native', () => {
+    const cpu = new Set(tf.getKernelsForBackend('cpu').map((k) => k.kernelName));
+    const native = new Set(tf.getKernelsForBackend('native').map((k) => k.kernelName));
+    for (const name of cpu) expect(native.has(name)).toBe(true);
+  });
+
+  it.each(convCases)('conv2d forward, fused relu+bias, and both gradients: %o', async (c) => {
+    const rng = makeRng(11);
+    const { x, w, b } = convInputs(rng, c, false);
+    const dil = c.dilation ?? 1;
+    await expectSame([x, w], (xt, wt) => tf.conv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, c.stride, c.pad, 'NHWC', dil));
+    await expectSame([x, w, b], (xt, wt, bt) =>
+      tf.fused.conv2d({ x: xt as tf.Tensor4D, filter: wt as tf.Tensor4D, bias: bt, strides: c.stride, pad: c.pad, dilations: dil, activation: 'relu' }),
+    );
+    if (dil === 1) {
+      // Gradients through a non-linear loss so dy is not constant.
+      await expectSame([x, w, b], (xt, wt, bt) => {
+        const loss = (xx: tf.Tensor, ww: tf.Tensor) =>
+          tf.fused.conv2d({ x: xx as tf.Tensor4D, filter: ww as tf.Tensor4D, bias: bt, strides: c.stride, pad: c.pad, activation: 'relu' }).square().sum();
+        return tf.grads(loss)([xt, wt]);
+      });
+    }
+  });
+
+  it.each(convCases)('depthwise conv forward and both gradients: %o', async (c) => {
+    const rng = makeRng(12);
+    const dwCase = { ...c, outC: c.outC % 2 === 0 ? 2 : 1 };
+    const { x, w, b } = convInputs(rng, dwCase, true);
+    const dil = c.dilation ?? 1;
+    const stride = dil > 1 ? 1 : c.stride;
+    await expectSame([x, w], (xt, wt) => tf.depthwiseConv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, stride, c.pad, 'NHWC', dil));
+    await expectSame([x, w, b], (xt, wt, bt) =>
+      tf.fused.depthwiseConv2d({ x: xt as tf.Tensor4D, filter: wt as tf.Tensor4D, bias: bt, strides: stride, pad: c.pad, dilations: dil, activation: 'relu' }),
+    );
+    if (dil > 1) return; // tfjs has no depthwise gradient for dilation > 1 on any backend
+    await expectSame([x, w], (xt, wt) => {
+      const loss = (xx: tf.Tensor, ww: tf.Tensor) =>
+        tf.depthwiseConv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, stride, c.pad, 'NHWC', dil).square().sum();
+      return tf.grads(loss)([xt, wt]);
+    });
+  });
+
+  it.each([
+    { shape: [1, 7, 7, 3], size: 2, stride: 2, pad: 'valid' as const },
+    { shape: [3, 9, 8, 5], size: 2, stride: 2, pad: 'same' as const },
+    { shape: [2, 10, 11, 17], size: 3, stride: 2, pad: 'same' as const },
+    { shape: [2, 8, 8, 4], size: 3, stride: 1, pad: 'valid' as const },
+  ])('max pool forward and gradient: %o', async (p) => {
+    const rng = makeRng(13);
+    const x = { shape: p.shape, data: randomArray(rng, p.shape.reduce((a, b) => a * b)) };
+    await expectSame([x], (xt) => tf.maxPool(xt as tf.Tensor4D, p.size, p.stride, p.pad));
+    await expectSame([x], (xt) => tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, p.size, p.stride, p.pad).square().sum())(xt));
+  });
+
+  it('max pool gradient picks the first of tied maxima, like cpu', async () => {
+    const data = new Float32Array([1, 1, 1, 1, 2, 2, 0, 2, 3, 3, 3, 3, 0, 0, 0, 0]);
+    await expectSame([{ shape: [1, 4, 4, 1], data }], (xt) =>
+      tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, 2, 2, 'valid').mul(tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1])).sum())(xt),
+    );
+  });
+
+  it.each([
+    { a: [5, 7], b: [7, 3], ta: false, tb: false },
+    { a: [7, 5], b: [7, 3], ta: true, tb: false },
+    { a: [5, 7], b: [3, 7], ta: false, tb: true },
+    { a: [2, 7, 5], b: [2, 3, 7], ta: true, tb: true },
+    { a: [4, 3, 6], b: [6, 2], ta: false, tb: false },
+    { a: [2, 3, 5, 6], b: [2, 3, 6, 4], ta: false, tb: false },
+  ])('matmul and fused matmul (bias+relu): %o', async (m) => {
+    const rng = makeRng(14);
+    const a = { shape: m.a, data: randomArray(rng, m.a.reduce((x, y) => x * y)) };
+    const b = { shape: m.b, data: randomArray(rng, m.b.reduce((x, y) => x * y)) };
+    const n = m.tb ? m.b[m.b.length - 2] : m.b[m.b.length - 1];
+    const bias = { shape: [n], data: randomArray(rng, n) };
+    await expectSame([a, b], (at, bt) => tf.matMul(at, bt, m.ta, m.tb));
+    await expectSame([a, b, bias], (at, bt, biast) =>
+      tf.fused.matMul({ a: at, b: bt, transposeA: m.ta, transposeB: m.tb, bias: biast, activation: 'relu' }),
+    );
+    if (m.a.length !== m.b.length) return; // tfjs's matmul gradient does not reduce broadcast batches
+    await expectSame([a, b], (at, bt) => tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, m.ta, m.tb).square().sum())([at, bt]));
+  });
+
+  it('falls back to cpu for what the addon does not fuse (elu activation, int32)', async () => {
+    const rng = makeRng(15);
+    const c = convCases[1];
+    const { x, w, b } = convInputs(rng, c, false);
+    await expectSame([x, w, b], (xt, wt, bt) =>
+      tf.fused.conv2d({ x: xt as tf.Tensor4D, filter: wt as tf.Tensor4D, bias: bt, strides: 2, pad: 'same', activation: 'elu' }),
+    );
+    await tf.setBackend('native');
+    const r = tf.tidy(() => tf.matMul(tf.tensor2d([1, 2, 3, 4], [2, 2], 'int32'), tf.tensor2d([1, 0, 0, 1], [2, 2], 'int32')));
+    expect(r.dtype).toBe('int32');
+    expect(Array.from(await r.data())).toEqual([1, 2, 3, 4]);
+    r.dispose();
+  });
+
+  it('relu matches cpu', async () => {
+    const rng = makeRng(16);
+    const x = { shape: [3, 1001], data: randomArray(rng, 3003) };
+    await expectSame([x], (xt) => tf.relu(xt), 0);
+  });
+});
