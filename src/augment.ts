@@ -382,7 +382,19 @@ export function applyAugmentParams(xs: tf.Tensor4D, params: readonly ImageAugmen
     throw new Error(`applyAugmentParams: ${params.length} parameter sets for a batch of ${xs.shape[0]}.`);
   }
   if (xs.dtype !== 'float32') throw new Error(`applyAugmentParams: expected float32 images in [0,1], got ${xs.dtype}.`);
-  return tf.getBackend() === 'cpu' ? augmentInJs(xs, params, cfg) : augmentWithOps(xs, params, cfg);
+  return usesCpuKernels() ? augmentInJs(xs, params, cfg) : augmentWithOps(xs, params, cfg);
+}
+
+/**
+ * True for the cpu backend and for backends built from its kernels (such as this project's optional 'native'
+ * backend), which inherit its broken batched Transform kernel.
+ */
+function usesCpuKernels(): boolean {
+  const name = tf.getBackend();
+  if (name === 'cpu') return true;
+  const current = tf.getKernel(tf.Transform, name);
+  const cpu = tf.getKernel(tf.Transform, 'cpu');
+  return current !== undefined && cpu !== undefined && current.kernelFunc === cpu.kernelFunc;
 }
 
 /**

@@ -1,5 +1,6 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -338,5 +339,29 @@ describe('cpu and wasm agree', () => {
     for (let i = 0; i < n; i++) {
       expect(maxAbsDiff(results.cpu.subarray(i * h * w, (i + 1) * h * w), input.subarray(i * h * w, (i + 1) * h * w))).toBeGreaterThan(0.05);
     }
+  });
+});
+
+describe('backends built from the cpu kernels (like the optional native backend)', () => {
+  it('also avoid the cpu Transform kernel, which only warps the first image of a batch', async () => {
+    const name = 'cpu-derived-test';
+    tf.registerBackend(name, () => new MathBackendCPU(), 0);
+    for (const config of tf.getKernelsForBackend('cpu')) tf.registerKernel({ ...config, backendName: name });
+    const [n, h, w] = [5, 9, 11];
+    const input = randomImages(n, h, w, 31);
+    const cfg: AugmentConfig = { zoom: 0.3, rotation: 20, vflip: true, brightness: 0.1 };
+    await useBackend('cpu');
+    const onCpu = run(input, [n, h, w, 1], (x) => augmentBatch(x, cfg, makeRng(8)));
+    await tf.setBackend(name);
+    const onDerived = run(input, [n, h, w, 1], (x) => augmentBatch(x, cfg, makeRng(8)));
+    // What the inherited kernel does to image 1 of a batch, to show the test would catch its use.
+    const raw = run(input, [n, h, w, 1], (x) => tf.image.transform(x, tf.tensor2d([[1, 0, 1, 0, 1, 0, 0, 0]]).tile([n, 1]) as tf.Tensor2D));
+    await useBackend('cpu');
+    tf.removeBackend(name);
+    expect(Array.from(onDerived)).toEqual(Array.from(onCpu));
+    expect(
+      Math.max(...raw.subarray(h * w, 2 * h * w)),
+      'tfjs cpu Transform now warps whole batches: the JS path in augment.ts may be unnecessary (still correct)',
+    ).toBe(0);
   });
 });
