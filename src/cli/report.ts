@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+/** `npm run report`: execute the notebooks headless and write the offline HTML report to outputs/report/. */
+import { Command, InvalidArgumentError } from 'commander';
+import * as path from 'path';
+import { buildReport, DEFAULT_REPORT_DIR, NotebookError, NotebookSettings } from '../report';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
+  return n;
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
+}
+
+const program = new Command()
+  .name('report')
+  .description(
+    'Executes notebooks/NN-*.ipynb in order with `jupyter nbconvert --execute` (tslab kernel) and writes an offline HTML report.\n' +
+      'Flags become PNEUMO_* environment variables read by each notebook\'s parameters cell; unset flags keep the notebook defaults.',
+  )
+  .option('--data <dir>', 'dataset root (Kaggle layout: train/NORMAL, train/PNEUMONIA, ...)')
+  .option('--epochs <n>', 'training epochs (quick report: 1-2)', positiveInt)
+  .option('--limit <n>', 'use at most n images per split and class (quick report)', positiveInt)
+  .option('--image-size <px>', 'square image size fed to the model', positiveInt)
+  .option('--batch-size <n>', 'training batch size', positiveInt)
+  .option('--augment <spec>', "augmentation spec, e.g. 'seed' or 'none'")
+  .option('--model <variant>', "model variant: 'seed' or 'small'")
+  .option('--seed <n>', 'random seed', positiveInt)
+  .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
+  .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
+  .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
+  .action(async (opts) => {
+    const settings: NotebookSettings = {
+      data: opts.data ? path.resolve(opts.data) : undefined,
+      epochs: opts.epochs,
+      limit: opts.limit,
+      imageSize: opts.imageSize,
+      batchSize: opts.batchSize,
+      augment: opts.augment,
+      model: opts.model,
+      seed: opts.seed,
+      out: opts.work ? path.resolve(opts.work) : undefined,
+    };
+    try {
+      const result = await buildReport({
+        settings,
+        outDir: opts.out,
+        cellTimeoutS: opts.cellTimeout,
+        onStart: (name, i, total) => console.log(`[${i + 1}/${total}] ${name} ...`),
+        onDone: (e, i, total) => console.log(`[${i + 1}/${total}] ${e.name} done in ${e.seconds.toFixed(1)} s -> ${e.page}`),
+      });
+      console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s)`);
+      console.log('Open it in a browser; it works offline.');
+    } catch (err) {
+      const e = err as Error;
+      console.error(e instanceof NotebookError ? `report: notebook ${e.notebook} failed.\n${e.message}` : `report: ${e.message}`);
+      process.exitCode = 1;
+    }
+  });
+
+program.parseAsync();
