@@ -268,8 +268,9 @@ export async function train(
     for (let epoch = initialEpoch; epoch < config.epochs && !ctx.stopTraining; epoch++) {
       const epochNumber = epoch + 1;
       const started = Date.now();
-      const lr = getLearningRate(optimizer);
       await runCallbacks(callbacks, (cb) => cb.onEpochBegin?.(epochNumber, ctx));
+      // Read after onEpochBegin: a schedule may set this epoch's rate there.
+      const lr = getLearningRate(optimizer);
 
       let lossSum = 0;
       let correct = 0;
