@@ -52,6 +52,11 @@ const CACHE_MAGIC = 'PXCACHE1';
 sharp.cache(false);
 sharp.concurrency(1);
 
+/** Which decoder handles JPEGs in this process (for benchmarks and reports). */
+export function decodeBackend(): string {
+  return `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}) decode + JS luma/resize`;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Header sniffing: rejects non-images and oversize images before handing them to libvips.
 
