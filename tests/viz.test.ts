@@ -1,0 +1,192 @@
+import { describe, expect, it } from 'vitest';
+import {
+  binIntensities,
+  classCountsFigure,
+  confusionMatrixFigure,
+  intensityHistogramFigure,
+  learningRateFigure,
+  metricsComparisonFigure,
+  nearestThresholdIndex,
+  precisionRecallFigure,
+  rocFigure,
+  trainingHistoryFigure,
+} from '../src/viz/figures';
+import { figureHtml, imagesHtml, plotlyBundleTag, PLOTLY_SCRIPT_ID, resetPlotlyInclusion, showFigure, tableHtml } from '../src/viz/display';
+import { describeParams, notebookParams, paramEnvName, parseParam } from '../src/notebook';
+
+describe('figure builders', () => {
+  it('class counts: one bar trace per class, x = splits, zero for a missing class', () => {
+    const fig = classCountsFigure([
+      { split: 'train', counts: { NORMAL: 10, PNEUMONIA: 30 } },
+      { split: 'test', counts: { PNEUMONIA: 4 } },
+    ]);
+    expect(fig.data.map((t) => t.name)).toEqual(['NORMAL', 'PNEUMONIA']);
+    expect(fig.data[0]).toMatchObject({ type: 'bar', x: ['train', 'test'], y: [10, 0], text: ['10', '0'] });
+    expect(fig.data[1].y).toEqual([30, 4]);
+    expect(fig.layout.barmode).toBe('group');
+  });
+
+  it('intensity histogram: bins sum to the pixel count and the figure plots fractions', () => {
+    const pixels = Uint8Array.from([0, 7, 8, 255, 255, 128]);
+    const counts = binIntensities(pixels, 32);
+    expect(counts).toHaveLength(32);
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(6);
+    expect(counts[0]).toBe(2); // 0 and 7 share the first 8-wide bin
+    expect(counts[31]).toBe(2);
+    const fig = intensityHistogramFigure([{ label: 'NORMAL', counts }]);
+    const y = fig.data[0].y as number[];
+    expect(y.reduce((a, b) => a + b, 0)).toBeCloseTo(1);
+    expect(fig.data[0].x![0]).toBe(4); // bin centre
+  });
+
+  it('training history: loss on the first axis, accuracy on the second, val lines only when present', () => {
+    const fig = trainingHistoryFigure({ epoch: [1, 2], loss: [0.7, 0.5], acc: [0.6, 0.8], valLoss: [0.8, 0.6], valAcc: [0.5, 0.7] });
+    expect(fig.data.map((t) => t.name)).toEqual(['train loss', 'val loss', 'train accuracy', 'val accuracy']);
+    expect(fig.data[0].yaxis).toBeUndefined();
+    expect(fig.data[2]).toMatchObject({ xaxis: 'x2', yaxis: 'y2', y: [0.6, 0.8] });
+    expect(fig.data[1].y).toEqual([0.8, 0.6]);
+    const trainOnly = trainingHistoryFigure({ epoch: [1], loss: [0.7], acc: [0.6] });
+    expect(trainOnly.data).toHaveLength(2);
+  });
+
+  it('learning rate: a log-scale step line per epoch', () => {
+    const fig = learningRateFigure([1, 2, 3], [1e-3, 1e-3, 5e-4]);
+    expect(fig.data[0]).toMatchObject({ x: [1, 2, 3], y: [1e-3, 1e-3, 5e-4] });
+    expect(fig.layout.yaxis).toMatchObject({ type: 'log' });
+  });
+
+  it('confusion matrix: heatmap z = matrix, one annotation per cell with count and row percentage', () => {
+    const fig = confusionMatrixFigure(
+      [
+        [50, 10],
+        [5, 135],
+      ],
+      ['NORMAL', 'PNEUMONIA'],
+    );
+    expect(fig.data[0]).toMatchObject({ type: 'heatmap', z: [[50, 10], [5, 135]], x: ['NORMAL', 'PNEUMONIA'] });
+    const notes = fig.layout.annotations!;
+    expect(notes).toHaveLength(4);
+    const fn = notes.find((a) => a.y === 'PNEUMONIA' && a.x === 'NORMAL')!;
+    expect(fn.text).toBe('5<br>(3.6%)'); // 5 of 140 actual PNEUMONIA
+    const tp = notes.find((a) => a.y === 'PNEUMONIA' && a.x === 'PNEUMONIA')!;
+    expect(tp.font).toMatchObject({ color: 'white' }); // dark cell, light text
+  });
+
+  it('ROC: AUC in the legend, chance diagonal, marker at the point nearest the threshold', () => {
+    const roc = { fpr: [0, 0, 0.5, 1], tpr: [0, 0.5, 1, 1], thresholds: [Infinity, 0.9, 0.4, 0.1] };
+    const fig = rocFigure(roc, 0.875, 0.45);
+    expect(fig.data[0].name).toBe('ROC (AUC = 0.875)');
+    expect(fig.data[1].x).toEqual([0, 1]);
+    expect(fig.data[2]).toMatchObject({ x: [0.5], y: [1], name: 'threshold 0.450' });
+    expect(nearestThresholdIndex(roc.thresholds, 0.95)).toBe(1);
+  });
+
+  it('precision-recall: recall on x, base rate line, threshold marker', () => {
+    const pr = { recall: [1, 0.5, 0], precision: [0.6, 1, 1], thresholds: [0.1, 0.7, 0.9] };
+    const fig = precisionRecallFigure(pr, 0.7, 0.6);
+    expect(fig.data[0]).toMatchObject({ x: [1, 0.5, 0], y: [0.6, 1, 1] });
+    expect(fig.data[1].name).toBe('base rate 0.60');
+    expect(fig.data[2]).toMatchObject({ x: [0.5], y: [1] });
+    expect(precisionRecallFigure(pr, 0.7).data).toHaveLength(2);
+  });
+
+  it('metrics comparison: percentages, missing metrics left out per source', () => {
+    const fig = metricsComparisonFigure([
+      { name: 'this run', values: { accuracy: 0.9, auc: 0.95 } },
+      { name: 'seed notebook', values: { accuracy: 0.91, auc: null } },
+    ]);
+    expect(fig.data[0]).toMatchObject({ x: ['accuracy', 'auc'], text: ['90.0', '95.0'] });
+    expect(fig.data[1].x).toEqual(['accuracy']);
+    expect(fig.data[1].y![0]).toBeCloseTo(91);
+  });
+});
+
+describe('display helpers', () => {
+  const fig = classCountsFigure([{ split: 'train', counts: { NORMAL: 1 } }]);
+
+  it('embeds plotly.js once per kernel process, shadowing require.js define', () => {
+    resetPlotlyInclusion();
+    const sent: string[] = [];
+    const sink = { html: (s: string) => sent.push(s) };
+    showFigure(fig, sink);
+    showFigure(fig, sink);
+    expect(sent).toHaveLength(2);
+    expect(sent[0]).toContain(`id="${PLOTLY_SCRIPT_ID}"`);
+    expect(sent[0]).toContain('var define = undefined');
+    expect(sent[0].length).toBeGreaterThan(1_000_000);
+    expect(sent[1]).not.toContain(PLOTLY_SCRIPT_ID);
+    expect(sent[1].length).toBeLessThan(5_000);
+    // distinct container ids, so two charts in one page never collide
+    const ids = sent.map((s) => /<div id="([^"]+)"/.exec(s)![1]);
+    expect(new Set(ids).size).toBe(2);
+    resetPlotlyInclusion();
+    showFigure(fig, sink);
+    expect(sent[2]).toContain(PLOTLY_SCRIPT_ID);
+  });
+
+  it('the plotly bundle contains no literal </script> and figure JSON cannot break out of its script', () => {
+    expect(plotlyBundleTag().match(/<\/script/gi)).toHaveLength(1);
+    const evil = classCountsFigure([{ split: '</script><b>x', counts: { NORMAL: 1 } }]);
+    const html = figureHtml(evil, { includePlotly: false, id: 'f1' });
+    expect(html.match(/<\/script/gi)).toHaveLength(1);
+    expect(html).toContain('\\u003c/script>');
+  });
+
+  it('image grid: one data-URI <img> per item with escaped captions', () => {
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47]);
+    const html = imagesHtml([{ png, caption: 'a<b' }, { png, caption: 'c' }], 2);
+    expect(html.match(/<img /g)).toHaveLength(2);
+    expect(html).toContain(`data:image/png;base64,${png.toString('base64')}`);
+    expect(html).toContain('a&lt;b');
+    expect(html).toContain('repeat(2,');
+  });
+
+  it('tables from rows and from a danfo-like frame (non-default index shown)', () => {
+    const fromRows = tableHtml([{ split: 'train', n: 3, frac: 0.123456 }], 'Sizes');
+    expect(fromRows).toContain('<caption');
+    expect(fromRows).toContain('<td style="text-align:right;padding:2px 10px">0.1235</td>');
+    const frame = tableHtml({ columns: ['a', 'b'], values: [[1, null], [2, 'x']], index: ['r1', 'r2'] });
+    expect(frame.match(/<tr>/g)).toHaveLength(3);
+    expect(frame).toContain('>r1</th>');
+    expect(frame).toContain('–');
+  });
+
+  it('renders a real danfo DataFrame', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const dfd = require('danfojs-node');
+    const df = new dfd.DataFrame([{ split: 'train', NORMAL: 3, PNEUMONIA: 5 }]);
+    const html = tableHtml(df);
+    expect(html).toContain('>PNEUMONIA</th>');
+    expect(html).toContain('>5</td>');
+    expect(html).not.toContain('<th style="text-align:right;padding:2px 10px">0</th>'); // default index hidden
+  }, 30_000);
+});
+
+describe('notebook parameters', () => {
+  it('maps camelCase names to PNEUMO_ variables', () => {
+    expect(paramEnvName('imageSize')).toBe('PNEUMO_IMAGE_SIZE');
+    expect(paramEnvName('runDir')).toBe('PNEUMO_RUN_DIR');
+    expect(paramEnvName('data')).toBe('PNEUMO_DATA');
+  });
+
+  it('overrides defaults from the environment, keeping types', () => {
+    const params = notebookParams(
+      { data: 'data/demo', epochs: 10, augment: true, limit: null as number | null, seed: 42 },
+      { PNEUMO_EPOCHS: '2', PNEUMO_AUGMENT: 'false', PNEUMO_LIMIT: '64', PNEUMO_DATA: '/x' },
+    );
+    expect(params).toEqual({ data: '/x', epochs: 2, augment: false, limit: 64, seed: 42 });
+    expect(typeof params.epochs).toBe('number');
+  });
+
+  it('rejects values that do not parse, naming the variable', () => {
+    expect(() => notebookParams({ epochs: 10 }, { PNEUMO_EPOCHS: 'ten' })).toThrow(/PNEUMO_EPOCHS="ten" is not a number/);
+    expect(() => parseParam('augment', 'maybe', true)).toThrow(/PNEUMO_AUGMENT/);
+    expect(parseParam('limit', '', null)).toBeNull();
+  });
+
+  it('describes which values came from the environment', () => {
+    const text = describeParams({ epochs: 2, seed: 1 }, { PNEUMO_EPOCHS: '2' });
+    expect(text).toMatch(/epochs\s+2\s+\(from PNEUMO_EPOCHS\)/);
+    expect(text).not.toMatch(/seed.*from/);
+  });
+});
