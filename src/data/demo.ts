@@ -219,31 +219,36 @@ export function renderSyntheticXray(p: XrayParams, size: number): Uint8Array {
   const fineTexture = valueNoise(rng, 40);
   // Ribs fade out just below the lung bases, where the abdomen starts.
   const ribEnd = Math.max(p.lungs[0].cy + p.lungs[0].ry, p.lungs[1].cy + p.lungs[1].ry);
+  // The spine profile depends on x only.
+  const spineProfile = new Float64Array(size);
+  for (let x = 0; x < size; x++) spineProfile[x] = Math.exp(-((((x + 0.5) / size - p.spineX) / p.spineWidth) ** 2));
   for (let y = 0; y < size; y++) {
     const v = (y + 0.5) / size;
+    const belowLungs = Math.min(Math.max((ribEnd - v) / 0.08, 0), 1);
     for (let x = 0; x < size; x++) {
       const u = (x + 0.5) / size;
       const body = softEllipse(p.body, u, v, 0.08);
+      const heart = softEllipse(p.heart, u, v, 0.4);
       const lung = lungAmount(p, u, v);
-      let value = 0.04 + 0.46 * body - 0.27 * lung;
+      let value = 0.04 + 0.46 * body - 0.27 * lung + 0.15 * heart;
 
-      // Ribs: arcs bending down away from the spine, clearer over the dark lungs.
-      const side = u - p.spineX;
-      const ribCoord = (v - p.ribCurvature * side * side) / p.ribSpacing + p.ribPhase;
-      const ribBand = Math.cos(2 * Math.PI * ribCoord);
-      const rib = ribBand > 0.55 ? (ribBand - 0.55) / 0.45 : 0;
-      const belowLungs = Math.min(Math.max((ribEnd - v) / 0.08, 0), 1);
-      value += rib * body * belowLungs * (0.04 + 0.1 * lung);
-
-      const spine = Math.exp(-((side / p.spineWidth) ** 2)) * body;
-      value += 0.28 * spine + 0.15 * softEllipse(p.heart, u, v, 0.4);
-
-      let opacity = p.diffuseHaze * (0.5 + patchiness(u, v));
-      for (const o of p.opacities) {
-        const d2 = (u - o.cx) ** 2 + (v - o.cy) ** 2;
-        if (d2 < 9 * o.radius * o.radius) opacity += o.strength * Math.exp(-d2 / (2 * o.radius * o.radius));
+      if (body > 0) {
+        // Ribs: arcs bending down away from the spine, clearer over the dark lungs.
+        const side = u - p.spineX;
+        const ribBand = Math.cos(2 * Math.PI * ((v - p.ribCurvature * side * side) / p.ribSpacing + p.ribPhase));
+        const rib = ribBand > 0.55 ? (ribBand - 0.55) / 0.45 : 0;
+        value += rib * body * belowLungs * (0.04 + 0.1 * lung) + 0.28 * spineProfile[x] * body;
       }
-      value += opacity * lung * (0.6 + 0.8 * patchiness(u + 0.37, v + 0.11)) * (0.85 + 0.3 * fineTexture(u, v));
+
+      // Opacities only show where there is air around them, i.e. inside the lung fields.
+      if (lung > 0) {
+        let opacity = p.diffuseHaze * (0.5 + patchiness(u, v));
+        for (const o of p.opacities) {
+          const d2 = (u - o.cx) ** 2 + (v - o.cy) ** 2;
+          if (d2 < 9 * o.radius * o.radius) opacity += o.strength * Math.exp(-d2 / (2 * o.radius * o.radius));
+        }
+        value += opacity * lung * (0.6 + 0.8 * patchiness(u + 0.37, v + 0.11)) * (0.85 + 0.3 * fineTexture(u, v));
+      }
 
       value = p.brightness + p.contrast * (value - 0.3) + 0.3;
       value = Math.max(value, 0) ** p.gamma;
