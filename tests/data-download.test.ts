@@ -109,8 +109,10 @@ function serve(req: http.IncomingMessage, res: http.ServerResponse): void {
       res.write(mendeleyZip.subarray(0, 64));
       slowResponses.push(res);
       return;
+    case '/login-page':
+      return send(200, Buffer.from('<html><body>Please log in</body></html>'), { 'content-type': 'text/html; charset=utf-8' });
     case '/notzip':
-      return send(200, Buffer.from('<html><body>Please log in</body></html>'), { 'content-type': 'text/html' });
+      return send(200, Buffer.from('this is not a zip archive at all'), { 'content-type': 'application/octet-stream' });
     case '/wrong-layout.zip':
       return send(200, wrongLayoutZip);
     case '/slip.zip':
@@ -262,10 +264,34 @@ describe('getDataset over HTTP', () => {
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
-  it('rejects a page that is not a zip', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/notzip` }), 'NOT_A_ZIP');
-    expect(err.message).toMatch(/not a zip/);
+  it('rejects a web page served instead of the archive, pointing to --url and --from', async () => {
+    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/login-page` }), 'NOT_A_ZIP');
+    expect(err.message).toMatch(/web page \(text\/html/);
+    expect(err.message).toContain('--url');
+    expect(err.message).toContain('--from');
     expect(await fs.readdir(parent)).toEqual([]);
+  });
+
+  it('rejects a download that is not a zip, naming the URL rather than a temporary file', async () => {
+    const url = `${baseUrl}/notzip`;
+    const err = await expectDatasetError(getDataset({ out: dest, url }), 'NOT_A_ZIP');
+    expect(err.message).toMatch(/not a zip archive/);
+    expect(err.message).toContain(`downloaded from ${url}`);
+    expect(err.message).not.toContain('.download-');
+    expect(await fs.readdir(parent)).toEqual([]);
+  });
+
+  it('removes temporary files left by a killed run, but not those of a running one', async () => {
+    const deadPid = 4_194_305; // above Linux's largest pid, so never running
+    const dead = [`.chest_xray.download-${deadPid}-a-b.zip.part`, `.chest_xray.extract-${deadPid}-a-b`];
+    const alive = `.chest_xray.extract-${process.ppid}-a-b`;
+    await fs.writeFile(path.join(parent, dead[0]), 'partial');
+    await fs.mkdir(path.join(parent, dead[1]));
+    await fs.mkdir(path.join(parent, alive));
+    const log: string[] = [];
+    await getDataset({ out: dest, url: `${baseUrl}/ChestXRay2017.zip`, log: (l) => log.push(l) });
+    expect((await fs.readdir(parent)).sort()).toEqual([alive, 'chest_xray'].sort());
+    expect(log.join('\n')).toContain('Removed 2 leftover temporary item(s)');
   });
 
   it('rejects a zip without the expected folders, saying what it expected', async () => {

@@ -195,6 +195,16 @@ export async function downloadFile(url: string, dest: string, opts: DownloadOpti
         `or ${MANUAL_DOWNLOAD_HINT}`,
     );
   }
+  const contentType = res.headers.get('content-type') ?? '';
+  if (/^text\/html/i.test(contentType)) {
+    // Typically a login, consent or "file moved" page instead of the archive.
+    await res.body.cancel().catch(() => undefined);
+    throw new DatasetError(
+      'NOT_A_ZIP',
+      `${res.url || url} sent a web page (${contentType}), not the zip archive. The download address may have ` +
+        `changed: check ${DATASET_PAGE_URL} and pass --url, or ${MANUAL_DOWNLOAD_HINT}`,
+    );
+  }
   const total = parseContentLength(res);
   const meter = new ByteMeter((received) => opts.onProgress?.(received, total));
   try {
@@ -513,6 +523,9 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
   const log = opts.log ?? (() => undefined);
   // Checked before a 1.2 GB download rather than after it.
   await assertDestinationFree(root, opts.force);
+  await fs.mkdir(path.dirname(root), { recursive: true });
+  const stale = await removeStaleTemps(root);
+  if (stale.length > 0) log(`Removed ${stale.length} leftover temporary item(s) of an earlier, killed run: ${stale.join(', ')}`);
   if (opts.from) {
     const from = path.resolve(opts.from);
     const stat = await fs.stat(from).catch(() => null);
@@ -525,7 +538,6 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
     return { ...result, source: from };
   }
   const url = opts.url ?? DATASET_URL;
-  await fs.mkdir(path.dirname(root), { recursive: true });
   const zipFile = `${siblingTempPath(root, 'download')}.zip`;
   try {
     log(`Downloading ${url}`);
@@ -536,11 +548,49 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
       onProgress: opts.onDownloadProgress,
     });
     log(`Downloaded ${formatBytes(download.bytes)} (sha256 ${download.sha256}); extracting`);
-    const result = await extractDatasetZip(zipFile, root, { force: opts.force, signal: opts.signal, onProgress: opts.onExtractProgress });
+    const result = await extractDatasetZip(zipFile, root, {
+      force: opts.force,
+      signal: opts.signal,
+      onProgress: opts.onExtractProgress,
+    }).catch((err: unknown) => {
+      // The temporary file name means nothing to the user; the URL does.
+      if (err instanceof DatasetError && (err.code === 'NOT_A_ZIP' || err.code === 'BAD_LAYOUT' || err.code === 'UNSAFE_PATH')) {
+        throw new DatasetError(err.code, `${err.message.split(zipFile).join(`the file downloaded from ${url}`)}`);
+      }
+      throw err;
+    });
     return { ...result, source: url, download };
   } finally {
     await removeQuietly(zipFile);
     await removeQuietly(`${zipFile}.part`);
+  }
+}
+
+/**
+ * Temporary siblings (download, extract, old) left by a run that was killed outright, recognised by
+ * the process id in their name no longer running. Ctrl-C cleans up by itself; this covers kill -9.
+ */
+export async function removeStaleTemps(target: string): Promise<string[]> {
+  const dir = path.dirname(target);
+  const escaped = path.basename(target).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = new RegExp(`^\\.${escaped}\\.(?:download|extract|old)-(\\d+)-`);
+  const removed: string[] = [];
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const match = pattern.exec(name);
+    if (!match || isProcessAlive(Number(match[1]))) continue;
+    await removeQuietly(path.join(dir, name));
+    removed.push(name);
+  }
+  return removed;
+}
+
+function isProcessAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
