@@ -290,22 +290,23 @@ export function warpBilinearNearest(
         sy = sy < 0 ? 0 : sy > maxY ? maxY : sy;
         const x0 = sx | 0; // sx >= 0 here, so truncation is floor
         const y0 = sy | 0;
-        const x1 = x0 < maxX ? x0 + 1 : maxX;
-        const y1 = y0 < maxY ? y0 + 1 : maxY;
+        // At the last row/column the second neighbour has weight 0; reuse the first instead of reading past it.
+        const dx = x0 < maxX ? c : 0;
+        const dy = y0 < maxY ? rowStride : 0;
         const fx = sx - x0;
         const fy = sy - y0;
-        const r0 = base + y0 * rowStride;
-        const r1 = base + y1 * rowStride;
-        const c0 = x0 * c;
-        const c1 = x1 * c;
-        for (let ch = 0; ch < c; ch++) {
-          const v00 = src[r0 + c0 + ch];
-          const v01 = src[r0 + c1 + ch];
-          const v10 = src[r1 + c0 + ch];
-          const v11 = src[r1 + c1 + ch];
+        const i00 = base + y0 * rowStride + x0 * c;
+        if (c === 1) {
+          const v00 = src[i00], v01 = src[i00 + dx], v10 = src[i00 + dy], v11 = src[i00 + dy + dx];
           const top = v00 + (v01 - v00) * fx;
-          const bottom = v10 + (v11 - v10) * fx;
-          out[o++] = top + (bottom - top) * fy;
+          out[o++] = top + (v10 + (v11 - v10) * fx - top) * fy;
+          continue;
+        }
+        for (let ch = 0; ch < c; ch++) {
+          const i = i00 + ch;
+          const v00 = src[i], v01 = src[i + dx], v10 = src[i + dy], v11 = src[i + dy + dx];
+          const top = v00 + (v01 - v00) * fx;
+          out[o++] = top + (v10 + (v11 - v10) * fx - top) * fy;
         }
       }
     }

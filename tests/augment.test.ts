@@ -13,6 +13,8 @@ import {
   formatAugment,
   parseAugment,
   sampleAugmentParams,
+  transformFor,
+  warpBilinearNearest,
 } from '../src/augment';
 import { makeRng } from '../src/random';
 
@@ -363,5 +365,26 @@ describe('backends built from the cpu kernels (like the optional native backend)
       Math.max(...raw.subarray(h * w, 2 * h * w)),
       'tfjs cpu Transform now warps whole batches: the JS path in augment.ts may be unnecessary (still correct)',
     ).toBe(0);
+  });
+});
+
+describe('warpBilinearNearest', () => {
+  it('warps each channel of a multi-channel image like the single-channel path', () => {
+    const [n, h, w, c] = [2, 8, 10, 3];
+    const rgb = randomImages(n, h, w * c, 12); // n x h x w x c interleaved
+    const transforms = new Float32Array(n * 8);
+    sampleAugmentParams({ zoom: 0.3, rotation: 30, widthShift: 0.2, hflip: true }, makeRng(4), n, h, w)
+      .forEach((p, i) => transforms.set(transformFor(p, h, w), i * 8));
+    const warped = warpBilinearNearest(rgb, [n, h, w, c], transforms);
+    for (let ch = 0; ch < c; ch++) {
+      const plane = rgb.filter((_, i) => i % c === ch);
+      const expected = warpBilinearNearest(plane, [n, h, w, 1], transforms);
+      expect(Array.from(warped.filter((_, i) => i % c === ch))).toEqual(Array.from(expected));
+    }
+  });
+
+  it('refuses projective transforms it does not implement', () => {
+    const t = Float32Array.from([1, 0, 0, 0, 1, 0, 0.01, 0]);
+    expect(() => warpBilinearNearest(new Float32Array(4), [1, 2, 2, 1], t)).toThrow(/only affine/);
   });
 });
