@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { generateDemoDataset } from '../src/data/demo';
+import { DEFAULT_PIPELINE, PipelineConfig, limitDataset, parseThresholdRule, readRunConfig, runPipeline } from '../src/pipeline';
+import { discoverDataset } from '../src/data/discover';
+import { loadSplit } from '../src/data/split';
+import { RUN_FILES, findLatestRun } from '../src/run-dir';
+import type { EpochLogs } from '../src/train/train';
+
+let tmp: string;
+let dataDir: string;
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pneumo-pipeline-'));
+  dataDir = path.join(tmp, 'demo');
+  await generateDemoDataset({ outDir: dataDir, perClass: 14, testPerClass: 6, size: 48, seed: 3 });
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function config(overrides: Partial<PipelineConfig> = {}): PipelineConfig {
+  return {
+    ...DEFAULT_PIPELINE,
+    data: dataDir,
+    out: path.join(tmp, 'runs'),
+    name: 'test',
+    imageSize: 32,
+    variant: 'small',
+    backend: 'cpu',
+    cacheDir: null,
+    train: { ...DEFAULT_PIPELINE.train, epochs: 2, batchSize: 8, augment: { vflip: true } },
+    split: { seed: 1, valFraction: 0.25, testFraction: 0.15 },
+    ...overrides,
+  };
+}
+
+describe('runPipeline', () => {
+  it('writes every run file, with the threshold from val and test metrics next to the article', async () => {
+    const lines: string[] = [];
+    const result = await runPipeline(config(), { log: (l) => lines.push(l), progress: false });
+    const dir = result.runDir;
+    expect(path.basename(dir)).toMatch(/^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-test$/);
+    for (const f of ['config.json', 'split.json', 'history.json', 'history.csv', 'metrics.json', 'predictions.csv', 'summary.md']) {
+      expect(fs.existsSync(path.join(dir, f)), f).toBe(true);
+    }
+    expect(fs.existsSync(path.join(dir, RUN_FILES.model, 'model.json'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, RUN_FILES.latest, 'optimizer.bin'))).toBe(true);
+
+    const metrics = JSON.parse(fs.readFileSync(path.join(dir, 'metrics.json'), 'utf8'));
+    expect(metrics.threshold).toBe(result.evaluation!.threshold);
+    expect(metrics.test.count).toBe(12);
+    const split = await loadSplit(path.join(dir, 'split.json'));
+    expect(split.testSource).toBe('official');
+    const csv = fs.readFileSync(path.join(dir, 'predictions.csv'), 'utf8').trim().split('\n');
+    expect(csv.length).toBe(1 + split.val.length + split.test.length);
+    const summary = fs.readFileSync(path.join(dir, 'summary.md'), 'utf8');
+    expect(summary).toMatch(/\| Seed article, test \| 91\.0 \| 89\.8 \| 96\.7 \| - \| 93\.1 \|/);
+    expect(summary).toMatch(/backend: cpu/);
+    expect(summary).toMatch(/best epoch \(lowest val_loss\): [12]/);
+    expect(readRunConfig(dir).variant).toBe('small');
+    expect(lines.join('\n')).toMatch(/Test \(threshold/);
+    expect(findLatestRun(path.join(tmp, 'runs'))).toBe(dir);
+    result.model?.dispose();
+  });
+
+  it('resume continues an interrupted run from its last completed epoch with the saved split', async () => {
+    const controller = new AbortController();
+    const abortInEpoch2 = { onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 1 && controller.abort()) };
+    const first = await runPipeline(config({ name: 'resume', train: { ...config().train, epochs: 3 } }), {
+      log: () => undefined,
+      progress: false,
+      callbacks: [abortInEpoch2],
+      signal: controller.signal,
+    });
+    expect(first.interrupted).toBe(true);
+    expect(first.history.length).toBe(1);
+    expect(fs.existsSync(path.join(first.runDir, 'metrics.json'))).toBe(false);
+    expect(fs.readFileSync(path.join(first.runDir, 'summary.md'), 'utf8')).toMatch(/--resume/);
+    first.model?.dispose();
+
+    const second = await runPipeline({ ...readRunConfig(first.runDir), resume: first.runDir }, { log: () => undefined, progress: false });
+    expect(second.runDir).toBe(first.runDir);
+    const hist = JSON.parse(fs.readFileSync(path.join(first.runDir, 'history.json'), 'utf8')) as EpochLogs[];
+    expect(hist.map((h) => h.epoch)).toEqual([1, 2, 3]);
+    expect(fs.existsSync(path.join(first.runDir, 'metrics.json'))).toBe(true);
+    second.model?.dispose();
+    expect(tf.memory().numTensors).toBeLessThan(50);
+  });
+
+  it('limitDataset keeps at most N per folder and class, reproducibly', async () => {
+    const ds = await discoverDataset(dataDir);
+    const a = limitDataset(ds, 5, 1);
+    expect(a.images.length).toBe(5 * 4);
+    expect(limitDataset(ds, 5, 1).images.map((i) => i.path)).toEqual(a.images.map((i) => i.path));
+  });
+
+  it('parses threshold rules and rejects nonsense', () => {
+    expect(parseThresholdRule('youden')).toEqual({ kind: 'youden' });
+    expect(parseThresholdRule('recall=0.97')).toEqual({ kind: 'recall', target: 0.97 });
+    expect(() => parseThresholdRule('recall=2')).toThrow(/between 0 and 1/);
+    expect(() => parseThresholdRule('best')).toThrow(/use youden, recall=0.97 or fixed=0.5/);
+  });
+
+  it('a missing data folder fails with a clear message', async () => {
+    await expect(runPipeline(config({ data: path.join(tmp, 'nowhere') }), { log: () => undefined, progress: false })).rejects.toThrow(
+      /No dataset at .*nowhere/,
+    );
+  });
+});
