@@ -180,7 +180,7 @@ export interface ImageAugmentParams {
   /** Sampling scale per axis (Keras convention: >1 shows more of the image, i.e. zooms out). */
   zoomX: number;
   zoomY: number;
-  /** Degrees, either direction (the sign convention follows the sampling matrix R(theta) in y-down pixel space). */
+  /** Degrees; positive turns the content counter-clockwise on screen. */
   rotation: number;
   /** Content displacement in pixels: +shiftX moves content right, +shiftY moves it down. */
   shiftX: number;

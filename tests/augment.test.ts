@@ -256,6 +256,8 @@ describe.each(BACKENDS)('augmentBatch on %s', (backend) => {
     const out = run(input, [1, h, w, 1], (x) => applyAugmentParams(x, [{ ...IDENTITY, rotation: 90 }], { rotation: 90 }));
     const expected = run(input, [1, h, w, 1], (x) => tf.reverse(tf.transpose(x, [0, 2, 1, 3]), 1));
     expect(maxAbsDiff(out, expected)).toBeLessThan(1e-5);
+    // Counter-clockwise on screen: the top-left pixel ends up bottom-left.
+    expect(out[(h - 1) * w]).toBeCloseTo(input[0], 5);
   });
 
   it('brightness shifts each image by one factor within the range and clips to [0,1]', () => {
