@@ -129,7 +129,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   process.once('SIGINT', onSigint);
   const download = downloadProgress(io);
   const extract = extractProgress(io);
-  if (!flags.from) {
+  if (!flags.from && flags.url === DATASET_URL) {
     io.out(`Downloading about ${formatBytes(APPROX_ARCHIVE_BYTES)}; extracting needs about as much again on disk.`);
   }
   try {
@@ -146,7 +146,10 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
         download.stop();
         extract.update(done, total);
       },
-      log: (line) => io.out(line),
+      log: (line) => {
+        download.stop(); // the bar owns the terminal line; finish it before printing
+        io.out(line);
+      },
     });
     download.stop();
     extract.stop();
