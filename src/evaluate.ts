@@ -17,6 +17,7 @@ import {
   rocCurve,
   ThresholdRule,
 } from './metrics';
+import { toTensor } from './data/batches';
 import { DecodedImages, Label, LABELS, SplitName } from './types';
 
 export interface SplitMetrics extends ClassificationMetrics {
@@ -72,18 +73,15 @@ function modelInputShape(model: tf.LayersModel, images: DecodedImages): { channe
 }
 
 /**
- * Images [start, end) as a float32 batch in [0, 1], shape [n, size, size, channels]. Grayscale is repeated
+ * Images [start, end) as a float32 batch in [0, 1], shape [n, size, size, channels]; grayscale is repeated
  * across channels for RGB models. Caller disposes the result.
  */
 function batchTensor(images: DecodedImages, start: number, end: number, channels: number): tf.Tensor4D {
-  const pixelsPerImage = images.size * images.size;
-  const source = images.pixels.subarray(start * pixelsPerImage, end * pixelsPerImage);
-  const values = new Float32Array(source.length * channels);
-  for (let p = 0; p < source.length; p++) {
-    const v = source[p] / 255;
-    for (let c = 0; c < channels; c++) values[p * channels + c] = v;
-  }
-  return tf.tensor4d(values, [end - start, images.size, images.size, channels]);
+  const rows = Array.from({ length: end - start }, (_, i) => start + i);
+  return tf.tidy(() => {
+    const gray = toTensor(images, rows);
+    return channels === 1 ? gray : (tf.tile(gray, [1, 1, 1, channels]) as tf.Tensor4D);
+  });
 }
 
 function checkDecodedImages(images: DecodedImages): void {
