@@ -16,6 +16,7 @@ import {
   syntheticXray,
 } from '../src/data/demo';
 import { main as dataDemoMain } from '../src/cli/data-demo';
+import { discoverDataset } from '../src/data/discover';
 import { makeRng } from '../src/random';
 import type { Label } from '../src/types';
 
@@ -169,6 +170,20 @@ describe('generateDemoDataset', () => {
     expect([meta.format, meta.width, meta.height, meta.channels]).toEqual(['jpeg', 64, 64, 1]);
     // Nothing but the dataset next to it: the staging folder was renamed, not left behind.
     expect(await fs.readdir(parent)).toEqual(['demo']);
+  });
+
+  it('is read back by dataset discovery with the planned labels and patient ids', async () => {
+    const outDir = path.join(workDir, 'discover');
+    await generateDemoDataset({ outDir, ...SMALL });
+    const dataset = await discoverDataset(outDir);
+    expect(dataset.sources).toEqual(['train', 'test']);
+    expect(dataset.images).toHaveLength(20);
+    const plan = planDemoDataset(SMALL);
+    const expected = plan.map((p) => `${p.split}/${p.label}/${p.patient}/${p.file}`).sort();
+    const found = dataset.images.map((r) => `${r.source}/${r.label}/${r.patient}/${path.basename(r.path)}`).sort();
+    expect(found).toEqual(expected);
+    // The README is the only thing not used, and it is reported rather than dropped silently.
+    expect(dataset.skipped.map((s) => path.basename(s.path))).toEqual(['README.txt']);
   });
 
   it('is byte-for-byte reproducible from the seed, and differs for another seed', async () => {
