@@ -176,6 +176,35 @@ describe('gradCam localisation', () => {
   });
 });
 
+describe('gradCam on other graph shapes', () => {
+  it('gives the same map for a Sequential model and a functional model sharing its layers', async () => {
+    const conv = tf.layers.conv2d({
+      inputShape: [8, 8, 1],
+      name: 'c',
+      filters: 2,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      kernelInitializer: tf.initializers.randomNormal({ seed: 8 }),
+    });
+    const flatten = tf.layers.flatten();
+    const dense = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.constant({ value: 0.1 }) });
+    const sequential = tf.sequential({ layers: [conv, flatten, dense] });
+    // Re-using the layers gives each a second inbound node: the map must follow this model's own graph.
+    const input = tf.input({ shape: [8, 8, 1] });
+    const functional = tf.model({
+      inputs: input,
+      outputs: dense.apply(flatten.apply(conv.apply(input))) as tf.SymbolicTensor,
+    });
+    const image = randomImage(8, 2);
+    const a = await gradCam(sequential, image, 8);
+    const b = await gradCam(functional, image, 8);
+    expect(Math.max(...a.heatmap)).toBeCloseTo(1, 6);
+    expect(Array.from(b.heatmap)).toEqual(Array.from(a.heatmap));
+    expect(b.probability).toBe(a.probability);
+  });
+});
+
 describe('gradCam on the project model', () => {
   it('uses LAST_CONV_LAYER, runs dropout/batch-norm in inference mode and leaks nothing', async () => {
     const size = 32;
