@@ -34,8 +34,10 @@ export interface DecodeOptions {
   cacheDir?: string | null;
   /** true: a progress bar on stderr when it is a terminal; or a callback. */
   progress?: boolean | ((done: number, total: number) => void);
-  /** Decodes in flight at once; default 4 x the libuv pool size. */
+  /** Decodes in flight at once on the sharp path; default 4 x the libuv pool size. */
   concurrency?: number;
+  /** Use the native libjpeg-turbo fast path when it is built (default true); false forces sharp. */
+  native?: boolean;
 }
 
 /** Largest accepted input, per side squared: beyond it an image is skipped rather than decoded. */
@@ -52,9 +54,45 @@ const CACHE_MAGIC = 'PXCACHE1';
 sharp.cache(false);
 sharp.concurrency(1);
 
+/** The optional native addon (src/data/native, libjpeg-turbo): batch-decodes plain JPEGs straight to luma. */
+interface NativeJpeg {
+  decodeBatch(paths: string[], size: number, fit: number): Promise<{ pixels: Buffer; ok: Buffer }>;
+  libjpeg: string;
+}
+
+const FIT_CODES: Record<ResizeFit, number> = { fill: 0, cover: 1, contain: 2 };
+const NATIVE_BATCH = 32;
+let nativeAddon: NativeJpeg | null | undefined;
+
+/**
+ * Loads the addon once if it was built (`node-gyp rebuild -C src/data/native`); without it everything goes
+ * through sharp, slower but the same pixels to within one grey level. PNEUMO_NATIVE_JPEG=0 turns it off.
+ */
+export function nativeJpeg(): NativeJpeg | null {
+  if (nativeAddon !== undefined) return nativeAddon;
+  nativeAddon = null;
+  if (process.env.PNEUMO_NATIVE_JPEG === '0') return null;
+  const candidates = [
+    path.join(__dirname, 'native', 'build', 'Release', 'jpeg_gray.node'), // running from src/ (vitest, tslab)
+    path.join(__dirname, '..', '..', 'src', 'data', 'native', 'build', 'Release', 'jpeg_gray.node'), // from dist/
+  ];
+  for (const file of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      nativeAddon = require(file) as NativeJpeg;
+      break;
+    } catch {
+      // not built here, or built for another platform: fall back to sharp
+    }
+  }
+  return nativeAddon;
+}
+
 /** Which decoder handles JPEGs in this process (for benchmarks and reports). */
-export function decodeBackend(): string {
-  return `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}) decode + JS luma/resize`;
+export function decodeBackend(native = true): string {
+  const general = `sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips}) + JS luma/resize`;
+  const addon = native ? nativeJpeg() : null;
+  return addon ? `native ${addon.libjpeg} for plain JPEGs, else ${general}` : general;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -243,9 +281,23 @@ export function resizeGray(src: Uint8Array, w: number, h: number, size: number, 
 // ---------------------------------------------------------------------------------------------------------
 // One image.
 
-function sharpReason(err: unknown): string {
+/** Whether the file stops before its format's end marker (JPEG EOI, PNG IEND), i.e. it was cut short. */
+function looksTruncated(buf: Uint8Array, header: ImageHeader): boolean {
+  const tail = Buffer.from(buf.subarray(Math.max(0, buf.length - 64)));
+  if (header.format === 'png') return tail.indexOf('IEND', 0, 'latin1') < 0;
+  for (let i = tail.length - 2; i >= 0; i--) if (tail[i] === 0xff && tail[i + 1] === 0xd9) return false;
+  return true;
+}
+
+/**
+ * A skip reason from a libvips failure. libvips' error text is process-global, so with many decodes in flight
+ * it can come back as "Unknown error"; the end-marker check gives a reliable reason for the common case.
+ */
+function sharpReason(err: unknown, buf: Uint8Array, header: ImageHeader): string {
   const msg = (err as Error)?.message ?? String(err);
-  if (/premature end|truncat/i.test(msg)) return `truncated image (${msg})`;
+  if (/premature end|truncat/i.test(msg) || looksTruncated(buf, header)) {
+    return `truncated image (the file ends before the ${header.format.toUpperCase()} end marker; ${msg})`;
+  }
   if (/pixel limit/i.test(msg)) return `image is larger than ${MAX_INPUT_SIDE}x${MAX_INPUT_SIDE} pixels (${msg})`;
   return `corrupt or unreadable image (${msg})`;
 }
@@ -277,7 +329,7 @@ export async function decodeBuffer(buf: Uint8Array, size: number, fit: ResizeFit
   try {
     decoded = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw new ImageDecodeError(sharpReason(err));
+    throw new ImageDecodeError(sharpReason(err, buf, header));
   }
   const { data, info } = decoded;
   const pixels = info.width * info.height;
@@ -289,7 +341,18 @@ export async function decodeBuffer(buf: Uint8Array, size: number, fit: ResizeFit
 }
 
 /** Decodes one image file (for prediction); throws an Error naming the file and what is wrong with it. */
-export async function decodeFile(file: string, opts: { size?: number; fit?: ResizeFit } = {}): Promise<Uint8Array> {
+export async function decodeFile(
+  file: string,
+  opts: { size?: number; fit?: ResizeFit; native?: boolean } = {},
+): Promise<Uint8Array> {
+  const size = opts.size ?? 150;
+  const fit = opts.fit ?? 'fill';
+  // Same path as decodeImages, so a predicted image gets exactly the pixels training would have given it.
+  const addon = opts.native === false ? null : nativeJpeg();
+  if (addon) {
+    const { pixels, ok } = await addon.decodeBatch([path.resolve(file)], size, FIT_CODES[fit]);
+    if (ok[0]) return new Uint8Array(pixels.buffer, pixels.byteOffset, size * size);
+  }
   let buf: Buffer;
   try {
     buf = await fsp.readFile(file);
@@ -297,7 +360,7 @@ export async function decodeFile(file: string, opts: { size?: number; fit?: Resi
     throw new ImageDecodeError(`Cannot read image ${file}: ${(err as Error).message}`);
   }
   try {
-    return await decodeBuffer(buf, opts.size ?? 150, opts.fit ?? 'fill');
+    return await decodeBuffer(buf, size, fit);
   } catch (err) {
     throw new ImageDecodeError(`Cannot decode image ${file}: ${(err as Error).message}. Pass a JPEG or PNG chest X-ray.`);
   }
@@ -336,9 +399,10 @@ async function stampFiles(records: ImageRecord[]): Promise<(FileStamp | null)[]>
   return stamps;
 }
 
-function cacheKey(records: ImageRecord[], stamps: (FileStamp | null)[], size: number, fit: ResizeFit): string {
+function cacheKey(records: ImageRecord[], stamps: (FileStamp | null)[], size: number, fit: ResizeFit, backend: string): string {
   const hash = crypto.createHash('sha256');
-  hash.update(`${CACHE_VERSION}\0${size}\0${fit}\0`);
+  // The backend is part of the key: the native and sharp paths may differ by one grey level.
+  hash.update(`${CACHE_VERSION}\0${size}\0${fit}\0${backend}\0`);
   records.forEach((r, i) => {
     const s = stamps[i];
     hash.update(`${r.path}\0${r.label}\0${s ? `${s.size}\0${s.mtimeMs}` : 'missing'}\n`);
@@ -416,29 +480,80 @@ function defaultConcurrency(): number {
   return Math.max(4, pool * 4);
 }
 
+/** Runs the native JPEG fast path over the records in batches; returns which indices it could not handle. */
+async function decodeNativeBatches(
+  addon: NativeJpeg,
+  records: ImageRecord[],
+  size: number,
+  fit: ResizeFit,
+  results: (Uint8Array | null)[],
+  onDone: (n: number) => void,
+): Promise<number[]> {
+  const perImage = size * size;
+  const fallback: number[] = [];
+  const batches: number[][] = [];
+  for (let i = 0; i < records.length; i += NATIVE_BATCH) {
+    batches.push(Array.from({ length: Math.min(NATIVE_BATCH, records.length - i) }, (_, k) => i + k));
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < batches.length) {
+      const batch = batches[next++];
+      const { pixels, ok } = await addon.decodeBatch(
+        batch.map((i) => records[i].path),
+        size,
+        FIT_CODES[fit],
+      );
+      let handled = 0;
+      batch.forEach((index, k) => {
+        if (ok[k]) {
+          results[index] = pixels.subarray(k * perImage, (k + 1) * perImage);
+          handled++;
+        } else fallback.push(index);
+      });
+      onDone(handled);
+    }
+  };
+  // One batch per libuv pool thread keeps every core decoding.
+  const poolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  await Promise.all(Array.from({ length: Math.min(poolSize, batches.length) }, worker));
+  return fallback.sort((a, b) => a - b);
+}
+
 async function decodeUncached(records: ImageRecord[], size: number, fit: ResizeFit, opts: DecodeOptions): Promise<DecodeResult> {
   const total = records.length;
   const perImage = size * size;
   const results: (Uint8Array | null)[] = new Array(total).fill(null);
   const reasons: (string | null)[] = new Array(total).fill(null);
   const progress = makeProgress(opts.progress, total);
-  let next = 0;
   let done = 0;
-  const worker = async () => {
-    while (next < total) {
-      const i = next++;
-      try {
-        const buf = await fsp.readFile(records[i].path);
-        results[i] = await decodeBuffer(buf, size, fit);
-      } catch (err) {
-        const msg = (err as Error).message;
-        reasons[i] = err instanceof ImageDecodeError ? msg : `cannot read file (${msg})`;
-      }
-      done++;
-      if (done % 64 === 0 || done === total) progress.tick(done, total);
+  let lastTick = 0;
+  const advance = (n: number) => {
+    done += n;
+    if (done - lastTick >= 64 || done === total) {
+      lastTick = done;
+      progress.tick(done, total);
     }
   };
   try {
+    const addon = opts.native === false ? null : nativeJpeg();
+    const general = addon
+      ? await decodeNativeBatches(addon, records, size, fit, results, advance)
+      : records.map((_, i) => i);
+    let next = 0;
+    const worker = async () => {
+      while (next < general.length) {
+        const i = general[next++];
+        try {
+          const buf = await fsp.readFile(records[i].path);
+          results[i] = await decodeBuffer(buf, size, fit);
+        } catch (err) {
+          const msg = (err as Error).message;
+          reasons[i] = err instanceof ImageDecodeError ? msg : `cannot read file (${msg})`;
+        }
+        advance(1);
+      }
+    };
     await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? defaultConcurrency()) }, worker));
   } finally {
     progress.stop();
@@ -476,7 +591,7 @@ async function decodeWithCache(records: ImageRecord[], opts: DecodeOptions): Pro
   let cacheFile: string | null = null;
   if (cacheDir !== null) {
     const stamps = await stampFiles(records);
-    cacheFile = path.join(cacheDir, `decoded-${size}-${fit}-${cacheKey(records, stamps, size, fit)}.bin`);
+    cacheFile = path.join(cacheDir, `decoded-${size}-${fit}-${cacheKey(records, stamps, size, fit, decodeBackend(opts.native !== false))}.bin`);
     const cached = await readCache(cacheFile, records.length, size);
     if (cached) {
       reportSkips(records, cached);
