@@ -341,6 +341,14 @@ describe('getDataset over HTTP', () => {
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
+  it('gives up on a stalled connection instead of hanging, and leaves nothing behind', async () => {
+    const started = Date.now();
+    const err = await expectDatasetError(downloadFile(`${baseUrl}/slow`, path.join(parent, 'x.zip'), { stallTimeoutMs: 300 }), 'NETWORK');
+    expect(err.message).toMatch(/stalled/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await fs.readdir(parent)).toEqual([]);
+  });
+
   it('refuses an existing destination unless forced', async () => {
     await fs.mkdir(dest);
     await fs.writeFile(path.join(dest, 'mine.txt'), 'keep me');

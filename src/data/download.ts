@@ -104,6 +104,8 @@ export interface DownloadOptions {
   expectedBytes?: number;
   /** Fail unless the file has this SHA-256 (hex). */
   sha256?: string;
+  /** Give up when no bytes arrive for this long (default 60 s), instead of hanging forever. */
+  stallTimeoutMs?: number;
 }
 
 export interface DownloadResult {
@@ -176,15 +178,53 @@ class ByteMeter extends Transform {
  * after the size (and optional checksum) check, so `dest` exists only when complete.
  */
 export async function downloadFile(url: string, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
-  const { signal } = opts;
-  throwIfAborted(signal);
+  const userSignal = opts.signal;
+  throwIfAborted(userSignal);
+  const stallMs = opts.stallTimeoutMs ?? 60_000;
+  // One signal for both ways to stop: the caller's (Ctrl-C) and our stall timer.
+  const stall = new AbortController();
+  const forwardAbort = () => stall.abort();
+  userSignal?.addEventListener('abort', forwardAbort, { once: true });
+  const signal = stall.signal;
+  let stallTimer: NodeJS.Timeout | undefined;
+  const rearmStallTimer = () => {
+    clearTimeout(stallTimer);
+    stallTimer = setTimeout(() => stall.abort(), stallMs);
+  };
+  const stalledError = () =>
+    new DatasetError(
+      'NETWORK',
+      `No data from ${url} for ${(stallMs / 1000).toFixed(1)} s; the connection stalled. Nothing was kept. ` +
+        `Run the command again later, or ${MANUAL_DOWNLOAD_HINT}`,
+    );
+  /** The error for an abort: the user's Ctrl-C, or our own stall timer. */
+  const abortReason = (): DatasetError | undefined =>
+    userSignal?.aborted ? abortedError() : stall.signal.aborted ? stalledError() : undefined;
+
   const partFile = `${dest}.part`;
+  rearmStallTimer();
+  try {
+    return await fetchToFile(url, dest, partFile, signal, opts, rearmStallTimer, abortReason);
+  } finally {
+    clearTimeout(stallTimer);
+    userSignal?.removeEventListener('abort', forwardAbort);
+  }
+}
+
+async function fetchToFile(
+  url: string,
+  dest: string,
+  partFile: string,
+  signal: AbortSignal,
+  opts: DownloadOptions,
+  onBytes: () => void,
+  abortReason: () => DatasetError | undefined,
+): Promise<DownloadResult> {
   let res: Response;
   try {
     res = await fetch(url, { redirect: 'follow', signal });
   } catch (err) {
-    if (signal?.aborted) throw abortedError();
-    throw networkError(url, err);
+    throw abortReason() ?? networkError(url, err);
   }
   if (!res.ok || !res.body) {
     await res.body?.cancel().catch(() => undefined);
@@ -206,7 +246,10 @@ export async function downloadFile(url: string, dest: string, opts: DownloadOpti
     );
   }
   const total = parseContentLength(res);
-  const meter = new ByteMeter((received) => opts.onProgress?.(received, total));
+  const meter = new ByteMeter((received) => {
+    onBytes();
+    opts.onProgress?.(received, total);
+  });
   try {
     await fs.mkdir(path.dirname(dest), { recursive: true });
     opts.onProgress?.(0, total);
@@ -214,7 +257,8 @@ export async function downloadFile(url: string, dest: string, opts: DownloadOpti
       const body = Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>);
       await pipeline(body, meter, createWriteStream(partFile), { signal });
     } catch (err) {
-      if (signal?.aborted) throw abortedError();
+      const aborted = abortReason();
+      if (aborted) throw aborted;
       const got = `${formatBytes(meter.received)}${total === undefined ? '' : ` of ${formatBytes(total)}`}`;
       throw new DatasetError(
         'INCOMPLETE',
