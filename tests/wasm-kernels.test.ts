@@ -164,3 +164,31 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
     });
   }
 });
+
+describe('MaxPoolGrad on wasm matches cpu (the stock wasm kernel does not)', () => {
+  const cases: Array<{ shape: number[]; k: number; s: number; pad: Pad }> = [
+    { shape: [1, 4, 4, 1], k: 2, s: 2, pad: 'valid' },
+    { shape: [2, 10, 10, 3], k: 2, s: 2, pad: 'valid' },
+    { shape: [2, 11, 9, 3], k: 2, s: 2, pad: 'valid' },
+    { shape: [1, 7, 6, 2], k: 3, s: 1, pad: 'same' },
+    { shape: [2, 9, 9, 4], k: 3, s: 2, pad: 'same' },
+  ];
+  for (const c of cases) {
+    it(`${c.shape.join('x')} pool ${c.k} stride ${c.s} ${c.pad}`, async () => {
+      const size = c.shape.reduce((a, b) => a * b);
+      const input = randomArray(size, 12);
+      // Ties (as after relu) must send the gradient to the same (first) position as cpu does.
+      for (let i = 0; i < size; i += 5) input[i] = 0;
+      for (let i = 1; i < size; i += 5) input[i] = 0;
+      await tf.setBackend('cpu');
+      const yShape = tf.tidy(() => tf.maxPool(tf.tensor4d(input, c.shape as [number, number, number, number]), c.k, c.s, c.pad).shape);
+      const ySize = yShape.reduce((a, b) => a * b);
+      const output = await runOn('cpu', 'MaxPool', { x: { shape: c.shape, values: input } }, { filterSize: c.k, strides: c.s, pad: c.pad });
+      await expectSameOnBoth('MaxPoolGrad', {
+        dy: { shape: yShape, values: randomArray(ySize, 13) },
+        input: { shape: c.shape, values: input },
+        output,
+      }, { filterSize: [c.k, c.k], strides: [c.s, c.s], pad: c.pad, dimRoundingMode: undefined });
+    });
+  }
+});

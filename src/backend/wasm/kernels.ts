@@ -345,6 +345,61 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
   return depthwiseInputGradLoops(backend, dy, filter, info);
 }
 
+/**
+ * Max-pool gradient. The stock wasm MaxPoolGrad returns wrong values (it drops or misplaces gradients,
+ * e.g. 16-95% max relative error vs cpu on 4x4..11x10 inputs), so this replaces it. Each window's
+ * gradient goes to its first maximum in row-major order, exactly as the cpu backend does.
+ */
+function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { dy, input } = inputs;
+  requireFloat32('MaxPoolGrad', dy, input);
+  const info = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    attrs.filterSize as number | [number, number],
+    attrs.strides as number | [number, number],
+    1,
+    attrs.pad as PadAttr,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+  );
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
+  const { top, left } = info.padInfo;
+  const dx = allocate(backend, input.shape);
+  const xs = view(backend, input);
+  const dys = view(backend, dy);
+  const out = view(backend, dx);
+  out.fill(0);
+  const best = new Float32Array(c);
+  const where = new Int32Array(c);
+  for (let b = 0; b < batchSize; b++) {
+    for (let oy = 0; oy < outHeight; oy++) {
+      const y0 = Math.max(0, oy * sh - top);
+      const y1 = Math.min(inHeight, oy * sh - top + fh);
+      for (let ox = 0; ox < outWidth; ox++) {
+        const x0 = Math.max(0, ox * sw - left);
+        const x1 = Math.min(inWidth, ox * sw - left + fw);
+        best.fill(Number.NEGATIVE_INFINITY);
+        where.fill(-1);
+        for (let y = y0; y < y1; y++) {
+          for (let x = x0; x < x1; x++) {
+            const base = ((b * inHeight + y) * inWidth + x) * c;
+            for (let k = 0; k < c; k++) {
+              const v = xs[base + k];
+              if (v > best[k]) {
+                best[k] = v;
+                where[k] = base + k;
+              }
+            }
+          }
+        }
+        const dyBase = ((b * outHeight + oy) * outWidth + ox) * c;
+        for (let k = 0; k < c; k++) if (where[k] >= 0) out[where[k]] += dys[dyBase + k];
+      }
+    }
+  }
+  return dx;
+}
+
 type Impl = (args: KernelArgs) => TensorInfo;
 
 const TRAINING_KERNELS: Array<[string, Impl]> = [
@@ -352,6 +407,7 @@ const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['Conv2DBackpropInput', conv2DBackpropInput],
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseConv2dNativeBackpropFilter],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
+  ['MaxPoolGrad', maxPoolGrad],
 ];
 
 export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name);
