@@ -168,6 +168,10 @@ describe('generateDemoDataset', () => {
     const sample = path.join(outDir, 'train', 'PNEUMONIA', (await fs.readdir(path.join(outDir, 'train', 'PNEUMONIA')))[0]);
     const meta = await sharp(sample).metadata();
     expect([meta.format, meta.width, meta.height, meta.channels]).toEqual(['jpeg', 64, 64, 1]);
+    expect(meta.exif?.includes('SYNTHETIC image, not a radiograph')).toBe(true);
+    const { data, info } = await sharp(sample).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true });
+    expect(info.channels).toBe(1);
+    expect(Math.max(...data) - Math.min(...data)).toBeGreaterThan(100);
     // Nothing but the dataset next to it: the staging folder was renamed, not left behind.
     expect(await fs.readdir(parent)).toEqual(['demo']);
   });

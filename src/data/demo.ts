@@ -314,6 +314,8 @@ export async function encodeGrayJpeg(pixels: Uint8Array, size: number): Promise<
     raw: { width: size, height: size, channels: 1 },
   })
     .toColourspace('b-w')
+    // Labels each file itself, so a copy taken out of the folder still says what it is.
+    .withExif({ IFD0: { ImageDescription: 'SYNTHETIC image, not a radiograph (pneumonia-xray demo data)' } })
     .jpeg({ quality: 90 })
     .toBuffer();
 }
