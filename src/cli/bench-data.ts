@@ -12,7 +12,7 @@ import * as path from 'path';
 import { spawn } from 'child_process';
 import { Command } from 'commander';
 import { discoverDataset, DatasetError } from '../data/discover';
-import { decodeImages, decodeBackend, type ResizeFit } from '../data/decode';
+import { decodeImages, decodeBackend, nativeJpeg, type ResizeFit } from '../data/decode';
 import type { ImageRecord } from '../types';
 
 const PIL_SCRIPT = String.raw`
@@ -91,8 +91,18 @@ async function main(): Promise<void> {
     .option('--limit <n>', 'use only the first N training images (quick runs)', (v) => parseInt(v, 10))
     .option('--python <exe>', 'Python with PIL for the comparison', '/usr/bin/python3')
     .option('--no-pil', 'skip the PIL comparison')
+    .option('--no-native', 'do not use the native libjpeg-turbo fast path (sharp only)')
     .parse();
-  const opts = program.opts<{ data: string; size: number; fit: ResizeFit; limit?: number; python: string; pil: boolean }>();
+  const opts = program.opts<{
+    data: string;
+    size: number;
+    fit: ResizeFit;
+    limit?: number;
+    python: string;
+    pil: boolean;
+    native: boolean;
+  }>();
+  const useNative = opts.native && nativeJpeg() !== null;
 
   const ds = await discoverDataset(opts.data);
   let records = ds.images.filter((r) => r.source === 'train');
@@ -103,13 +113,21 @@ async function main(): Promise<void> {
     const cacheDir = path.join(workDir, 'cache');
 
     const coldStart = performance.now();
-    const cold = await decodeImages(records, { size: opts.size, fit: opts.fit, cacheDir });
+    const cold = await decodeImages(records, { size: opts.size, fit: opts.fit, cacheDir, native: opts.native });
     const coldSeconds = (performance.now() - coldStart) / 1000;
 
     const warmStart = performance.now();
-    const warm = await decodeImages(records, { size: opts.size, fit: opts.fit, cacheDir });
+    const warm = await decodeImages(records, { size: opts.size, fit: opts.fit, cacheDir, native: opts.native });
     const warmSeconds = (performance.now() - warmStart) / 1000;
     if (!Buffer.from(warm.pixels).equals(Buffer.from(cold.pixels))) throw new Error('warm cache returned different pixels');
+
+    // With the addon in use, also time the portable sharp-only path (what a machine without the addon gets).
+    let sharpOnly: number | null = null;
+    if (useNative) {
+      const start = performance.now();
+      await decodeImages(records, { size: opts.size, fit: opts.fit, cacheDir: null, native: false });
+      sharpOnly = records.length / ((performance.now() - start) / 1000);
+    }
 
     let pil: PilResult | null = null;
     let pilError = '';
@@ -129,9 +147,10 @@ async function main(): Promise<void> {
     const rows: [string, string][] = [
       ['dataset', `${ds.root} (train/: ${records.length} images, ${cold.skipped.length} skipped)`],
       ['output', `${opts.size}x${opts.size} grayscale, fit ${opts.fit}`],
-      ['decoder', decodeBackend()],
+      ['decoder', decodeBackend(opts.native)],
       ['ours, cold (decode + cache write)', `${coldSeconds.toFixed(2)} s = ${ours.toFixed(0)} img/s (all ${os.cpus().length} cores)`],
       ['ours, warm (cache hit)', `${warmSeconds.toFixed(3)} s`],
+      ['ours, sharp only (no addon, no cache)', sharpOnly ? `${sharpOnly.toFixed(0)} img/s` : 'n/a'],
       [
         'PIL (1 thread)',
         pil ? `${pil.seconds.toFixed(2)} s = ${pilRate!.toFixed(0)} img/s` : `not run${pilError ? `: ${pilError}` : ''}`,
@@ -145,12 +164,13 @@ async function main(): Promise<void> {
       JSON.stringify({
         images: records.length,
         size: opts.size,
-        decoder: decodeBackend(),
+        decoder: decodeBackend(opts.native),
         ours_img_per_s: Math.round(ours),
         pil_img_per_s: pilRate ? Math.round(pilRate) : null,
         ratio: pilRate ? Number((ours / pilRate).toFixed(3)) : null,
         warm_load_s: Number(warmSeconds.toFixed(3)),
         cold_s: Number(coldSeconds.toFixed(3)),
+        sharp_only_img_per_s: sharpOnly ? Math.round(sharpOnly) : null,
         pil_mean_abs_diff: diff ? Number(diff.mean.toFixed(3)) : null,
         cpus: os.cpus().length,
         loadavg_1m: Number(load.toFixed(2)),
