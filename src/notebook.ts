@@ -3,7 +3,9 @@
  * on a tiny subset in CI or in full for the report because every value can be overridden from the environment
  * (`PNEUMO_<NAME>`, e.g. `imageSize` <- `PNEUMO_IMAGE_SIZE`).
  */
+import * as fs from 'fs';
 import * as path from 'path';
+import { parseAugment, SEED_AUGMENT, type AugmentConfig } from './augment';
 
 export type ParamValue = string | number | boolean | null;
 export type Params = Record<string, ParamValue>;
@@ -75,4 +77,38 @@ export const repoRoot = path.resolve(__dirname, '..');
 /** Resolves a path parameter against the repository root (not the notebook folder) when it is relative. */
 export function repoPath(p: string): string {
   return path.isAbsolute(p) ? p : path.resolve(repoRoot, p);
+}
+
+/** Where the notebooks keep what later notebooks reuse (all under the `out` parameter). */
+export interface NotebookPaths {
+  out: string;
+  /** The patient-grouped split written by 02 and read by 03-05. */
+  splitFile: string;
+  /** Decoded-pixel cache shared by every notebook. */
+  cacheDir: string;
+  /** The training run (model, history, checkpoints) written by 04 and read by 05. */
+  runDir: string;
+}
+
+export function notebookPaths(out: string, runDir?: string | null): NotebookPaths {
+  const root = repoPath(out);
+  return {
+    out: root,
+    splitFile: path.join(root, 'split.json'),
+    cacheDir: path.join(root, 'cache'),
+    runDir: runDir ? repoPath(runDir) : path.join(root, 'run'),
+  };
+}
+
+/** Fails with the missing file and the notebook that makes it, instead of an ENOENT deep inside a loader. */
+export function requireOutput(file: string, madeBy: string): string {
+  if (!fs.existsSync(file)) {
+    throw new Error(`${file} does not exist yet: run ${madeBy} first (with the same PNEUMO_OUT), then re-run this cell.`);
+  }
+  return file;
+}
+
+/** The notebooks' `augment` parameter: 'seed' (the seed article's zoom=0.3,vflip), 'none', or a spec like 'zoom=0.2,hflip'. */
+export function augmentFromParam(spec: string): AugmentConfig {
+  return spec.trim().toLowerCase() === 'seed' ? { ...SEED_AUGMENT } : parseAugment(spec);
 }
