@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import yazl from 'yazl';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  DatasetError,
+  DownloadError,
   KAGGLE_DATASET_URL,
   downloadFile,
   extractDatasetZip,
@@ -159,16 +159,16 @@ beforeEach(async () => {
   dest = path.join(parent, 'chest_xray');
 });
 
-async function expectDatasetError(promise: Promise<unknown>, code: string): Promise<DatasetError> {
+async function expectDownloadError(promise: Promise<unknown>, code: string): Promise<DownloadError> {
   const err = await promise.then(
     () => {
-      throw new Error(`expected a DatasetError ${code}, but it succeeded`);
+      throw new Error(`expected a DownloadError ${code}, but it succeeded`);
     },
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(DatasetError);
-  expect((err as DatasetError).code).toBe(code);
-  return err as DatasetError;
+  expect(err).toBeInstanceOf(DownloadError);
+  expect((err as DownloadError).code).toBe(code);
+  return err as DownloadError;
 }
 
 /** Everything under `dir`, relative, sorted. */
@@ -245,27 +245,27 @@ describe('getDataset over HTTP', () => {
   });
 
   it('reports an HTTP 404 clearly and leaves nothing behind', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/gone.zip` }), 'HTTP_STATUS');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/gone.zip` }), 'HTTP_STATUS');
     expect(err.message).toMatch(/HTTP 404/);
     expect(err.message).toContain('--url');
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
   it('rejects a response cut short of its content-length and leaves nothing behind', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/truncated` }), 'INCOMPLETE');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/truncated` }), 'INCOMPLETE');
     expect(err.message).toMatch(/broke off|incomplete/);
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
   it('rejects a download of the wrong size or checksum', async () => {
     const url = `${baseUrl}/ChestXRay2017.zip`;
-    await expectDatasetError(getDataset({ out: dest, url, expectedBytes: mendeleyZip.length + 1 }), 'INCOMPLETE');
-    await expectDatasetError(getDataset({ out: dest, url, sha256: '0'.repeat(64) }), 'CHECKSUM');
+    await expectDownloadError(getDataset({ out: dest, url, expectedBytes: mendeleyZip.length + 1 }), 'INCOMPLETE');
+    await expectDownloadError(getDataset({ out: dest, url, sha256: '0'.repeat(64) }), 'CHECKSUM');
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
   it('rejects a web page served instead of the archive, pointing to --url and --from', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/login-page` }), 'NOT_A_ZIP');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/login-page` }), 'NOT_A_ZIP');
     expect(err.message).toMatch(/web page \(text\/html/);
     expect(err.message).toContain('--url');
     expect(err.message).toContain('--from');
@@ -274,7 +274,7 @@ describe('getDataset over HTTP', () => {
 
   it('rejects a download that is not a zip, naming the URL rather than a temporary file', async () => {
     const url = `${baseUrl}/notzip`;
-    const err = await expectDatasetError(getDataset({ out: dest, url }), 'NOT_A_ZIP');
+    const err = await expectDownloadError(getDataset({ out: dest, url }), 'NOT_A_ZIP');
     expect(err.message).toMatch(/not a zip archive/);
     expect(err.message).toContain(`downloaded from ${url}`);
     expect(err.message).not.toContain('.download-');
@@ -295,21 +295,21 @@ describe('getDataset over HTTP', () => {
   });
 
   it('rejects a zip without the expected folders, saying what it expected', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/wrong-layout.zip` }), 'BAD_LAYOUT');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/wrong-layout.zip` }), 'BAD_LAYOUT');
     expect(err.message).toContain('chest_xray/train/NORMAL');
     expect(err.message).toContain('images');
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
   it('rejects a zip-slip entry and writes nothing anywhere', async () => {
-    await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/slip.zip` }), 'UNSAFE_PATH');
+    await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/slip.zip` }), 'UNSAFE_PATH');
     expect(await fs.readdir(parent)).toEqual([]);
     const escaped = await listTree(workDir);
     expect(escaped.some((f) => f.endsWith('slipped-out.jpeg'))).toBe(false);
   });
 
   it('rejects an archive whose data fails its CRC and leaves nothing behind', async () => {
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/corrupt.zip` }), 'NOT_A_ZIP');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/corrupt.zip` }), 'NOT_A_ZIP');
     expect(err.message).toMatch(/damaged/);
     expect(await fs.readdir(parent)).toEqual([]);
   });
@@ -320,7 +320,7 @@ describe('getDataset over HTTP', () => {
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
     const port = (probe.address() as AddressInfo).port;
     await new Promise((resolve) => probe.close(resolve));
-    const err = await expectDatasetError(getDataset({ out: dest, url: `http://127.0.0.1:${port}/x.zip` }), 'NETWORK');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `http://127.0.0.1:${port}/x.zip` }), 'NETWORK');
     expect(err.message).toContain('ECONNREFUSED');
     expect(err.message).toContain('--from');
     expect(err.message).toContain(KAGGLE_DATASET_URL);
@@ -337,13 +337,13 @@ describe('getDataset over HTTP', () => {
         if (received > 0) controller.abort();
       },
     });
-    await expectDatasetError(promise, 'ABORTED');
+    await expectDownloadError(promise, 'ABORTED');
     expect(await fs.readdir(parent)).toEqual([]);
   });
 
   it('gives up on a stalled connection instead of hanging, and leaves nothing behind', async () => {
     const started = Date.now();
-    const err = await expectDatasetError(downloadFile(`${baseUrl}/slow`, path.join(parent, 'x.zip'), { stallTimeoutMs: 300 }), 'NETWORK');
+    const err = await expectDownloadError(downloadFile(`${baseUrl}/slow`, path.join(parent, 'x.zip'), { stallTimeoutMs: 300 }), 'NETWORK');
     expect(err.message).toMatch(/stalled/);
     expect(Date.now() - started).toBeLessThan(5000);
     expect(await fs.readdir(parent)).toEqual([]);
@@ -352,7 +352,7 @@ describe('getDataset over HTTP', () => {
   it('refuses an existing destination unless forced', async () => {
     await fs.mkdir(dest);
     await fs.writeFile(path.join(dest, 'mine.txt'), 'keep me');
-    const err = await expectDatasetError(getDataset({ out: dest, url: `${baseUrl}/ChestXRay2017.zip` }), 'DESTINATION_EXISTS');
+    const err = await expectDownloadError(getDataset({ out: dest, url: `${baseUrl}/ChestXRay2017.zip` }), 'DESTINATION_EXISTS');
     expect(err.message).toContain('--force');
     expect(await fs.readFile(path.join(dest, 'mine.txt'), 'utf8')).toBe('keep me');
 
@@ -376,7 +376,7 @@ describe('downloadFile', () => {
     const result = await downloadFile(`${baseUrl}/redirect`, target);
     expect(result.bytes).toBe(mendeleyZip.length);
     expect(await fs.readFile(target)).toEqual(mendeleyZip);
-    await expectDatasetError(downloadFile(`${baseUrl}/truncated`, path.join(parent, 'b.zip')), 'INCOMPLETE');
+    await expectDownloadError(downloadFile(`${baseUrl}/truncated`, path.join(parent, 'b.zip')), 'INCOMPLETE');
     expect(await fs.readdir(parent)).toEqual(['a.zip']);
   });
 });
@@ -402,11 +402,11 @@ describe('import with --from', () => {
 
   it('extractDatasetZip reports a missing file and a non-zip file by name', async () => {
     const missing = path.join(parent, 'nope.zip');
-    const err = await expectDatasetError(extractDatasetZip(missing, dest), 'NOT_FOUND');
+    const err = await expectDownloadError(extractDatasetZip(missing, dest), 'NOT_FOUND');
     expect(err.message).toContain(missing);
     const text = path.join(parent, 'text.zip');
     await fs.writeFile(text, 'hello');
-    expect((await expectDatasetError(extractDatasetZip(text, dest), 'NOT_A_ZIP')).message).toContain(text);
+    expect((await expectDownloadError(extractDatasetZip(text, dest), 'NOT_A_ZIP')).message).toContain(text);
     expect(await fs.readdir(parent)).toEqual(['text.zip']);
   });
 

@@ -8,7 +8,7 @@ import {
   APPROX_ARCHIVE_BYTES,
   DATASET_CITATION,
   DATASET_URL,
-  DatasetError,
+  DownloadError,
   formatBytes,
   getDataset,
   type GetDatasetResult,
@@ -158,7 +158,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   } catch (err) {
     download.stop();
     extract.stop();
-    if (err instanceof DatasetError) {
+    if (err instanceof DownloadError) {
       io.err(`data:get: ${err.message}`);
       return err.code === 'ABORTED' ? 130 : 1;
     }

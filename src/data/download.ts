@@ -30,7 +30,7 @@ export const APPROX_ARCHIVE_BYTES = 1_235_512_464;
 const SPLIT_FOLDERS = ['train', 'val', 'test'] as const;
 const CLASS_FOLDERS = ['NORMAL', 'PNEUMONIA'] as const;
 
-export type DatasetErrorCode =
+export type DownloadErrorCode =
   | 'DESTINATION_EXISTS'
   | 'NETWORK'
   | 'HTTP_STATUS'
@@ -43,13 +43,13 @@ export type DatasetErrorCode =
   | 'ABORTED';
 
 /** An error whose message is meant for the user as is: what went wrong, with which file, and what to do. */
-export class DatasetError extends Error {
+export class DownloadError extends Error {
   constructor(
-    readonly code: DatasetErrorCode,
+    readonly code: DownloadErrorCode,
     message: string,
   ) {
     super(message);
-    this.name = 'DatasetError';
+    this.name = 'DownloadError';
   }
 }
 
@@ -57,8 +57,8 @@ const MANUAL_DOWNLOAD_HINT =
   `Download the archive yourself (Kaggle: ${KAGGLE_DATASET_URL} -> archive.zip, or ` +
   `Mendeley: ${DATASET_PAGE_URL} -> ChestXRay2017.zip) and import it with: npm run data:get -- --from path/to/archive.zip`;
 
-function abortedError(): DatasetError {
-  return new DatasetError('ABORTED', 'Interrupted; partial files were removed.');
+function abortedError(): DownloadError {
+  return new DownloadError('ABORTED', 'Interrupted; partial files were removed.');
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
@@ -132,7 +132,7 @@ function errorCode(err: unknown): string | undefined {
   return cause?.code ?? (err as { code?: string })?.code;
 }
 
-function networkError(url: string, err: unknown): DatasetError {
+function networkError(url: string, err: unknown): DownloadError {
   const code = errorCode(err);
   const host = (() => {
     try {
@@ -142,7 +142,7 @@ function networkError(url: string, err: unknown): DatasetError {
     }
   })();
   const why = code && NETWORK_CODES.has(code) ? code : ((err as Error)?.message ?? String(err));
-  return new DatasetError(
+  return new DownloadError(
     'NETWORK',
     `Could not reach ${host} (${why}): the network seems unreachable from this machine ` +
       `(offline, firewall, or a proxy that Node's fetch does not use). ${MANUAL_DOWNLOAD_HINT}`,
@@ -192,13 +192,13 @@ export async function downloadFile(url: string, dest: string, opts: DownloadOpti
     stallTimer = setTimeout(() => stall.abort(), stallMs);
   };
   const stalledError = () =>
-    new DatasetError(
+    new DownloadError(
       'NETWORK',
       `No data from ${url} for ${(stallMs / 1000).toFixed(1)} s; the connection stalled. Nothing was kept. ` +
         `Run the command again later, or ${MANUAL_DOWNLOAD_HINT}`,
     );
   /** The error for an abort: the user's Ctrl-C, or our own stall timer. */
-  const abortReason = (): DatasetError | undefined =>
+  const abortReason = (): DownloadError | undefined =>
     userSignal?.aborted ? abortedError() : stall.signal.aborted ? stalledError() : undefined;
 
   const partFile = `${dest}.part`;
@@ -218,7 +218,7 @@ async function fetchToFile(
   signal: AbortSignal,
   opts: DownloadOptions,
   onBytes: () => void,
-  abortReason: () => DatasetError | undefined,
+  abortReason: () => DownloadError | undefined,
 ): Promise<DownloadResult> {
   let res: Response;
   try {
@@ -228,7 +228,7 @@ async function fetchToFile(
   }
   if (!res.ok || !res.body) {
     await res.body?.cancel().catch(() => undefined);
-    throw new DatasetError(
+    throw new DownloadError(
       'HTTP_STATUS',
       `Download failed: ${res.url || url} answered HTTP ${res.status} ${res.statusText}. ` +
         `The address may have changed: check the dataset page ${DATASET_PAGE_URL} and pass --url, ` +
@@ -239,7 +239,7 @@ async function fetchToFile(
   if (/^text\/html/i.test(contentType)) {
     // Typically a login, consent or "file moved" page instead of the archive.
     await res.body.cancel().catch(() => undefined);
-    throw new DatasetError(
+    throw new DownloadError(
       'NOT_A_ZIP',
       `${res.url || url} sent a web page (${contentType}), not the zip archive. The download address may have ` +
         `changed: check ${DATASET_PAGE_URL} and pass --url, or ${MANUAL_DOWNLOAD_HINT}`,
@@ -260,14 +260,14 @@ async function fetchToFile(
       const aborted = abortReason();
       if (aborted) throw aborted;
       const got = `${formatBytes(meter.received)}${total === undefined ? '' : ` of ${formatBytes(total)}`}`;
-      throw new DatasetError(
+      throw new DownloadError(
         'INCOMPLETE',
         `Download of ${url} broke off after ${got} (${(err as Error).message}). Nothing was kept; run the command again.`,
       );
     }
     const expected = opts.expectedBytes ?? total;
     if (expected !== undefined && meter.received !== expected) {
-      throw new DatasetError(
+      throw new DownloadError(
         'INCOMPLETE',
         `Download of ${url} is incomplete: got ${meter.received} bytes, expected ${expected}. ` +
           'Nothing was kept; run the command again.',
@@ -275,7 +275,7 @@ async function fetchToFile(
     }
     const sha256 = meter.hash.digest('hex');
     if (opts.sha256 && sha256 !== opts.sha256.toLowerCase()) {
-      throw new DatasetError(
+      throw new DownloadError(
         'CHECKSUM',
         `Download of ${url} has SHA-256 ${sha256}, expected ${opts.sha256}. Nothing was kept; ` +
           'the file changed on the server or was corrupted on the way.',
@@ -326,7 +326,7 @@ function openZip(zipFile: string): Promise<yauzl.ZipFile> {
     yauzl.open(zipFile, { lazyEntries: true, autoClose: false, validateEntrySizes: true }, (err, zip) => {
       if (err || !zip) {
         reject(
-          new DatasetError(
+          new DownloadError(
             'NOT_A_ZIP',
             `${zipFile} is not a zip archive, or it is incomplete (${err?.message ?? 'unreadable'}). ` +
               'If it came from a download, delete it and download again.',
@@ -337,8 +337,8 @@ function openZip(zipFile: string): Promise<yauzl.ZipFile> {
   });
 }
 
-function unsafePathError(zipFile: string, detail: string): DatasetError {
-  return new DatasetError(
+function unsafePathError(zipFile: string, detail: string): DownloadError {
+  return new DownloadError(
     'UNSAFE_PATH',
     `${zipFile} contains an entry that would be written outside the destination (${detail}); ` +
       'refusing to extract it. Use an archive from the official sources.',
@@ -358,7 +358,7 @@ function readAllEntries(zip: yauzl.ZipFile, zipFile: string): Promise<yauzl.Entr
       if (/invalid relative path|absolute path|invalid characters/.test(err.message)) {
         reject(unsafePathError(zipFile, err.message));
       } else {
-        reject(new DatasetError('NOT_A_ZIP', `${zipFile} is damaged (${err.message}). Download it again.`));
+        reject(new DownloadError('NOT_A_ZIP', `${zipFile} is damaged (${err.message}). Download it again.`));
       }
     });
     zip.readEntry();
@@ -417,7 +417,7 @@ export async function assertDestinationFree(outDir: string, force = false): Prom
   if (force || !(await pathExists(outDir))) return;
   const entries = await fs.readdir(outDir).catch(() => ['(not a folder)']);
   if (entries.length === 0) return;
-  throw new DatasetError(
+  throw new DownloadError(
     'DESTINATION_EXISTS',
     `${outDir} already exists and is not empty. Use --force to replace it, or --out to choose another folder.`,
   );
@@ -453,7 +453,7 @@ export async function extractDatasetZip(zipFile: string, outDir: string, opts: E
   const root = path.resolve(outDir);
   await assertDestinationFree(root, opts.force);
   if (!(await pathExists(zipFile))) {
-    throw new DatasetError('NOT_FOUND', `${zipFile} does not exist. Check the path given to --from.`);
+    throw new DownloadError('NOT_FOUND', `${zipFile} does not exist. Check the path given to --from.`);
   }
   const zip = await openZip(zipFile);
   let staging: string | undefined;
@@ -462,7 +462,7 @@ export async function extractDatasetZip(zipFile: string, outDir: string, opts: E
     const archiveRoot = findDatasetRoot(entries.map((e) => e.fileName));
     if (archiveRoot === null) {
       const top = [...new Set(entries.map((e) => e.fileName.split('/')[0]).filter((n) => n && !isJunkEntry(n)))];
-      throw new DatasetError(
+      throw new DownloadError(
         'BAD_LAYOUT',
         `${zipFile} does not contain the expected dataset folders (chest_xray/train/NORMAL and ` +
           `chest_xray/train/PNEUMONIA); its top level holds: ${top.slice(0, 8).join(', ') || '(nothing)'}. ` +
@@ -500,7 +500,7 @@ export async function extractDatasetZip(zipFile: string, outDir: string, opts: E
         });
       } catch (err) {
         if (opts.signal?.aborted) throw abortedError();
-        throw new DatasetError(
+        throw new DownloadError(
           'NOT_A_ZIP',
           `${zipFile} is damaged: ${entry.fileName} could not be extracted (${(err as Error).message}). Download it again.`,
         );
@@ -574,7 +574,7 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
     const from = path.resolve(opts.from);
     const stat = await fs.stat(from).catch(() => null);
     if (!stat?.isFile()) {
-      throw new DatasetError('NOT_FOUND', `${from} does not exist or is not a file. Check the path given to --from.`);
+      throw new DownloadError('NOT_FOUND', `${from} does not exist or is not a file. Check the path given to --from.`);
     }
     if (opts.sha256) await assertSha256(from, opts.sha256, opts.signal);
     log(`Importing ${from} (${formatBytes(stat.size)})`);
@@ -598,8 +598,8 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
       onProgress: opts.onExtractProgress,
     }).catch((err: unknown) => {
       // The temporary file name means nothing to the user; the URL does.
-      if (err instanceof DatasetError && (err.code === 'NOT_A_ZIP' || err.code === 'BAD_LAYOUT' || err.code === 'UNSAFE_PATH')) {
-        throw new DatasetError(err.code, `${err.message.split(zipFile).join(`the file downloaded from ${url}`)}`);
+      if (err instanceof DownloadError && (err.code === 'NOT_A_ZIP' || err.code === 'BAD_LAYOUT' || err.code === 'UNSAFE_PATH')) {
+        throw new DownloadError(err.code, `${err.message.split(zipFile).join(`the file downloaded from ${url}`)}`);
       }
       throw err;
     });
@@ -646,6 +646,6 @@ async function assertSha256(file: string, expected: string, signal?: AbortSignal
   }
   const actual = hash.digest('hex');
   if (actual !== expected.toLowerCase()) {
-    throw new DatasetError('CHECKSUM', `${file} has SHA-256 ${actual}, expected ${expected}. Is it the right archive?`);
+    throw new DownloadError('CHECKSUM', `${file} has SHA-256 ${actual}, expected ${expected}. Is it the right archive?`);
   }
 }
