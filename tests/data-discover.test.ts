@@ -68,13 +68,24 @@ describe('discoverDataset', () => {
       ['Test/PNEUMONIA/person9_virus_9.jpeg', 'PNEUMONIA', 'person9', 'test'],
     ]);
     expect(ds.images.every((i) => path.isAbsolute(i.path))).toBe(true);
-    const skipped = Object.fromEntries(ds.skipped.map((s) => [path.relative(data, s.path), s.reason]));
+    await touch(path.join(root, 'chest_xray', 'README.txt'));
+    const again = await discoverDataset(root);
+    const skipped = Object.fromEntries(again.skipped.map((s) => [path.relative(root, s.path), s.reason]));
     expect(Object.keys(skipped).sort()).toEqual(
-      ['TRAIN/.DS_Store', 'TRAIN/normal/.DS_Store', 'TRAIN/normal/notes.txt', 'Test/PNEUMONIA/sub'].sort(),
+      [
+        '__MACOSX',
+        'chest_xray/README.txt',
+        'chest_xray/chest_xray/TRAIN/.DS_Store',
+        'chest_xray/chest_xray/TRAIN/normal/.DS_Store',
+        'chest_xray/chest_xray/TRAIN/normal/notes.txt',
+        'chest_xray/chest_xray/Test/PNEUMONIA/sub',
+      ].sort(),
     );
-    expect(skipped['TRAIN/normal/notes.txt']).toMatch(/not an image/);
-    expect(skipped['TRAIN/normal/.DS_Store']).toMatch(/hidden/);
-    expect(skipped['Test/PNEUMONIA/sub']).toMatch(/folder/);
+    expect(skipped['__MACOSX']).toMatch(/macOS/);
+    expect(again.images).toEqual(ds.images);
+    expect(skipped['chest_xray/chest_xray/TRAIN/normal/notes.txt']).toMatch(/not an image/);
+    expect(skipped['chest_xray/chest_xray/TRAIN/normal/.DS_Store']).toMatch(/hidden/);
+    expect(skipped['chest_xray/chest_xray/Test/PNEUMONIA/sub']).toMatch(/folder/);
   });
 
   it('allows missing val/test and an empty val class', async () => {

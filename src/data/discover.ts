@@ -90,14 +90,18 @@ async function subdirsByLowerName(dir: string): Promise<Map<string, string>> {
   return found;
 }
 
-/** Follows the Kaggle zip's chest_xray/chest_xray nesting down to the folder that holds train/. */
-async function resolveDatasetRoot(root: string): Promise<string> {
+/**
+ * Follows the Kaggle zip's chest_xray/chest_xray nesting down to the folder that holds train/; whatever else
+ * sits beside the chest_xray folders on the way (a `__MACOSX` folder, stray files) is listed as skipped.
+ */
+async function resolveDatasetRoot(root: string, skipped: SkippedFile[]): Promise<string> {
   let current = root;
   for (let depth = 0; depth < 4; depth++) {
     const dirs = await subdirsByLowerName(current);
     if (dirs.has('train')) return current;
     const meaningful = [...dirs.keys()].filter((n) => n !== '__macosx' && !n.startsWith('.'));
     if (meaningful.length === 1 && meaningful[0] === 'chest_xray') {
+      await skipStrays(current, new Set(['chest_xray']), skipped);
       current = dirs.get('chest_xray')!;
       continue;
     }
@@ -142,7 +146,7 @@ async function skipStrays(dir: string, expected: Set<string>, skipped: SkippedFi
     if (isDir && expected.has(entry.name.toLowerCase())) continue;
     const reason =
       skipReason(entry.name, isDir) ??
-      (isDir ? 'unexpected folder (not a split or class folder)' : 'file outside a class folder');
+      (isDir ? 'unexpected folder (not a dataset, split or class folder)' : 'file outside a class folder');
     skipped.push({ path: full, reason });
   }
 }
@@ -155,9 +159,9 @@ export async function discoverDataset(root: string): Promise<Dataset> {
       `No dataset at ${absRoot}: the folder does not exist; expected ${path.join(absRoot, 'train', '{NORMAL,PNEUMONIA}')}. ${FIX_HINT}.`,
     );
   }
-  const dataRoot = await resolveDatasetRoot(absRoot);
-  const images: ImageRecord[] = [];
   const skipped: SkippedFile[] = [];
+  const dataRoot = await resolveDatasetRoot(absRoot, skipped);
+  const images: ImageRecord[] = [];
   const sources: SourceSplit[] = [];
   const splitDirs = await subdirsByLowerName(dataRoot);
   await skipStrays(dataRoot, new Set(SOURCE_SPLITS), skipped);
