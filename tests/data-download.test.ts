@@ -1,9 +1,11 @@
+import { execFile, spawn } from 'child_process';
 import { promises as fs } from 'fs';
 import * as http from 'http';
 import type { AddressInfo } from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
+import { promisify } from 'util';
 import yazl from 'yazl';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -433,5 +435,48 @@ describe('import with --from', () => {
     });
     expect(code).toBe(2);
     expect(err.join('\n')).toContain('--expect-bytes');
+  });
+});
+
+const repoRoot = path.resolve(__dirname, '..');
+
+/**
+ * `npm test` builds dist/ first, so reuse it when it is newer than the sources; otherwise compile just
+ * this command and what it imports (other modules may be mid-edit) into a temporary folder.
+ */
+async function compiledDataGet(): Promise<string> {
+  const built = path.join(repoRoot, 'dist', 'cli', 'data-get.js');
+  const sources = ['src/cli/data-get.ts', 'src/data/download.ts'];
+  const builtAt = await fs.stat(built).then((s) => s.mtimeMs, () => -1);
+  const sourceTimes = await Promise.all(sources.map((f) => fs.stat(path.join(repoRoot, f)).then((s) => s.mtimeMs)));
+  if (builtAt > Math.max(...sourceTimes)) return built;
+  const buildDir = path.join(workDir, 'build');
+  const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
+  const flags = ['--outDir', buildDir, '--rootDir', 'src', '--module', 'commonjs', '--target', 'ES2022'];
+  await promisify(execFile)(process.execPath, [tsc, ...flags, '--esModuleInterop', '--strict', '--skipLibCheck', sources[0]], {
+    cwd: repoRoot,
+  });
+  return path.join(buildDir, 'cli', 'data-get.js');
+}
+
+describe('data:get as a program', () => {
+  it('on Ctrl-C (SIGINT) mid-download removes its partial files and exits with 130', async () => {
+    const program = await compiledDataGet();
+    const child = spawn(process.execPath, [program, '--url', `${baseUrl}/slow`, '--out', dest], {
+      cwd: repoRoot,
+      env: { ...process.env, NODE_PATH: path.join(repoRoot, 'node_modules') },
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // Wait until the partial download exists, then interrupt.
+    for (let i = 0; i < 200 && !(await fs.readdir(parent)).some((f) => f.endsWith('.part')); i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect((await fs.readdir(parent)).some((f) => f.endsWith('.part'))).toBe(true);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toContain('Interrupted');
+    expect(await fs.readdir(parent)).toEqual([]);
   });
 });
