@@ -147,6 +147,13 @@ describe('decodeImages', () => {
     expect(reasons['missing.jpeg']).toMatch(/cannot read file.*ENOENT/);
   });
 
+  it('handles an empty record list', async () => {
+    const d = await decodeImages([], { cacheDir: null });
+    expect(d.records).toEqual([]);
+    expect(d.pixels).toHaveLength(0);
+    expect(d.skipped).toEqual([]);
+  });
+
   it('decodeFile throws a clear error naming a bad file', async () => {
     await expect(decodeFile(path.join(tmp, 'text.jpeg'))).rejects.toThrow(/Cannot decode image .*text.jpeg: not a JPEG or PNG/);
     await expect(decodeFile(path.join(tmp, 'missing.jpeg'))).rejects.toThrow(/Cannot read image .*missing.jpeg/);
@@ -243,5 +250,19 @@ describe.skipIf(!hasShared)(`shared data at ${sharedData}`, () => {
     const mean = d.pixels.reduce((s, v) => s + v, 0) / d.pixels.length;
     expect(mean).toBeGreaterThan(60);
     expect(mean).toBeLessThan(200);
+  });
+
+  it('loads all training images from a warm cache in about a second', async () => {
+    const ds = await discoverDataset(sharedData);
+    const train = ds.images.filter((r) => r.source === 'train');
+    const cacheDir = path.join(tmp, 'shared-cache');
+    const cold = await decodeImages(train, { cacheDir });
+    const start = performance.now();
+    const warm = await decodeImages(train, { cacheDir });
+    const seconds = (performance.now() - start) / 1000;
+    console.log(`warm load of ${train.length} images: ${seconds.toFixed(3)} s`);
+    expect(warm.records).toHaveLength(train.length);
+    expect(Buffer.from(warm.pixels).equals(Buffer.from(cold.pixels))).toBe(true);
+    expect(seconds).toBeLessThan(3); // about 0.2 s idle; generous for a loaded shared machine
   });
 });
