@@ -327,7 +327,7 @@ export function summaryMarkdown(args: {
   if (args.testSource) lines.push(`- Test set: ${args.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train, grouped by patient'}`);
   const t = config.train;
   lines.push(
-    `- Backend: ${args.backend}`,
+    `- Backend: ${args.backend.replace(/^backend:\s*/, "")}`,
     `- Model: ${config.variant} at ${config.imageSize}x${config.imageSize}; Adam lr ${t.learningRate}, batch ${t.batchSize}, ` +
       `class weights ${t.classWeights}, augment ${formatAugment(t.augment) || 'none'}, seed ${t.seed}`,
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +

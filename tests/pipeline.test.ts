@@ -28,7 +28,7 @@ function config(overrides: Partial<PipelineConfig> = {}): PipelineConfig {
     name: 'test',
     imageSize: 32,
     variant: 'small',
-    backend: 'cpu',
+    backend: 'wasm',
     cacheDir: null,
     train: { ...DEFAULT_PIPELINE.train, epochs: 2, batchSize: 8, augment: { vflip: true } },
     split: { seed: 1, valFraction: 0.25, testFraction: 0.15 },
@@ -57,7 +57,7 @@ describe('runPipeline', () => {
     expect(csv.length).toBe(1 + split.val.length + split.test.length);
     const summary = fs.readFileSync(path.join(dir, 'summary.md'), 'utf8');
     expect(summary).toMatch(/\| Seed article, test \| 91\.0 \| 89\.8 \| 96\.7 \| - \| 93\.1 \|/);
-    expect(summary).toMatch(/backend: cpu/);
+    expect(summary).toMatch(/- Backend: wasm/);
     expect(summary).toMatch(/best epoch \(lowest val_loss\): [12]/);
     expect(readRunConfig(dir).variant).toBe('small');
     expect(lines.join('\n')).toMatch(/Test \(threshold/);

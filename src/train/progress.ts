@@ -59,8 +59,7 @@ export function formatEpochLine(logs: EpochLogs, totalEpochs: number): string {
 }
 
 function expectedBatches(ctx: TrainContext): number {
-  // Known exactly after the first epoch; before that, estimate from the training-set size.
-  return ctx.batchesPerEpoch || Math.ceil(ctx.trainCount / ctx.config.batchSize);
+  return ctx.batchesPerEpoch;
 }
 
 function resolveMode(mode: ProgressMode, stream: NodeJS.WritableStream): Exclude<ProgressMode, 'auto'> {

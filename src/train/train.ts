@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DecodedImages } from '../types';
 import type { AugmentConfig } from '../augment';
 import { SEED_AUGMENT } from '../augment';
-import { epochBatches } from '../data/batches';
+import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
 import type { Callback } from './callbacks';
@@ -228,7 +228,7 @@ export async function train(
     stopTraining: false,
     interrupted: false,
     initialEpoch,
-    batchesPerEpoch: 0,
+    batchesPerEpoch: batchCount(epochSize(data.train.labels, { balance: config.balance ?? 'none' }), { batchSize: config.batchSize }),
     trainCount,
     valCount: data.val.labels.length,
     history: [...(opts.history ?? [])].slice(0, initialEpoch),
@@ -308,7 +308,6 @@ export async function train(
         seen += size;
         const batchLogs: BatchLogs = { batch, size, loss: lossValue };
         batch++;
-        ctx.batchesPerEpoch = Math.max(ctx.batchesPerEpoch, batch);
         await runCallbacks(callbacks, (cb) => cb.onBatchEnd?.(batchLogs.batch, batchLogs, ctx));
         // Lets SIGINT / abort handlers run between batches.
         await yieldToEventLoop();

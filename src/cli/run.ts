@@ -1,0 +1,189 @@
+/**
+ * `npm start -- [flags]`: one full training run (discover, split, decode, train, evaluate) into a new run folder
+ * under outputs/runs/, or `--resume RUN_DIR` to continue an interrupted one.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { parseAugment } from '../augment';
+import { BACKEND_ORDER, type BackendName } from '../backend/select';
+import { generateDemoDataset } from '../data/demo';
+import { DEFAULT_PIPELINE, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+const defaultIo: CliIo = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+export const REAL_DATA_DIR = path.join('data', 'chest_xray');
+export const DEMO_DATA_DIR = path.join('data', 'demo');
+
+function wholeNumber(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`expected a whole number >= ${min}.`);
+    }
+    return n;
+  };
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number > 0.');
+  return n;
+}
+
+function fraction(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a number in [0, 1).');
+  return n;
+}
+
+/** Wraps a parser so its Error becomes commander's one-line "invalid argument" message. */
+function asArgument<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+interface Flags {
+  data?: string;
+  epochs?: number;
+  batchSize?: number;
+  imageSize?: number;
+  lr?: number;
+  augment?: PipelineConfig['train']['augment'];
+  classWeights?: 'balanced' | 'none';
+  balance?: 'none' | 'oversample';
+  variant?: PipelineConfig['variant'];
+  seed?: number;
+  valFraction?: number;
+  out?: string;
+  name?: string;
+  threshold?: PipelineConfig['threshold'];
+  limit?: number;
+  backend?: BackendName;
+  resume?: string;
+  patience?: number;
+}
+
+export function buildProgram(io: CliIo): Command {
+  const d = DEFAULT_PIPELINE;
+  return new Command()
+    .name('npm start --')
+    .description('Train and evaluate the pneumonia CNN; writes a run folder under outputs/runs/.')
+    .option('--data <dir>', `dataset root (default: $PNEUMO_DATA, else ${REAL_DATA_DIR} if present, else the synthetic demo set in ${DEMO_DATA_DIR})`)
+    .option('--epochs <n>', `epochs (default ${d.train.epochs})`, wholeNumber(1))
+    .option('--batch-size <n>', `batch size (default ${d.train.batchSize})`, wholeNumber(1))
+    .option('--image-size <px>', `input side in pixels, >= 32 (default ${d.imageSize})`, wholeNumber(32))
+    .option('--lr <rate>', `Adam learning rate (default ${d.train.learningRate})`, positiveNumber)
+    .option('--augment <spec>', "augmentation, e.g. 'zoom=0.3,vflip' or 'none' (default zoom=0.3,vflip)", asArgument(parseAugment))
+    .addOption(new Option('--class-weights <mode>', `loss class weights (default ${d.train.classWeights})`).choices(['balanced', 'none']))
+    .addOption(new Option('--balance <mode>', 'oversample the minority class in each epoch (default none)').choices(['none', 'oversample']))
+    .addOption(new Option('--variant <name>', `model variant (default ${d.variant})`).choices(['seed', 'small']))
+    .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
+    .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
+    .option('--patience <n>', `early-stopping patience in epochs, 0 = off (default ${d.patience})`, wholeNumber(0))
+    .option('--out <dir>', `parent folder for run folders (default ${d.out})`)
+    .option('--name <name>', 'run name (folder suffix)')
+    .option('--threshold <rule>', "threshold rule, chosen on validation: 'youden', 'recall=0.97' or 'fixed=0.5' (default youden)", asArgument(parseThresholdRule))
+    .option('--limit <n>', 'use at most N images per folder and class (quick runs)', wholeNumber(1))
+    .addOption(new Option('--backend <name>', 'tfjs backend (default: best available)').choices([...BACKEND_ORDER]))
+    .option('--resume <runDir>', 'continue an interrupted run from its last completed epoch')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+}
+
+/** Chooses the dataset: the flag, then $PNEUMO_DATA, then data/chest_xray, then the demo set (made if missing). */
+export async function resolveDataDir(flag: string | undefined, io: CliIo, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  if (flag) return flag;
+  if (env.PNEUMO_DATA) return env.PNEUMO_DATA;
+  if (fs.existsSync(REAL_DATA_DIR)) return REAL_DATA_DIR;
+  if (!fs.existsSync(path.join(DEMO_DATA_DIR, 'train'))) {
+    io.out(`No dataset given and ${REAL_DATA_DIR} not found: generating the synthetic demo dataset in ${DEMO_DATA_DIR} ...`);
+    await generateDemoDataset({ outDir: DEMO_DATA_DIR });
+  }
+  io.out(`Using the synthetic demo dataset in ${DEMO_DATA_DIR}: synthetic drawings, not radiographs. Get the real data with 'npm run data:get'.`);
+  return DEMO_DATA_DIR;
+}
+
+/** Flags given on the command line override the defaults, or the resumed run's saved settings. */
+export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyof Flags) => boolean): PipelineConfig {
+  const cfg: PipelineConfig = { ...base, train: { ...base.train }, split: { ...base.split } };
+  const set = <K extends keyof Flags>(key: K, apply: (v: NonNullable<Flags[K]>) => void) => {
+    if (given(key) && flags[key] !== undefined) apply(flags[key] as NonNullable<Flags[K]>);
+  };
+  set('data', (v) => (cfg.data = v));
+  set('epochs', (v) => (cfg.train.epochs = v));
+  set('batchSize', (v) => (cfg.train.batchSize = v));
+  set('imageSize', (v) => (cfg.imageSize = v));
+  set('lr', (v) => (cfg.train.learningRate = v));
+  set('augment', (v) => (cfg.train.augment = v));
+  set('classWeights', (v) => (cfg.train.classWeights = v));
+  set('balance', (v) => (cfg.train.balance = v));
+  set('variant', (v) => (cfg.variant = v));
+  set('seed', (v) => {
+    cfg.train.seed = v;
+    cfg.split.seed = v;
+  });
+  set('valFraction', (v) => (cfg.split.valFraction = v));
+  set('patience', (v) => (cfg.patience = v));
+  set('out', (v) => (cfg.out = v));
+  set('name', (v) => (cfg.name = v));
+  set('threshold', (v) => (cfg.threshold = v));
+  set('limit', (v) => (cfg.limit = v));
+  set('backend', (v) => (cfg.backend = v));
+  return cfg;
+}
+
+/** Settings a resumed run must keep, or its checkpoint and split no longer fit. */
+const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'seed', 'valFraction', 'limit'];
+
+/** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
+export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  const flags = program.opts<Flags>();
+  const given = (key: keyof Flags) => program.getOptionValueSource(key) === 'cli';
+  try {
+    let cfg: PipelineConfig;
+    if (flags.resume) {
+      const changed = FIXED_ON_RESUME.filter(given);
+      if (changed.length) {
+        io.err(`start: --resume keeps the run's ${changed.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}; drop those flags or start a new run.`);
+        return 2;
+      }
+      cfg = applyFlags(readRunConfig(flags.resume), flags, given);
+      cfg.resume = flags.resume;
+    } else {
+      cfg = applyFlags({ ...DEFAULT_PIPELINE, data: await resolveDataDir(flags.data, io) }, flags, (k) => k !== 'data' && given(k));
+    }
+    const result = await runPipeline(cfg, { log: io.out, handleSigint: opts.handleSigint ?? true });
+    result.model?.dispose();
+    return result.interrupted ? 130 : 0;
+  } catch (err) {
+    io.err(`start: ${(err as Error)?.message ?? String(err)}`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main().then((code) => {
+    process.exitCode = code;
+  });
+}

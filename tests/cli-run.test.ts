@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+import { generateDemoDataset } from '../src/data/demo';
+import { main as runMain } from '../src/cli/run';
+import { main as predictMain } from '../src/cli/predict';
+import type { EpochLogs } from '../src/train/train';
+
+let tmp: string;
+let dataDir: string;
+let runsDir: string;
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { out: (l: string) => out.push(l), err: (l: string) => err.push(l) }, out, err };
+}
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pneumo-cli-'));
+  dataDir = path.join(tmp, 'demo');
+  runsDir = path.join(tmp, 'runs');
+  await generateDemoDataset({ outDir: dataDir, perClass: 24, testPerClass: 8, size: 96, seed: 4 });
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const quick = ['--epochs', '1', '--limit', '20', '--image-size', '64', '--variant', 'small', '--backend', 'wasm'];
+
+describe('npm start (cli/run)', () => {
+  it('a tiny demo run writes every run file; --resume extends it; predict uses its threshold', async () => {
+    const c = capture();
+    const code = await runMain(['--data', dataDir, '--out', runsDir, '--name', 'cli', ...quick], c.io, { handleSigint: false });
+    expect(c.err).toEqual([]);
+    expect(code).toBe(0);
+    const runs = fs.readdirSync(runsDir);
+    expect(runs.length).toBe(1);
+    const runDir = path.join(runsDir, runs[0]);
+    for (const f of ['config.json', 'split.json', 'history.json', 'history.csv', 'metrics.json', 'predictions.csv', 'summary.md', 'model/model.json', 'model/weights.bin', 'checkpoints/latest/state.json']) {
+      expect(fs.existsSync(path.join(runDir, f)), f).toBe(true);
+    }
+    const config = JSON.parse(fs.readFileSync(path.join(runDir, 'config.json'), 'utf8'));
+    expect(config.config).toMatchObject({ imageSize: 64, variant: 'small', limit: 20 });
+    expect(config.config.train.epochs).toBe(1);
+
+    // Resume to 2 epochs: epoch 1 is not repeated.
+    const r = capture();
+    expect(await runMain(['--resume', runDir, '--epochs', '2'], r.io, { handleSigint: false })).toBe(0);
+    const hist = JSON.parse(fs.readFileSync(path.join(runDir, 'history.json'), 'utf8')) as EpochLogs[];
+    expect(hist.map((h) => h.epoch)).toEqual([1, 2]);
+    expect(fs.readdirSync(runsDir).length).toBe(1);
+
+    // Predict with the newest run: two good images and one broken file.
+    const metrics = JSON.parse(fs.readFileSync(path.join(runDir, 'metrics.json'), 'utf8'));
+    const images = ['NORMAL', 'PNEUMONIA'].map((c) => {
+      const folder = path.join(dataDir, 'test', c);
+      return path.join(folder, fs.readdirSync(folder).filter((f) => f.endsWith('.jpeg'))[0]);
+    });
+    const broken = path.join(tmp, 'broken.jpeg');
+    fs.writeFileSync(broken, 'not an image');
+    const gradcamDir = path.join(tmp, 'gradcam');
+    const p = capture();
+    const pcode = await predictMain(['--runs', runsDir, '--gradcam', gradcamDir, ...images, broken], p.io);
+    expect(pcode).toBe(1);
+    expect(p.out[0]).toBe('file\tprobability\tlabel');
+    const rows = p.out.slice(1).map((l) => l.split('\t'));
+    expect(rows.length).toBe(2);
+    for (const [file, prob, label] of rows) {
+      expect(images).toContain(file);
+      // Printed with 4 decimals: only compare where rounding cannot flip the side of the threshold.
+      if (Math.abs(Number(prob) - metrics.threshold) > 1e-4) expect(label).toBe(Number(prob) >= metrics.threshold ? 'PNEUMONIA' : 'NORMAL');
+    }
+    expect(p.err.join('\n')).toMatch(new RegExp(`threshold ${metrics.threshold.toFixed(4)} from .*metrics.json`));
+    expect(p.err.join('\n')).toMatch(/broken\.jpeg: cannot classify: /);
+    expect(p.err.join('\n')).toMatch(/1 of 3 file\(s\) could not be classified/);
+    const overlays = fs.readdirSync(gradcamDir);
+    expect(overlays.length).toBe(2);
+    const meta = await sharp(path.join(gradcamDir, overlays[0])).metadata();
+    expect(meta.format).toBe('png');
+  });
+
+  it('bad flag values and missing data give one clear line and a non-zero exit, no stack trace', async () => {
+    const cases: Array<[string[], number, RegExp]> = [
+      [['--epochs', 'ten'], 2, /--epochs.*whole number/],
+      [['--augment', 'zoom=9'], 2, /--augment/],
+      [['--threshold', 'best'], 2, /youden, recall=0.97 or fixed=0.5/],
+      [['--variant', 'huge'], 2, /--variant.*seed, small/],
+      [['--data', path.join(tmp, 'missing'), '--out', runsDir], 1, /No dataset at .*missing/],
+      [['--resume', path.join(tmp, 'missing-run')], 1, /no config\.json/],
+      [['--resume', tmp, '--image-size', '64'], 2, /--resume keeps the run's --image-size/],
+    ];
+    for (const [argv, code, message] of cases) {
+      const c = capture();
+      expect(await runMain(argv, c.io, { handleSigint: false }), argv.join(' ')).toBe(code);
+      const text = c.err.join('\n');
+      expect(text).toMatch(message);
+      expect(text).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('predict without any run explains how to get one', async () => {
+    const c = capture();
+    expect(await predictMain(['--runs', path.join(tmp, 'no-runs'), 'x.jpeg'], c.io)).toBe(1);
+    expect(c.err.join('\n')).toMatch(/No trained model under .*no-runs; train one with 'npm start'/);
+  });
+});
