@@ -173,6 +173,17 @@ describe('decodeImages', () => {
     expect(Buffer.from(second.pixels).equals(Buffer.from(first.pixels))).toBe(true);
     expect(second.records).toEqual(first.records);
 
+    // Another order of the same files (e.g. a split with another seed) is served by the same cache entry.
+    const reversed = await decodeImages(records.slice().reverse(), { size: 40, cacheDir, progress: (d) => calls.push(d) });
+    expect(calls).toEqual([]);
+    const n = records.length;
+    for (let k = 0; k < n; k++) {
+      const a = reversed.pixels.subarray(k * 1600, (k + 1) * 1600);
+      const b = first.pixels.subarray((n - 1 - k) * 1600, (n - k) * 1600);
+      expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+    }
+    expect((await fsp.readdir(cacheDir)).filter((f) => f.endsWith('.bin'))).toHaveLength(1);
+
     // Another size or fit is another cache entry.
     await decodeImages(records, { size: 41, cacheDir });
     expect((await fsp.readdir(cacheDir)).filter((f) => f.endsWith('.bin'))).toHaveLength(2);

@@ -581,31 +581,84 @@ function reportSkips(records: ImageRecord[], result: DecodeResult): void {
   );
 }
 
-/** Decodes (or loads from cache) all records; the shared core of decodeImages and decodeSplit. */
+/** Most recent cache files kept per folder; older ones are deleted (each is ~22 KB per image at 150 px). */
+const CACHE_KEEP = 6;
+
+async function pruneCache(cacheDir: string, keep: string): Promise<void> {
+  try {
+    const names = (await fsp.readdir(cacheDir)).filter((n) => n.startsWith('decoded-') && n.endsWith('.bin'));
+    const stats = await Promise.all(
+      names.map(async (n) => ({ file: path.join(cacheDir, n), mtime: (await fsp.stat(path.join(cacheDir, n))).mtimeMs })),
+    );
+    const old = stats.filter((s) => s.file !== keep).sort((a, b) => b.mtime - a.mtime).slice(CACHE_KEEP - 1);
+    await Promise.all(old.map((s) => fsp.rm(s.file, { force: true })));
+  } catch {
+    // pruning is housekeeping: never fail a load over it
+  }
+}
+
+/** Decodes (or loads from cache) records given in canonical order: unique paths, sorted. */
+async function decodeCanonical(records: ImageRecord[], size: number, fit: ResizeFit, opts: DecodeOptions): Promise<DecodeResult> {
+  const cacheDir = opts.cacheDir === undefined ? path.resolve('outputs/cache') : opts.cacheDir;
+  if (cacheDir === null) return decodeUncached(records, size, fit, opts);
+  const stamps = await stampFiles(records);
+  const key = cacheKey(records, stamps, size, fit, decodeBackend(opts.native !== false));
+  const cacheFile = path.join(cacheDir, `decoded-${size}-${fit}-${key}.bin`);
+  const cached = await readCache(cacheFile, records.length, size);
+  if (cached) {
+    const now = new Date();
+    await fsp.utimes(cacheFile, now, now).catch(() => undefined); // recently used: kept by pruning
+    return cached;
+  }
+  const result = await decodeUncached(records, size, fit, opts);
+  try {
+    await writeCache(cacheFile, result, records.length, size);
+    await pruneCache(cacheDir, cacheFile);
+  } catch (err) {
+    process.stderr.write(`decode: could not write cache ${cacheFile} (${(err as Error).message}); continuing without it\n`);
+  }
+  return result;
+}
+
+/**
+ * Decodes (or loads from cache) all records; the shared core of decodeImages and decodeSplit. The cache holds
+ * the set of files in path order, so re-splitting with another seed or reordering the records still hits it.
+ */
 async function decodeWithCache(records: ImageRecord[], opts: DecodeOptions): Promise<DecodeResult> {
   const size = opts.size ?? 150;
   const fit = opts.fit ?? 'fill';
   if (!Number.isInteger(size) || size < 1 || size > 4096) throw new RangeError(`size must be an integer in 1..4096, got ${size}`);
   if (!['fill', 'cover', 'contain'].includes(fit)) throw new RangeError(`fit must be fill, cover or contain, got ${fit}`);
-  const cacheDir = opts.cacheDir === undefined ? path.resolve('outputs/cache') : opts.cacheDir;
-  let cacheFile: string | null = null;
-  if (cacheDir !== null) {
-    const stamps = await stampFiles(records);
-    cacheFile = path.join(cacheDir, `decoded-${size}-${fit}-${cacheKey(records, stamps, size, fit, decodeBackend(opts.native !== false))}.bin`);
-    const cached = await readCache(cacheFile, records.length, size);
-    if (cached) {
-      reportSkips(records, cached);
-      return cached;
-    }
+
+  const canonicalIndex = new Map<string, number>();
+  const canonical = records
+    .filter((r) => !canonicalIndex.has(r.path) && canonicalIndex.set(r.path, -1))
+    .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  canonical.forEach((r, c) => canonicalIndex.set(r.path, c));
+  const base = await decodeCanonical(canonical, size, fit, opts);
+
+  // Back to the caller's order (and duplicates), as indices into `records`.
+  const perImage = size * size;
+  const position = new Int32Array(canonical.length).fill(-1);
+  base.kept.forEach((c, k) => (position[c] = k));
+  const reasonOf = new Map(base.skipped.map((s) => [s.index, s.reason] as const));
+  const kept: number[] = [];
+  const skipped: { index: number; reason: string }[] = [];
+  records.forEach((r, i) => {
+    const c = canonicalIndex.get(r.path)!;
+    if (position[c] >= 0) kept.push(i);
+    else skipped.push({ index: i, reason: reasonOf.get(c) ?? 'not decoded' });
+  });
+  const identity = kept.length === base.kept.length && kept.every((i, k) => canonicalIndex.get(records[i].path) === base.kept[k]);
+  let pixels = base.pixels;
+  if (!identity) {
+    pixels = new Uint8Array(kept.length * perImage);
+    kept.forEach((i, k) => {
+      const from = position[canonicalIndex.get(records[i].path)!] * perImage;
+      pixels.set(base.pixels.subarray(from, from + perImage), k * perImage);
+    });
   }
-  const result = await decodeUncached(records, size, fit, opts);
-  if (cacheFile) {
-    try {
-      await writeCache(cacheFile, result, records.length, size);
-    } catch (err) {
-      process.stderr.write(`decode: could not write cache ${cacheFile} (${(err as Error).message}); continuing without it\n`);
-    }
-  }
+  const result = { kept: Int32Array.from(kept), pixels, skipped };
   reportSkips(records, result);
   return result;
 }
