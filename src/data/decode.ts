@@ -1,10 +1,14 @@
 /**
  * Decodes image files to grayscale `size x size` Uint8 pixels, fast, with an on-disk cache.
  *
- * How (measured on the 224x224 Kaggle JPEGs, 2 cores): libvips' per-image resize pipeline costs more than the
- * JPEG decode itself, so sharp only decodes (to raw 8-bit pixels at full size, or pre-shrunk for large images)
- * and the luma conversion and resize run here in JS with precomputed filter weights. Many decodes are kept in
- * flight so that both cores stay busy on the libuv pool while the main thread converts finished ones.
+ * Two paths, measured on the 224x224 Kaggle JPEGs on 2 cores (see `npm run bench:data`):
+ * - Native fast path (optional addon in src/data/native, built by `node src/data/native/build-addon.js`):
+ *   libjpeg-turbo decodes plain 8-bit JPEGs straight to luma (no chroma work) and resizes in C, in batches on
+ *   the libuv pool; about 2x PIL's single-thread speed here.
+ * - General path (everything else, and everything when the addon is absent): sharp decodes to raw 8-bit pixels
+ *   (pre-shrunk by libvips for large inputs) and the luma conversion and resize run in JS. libvips' own
+ *   per-image resize pipeline costs more than the decode, which is why it is not used for the resize.
+ * Both paths share one resize algorithm (same double arithmetic), so they agree to within one grey level.
  *
  * Pixel semantics (chosen to match PIL, i.e. Keras' loader, as closely as is cheap):
  * - grayscale is ITU-R 601 luma, PIL's fixed-point formula; alpha is ignored (as PIL's convert('L'));
