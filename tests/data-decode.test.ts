@@ -219,7 +219,7 @@ describe('decodeImages', () => {
 
 const hasNative = nativeJpeg() !== null;
 
-describe.skipIf(!hasNative)('native libjpeg-turbo fast path (skipped: addon not built; node-gyp rebuild -C src/data/native)', () => {
+describe.skipIf(!hasNative)('native libjpeg-turbo fast path (skipped unless built: npm run build:jpeg)', () => {
   function maxDiff(a: Uint8Array, b: Uint8Array): number {
     let worst = 0;
     for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));

@@ -2,7 +2,7 @@
  * Decodes image files to grayscale `size x size` Uint8 pixels, fast, with an on-disk cache.
  *
  * Two paths, measured on the 224x224 Kaggle JPEGs on 2 cores (see `npm run bench:data`):
- * - Native fast path (optional addon in src/data/native, built by `node src/data/native/build-addon.js`):
+ * - Native fast path (optional addon in src/data/native, built by `npm run build:jpeg`):
  *   libjpeg-turbo decodes plain 8-bit JPEGs straight to luma (no chroma work) and resizes in C, in batches on
  *   the libuv pool; about 2x PIL's single-thread speed here.
  * - General path (everything else, and everything when the addon is absent): sharp decodes to raw 8-bit pixels
@@ -69,7 +69,7 @@ const NATIVE_BATCH = 32;
 let nativeAddon: NativeJpeg | null | undefined;
 
 /**
- * Loads the addon once if it was built (`node-gyp rebuild -C src/data/native`); without it everything goes
+ * Loads the addon once if it was built (`npm run build:jpeg`); without it everything goes
  * through sharp, slower but the same pixels to within one grey level. PNEUMO_NATIVE_JPEG=0 turns it off.
  */
 export function nativeJpeg(): NativeJpeg | null {

@@ -24,6 +24,6 @@ if (result && result.status === 0) {
   const why = result ? String(result.stderr).split('\n').filter((l) => /error/i.test(l)).slice(0, 3).join(' | ') : 'node-gyp not installed';
   console.warn(
     `native JPEG decoder not built (${why || 'node-gyp failed'}). Decoding uses sharp instead (slower, same pixels ` +
-      'within one grey level). To build it: apt-get install g++ make libjpeg62-turbo-dev, then run this again.',
+      'within one grey level). To build it: apt-get install g++ make libjpeg62-turbo-dev, then run npm run build:jpeg.',
   );
 }
