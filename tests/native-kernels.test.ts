@@ -197,9 +197,58 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     r.dispose();
   });
 
-  it('relu matches cpu', async () => {
-    const rng = makeRng(16);
-    const x = { shape: [3, 1001], data: randomArray(rng, 3003) };
-    await expectSame([x], (xt) => tf.relu(xt), 0);
+  it.each([
+    { a: [4, 5, 6, 7], b: [4, 5, 6, 7] },
+    { a: [4, 5, 6, 7], b: [7] },
+    { a: [1, 1, 1, 7], b: [4, 5, 6, 7] },
+    { a: [4, 5, 6, 7], b: [] },
+    { a: [], b: [3, 9] },
+    { a: [6, 1], b: [6, 5] },
+    { a: [6, 1], b: [1, 5] },
+    { a: [2, 3, 4], b: [3, 1] },
+    { a: [3, 70000], b: [3, 70000] },
+    { a: [1, 70000], b: [2, 70000] },
+  ])('add, sub, mul, div, squared difference with broadcasting: %o', async (c) => {
+    const rng = makeRng(17);
+    const a = { shape: c.a, data: randomArray(rng, c.a.reduce((x, y) => x * y, 1)) };
+    const b = { shape: c.b, data: randomArray(rng, c.b.reduce((x, y) => x * y, 1)).map((v) => v + 3) };
+    await expectSame([a, b], (x, y) => [tf.add(x, y), tf.sub(x, y), tf.mul(x, y), tf.div(x, y), tf.squaredDifference(x, y)], 1e-6);
+  });
+
+  it('unary ops keep tfjs semantics (NaN, zero, negatives)', async () => {
+    const rng = makeRng(18);
+    const data = randomArray(rng, 40003);
+    data[0] = NaN;
+    data[1] = 0;
+    data[2] = -0;
+    const x = { shape: [40003], data };
+    const [native, cpu] = await onBoth([x], (t) => [tf.relu(t), tf.step(t, 0.3), tf.square(t), tf.neg(t), tf.sqrt(tf.abs(t)), tf.rsqrt(tf.abs(t).add(0.1))]);
+    native.forEach((n, i) => expect(Array.from(n)).toEqual(Array.from(cpu[i])));
+  });
+
+  it.each([
+    { shape: [4, 5, 6, 7], axis: [0, 1, 2], keepDims: false },
+    { shape: [4, 5, 6, 7], axis: [0, 1, 2], keepDims: true },
+    { shape: [4, 5, 6, 7], axis: [3], keepDims: false },
+    { shape: [4, 5, 6, 7], axis: [2, 3], keepDims: true },
+    { shape: [4, 5, 6, 7], axis: null, keepDims: false },
+    { shape: [4, 5, 6, 7], axis: [1], keepDims: false },
+    { shape: [300000, 3], axis: [0], keepDims: false },
+    { shape: [9], axis: -1, keepDims: false },
+  ])('sum and mean: %o', async (c) => {
+    const rng = makeRng(19);
+    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    const axis = c.axis === null ? undefined : c.axis;
+    await expectSame([x], (t) => [tf.sum(t, axis, c.keepDims), tf.mean(t, axis, c.keepDims)], 1e-5);
+  });
+
+  it.each([
+    { shape: [1, 1, 1, 5], reps: [2, 3, 4, 1] },
+    { shape: [2, 3], reps: [2, 3] },
+    { shape: [7], reps: [3] },
+  ])('tile: %o', async (c) => {
+    const rng = makeRng(20);
+    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    await expectSame([x], (t) => tf.tile(t, c.reps), 0);
   });
 });

@@ -1,22 +1,226 @@
-// Element-wise kernels that dominate a training step once convolutions are fast.
+// Element-wise and reduction kernels that dominate a training step once convolutions are
+// fast: tfjs's CPU backend runs them in generic JS (batch-norm and its gradient broadcast
+// [C] against [N,H,W,C] and reduce over N,H,W).
 #include "common.h"
+#include <cmath>
+#include <omp.h>
 
 namespace pn {
 namespace {
 
-Napi::Value Relu(const Napi::CallbackInfo& info) {
+enum BinaryOp { kAdd = 0, kSub, kMul, kDiv, kSquaredDiff };
+
+// How an operand maps onto the output, which is processed as blocks of `inner` elements:
+// 0 full (same index), 1 repeated per block (index j), 2 one value per block (index blk), 3 scalar.
+template <int OP>
+inline float apply(float a, float b) {
+  if (OP == kAdd) return a + b;
+  if (OP == kSub) return a - b;
+  if (OP == kMul) return a * b;
+  if (OP == kDiv) return a / b;
+  float d = a - b;
+  return d * d;
+}
+
+template <int OP>
+void blockLoop(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  if (sa == 1 && sb == 1) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(a[j], b[j]);
+  } else if (sa == 1) {
+    const float bv = b[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(a[j], bv);
+  } else if (sb == 1) {
+    const float av = a[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(av, b[j]);
+  } else {
+    const float v = apply<OP>(a[0], b[0]);
+    for (int64_t j = 0; j < n; j++) y[j] = v;
+  }
+}
+
+inline const float* operandBlock(const float* p, int mode, int64_t blk, int64_t inner, int64_t& stride) {
+  switch (mode) {
+    case 0: stride = 1; return p + blk * inner;
+    case 1: stride = 1; return p;
+    case 2: stride = 0; return p + blk;
+    default: stride = 0; return p;
+  }
+}
+
+template <int OP>
+void binary(const float* a, int ma, const float* b, int mb, float* y, int64_t blocks, int64_t inner) {
+  const int64_t chunk = 4096;
+  if (blocks >= 2 * omp_get_max_threads() || inner < 2 * chunk) {
+#pragma omp parallel for schedule(static) if (blocks * inner > 32768)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      int64_t sa, sb;
+      const float* pa = operandBlock(a, ma, blk, inner, sa);
+      const float* pb = operandBlock(b, mb, blk, inner, sb);
+      blockLoop<OP>(pa, sa, pb, sb, y + blk * inner, inner);
+    }
+  } else {
+    // Few, long blocks: split each block across threads.
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      int64_t sa, sb;
+      const float* pa = operandBlock(a, ma, blk, inner, sa);
+      const float* pb = operandBlock(b, mb, blk, inner, sb);
+      float* py = y + blk * inner;
+      int64_t pieces = (inner + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+      for (int64_t c = 0; c < pieces; c++) {
+        int64_t s = c * chunk, e = std::min(inner, s + chunk);
+        blockLoop<OP>(pa + s * sa, sa, pb + s * sb, sb, py + s, e - s);
+      }
+    }
+  }
+}
+
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  // (op, a, modeA, b, modeB, y, blocks, inner)
+  int op = info[0].As<Napi::Number>().Int32Value();
+  const float* a = f32(info[1]);
+  int ma = info[2].As<Napi::Number>().Int32Value();
+  const float* b = f32(info[3]);
+  int mb = info[4].As<Napi::Number>().Int32Value();
+  float* y = f32(info[5]);
+  int64_t blocks = info[6].As<Napi::Number>().Int64Value();
+  int64_t inner = info[7].As<Napi::Number>().Int64Value();
+  switch (op) {
+    case kAdd: binary<kAdd>(a, ma, b, mb, y, blocks, inner); break;
+    case kSub: binary<kSub>(a, ma, b, mb, y, blocks, inner); break;
+    case kMul: binary<kMul>(a, ma, b, mb, y, blocks, inner); break;
+    case kDiv: binary<kDiv>(a, ma, b, mb, y, blocks, inner); break;
+    case kSquaredDiff: binary<kSquaredDiff>(a, ma, b, mb, y, blocks, inner); break;
+    default: throw std::runtime_error("unknown binary op");
+  }
+  return info.Env().Undefined();
+}
+
+enum UnaryOp { kRelu = 0, kStep, kSqrt, kSquare, kRsqrt, kNeg };
+
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  // (op, x, y, alpha)
+  int op = info[0].As<Napi::Number>().Int32Value();
+  const float* x = f32(info[1]);
+  float* y = f32(info[2]);
+  float alpha = info[3].As<Napi::Number>().FloatValue();
+  int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
+  switch (op) {
+    case kRelu:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? x[i] : 0.f);  // Math.max(0, x)
+      break;
+    case kStep:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : alpha);
+      break;
+    case kSqrt:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = std::sqrt(x[i]);
+      break;
+    case kSquare:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
+      break;
+    case kRsqrt:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(x[i])));  // as tfjs: in double
+      break;
+    case kNeg:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; i++) y[i] = -x[i];
+      break;
+    default: throw std::runtime_error("unknown unary op");
+  }
+  return info.Env().Undefined();
+}
+
+// Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (mode 0),
+// or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (mode 1).
+// Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
+Napi::Value Sum(const Napi::CallbackInfo& info) {
+  // (x, y, mode, outer, inner, scale)
   const float* x = f32(info[0]);
   float* y = f32(info[1]);
-  int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
+  int mode = info[2].As<Napi::Number>().Int32Value();
+  int64_t outer = info[3].As<Napi::Number>().Int64Value();
+  int64_t inner = info[4].As<Napi::Number>().Int64Value();
+  double scale = info[5].As<Napi::Number>().DoubleValue();
+  if (mode == 1) {
+#pragma omp parallel for schedule(static) if (outer * inner > 32768)
+    for (int64_t o = 0; o < outer; o++) {
+      const float* row = x + o * inner;
+      double s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < inner; j++) s += row[j];
+      y[o] = static_cast<float>(s * scale);
+    }
+    return info.Env().Undefined();
+  }
+  const int64_t rows = outer;
+  int threads = (rows * inner > 32768) ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    double* acc = partial.data() + static_cast<size_t>(t) * inner;
+    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (int64_t r = r0; r < r1; r++) {
+      const float* row = x + r * inner;
+#pragma omp simd
+      for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+    }
+  }
+  for (int64_t j = 0; j < inner; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * inner + j];
+    y[j] = static_cast<float>(s * scale);
+  }
+  return info.Env().Undefined();
+}
+
+// Tile: y[i0..ik] = x[i0 % s0, ..., ik % sk], copying whole input rows along the last axis.
+Napi::Value Tile(const Napi::CallbackInfo& info) {
+  // (x, y, inShape:Int32Array, outShape:Int32Array)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  auto in = ints(info[2]);
+  auto out = ints(info[3]);
+  const size_t rank = in.size();
+  const int64_t inLast = in[rank - 1], outLast = out[rank - 1];
+  int64_t outRows = 1;
+  for (size_t d = 0; d + 1 < rank; d++) outRows *= out[d];
+#pragma omp parallel for schedule(static) if (outRows * outLast > 32768)
+  for (int64_t r = 0; r < outRows; r++) {
+    // Decompose the output row index and map it to an input row.
+    int64_t rem = r, inRow = 0, mult = 1;
+    for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; d--) {
+      int64_t idx = rem % out[d];
+      rem /= out[d];
+      inRow += (idx % in[d]) * mult;
+      mult *= in[d];
+    }
+    const float* src = x + inRow * inLast;
+    float* dst = y + r * outLast;
+    for (int64_t j = 0; j < outLast; j += inLast) {
+      int64_t len = std::min(inLast, outLast - j);
+      for (int64_t k = 0; k < len; k++) dst[j + k] = src[k];
+    }
+  }
   return info.Env().Undefined();
 }
 
 }  // namespace
 
 void registerElementwise(Napi::Env env, Napi::Object exports) {
-  exports.Set("relu", Napi::Function::New(env, Relu));
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("sum", Napi::Function::New(env, Sum));
+  exports.Set("tile", Napi::Function::New(env, Tile));
 }
 
 }  // namespace pn

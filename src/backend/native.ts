@@ -31,7 +31,13 @@ export interface NativeAddon {
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: number): void;
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
-  relu(x: Float32Array, y: Float32Array): void;
+  /** op: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference; modes: see BroadcastMode. */
+  binary(op: number, a: Float32Array, modeA: number, b: Float32Array, modeB: number, y: Float32Array, blocks: number, inner: number): void;
+  /** op: 0 relu, 1 step(alpha), 2 sqrt, 3 square, 4 rsqrt, 5 neg. */
+  unary(op: number, x: Float32Array, y: Float32Array, alpha: number): void;
+  /** mode 0: y[j] = scale * sum_r x[r, j] over `outer` rows; mode 1: y[o] = scale * sum_j x[o, j]. */
+  sum(x: Float32Array, y: Float32Array, mode: 0 | 1, outer: number, inner: number, scale: number): void;
+  tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
 }
 
 export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
@@ -296,13 +302,95 @@ function matMul(a: NativeAddon, fused: boolean): NativeKernel {
   };
 }
 
-function relu(a: NativeAddon): NativeKernel {
+const enum BroadcastMode {
+  Full = 0,
+  /** The operand repeats once per block of `inner` output elements (e.g. [C] against [N,H,W,C]). */
+  PerElementOfBlock = 1,
+  /** One operand value per block (e.g. [N,1] against [N,C]). */
+  PerBlock = 2,
+  Scalar = 3,
+}
+
+/** How one operand of a broadcasting binary op maps onto the output, with the block size it needs. */
+function broadcastMode(shape: number[], out: number[]): { mode: BroadcastMode; inner?: number } | undefined {
+  const n = size(shape);
+  if (n === size(out)) return { mode: BroadcastMode.Full };
+  if (n === 1) return { mode: BroadcastMode.Scalar };
+  const padded = [...new Array(out.length - shape.length).fill(1), ...shape];
+  const first = padded.findIndex((d) => d !== 1);
+  if (padded.slice(first).every((d, i) => d === out[first + i])) {
+    return { mode: BroadcastMode.PerElementOfBlock, inner: size(out.slice(first)) };
+  }
+  let last = padded.length - 1;
+  while (padded[last] === 1) last--;
+  if (padded.slice(0, last + 1).every((d, i) => d === out[i])) {
+    return { mode: BroadcastMode.PerBlock, inner: size(out.slice(last + 1)) };
+  }
+  return undefined;
+}
+
+function binary(a: NativeAddon, op: number): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { a: lhs, b: rhs } = inputs;
+    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(lhs, rhs)) return fallback();
+    const outShape = tf.backend_util.assertAndGetBroadcastShape(lhs.shape, rhs.shape);
+    const n = size(outShape);
+    const ma = broadcastMode(lhs.shape, outShape);
+    const mb = broadcastMode(rhs.shape, outShape);
+    if (!ma || !mb || (ma.inner !== undefined && mb.inner !== undefined && ma.inner !== mb.inner)) return fallback();
+    const inner = ma.inner ?? mb.inner ?? Math.max(n, 1);
+    const y = new Float32Array(n);
+    if (n > 0) a.binary(op, values(backend, lhs), ma.mode, values(backend, rhs), mb.mode, y, n / inner, inner);
+    return output(backend, outShape, y);
+  };
+}
+
+function unary(a: NativeAddon, op: number): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { x } = inputs;
     if (!allFloat32(x)) return cpu({ inputs, backend, attrs } as never) as Info;
     const y = new Float32Array(size(x.shape));
-    a.relu(values(backend, x), y);
+    a.unary(op, values(backend, x), y, Number(attrs?.alpha ?? 0));
     return output(backend, [...x.shape], y);
+  };
+}
+
+/** Sum or mean over leading or trailing axes (batch-norm statistics, bias gradients, losses). */
+function reduce(a: NativeAddon, mean: boolean): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x } = inputs;
+    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(x) || x.shape.length === 0) return fallback();
+    const rank = x.shape.length;
+    const axes = tf.util.parseAxisParam((attrs?.axis ?? null) as number | number[], x.shape).sort((p, q) => p - q);
+    if (new Set(axes).size !== axes.length || axes.length === 0) return fallback();
+    const leading = axes.every((ax, i) => ax === i);
+    const trailing = axes.every((ax, i) => ax === rank - axes.length + i);
+    if (!leading && !trailing) return fallback();
+    const reduced = size(axes.map((ax) => x.shape[ax]));
+    const kept = size(x.shape) / Math.max(reduced, 1);
+    const outShape = attrs?.keepDims
+      ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
+      : x.shape.filter((_, i) => !axes.includes(i));
+    const y = new Float32Array(kept);
+    const scale = mean ? 1 / reduced : 1;
+    if (reduced === 0) return fallback();
+    if (trailing) a.sum(values(backend, x), y, 1, kept, reduced, scale);
+    else a.sum(values(backend, x), y, 0, reduced, kept, scale);
+    return output(backend, outShape, y);
+  };
+}
+
+function tile(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x } = inputs;
+    const reps = attrs?.reps as number[];
+    if (!allFloat32(x) || x.shape.length === 0 || size(x.shape) === 0) return cpu({ inputs, backend, attrs } as never) as Info;
+    const outShape = x.shape.map((d, i) => d * reps[i]);
+    const y = new Float32Array(size(outShape));
+    if (y.length > 0) a.tile(values(backend, x), y, Int32Array.from(x.shape), Int32Array.from(outShape));
+    return output(backend, outShape, y);
   };
 }
 
@@ -321,16 +409,28 @@ function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
     [tf.MaxPoolGrad]: maxPoolGrad(a),
     [tf.BatchMatMul]: matMul(a, false),
     [tf._FusedMatMul]: matMul(a, true),
-    [tf.Relu]: relu(a),
+    [tf.Add]: binary(a, 0),
+    [tf.Sub]: binary(a, 1),
+    [tf.Multiply]: binary(a, 2),
+    [tf.RealDiv]: binary(a, 3),
+    [tf.SquaredDifference]: binary(a, 4),
+    [tf.Relu]: unary(a, 0),
+    [tf.Step]: unary(a, 1),
+    [tf.Sqrt]: unary(a, 2),
+    [tf.Square]: unary(a, 3),
+    [tf.Rsqrt]: unary(a, 4),
+    [tf.Neg]: unary(a, 5),
+    [tf.Sum]: reduce(a, false),
+    [tf.Mean]: reduce(a, true),
+    [tf.Tile]: tile(a),
   };
 }
 
 /** Names of the kernels the addon runs (the rest are tfjs's CPU kernels). */
-export const NATIVE_KERNEL_NAMES: readonly string[] = [
-  tf.Conv2D, tf.FusedConv2D, tf.Conv2DBackpropInput, tf.Conv2DBackpropFilter,
-  tf.DepthwiseConv2dNative, tf.FusedDepthwiseConv2D, tf.DepthwiseConv2dNativeBackpropInput,
-  tf.DepthwiseConv2dNativeBackpropFilter, tf.MaxPool, tf.MaxPoolGrad, tf.BatchMatMul, tf._FusedMatMul, tf.Relu,
-];
+export function nativeKernelNames(): string[] {
+  const loaded = loadNativeAddon();
+  return 'addon' in loaded ? Object.keys(nativeKernels(loaded.addon)) : [];
+}
 
 function registerKernels(a: NativeAddon): void {
   const overrides = nativeKernels(a);
