@@ -184,6 +184,14 @@ describe('decodeImages', () => {
     }
     expect((await fsp.readdir(cacheDir)).filter((f) => f.endsWith('.bin'))).toHaveLength(1);
 
+    // A damaged cache file is ignored and rewritten, not trusted.
+    const [cacheName] = (await fsp.readdir(cacheDir)).filter((f) => f.endsWith('.bin'));
+    await fsp.truncate(path.join(cacheDir, cacheName), 100);
+    const repaired = await decodeImages(records, { size: 40, cacheDir, progress: (d) => calls.push(d) });
+    expect(calls.at(-1)).toBe(records.length);
+    expect(Buffer.from(repaired.pixels).equals(Buffer.from(first.pixels))).toBe(true);
+    calls.length = 0;
+
     // Another size or fit is another cache entry.
     await decodeImages(records, { size: 41, cacheDir });
     expect((await fsp.readdir(cacheDir)).filter((f) => f.endsWith('.bin'))).toHaveLength(2);
