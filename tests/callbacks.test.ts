@@ -259,3 +259,18 @@ describe('saveModel / loadModel', () => {
     await expect(loadModel(path.join(tmp, 'nope'))).rejects.toThrow(/No saved model at .*nope/);
   });
 });
+
+describe('progress in a notebook', () => {
+  it('updates one display with a progress bar and the epoch table', async () => {
+    const html: string[] = [];
+    const display = { html: (s: string) => void html.push(s), text: (s: string) => void html.push(s) };
+    const model = tinyModel();
+    const r = await train(model, data, { ...config, epochs: 2 }, [progress({ display })]);
+    r.optimizer.dispose();
+    expect(html.length).toBeGreaterThanOrEqual(4);
+    expect(html.some((h) => /<progress value="0" max="3"><\/progress>/.test(h))).toBe(true);
+    const last = html[html.length - 1];
+    expect(last).toMatch(/Done: 2 epoch\(s\)/);
+    expect((last.match(/<tr><td>/g) ?? []).length).toBe(2);
+  });
+});

@@ -15,10 +15,15 @@ export interface ProgressOptions {
   stream?: NodeJS.WriteStream | NodeJS.WritableStream;
   /** Seconds between batch lines in 'lines' mode (default 15). */
   intervalSeconds?: number;
+  /**
+   * The notebook display to update, e.g. `require('tslab').newDisplay()` from a notebook cell; implies 'notebook'
+   * mode. Without it, 'auto' detects a tslab kernel by itself.
+   */
+  display?: NotebookDisplay;
 }
 
 /** The subset of tslab's Display that we use. */
-interface NotebookDisplay {
+export interface NotebookDisplay {
   html(s: string): void;
   text(s: string): void;
 }
@@ -70,7 +75,7 @@ function resolveMode(mode: ProgressMode, stream: NodeJS.WritableStream): Exclude
 
 export function progress(opts: ProgressOptions = {}): Callback {
   const stream = opts.stream ?? process.stdout;
-  const mode = resolveMode(opts.mode ?? 'auto', stream);
+  const mode = opts.display ? 'notebook' : resolveMode(opts.mode ?? 'auto', stream);
   const write = (line: string) => stream.write(line + '\n');
   switch (mode) {
     case 'silent':
@@ -78,7 +83,7 @@ export function progress(opts: ProgressOptions = {}): Callback {
     case 'bar':
       return barProgress(stream as NodeJS.WriteStream, write);
     case 'notebook':
-      return notebookProgress(notebookDisplay());
+      return notebookProgress(opts.display ?? notebookDisplay());
     default:
       return lineProgress(write, (opts.intervalSeconds ?? 15) * 1000);
   }
