@@ -192,3 +192,49 @@ describe('MaxPoolGrad on wasm matches cpu (the stock wasm kernel does not)', () 
     });
   }
 });
+
+describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', () => {
+  const tileCases: Array<{ shape: number[]; reps: number[] }> = [
+    { shape: [1, 1, 1, 5], reps: [3, 4, 2, 1] },
+    { shape: [2, 3], reps: [2, 3] },
+    { shape: [3, 1, 2], reps: [1, 7, 1] },
+    { shape: [4], reps: [1] },
+  ];
+  for (const c of tileCases) {
+    it(`Tile ${c.shape.join('x')} by ${c.reps.join('x')}`, async () => {
+      await expectSameOnBoth('Tile', { x: { shape: c.shape, values: randomArray(c.shape.reduce((a, b) => a * b), 20) } }, { reps: c.reps });
+    });
+  }
+
+  const reduceCases: Array<{ shape: number[]; axis: number | number[]; keepDims: boolean }> = [
+    { shape: [2, 5, 4, 3], axis: [0, 1, 2], keepDims: false },
+    { shape: [2, 5, 4, 3], axis: [2, 0, 1], keepDims: true },
+    { shape: [6, 7], axis: 0, keepDims: false },
+    { shape: [6, 7], axis: [0, 1], keepDims: false },
+    { shape: [6, 7], axis: 1, keepDims: false },
+    { shape: [3, 4, 5], axis: [1], keepDims: true },
+    { shape: [3, 4, 5], axis: -1, keepDims: false },
+  ];
+  for (const kernel of ['Sum', 'Mean']) {
+    for (const c of reduceCases) {
+      it(`${kernel} ${c.shape.join('x')} over ${JSON.stringify(c.axis)} keepDims ${c.keepDims}`, async () => {
+        await expectSameOnBoth(kernel, { x: { shape: c.shape, values: randomArray(c.shape.reduce((a, b) => a * b), 21) } }, { axis: c.axis, keepDims: c.keepDims });
+      });
+    }
+  }
+
+  const mmCases: Array<{ a: number[]; b: number[]; ta: boolean; tb: boolean }> = [
+    { a: [1, 7, 5], b: [1, 7, 3], ta: true, tb: false },
+    { a: [1, 4, 6], b: [1, 5, 6], ta: false, tb: true },
+    { a: [2, 6, 4], b: [2, 5, 6], ta: true, tb: true },
+    { a: [1, 3, 4], b: [1, 4, 2], ta: false, tb: false },
+  ];
+  for (const c of mmCases) {
+    it(`BatchMatMul ${c.a.join('x')}${c.ta ? 'ᵀ' : ''} @ ${c.b.join('x')}${c.tb ? 'ᵀ' : ''}`, async () => {
+      await expectSameOnBoth('BatchMatMul', {
+        a: { shape: c.a, values: randomArray(c.a.reduce((x, y) => x * y), 22) },
+        b: { shape: c.b, values: randomArray(c.b.reduce((x, y) => x * y), 23) },
+      }, { transposeA: c.ta, transposeB: c.tb });
+    });
+  }
+});

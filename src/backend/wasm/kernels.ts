@@ -27,15 +27,12 @@ import {
   runKernel,
   view,
 } from './heap';
+import { KernelArgs, callStock, rememberStock } from './stock';
+import { FAST_OP_KERNELS } from './fast-ops';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
 
-interface KernelArgs {
-  inputs: Record<string, TensorInfo>;
-  backend: WasmBackend;
-  attrs: NamedAttrMap;
-}
 
 function requireChannelsLast(info: Conv2DInfo, kernel: string): void {
   if (info.dataFormat !== 'channelsLast') {
@@ -71,7 +68,7 @@ function conv2dInfo(
   );
 }
 
-/** Grid geometry shared by the stride-1 filter-gradient paths. */
+/** Grid geometry shared by the stride-1 filter-gradient paths (positions = batch x hp x wp). */
 function strideOneGrid(info: Conv2DInfo) {
   const hp = info.outHeight + (info.filterHeight - 1) * info.dilationHeight;
   const wp = info.outWidth + (info.filterWidth - 1) * info.dilationWidth;
@@ -79,19 +76,42 @@ function strideOneGrid(info: Conv2DInfo) {
   return { hp, wp, slack, positions: info.batchSize * hp * wp };
 }
 
-/** x laid on the padded grid with `slack` zero rows after it; returns x itself when no copy is needed. */
-function inputOnGrid(backend: WasmBackend, x: TensorInfo, info: Conv2DInfo, channels: number) {
+/**
+ * x laid channel-major on the padded grid: [ci, positions] plus `slack` zeros at the end, because a tap's
+ * window (offset by up to `slack`) reads that far past the last row. Where a window crosses into the next
+ * channel's row, dy on the grid is zero, so those products vanish.
+ */
+function inputOnGridChannelMajor(backend: WasmBackend, x: TensorInfo, info: Conv2DInfo): TensorInfo {
   const { hp, wp, slack, positions } = strideOneGrid(info);
+  const { batchSize, inHeight, inWidth, inChannels: c } = info;
   const { top, left } = info.padInfo;
-  if (hp === info.inHeight && wp === info.inWidth && top === 0 && left === 0 && slack === 0) {
-    return { grid: x, owned: false };
+  if (slack === 0 && hp === inHeight && wp === inWidth && top === 0 && left === 0) {
+    // 1x1 unpadded: the grid is x itself, only transposed.
+    return runKernel('Transpose', backend, { x: reshaped(x, [positions, c]) }, { perm: [1, 0] });
   }
-  const grid = allocate(backend, [positions + slack, channels]);
-  copyIntoGrid(
-    view(backend, x), view(backend, grid),
-    info.batchSize, info.inHeight, info.inWidth, channels, hp, wp, top, left,
-  );
-  return { grid, owned: true };
+  const out = allocate(backend, [c * positions + slack]);
+  const src = view(backend, x);
+  const dst = view(backend, out);
+  if (c === 1) {
+    copyIntoGrid(src, dst.subarray(0, positions), batchSize, inHeight, inWidth, 1, hp, wp, top, left);
+    dst.fill(0, positions);
+    return out;
+  }
+  dst.fill(0);
+  const w0 = Math.max(0, -left);
+  const w1 = Math.min(inWidth, wp - left);
+  for (let b = 0; b < batchSize; b++) {
+    for (let y = 0; y < inHeight; y++) {
+      const yp = y + top;
+      if (yp < 0 || yp >= hp) continue;
+      let s = ((b * inHeight + y) * inWidth + w0) * c;
+      let p = (b * hp + yp) * wp + w0 + left;
+      for (let xx = w0; xx < w1; xx++, p++) {
+        for (let k = 0, d = p; k < c; k++, d += positions) dst[d] = src[s++];
+      }
+    }
+  }
+  return out;
 }
 
 /** dy laid on the same grid (zeros where no output exists), as [positions, channels]. */
@@ -109,30 +129,22 @@ function gradOnGrid(backend: WasmBackend, dy: TensorInfo, info: Conv2DInfo) {
 function conv2DBackpropFilterStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
   const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co } = info;
   const { wp, positions } = strideOneGrid(info);
-  const xg = inputOnGrid(backend, x, info, ci);
+  const xT = inputOnGridChannelMajor(backend, x, info);
+  // dy on the grid is the matmul's right operand for every tap: XNNPACK packs it once and caches it by id.
   const dyg = gradOnGrid(backend, dy, info);
-  // One transpose of dy serves all taps; XNNPACK's matmul is several times faster untransposed.
-  const dyT = runKernel('Transpose', backend, { x: dyg.grid }, { perm: [1, 0] });
-  if (dyg.owned) release(backend, dyg.grid);
-
   const dw = allocate(backend, [fh, fw, ci, co]);
   for (let i = 0; i < fh; i++) {
     for (let j = 0; j < fw; j++) {
-      const shift = (i * info.dilationHeight * wp + j * info.dilationWidth) * ci;
-      const window = alias(backend, xg.grid, shift, [positions, ci]);
-      const tap = runKernel('BatchMatMul', backend, { a: dyT, b: window }, { transposeA: false, transposeB: false });
+      const shift = i * info.dilationHeight * wp + j * info.dilationWidth;
+      const window = alias(backend, xT, shift, [ci, positions]);
+      const tap = runKernel('BatchMatMul', backend, { a: window, b: dyg.grid }, { transposeA: false, transposeB: false });
       releaseAlias(backend, window);
-      const src = view(backend, tap); // [co, ci]
-      const dst = view(backend, dw);
-      const base = (i * fw + j) * ci * co;
-      for (let o = 0; o < co; o++) {
-        for (let c = 0; c < ci; c++) dst[base + c * co + o] = src[o * ci + c];
-      }
+      view(backend, dw).set(view(backend, tap), (i * fw + j) * ci * co); // [ci, co] is dW[i, j]'s layout
       release(backend, tap);
     }
   }
-  release(backend, dyT);
-  if (xg.owned) release(backend, xg.grid);
+  release(backend, xT);
+  if (dyg.owned) release(backend, dyg.grid);
   return dw;
 }
 
@@ -215,10 +227,6 @@ function flippedSwappedFilter(backend: WasmBackend, filter: TensorInfo): TensorI
   return out;
 }
 
-/** The stock kernel stays the path for strided convs; its setup (a cwrap) runs lazily since it is no longer registered. */
-let stockConv2DBackpropInput: KernelConfig | undefined;
-let stockSetupDone = false;
-
 function conv2DBackpropInput(args: KernelArgs): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { dy, filter } = inputs;
@@ -227,12 +235,7 @@ function conv2DBackpropInput(args: KernelArgs): TensorInfo {
   requireChannelsLast(info, 'Conv2DBackpropInput');
   const pad = transposedPadding(info);
   if (info.strideHeight !== 1 || info.strideWidth !== 1 || !paddingIsNonNegative(pad)) {
-    if (!stockConv2DBackpropInput) throw new Error('stock wasm Conv2DBackpropInput unavailable');
-    if (!stockSetupDone) {
-      stockConv2DBackpropInput.setupFunc?.(backend as never);
-      stockSetupDone = true;
-    }
-    return stockConv2DBackpropInput.kernelFunc(args as never) as TensorInfo;
+    return callStock('Conv2DBackpropInput', args);
   }
   const flipped = flippedSwappedFilter(backend, filter);
   const dx = runKernel('Conv2D', backend, { x: dy, filter: flipped }, {
@@ -408,6 +411,7 @@ const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseConv2dNativeBackpropFilter],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
   ['MaxPoolGrad', maxPoolGrad],
+  ...FAST_OP_KERNELS,
 ];
 
 export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name);
@@ -423,7 +427,7 @@ export function registerWasmTrainingKernels(): string[] {
   for (const [name, impl] of TRAINING_KERNELS) {
     const existing = tf.getKernel(name, 'wasm');
     if (existing) {
-      if (name === 'Conv2DBackpropInput') stockConv2DBackpropInput = existing;
+      rememberStock(name, existing);
       tf.unregisterKernel(name, 'wasm');
     }
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: impl as unknown as KernelConfig['kernelFunc'] });

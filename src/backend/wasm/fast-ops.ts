@@ -1,0 +1,112 @@
+/**
+ * Replacements for stock wasm kernels that a training step of our CNN spends most time in, found by
+ * profiling one step (see src/cli/bench-train.ts --profile):
+ * - Tile: the batch-norm gradient tiles a [1,1,1,C] vector to the full activation shape; the stock
+ *   kernel does it element by element. Here: block copies, doubling.
+ * - Sum / Mean over leading axes (bias, batch-norm and moment gradients reduce [N,H,W] per channel):
+ *   the stock kernel transposes the whole tensor first. Here: one pass accumulating rows.
+ * - BatchMatMul with a transposed operand (dense-layer gradients) runs a slow generic loop in the stock
+ *   kernel; an explicit transpose first lets it take XNNPACK's fast path.
+ * Anything else is delegated to the stock kernel.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs';
+import { allocate, release, runKernel, view } from './heap';
+import { KernelArgs, callStock } from './stock';
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Repeats `block` (already written at dst[at .. at+len)) until it fills `times` copies, by doubling copies. */
+function repeatInPlace(dst: Float32Array, at: number, len: number, times: number): void {
+  let filled = 1;
+  while (filled < times) {
+    const n = Math.min(filled, times - filled);
+    dst.copyWithin(at + filled * len, at, at + n * len);
+    filled += n;
+  }
+}
+
+function tile(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { x } = inputs;
+  const reps = attrs.reps as number[];
+  if (x.dtype !== 'float32' || reps.length !== x.shape.length) return callStock('Tile', args);
+  let cur = view(backend, x).slice();
+  const curShape = x.shape.slice();
+  for (let axis = curShape.length - 1; axis >= 0; axis--) {
+    const r = reps[axis];
+    if (r === 1) continue;
+    const outer = sizeOf(curShape.slice(0, axis));
+    const inner = sizeOf(curShape.slice(axis));
+    const next = new Float32Array(outer * inner * r);
+    for (let o = 0; o < outer; o++) {
+      next.set(cur.subarray(o * inner, (o + 1) * inner), o * inner * r);
+      repeatInPlace(next, o * inner * r, inner, r);
+    }
+    cur = next;
+    curShape[axis] *= r;
+  }
+  const out = allocate(backend, curShape);
+  view(backend, out).set(cur);
+  return out;
+}
+
+/** Axes as a sorted list of non-negative ints. */
+function normalisedAxes(axis: number | number[], rank: number): number[] {
+  return tf.util.parseAxisParam(axis, new Array(rank).fill(1)).sort((a, b) => a - b);
+}
+
+function isLeadingPrefix(axes: number[]): boolean {
+  return axes.every((a, i) => a === i);
+}
+
+function reduceLeading(args: KernelArgs, kernel: 'Sum' | 'Mean'): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { x } = inputs;
+  const axes = normalisedAxes(attrs.axis as number | number[], x.shape.length);
+  if (x.dtype !== 'float32' || axes.length === 0 || !isLeadingPrefix(axes)) return callStock(kernel, args);
+  const rows = sizeOf(x.shape.slice(0, axes.length));
+  const cols = sizeOf(x.shape.slice(axes.length));
+  const outShape = attrs.keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
+  const out = allocate(backend, outShape);
+  const src = view(backend, x);
+  // Float64 accumulation, like the cpu backend, so long reductions do not drift.
+  const acc = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) acc[c] += src[base + c];
+  }
+  const dst = view(backend, out);
+  const scale = kernel === 'Mean' ? 1 / rows : 1;
+  for (let c = 0; c < cols; c++) dst[c] = acc[c] * scale;
+  return out;
+}
+
+function swapLastTwo(backend: KernelArgs['backend'], t: TensorInfo): TensorInfo {
+  const rank = t.shape.length;
+  const perm = [...Array(rank - 2).keys(), rank - 1, rank - 2];
+  return runKernel('Transpose', backend, { x: t }, { perm });
+}
+
+function batchMatMul(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { a, b } = inputs;
+  if (!(attrs.transposeA || attrs.transposeB) || a.dtype !== 'float32' || b.dtype !== 'float32') {
+    return callStock('BatchMatMul', args);
+  }
+  const at = attrs.transposeA ? swapLastTwo(backend, a) : a;
+  const bt = attrs.transposeB ? swapLastTwo(backend, b) : b;
+  const out = callStock('BatchMatMul', { inputs: { a: at, b: bt }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
+  if (at !== a) release(backend, at);
+  if (bt !== b) release(backend, bt);
+  return out;
+}
+
+export const FAST_OP_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo]> = [
+  ['Tile', tile],
+  ['Sum', (args) => reduceLeading(args, 'Sum')],
+  ['Mean', (args) => reduceLeading(args, 'Mean')],
+  ['BatchMatMul', batchMatMul],
+];

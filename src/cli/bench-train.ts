@@ -1,0 +1,164 @@
+/**
+ * Training / inference throughput of the seed CNN on the selected backend, optionally side by side
+ * with the PyTorch peer on the same machine.
+ *
+ *   npm run bench:train [-- --peer] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile]
+ *
+ * The last line of output is one JSON object (backend, train_img_per_s, infer_img_per_s, peak_rss_mb,
+ * and with --peer: peer_train_img_per_s, peer_infer_img_per_s, train_ratio, infer_ratio).
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import * as tf from '@tensorflow/tfjs';
+import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
+import { ModelVariant, buildModel, makeTrainStep } from '../model';
+
+interface BenchOptions {
+  steps: number;
+  warmup: number;
+  size: number;
+  batch: number;
+  channels: number;
+  variant: ModelVariant;
+  backend?: BackendName;
+  peer: boolean;
+  peerScript: string;
+  profile: boolean;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
+}
+
+/** Per-kernel time of one call of f, summed by kernel name, largest first. */
+export async function profileKernels(f: () => unknown): Promise<Array<{ kernel: string; ms: number; calls: number }>> {
+  const info = await tf.profile(() => {
+    const out = f();
+    return out instanceof tf.Tensor ? out : [];
+  });
+  const byName = new Map<string, { ms: number; calls: number }>();
+  for (const k of info.kernels) {
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    const entry = byName.get(k.name) ?? { ms: 0, calls: 0 };
+    entry.ms += ms;
+    entry.calls += 1;
+    byName.set(k.name, entry);
+  }
+  return [...byName.entries()]
+    .map(([kernel, v]) => ({ kernel, ms: Math.round(v.ms * 10) / 10, calls: v.calls }))
+    .sort((a, b) => b.ms - a.ms);
+}
+
+function formatProfile(rows: Array<{ kernel: string; ms: number; calls: number }>, top = 15): string {
+  const total = rows.reduce((s, r) => s + r.ms, 0);
+  const lines = rows
+    .slice(0, top)
+    .map((r) => `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms  ${String(r.calls).padStart(4)} calls  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
+  return [`kernel time of one training step: ${total.toFixed(0)} ms (top ${Math.min(top, rows.length)})`, ...lines].join('\n');
+}
+
+interface PeerResult {
+  train_img_per_s: number;
+  infer_img_per_s: number;
+  threads?: number;
+  torch?: string;
+}
+
+function runPeer(opts: BenchOptions): PeerResult {
+  if (!fs.existsSync(opts.peerScript)) {
+    throw new Error(`--peer: PyTorch peer script not found at ${opts.peerScript} (set --peer-script or PNEUMO_PEER_SCRIPT).`);
+  }
+  const args = [opts.peerScript, 'bench', '--size', String(opts.size), '--channels', String(opts.channels),
+    '--batch', String(opts.batch), '--steps', String(opts.steps)];
+  const res = spawnSync('python3', args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
+  if (res.error) throw new Error(`--peer: could not run python3 (${res.error.message}); install Debian's python3-torch.`);
+  const lastJson = res.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (res.status !== 0 || !lastJson) {
+    throw new Error(`--peer: 'python3 ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  return JSON.parse(lastJson) as PeerResult;
+}
+
+async function bench(opts: BenchOptions): Promise<void> {
+  const backend = await initBackend({ prefer: opts.backend });
+  const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
+  const optimizer = tf.train.adam(1e-3);
+  const step = makeTrainStep(model, optimizer);
+  const xs = tf.randomUniform([opts.batch, opts.size, opts.size, opts.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
+  const ys = tf.tensor1d(Array.from({ length: opts.batch }, (_, i) => i % 2));
+  console.log(`seed CNN '${opts.variant}' ${opts.size}x${opts.size}x${opts.channels}, batch ${opts.batch}, ${model.countParams().toLocaleString('en-US')} params`);
+
+  for (let i = 0; i < opts.warmup; i++) step(xs, ys);
+  if (opts.profile) console.log(formatProfile(await profileKernels(() => step(xs, ys))));
+
+  let t = performance.now();
+  for (let i = 0; i < opts.steps; i++) step(xs, ys);
+  const trainSeconds = (performance.now() - t) / 1000;
+  const trainIps = (opts.batch * opts.steps) / trainSeconds;
+  console.log(`train: ${opts.steps} steps in ${trainSeconds.toFixed(2)} s = ${trainIps.toFixed(1)} img/s`);
+
+  const predict = () => tf.tidy(() => (model.predict(xs) as tf.Tensor).dataSync());
+  predict();
+  t = performance.now();
+  for (let i = 0; i < opts.steps; i++) predict();
+  const inferSeconds = (performance.now() - t) / 1000;
+  const inferIps = (opts.batch * opts.steps) / inferSeconds;
+  console.log(`infer: ${opts.steps} batches in ${inferSeconds.toFixed(2)} s = ${inferIps.toFixed(1)} img/s`);
+  tf.dispose([xs, ys]);
+  optimizer.dispose();
+  model.dispose();
+
+  const result: Record<string, string | number> = {
+    backend: backend.name,
+    threads: backend.threads,
+    variant: opts.variant,
+    size: opts.size,
+    batch: opts.batch,
+    steps: opts.steps,
+    train_img_per_s: Math.round(trainIps * 10) / 10,
+    infer_img_per_s: Math.round(inferIps * 10) / 10,
+    peak_rss_mb: peakRssMb(),
+  };
+  if (opts.peer) {
+    console.log('running the PyTorch peer on the same inputs shape ...');
+    const peer = runPeer(opts);
+    result.peer_train_img_per_s = peer.train_img_per_s;
+    result.peer_infer_img_per_s = peer.infer_img_per_s;
+    result.peer_threads = peer.threads ?? 0;
+    result.train_ratio = Math.round((trainIps / peer.train_img_per_s) * 100) / 100;
+    result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
+  }
+  console.log(JSON.stringify(result));
+}
+
+export function main(argv: string[]): void {
+  const defaultPeer = process.env.PNEUMO_PEER_SCRIPT ?? path.resolve(__dirname, '../../../shared/peer/seed_cnn_torch.py');
+  const program = new Command('bench-train')
+    .description('Training and inference throughput of the pneumonia CNN on the selected tfjs backend')
+    .option('--steps <n>', 'timed steps (training and inference each)', positiveInt, 5)
+    .option('--warmup <n>', 'untimed warm-up training steps', positiveInt, 2)
+    .option('--size <px>', 'input side', positiveInt, 150)
+    .option('--batch <n>', 'batch size', positiveInt, 32)
+    .option('--channels <n>', 'input channels (1 or 3)', positiveInt, 1)
+    .addOption(new Option('--variant <name>', 'model variant').choices(['seed', 'small']).default('seed'))
+    .addOption(new Option('--backend <name>', 'force a backend (else PNEUMO_BACKEND or automatic)').choices([...BACKEND_ORDER]))
+    .option('--peer', 'also run the PyTorch peer bench and report ratios', false)
+    .option('--peer-script <file>', 'path of seed_cnn_torch.py', defaultPeer)
+    .option('--profile', 'print per-kernel times of one training step', false)
+    .parse(argv);
+  const opts = program.opts<BenchOptions>();
+  bench(opts).catch((err: unknown) => {
+    console.error(`bench-train: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  });
+}
+
+if (require.main === module) main(process.argv);
