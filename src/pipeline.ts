@@ -401,9 +401,11 @@ export function writeRun(
   );
 }
 
-function writeConfig(runDir: string, cfg: PipelineConfig, backend: BackendInfo, dataRoot: string): void {
+/** config.json; `resume` is left out so the stored settings start the same run again. */
+export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: BackendInfo, dataRoot: string): void {
+  const { resume: _resume, ...settings } = cfg;
   const file: RunConfigFile = {
-    config: cfg,
+    config: settings,
     backend: describeBackend(backend),
     dataRoot,
     createdAt: new Date().toISOString(),
@@ -445,7 +447,7 @@ export async function runPipeline(cfg: PipelineConfig, hooks: PipelineHooks = {}
     log(`Run folder: ${runDir}`);
     split = await makeSplit(ds, { ...cfg.split, runDir, log });
   }
-  writeConfig(runDir, cfg, backend, dataRoot);
+  writeRunConfig(runDir, cfg, backend, dataRoot);
 
   const decoded = await decode(split, {
     imageSize: cfg.imageSize,

@@ -85,6 +85,7 @@ describe('runPipeline', () => {
     const hist = JSON.parse(fs.readFileSync(path.join(first.runDir, 'history.json'), 'utf8')) as EpochLogs[];
     expect(hist.map((h) => h.epoch)).toEqual([1, 2, 3]);
     expect(fs.existsSync(path.join(first.runDir, 'metrics.json'))).toBe(true);
+    expect(readRunConfig(first.runDir).resume).toBeUndefined();
     second.model?.dispose();
     expect(tf.memory().numTensors).toBeLessThan(50);
   });
