@@ -414,6 +414,14 @@ export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: Bac
   writeJsonAtomic(path.join(runDir, RUN_FILES.config), file);
 }
 
+/** For notebooks: creates the run folder and writes config.json (call after initBackend). Returns the folder. */
+export function startRun(cfg: PipelineConfig, dataRoot: string = cfg.data): string {
+  const runDir = createRunDir(cfg.out, cfg.name ?? `${cfg.variant}-${cfg.imageSize}`);
+  const backend = backendInfo() ?? { name: tf.getBackend() as BackendName, threads: 1, skipped: [] };
+  writeRunConfig(runDir, cfg, backend, dataRoot);
+  return runDir;
+}
+
 /** The settings a run was started with, for `--resume`. */
 export function readRunConfig(runDir: string): PipelineConfig {
   const file = path.join(runDir, RUN_FILES.config);

@@ -4,7 +4,22 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { generateDemoDataset } from '../src/data/demo';
-import { DEFAULT_PIPELINE, PipelineConfig, limitDataset, parseThresholdRule, readRunConfig, runPipeline } from '../src/pipeline';
+import {
+  DEFAULT_PIPELINE,
+  PipelineConfig,
+  decode,
+  evaluateRun,
+  limitDataset,
+  loadData,
+  makeSplit,
+  parseThresholdRule,
+  readRunConfig,
+  runPipeline,
+  startRun,
+  trainModel,
+  writeRun,
+} from '../src/pipeline';
+import { initBackend } from '../src/backend/select';
 import { discoverDataset } from '../src/data/discover';
 import { loadSplit } from '../src/data/split';
 import { RUN_FILES, findLatestRun } from '../src/run-dir';
@@ -88,6 +103,24 @@ describe('runPipeline', () => {
     expect(readRunConfig(first.runDir).resume).toBeUndefined();
     second.model?.dispose();
     expect(tf.memory().numTensors).toBeLessThan(50);
+  });
+
+  it('the steps run one by one, as notebook cells do, and produce the same files', async () => {
+    const cfg = config({ name: 'cells', train: { ...config().train, epochs: 1 } });
+    await initBackend({ prefer: 'wasm', quiet: true });
+    const log = () => undefined;
+    const ds = await loadData(cfg.data, { limit: 10, log });
+    const runDir = startRun(cfg, ds.root);
+    const split = await makeSplit(ds, { ...cfg.split, runDir, log });
+    const decoded = await decode(split, { imageSize: cfg.imageSize, cacheDir: null, log });
+    const trained = await trainModel(decoded, cfg, runDir, { log, progress: false });
+    const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold);
+    writeRun(runDir, { config: cfg, backend: 'wasm', history: trained.result.history, bestEpoch: trained.bestEpoch, interrupted: false, evaluation, decoded });
+    for (const f of ['config.json', 'split.json', 'history.json', 'metrics.json', 'predictions.csv', 'summary.md', 'model/model.json']) {
+      expect(fs.existsSync(path.join(runDir, f)), f).toBe(true);
+    }
+    expect(trained.bestEpoch).toBe(1);
+    trained.model.dispose();
   });
 
   it('limitDataset keeps at most N per folder and class, reproducibly', async () => {
