@@ -228,6 +228,9 @@ export async function trainModel(
     ...(hooks.callbacks ?? []),
   ];
 
+  if (cfg.train.balance === 'oversample' && cfg.train.classWeights === 'balanced') {
+    log('Note: oversampling already balances the classes; balanced class weights on top correct the imbalance twice (use --class-weights none).');
+  }
   let model: tf.LayersModel;
   let result: TrainResult;
   if (cfg.resume) {

@@ -231,6 +231,19 @@ describe('resume', () => {
     r2.optimizer.dispose();
   });
 
+  it('finds the complete checkpoint left aside when a crash hit between the two renames', async () => {
+    const dir = path.join(tmp, 'crashed');
+    const model = tinyModel();
+    const r = await train(model, data, { ...config, epochs: 1 }, [modelCheckpoint({ dir })]);
+    r.optimizer.dispose();
+    const latest = path.join(dir, RUN_FILES.latest);
+    fs.renameSync(latest, path.join(path.dirname(latest), '.latest.tmp-123-abc'));
+    fs.mkdirSync(path.join(path.dirname(latest), '.latest.tmp-456-def')); // an unfinished write: no state.json
+    const ckpt = await loadLatestCheckpoint(dir);
+    expect(ckpt.state.epoch).toBe(1);
+    tf.dispose(ckpt.optimizerState.map((t) => t.tensor));
+  });
+
   it('a run without a completed epoch says it cannot be resumed', async () => {
     const empty = path.join(tmp, 'empty-run');
     fs.mkdirSync(empty);

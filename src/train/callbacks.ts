@@ -129,12 +129,32 @@ export interface LoadedCheckpoint {
   state: LatestCheckpointFile;
 }
 
+/**
+ * The folder holding the newest complete checkpoint. Normally `checkpoints/latest`; if the process died between
+ * the two renames that replace it, the complete copy is still in a `.latest.tmp-*` sibling (state.json is
+ * written last, so a folder that has it is complete).
+ */
+function latestCheckpointDir(runDir: string): string | undefined {
+  const dir = path.join(runDir, RUN_FILES.latest);
+  if (fs.existsSync(path.join(dir, STATE_FILE))) return dir;
+  const parent = path.dirname(dir);
+  if (!fs.existsSync(parent)) return undefined;
+  const prefix = `.${path.basename(dir)}.tmp-`;
+  const candidates = fs
+    .readdirSync(parent)
+    .filter((name) => name.startsWith(prefix) && fs.existsSync(path.join(parent, name, STATE_FILE)))
+    .map((name) => path.join(parent, name))
+    .map((d) => ({ d, epoch: readJson<LatestCheckpointFile>(path.join(d, STATE_FILE)).epoch }))
+    .sort((a, b) => b.epoch - a.epoch);
+  return candidates[0]?.d;
+}
+
 /** Reads `<runDir>/checkpoints/latest`; a clear error when the run has no completed epoch to resume from. */
 export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint> {
-  const dir = path.join(runDir, RUN_FILES.latest);
-  if (!fs.existsSync(path.join(dir, STATE_FILE))) {
+  const dir = latestCheckpointDir(runDir);
+  if (!dir) {
     throw new Error(
-      `Cannot resume ${runDir}: no checkpoint at ${dir}. The run has no completed epoch; start a new run instead.`,
+      `Cannot resume ${runDir}: no checkpoint at ${path.join(runDir, RUN_FILES.latest)}. The run has no completed epoch; start a new run instead.`,
     );
   }
   const state = readJson<LatestCheckpointFile>(path.join(dir, STATE_FILE));
