@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 import { generateDemoDataset } from '../src/data/demo';
-import { main as runMain } from '../src/cli/run';
+import { main as runMain, resolveDataDir } from '../src/cli/run';
 import { main as predictMain } from '../src/cli/predict';
 import type { EpochLogs } from '../src/train/train';
 
@@ -103,5 +103,25 @@ describe('npm start (cli/run)', () => {
     const c = capture();
     expect(await predictMain(['--runs', path.join(tmp, 'no-runs'), 'x.jpeg'], c.io)).toBe(1);
     expect(c.err.join('\n')).toMatch(/No trained model under .*no-runs; train one with 'npm start'/);
+  });
+});
+
+describe('resolveDataDir', () => {
+  it('prefers --data, then $PNEUMO_DATA, then data/chest_xray, then the demo set (saying so)', async () => {
+    const c = capture();
+    expect(await resolveDataDir('x', c.io, { PNEUMO_DATA: 'y' })).toBe('x');
+    expect(await resolveDataDir(undefined, c.io, { PNEUMO_DATA: 'y' })).toBe('y');
+    const cwd = process.cwd();
+    const root = path.join(tmp, 'cwd');
+    fs.mkdirSync(path.join(root, 'data', 'demo', 'train'), { recursive: true });
+    process.chdir(root);
+    try {
+      expect(await resolveDataDir(undefined, c.io, {})).toBe(path.join('data', 'demo'));
+      expect(c.out.join('\n')).toMatch(/Using the synthetic demo dataset in data\/demo/);
+      fs.mkdirSync(path.join(root, 'data', 'chest_xray'));
+      expect(await resolveDataDir(undefined, c.io, {})).toBe(path.join('data', 'chest_xray'));
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });
