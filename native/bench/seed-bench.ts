@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { buildModel } from '../../src/model';
-import { tryRegisterNative } from '../../src/backend/native';
+import { nativeFallbacks, tryRegisterNative } from '../../src/backend/native';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -39,9 +39,14 @@ async function main(): Promise<void> {
   if (profile) {
     const info = await tf.profile(() => step());
     const byName = new Map<string, number>();
-    for (const k of info.kernels) byName.set(k.name, (byName.get(k.name) ?? 0) + (k.kernelTimeMs as number));
+    for (const k of info.kernels) {
+      byName.set(k.name, (byName.get(k.name) ?? 0) + (k.kernelTimeMs as number));
+      if (k.name === 'Multiply' || k.name === 'Sum' || k.name === 'Relu')
+        console.log(k.name, (k.kernelTimeMs as number).toFixed(1), JSON.stringify(k.inputShapes), JSON.stringify(k.outputShapes));
+    }
     const top = [...byName.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
     for (const [n, ms] of top) console.log(n.padEnd(36), ms.toFixed(1));
+    for (const [k, count] of nativeFallbacks()) console.log('fallback', count, k);
   }
   let t = performance.now();
   for (let i = 0; i < steps; i++) step();

@@ -115,8 +115,10 @@ type Attrs = Record<string, unknown>;
 type KernelArgs = { inputs: Record<string, Info>; backend: Backend; attrs?: Attrs };
 type NativeKernel = (args: KernelArgs, cpu: tf.KernelFunc) => Info | Info[] | undefined;
 
+/** A float32 tensor's storage; a few CPU kernels (casts) leave other typed arrays, copied here. */
 function values(backend: Backend, t: Info): Float32Array {
-  return backend.data.get(t.dataId).values as Float32Array;
+  const v = backend.data.get(t.dataId).values;
+  return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
 }
 
 function allFloat32(...ts: Array<Info | undefined>): boolean {
@@ -432,10 +434,29 @@ export function nativeKernelNames(): string[] {
   return 'addon' in loaded ? Object.keys(nativeKernels(loaded.addon)) : [];
 }
 
+const fallbackCounts = new Map<string, number>();
+
+/**
+ * How often each accelerated kernel fell back to tfjs's CPU code, keyed by
+ * "Kernel dtype shapes": what to implement next when a model is slower than expected.
+ */
+export function nativeFallbacks(): Map<string, number> {
+  return new Map(fallbackCounts);
+}
+
+function countingFallback(name: string, cpu: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const inputs = Object.values(args.inputs as Record<string, Info>).filter(Boolean);
+    const key = `${name} ${inputs.map((t) => `${t.dtype}[${t.shape.join(',')}]`).join(' ')}`;
+    fallbackCounts.set(key, (fallbackCounts.get(key) ?? 0) + 1);
+    return cpu(args);
+  };
+}
+
 function registerKernels(a: NativeAddon): void {
   const overrides = nativeKernels(a);
   for (const config of tf.getKernelsForBackend('cpu')) {
-    const cpu = config.kernelFunc;
+    const cpu = overrides[config.kernelName] ? countingFallback(config.kernelName, config.kernelFunc) : config.kernelFunc;
     const native = overrides[config.kernelName];
     const kernelFunc: tf.KernelFunc = native
       ? (args) => native(args as unknown as KernelArgs, cpu) as tf.TensorInfo
