@@ -31,7 +31,11 @@ export function syntheticImages(count: number, size = 16, seed = 1, positiveFrac
   return { records, size, pixels, labels, skipped: [] };
 }
 
-/** Conv + batch-norm + dropout + dense: exercises the training-mode layers without the cost of the real model. */
+/**
+ * Conv + batch-norm + dropout + dense: exercises the training-mode layers without the cost of the real model.
+ * The dropout seed makes tfjs draw the same mask on every call, which keeps runs bit-for-bit reproducible
+ * (the resume test relies on that); it is not how a real model should set up dropout.
+ */
 export function tinyModel(size = 16, seed = 7): tf.LayersModel {
   const input = tf.input({ shape: [size, size, 1] });
   let x = tf.layers
