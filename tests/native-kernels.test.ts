@@ -251,4 +251,19 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
     await expectSame([x], (t) => tf.tile(t, c.reps), 0);
   });
+
+  it.each([
+    { shape: [2, 5, 6, 7], stats: [7], withScale: true },
+    { shape: [2, 5, 6, 7], stats: [7], withScale: false },
+    { shape: [9, 3], stats: [1], withScale: true },
+  ])('fused batch norm: %o', async (c) => {
+    const rng = makeRng(21);
+    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    const n = c.stats[0];
+    const stat = (shift: number) => ({ shape: c.stats, data: randomArray(rng, n).map((v) => v + shift) });
+    const [mean, variance, offset, scale] = [stat(0), stat(1.5), stat(0), stat(1)];
+    await expectSame([x, mean, variance, offset, scale], (xt, m, v, o, s) =>
+      c.withScale ? tf.batchNorm(xt, m, v, o, s, 0.001) : tf.batchNorm(xt, m, v, undefined, undefined, 0.001),
+    );
+  });
 });

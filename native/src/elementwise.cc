@@ -8,6 +8,10 @@
 namespace pn {
 namespace {
 
+// Below this many elements a memory-bound loop is not worth waking a second thread for
+// (and on a busy machine an OpenMP barrier can cost a whole scheduler tick).
+constexpr int64_t kParallelMin = 1 << 20;
+
 enum BinaryOp { kAdd = 0, kSub, kMul, kDiv, kSquaredDiff };
 
 // How an operand maps onto the output, which is processed as blocks of `inner` elements:
@@ -53,8 +57,8 @@ inline const float* operandBlock(const float* p, int mode, int64_t blk, int64_t 
 template <int OP>
 void binary(const float* a, int ma, const float* b, int mb, float* y, int64_t blocks, int64_t inner) {
   const int64_t chunk = 4096;
-  if (blocks >= 2 * omp_get_max_threads() || inner < 2 * chunk) {
-#pragma omp parallel for schedule(static) if (blocks * inner > 32768)
+  if (blocks >= 2 * omp_get_max_threads() || inner < 2 * chunk || blocks * inner <= kParallelMin) {
+#pragma omp parallel for schedule(static) if (blocks * inner > kParallelMin)
     for (int64_t blk = 0; blk < blocks; blk++) {
       int64_t sa, sb;
       const float* pa = operandBlock(a, ma, blk, inner, sa);
@@ -69,7 +73,7 @@ void binary(const float* a, int ma, const float* b, int mb, float* y, int64_t bl
       const float* pb = operandBlock(b, mb, blk, inner, sb);
       float* py = y + blk * inner;
       int64_t pieces = (inner + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (inner > kParallelMin)
       for (int64_t c = 0; c < pieces; c++) {
         int64_t s = c * chunk, e = std::min(inner, s + chunk);
         blockLoop<OP>(pa + s * sa, sa, pb + s * sb, sb, py + s, e - s);
@@ -110,27 +114,27 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
   switch (op) {
     case kRelu:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? x[i] : 0.f);  // Math.max(0, x)
       break;
     case kStep:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : alpha);
       break;
     case kSqrt:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = std::sqrt(x[i]);
       break;
     case kSquare:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
       break;
     case kRsqrt:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(x[i])));  // as tfjs: in double
       break;
     case kNeg:
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = -x[i];
       break;
     default: throw std::runtime_error("unknown unary op");
@@ -150,7 +154,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
   int64_t inner = info[4].As<Napi::Number>().Int64Value();
   double scale = info[5].As<Napi::Number>().DoubleValue();
   if (mode == 1) {
-#pragma omp parallel for schedule(static) if (outer * inner > 32768)
+#pragma omp parallel for schedule(static) if (outer * inner > kParallelMin)
     for (int64_t o = 0; o < outer; o++) {
       const float* row = x + o * inner;
       double s = 0;
@@ -161,7 +165,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   const int64_t rows = outer;
-  int threads = (rows * inner > 32768) ? omp_get_max_threads() : 1;
+  int threads = (rows * inner > kParallelMin) ? omp_get_max_threads() : 1;
   std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
 #pragma omp parallel num_threads(threads)
   {
@@ -194,7 +198,7 @@ Napi::Value Tile(const Napi::CallbackInfo& info) {
   const int64_t inLast = in[rank - 1], outLast = out[rank - 1];
   int64_t outRows = 1;
   for (size_t d = 0; d + 1 < rank; d++) outRows *= out[d];
-#pragma omp parallel for schedule(static) if (outRows * outLast > 32768)
+#pragma omp parallel for schedule(static) if (outRows * outLast > kParallelMin)
   for (int64_t r = 0; r < outRows; r++) {
     // Decompose the output row index and map it to an input row.
     int64_t rem = r, inRow = 0, mult = 1;
@@ -214,6 +218,33 @@ Napi::Value Tile(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Batch-norm with per-channel statistics over a channels-last tensor:
+// y = (x - mean[c]) * scale[c] / sqrt(var[c] + eps) + offset[c].
+Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
+  // (x, mean, variance, scale, offset, eps, y); the four vectors have C elements.
+  const float* x = f32(info[0]);
+  const float* mean = f32(info[1]);
+  const float* var = f32(info[2]);
+  const float* scale = f32(info[3]);
+  const float* offset = f32(info[4]);
+  double eps = info[5].As<Napi::Number>().DoubleValue();
+  float* y = f32(info[6]);
+  const int64_t c = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t n = info[6].As<Napi::Float32Array>().ElementLength();
+  std::vector<float> mul(c);
+  for (int64_t k = 0; k < c; k++) mul[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
+  const float* a = mul.data();
+  const int64_t rows = n / c;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * c;
+    float* yr = y + r * c;
+#pragma omp simd
+    for (int64_t k = 0; k < c; k++) yr[k] = (xr[k] - mean[k]) * a[k] + offset[k];
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerElementwise(Napi::Env env, Napi::Object exports) {
@@ -221,6 +252,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("tile", Napi::Function::New(env, Tile));
+  exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
 }
 
 }  // namespace pn

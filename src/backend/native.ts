@@ -38,6 +38,8 @@ export interface NativeAddon {
   /** mode 0: y[j] = scale * sum_r x[r, j] over `outer` rows; mode 1: y[o] = scale * sum_j x[o, j]. */
   sum(x: Float32Array, y: Float32Array, mode: 0 | 1, outer: number, inner: number, scale: number): void;
   tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
+  /** Channels-last batch-norm; the four vectors hold one value per channel. */
+  batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, scale: Float32Array, offset: Float32Array, eps: number, y: Float32Array): void;
 }
 
 export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
@@ -396,6 +398,27 @@ function tile(a: NativeAddon): NativeKernel {
   };
 }
 
+/** FusedBatchNorm when every statistic has one value per channel (last axis) or a single value. */
+function batchNorm(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, cpu) => {
+    const { x, mean, variance, scale, offset } = inputs;
+    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(x, mean, variance, scale, offset) || x.shape.length === 0) return fallback();
+    const channels = x.shape[x.shape.length - 1];
+    const perChannel = (t: Info | undefined, fill: number): Float32Array | undefined => {
+      if (t === undefined) return new Float32Array(channels).fill(fill);
+      const v = values(backend, t);
+      if (v.length === channels) return v;
+      return v.length === 1 ? new Float32Array(channels).fill(v[0]) : undefined;
+    };
+    const [m, v, sc, off] = [perChannel(mean, 0), perChannel(variance, 1), perChannel(scale, 1), perChannel(offset, 0)];
+    if (!m || !v || !sc || !off || channels === 0) return fallback();
+    const y = new Float32Array(size(x.shape));
+    a.batchNorm(values(backend, x), m, v, sc, off, Number(attrs?.varianceEpsilon ?? 0.001), y);
+    return output(backend, [...x.shape], y);
+  };
+}
+
 /** The kernels the addon accelerates; every other CPU kernel is registered unchanged. */
 function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
   return {
@@ -425,6 +448,7 @@ function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
     [tf.Sum]: reduce(a, false),
     [tf.Mean]: reduce(a, true),
     [tf.Tile]: tile(a),
+    [tf.FusedBatchNorm]: batchNorm(a),
   };
 }
 
