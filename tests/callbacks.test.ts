@@ -287,3 +287,26 @@ describe('progress in a notebook', () => {
     expect((last.match(/<tr><td>/g) ?? []).length).toBe(2);
   });
 });
+
+describe('notebook detection', () => {
+  it('finds a running tslab kernel and updates a single display entry in place', async () => {
+    const { createRequire } = await import('module');
+    const req = createRequire(__filename);
+    const jupyter = req('tslab/dist/jupyter') as { lastWriteDisplayData: unknown };
+    const sent: Array<{ update: boolean; id: unknown }> = [];
+    const { notebookDisplay } = await import('../src/train/progress');
+    expect(notebookDisplay()).toBeUndefined();
+    jupyter.lastWriteDisplayData = (data: { transient: { display_id: unknown } }, update: boolean) =>
+      void sent.push({ update, id: data.transient.display_id });
+    try {
+      const display = notebookDisplay();
+      expect(display).toBeDefined();
+      display!.html('<b>1</b>');
+      display!.html('<b>2</b>');
+      expect(sent.map((s) => Boolean(s.update))).toEqual([false, true]);
+      expect(sent[0].id).toBe(sent[1].id);
+    } finally {
+      jupyter.lastWriteDisplayData = null;
+    }
+  });
+});

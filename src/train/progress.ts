@@ -28,12 +28,16 @@ export interface NotebookDisplay {
   text(s: string): void;
 }
 
-/** A display that updates in place when running inside a tslab kernel, else undefined. */
+/**
+ * A display that updates in place when running inside a tslab kernel, else undefined. The kernel has already
+ * loaded tslab's jupyter module; looking in the require cache (instead of requiring it) keeps plain Node runs
+ * from loading tslab and its TypeScript compiler just to find out.
+ */
 export function notebookDisplay(): NotebookDisplay | undefined {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const jupyter = require('tslab/dist/jupyter') as { lastWriteDisplayData: unknown };
-    if (jupyter.lastWriteDisplayData == null) return undefined;
+    const cached = require.cache[require.resolve('tslab/dist/jupyter')];
+    const jupyter = cached?.exports as { lastWriteDisplayData?: unknown } | undefined;
+    if (jupyter?.lastWriteDisplayData == null) return undefined;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return (require('tslab') as { newDisplay(): NotebookDisplay }).newDisplay();
   } catch {
