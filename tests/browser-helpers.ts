@@ -1,0 +1,73 @@
+/** Headless Chromium for the browser tests: Debian's chromium driven by playwright-core (no browser download). */
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Browser, Page } from 'playwright-core';
+
+export const CHROMIUM_CANDIDATES = [process.env.PNEUMO_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter(
+  (p): p is string => Boolean(p),
+);
+
+export function chromiumPath(): string | null {
+  return CHROMIUM_CANDIDATES.find((p) => fs.existsSync(p)) ?? null;
+}
+
+export async function launchChromium(): Promise<Browser> {
+  const executablePath = chromiumPath();
+  if (!executablePath) throw new Error(`No Chromium found (tried ${CHROMIUM_CANDIDATES.join(', ')}): apt-get install chromium`);
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Collects console errors and uncaught page errors. */
+export function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  return errors;
+}
+
+export interface ChartCheck {
+  charts: number;
+  /** Charts whose SVG has no drawn data (no trace group, heatmap image or path). */
+  empty: number;
+  traces: number[];
+}
+
+/**
+ * Counts Plotly charts and, per chart, the drawn data traces: `g.trace` (scatter/bar), plus heatmaps (`g.hm`), since
+ * heatmaps draw an image rather than a trace group.
+ */
+export async function checkCharts(page: Page, root = 'body'): Promise<ChartCheck> {
+  return page.evaluate((rootSelector) => {
+    const plots = [...document.querySelectorAll(`${rootSelector} .js-plotly-plot`)];
+    const traces = plots.map((p) => p.querySelectorAll('.main-svg g.trace, .main-svg g.hm').length);
+    const empty = plots.filter((p, i) => {
+      const svg = p.querySelector('svg.main-svg');
+      return !svg || svg.getBoundingClientRect().width === 0 || traces[i] === 0;
+    }).length;
+    return { charts: plots.length, empty, traces };
+  }, root);
+}
+
+/** Waits until `expected` charts have data traces (rendering 10 MB of plotly.js takes a moment). */
+export async function waitForCharts(page: Page, expected: number, timeoutMs = 60_000, root = 'body'): Promise<ChartCheck> {
+  const deadline = Date.now() + timeoutMs;
+  let last: ChartCheck = { charts: 0, empty: 0, traces: [] };
+  while (Date.now() < deadline) {
+    last = await checkCharts(page, root);
+    if (last.charts >= expected && last.empty === 0) return last;
+    await page.waitForTimeout(250);
+  }
+  return last;
+}
+
+export function screenshotDir(repoRoot: string): string {
+  const dir = path.join(repoRoot, 'outputs', 'screenshots');
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
