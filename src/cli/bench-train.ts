@@ -25,6 +25,7 @@ interface BenchOptions {
   backend?: BackendName;
   peer: boolean;
   peerScript: string;
+  peerPython: string;
   profile: boolean;
 }
 
@@ -34,35 +35,70 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function cpuSeconds(since: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(since);
+  return (d.user + d.system) / 1e6;
+}
+
 function peakRssMb(): number {
   return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
-/** Per-kernel time of one call of f, summed by kernel name, largest first. */
-export async function profileKernels(f: () => unknown): Promise<Array<{ kernel: string; ms: number; calls: number }>> {
-  const info = await tf.profile(() => {
-    const out = f();
-    return out instanceof tf.Tensor ? out : [];
-  });
-  const byName = new Map<string, { ms: number; calls: number }>();
-  for (const k of info.kernels) {
-    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-    const entry = byName.get(k.name) ?? { ms: 0, calls: 0 };
-    entry.ms += ms;
-    entry.calls += 1;
-    byName.set(k.name, entry);
+type ProfileRow = { kernel: string; ms: number; calls: number };
+
+/**
+ * CPU time per kernel of one call of f, summed by kernel name, largest first. CPU time rather than wall
+ * time (tf.profile) so that other processes on a shared machine do not inflate it. Kernels called from
+ * inside other kernels count toward the outer kernel only.
+ */
+export function profileKernels(f: () => unknown): ProfileRow[] {
+  const backendName = tf.getBackend();
+  const originals = tf.getKernelsForBackend(backendName);
+  const totals = new Map<string, { us: number; calls: number }>();
+  let depth = 0;
+  for (const config of originals) {
+    tf.unregisterKernel(config.kernelName, backendName);
+    tf.registerKernel({
+      ...config,
+      setupFunc: undefined, // already set up when the backend initialised
+      kernelFunc: ((args: never) => {
+        if (depth > 0) return config.kernelFunc(args);
+        depth++;
+        const start = process.cpuUsage();
+        try {
+          return config.kernelFunc(args);
+        } finally {
+          const d = process.cpuUsage(start);
+          depth--;
+          const entry = totals.get(config.kernelName) ?? { us: 0, calls: 0 };
+          entry.us += d.user + d.system;
+          entry.calls++;
+          totals.set(config.kernelName, entry);
+        }
+      }) as typeof config.kernelFunc,
+    });
   }
-  return [...byName.entries()]
-    .map(([kernel, v]) => ({ kernel, ms: Math.round(v.ms * 10) / 10, calls: v.calls }))
+  try {
+    tf.tidy(() => {
+      f();
+    });
+  } finally {
+    for (const config of originals) {
+      tf.unregisterKernel(config.kernelName, backendName);
+      tf.registerKernel(config);
+    }
+  }
+  return [...totals.entries()]
+    .map(([kernel, v]) => ({ kernel, ms: Math.round(v.us / 100) / 10, calls: v.calls }))
     .sort((a, b) => b.ms - a.ms);
 }
 
-function formatProfile(rows: Array<{ kernel: string; ms: number; calls: number }>, top = 15): string {
+function formatProfile(rows: ProfileRow[], top = 15): string {
   const total = rows.reduce((s, r) => s + r.ms, 0);
   const lines = rows
     .slice(0, top)
     .map((r) => `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms  ${String(r.calls).padStart(4)} calls  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
-  return [`kernel time of one training step: ${total.toFixed(0)} ms (top ${Math.min(top, rows.length)})`, ...lines].join('\n');
+  return [`kernel CPU time of one training step: ${total.toFixed(0)} ms (top ${Math.min(top, rows.length)} kernels)`, ...lines].join('\n');
 }
 
 interface PeerResult {
@@ -78,11 +114,11 @@ function runPeer(opts: BenchOptions): PeerResult {
   }
   const args = [opts.peerScript, 'bench', '--size', String(opts.size), '--channels', String(opts.channels),
     '--batch', String(opts.batch), '--steps', String(opts.steps)];
-  const res = spawnSync('python3', args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
-  if (res.error) throw new Error(`--peer: could not run python3 (${res.error.message}); install Debian's python3-torch.`);
+  const res = spawnSync(opts.peerPython, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
+  if (res.error) throw new Error(`--peer: could not run ${opts.peerPython} (${res.error.message}); install Debian's python3-torch or pass --peer-python.`);
   const lastJson = res.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
   if (res.status !== 0 || !lastJson) {
-    throw new Error(`--peer: 'python3 ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    throw new Error(`--peer: '${opts.peerPython} ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   }
   return JSON.parse(lastJson) as PeerResult;
 }
@@ -97,19 +133,23 @@ async function bench(opts: BenchOptions): Promise<void> {
   console.log(`seed CNN '${opts.variant}' ${opts.size}x${opts.size}x${opts.channels}, batch ${opts.batch}, ${model.countParams().toLocaleString('en-US')} params`);
 
   for (let i = 0; i < opts.warmup; i++) step(xs, ys);
-  if (opts.profile) console.log(formatProfile(await profileKernels(() => step(xs, ys))));
+  if (opts.profile) console.log(formatProfile(profileKernels(() => step(xs, ys))));
 
   let t = performance.now();
+  let cpu = process.cpuUsage();
   for (let i = 0; i < opts.steps; i++) step(xs, ys);
   const trainSeconds = (performance.now() - t) / 1000;
+  const trainCpuSeconds = cpuSeconds(cpu);
   const trainIps = (opts.batch * opts.steps) / trainSeconds;
   console.log(`train: ${opts.steps} steps in ${trainSeconds.toFixed(2)} s = ${trainIps.toFixed(1)} img/s`);
 
   const predict = () => tf.tidy(() => (model.predict(xs) as tf.Tensor).dataSync());
   predict();
   t = performance.now();
+  cpu = process.cpuUsage();
   for (let i = 0; i < opts.steps; i++) predict();
   const inferSeconds = (performance.now() - t) / 1000;
+  const inferCpuSeconds = cpuSeconds(cpu);
   const inferIps = (opts.batch * opts.steps) / inferSeconds;
   console.log(`infer: ${opts.steps} batches in ${inferSeconds.toFixed(2)} s = ${inferIps.toFixed(1)} img/s`);
   tf.dispose([xs, ys]);
@@ -126,6 +166,11 @@ async function bench(opts: BenchOptions): Promise<void> {
     train_img_per_s: Math.round(trainIps * 10) / 10,
     infer_img_per_s: Math.round(inferIps * 10) / 10,
     peak_rss_mb: peakRssMb(),
+    // CPU seconds per timed phase: on a busy machine wall time inflates; cpu time shows the work done.
+    train_cpu_s: Math.round(trainCpuSeconds * 100) / 100,
+    train_wall_s: Math.round(trainSeconds * 100) / 100,
+    infer_cpu_s: Math.round(inferCpuSeconds * 100) / 100,
+    infer_wall_s: Math.round(inferSeconds * 100) / 100,
   };
   if (opts.peer) {
     console.log('running the PyTorch peer on the same inputs shape ...');
@@ -137,6 +182,12 @@ async function bench(opts: BenchOptions): Promise<void> {
     result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
   }
   console.log(JSON.stringify(result));
+}
+
+/** Debian's python3-torch lives in /usr/bin/python3, which a pyenv shim earlier on PATH may hide. */
+function defaultPython(): string {
+  if (process.env.PNEUMO_PEER_PYTHON) return process.env.PNEUMO_PEER_PYTHON;
+  return fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 }
 
 export function main(argv: string[]): void {
@@ -152,6 +203,7 @@ export function main(argv: string[]): void {
     .addOption(new Option('--backend <name>', 'force a backend (else PNEUMO_BACKEND or automatic)').choices([...BACKEND_ORDER]))
     .option('--peer', 'also run the PyTorch peer bench and report ratios', false)
     .option('--peer-script <file>', 'path of seed_cnn_torch.py', defaultPeer)
+    .option('--peer-python <exe>', 'python with torch installed', defaultPython())
     .option('--profile', 'print per-kernel times of one training step', false)
     .parse(argv);
   const opts = program.opts<BenchOptions>();

@@ -89,22 +89,31 @@ function inputOnGridChannelMajor(backend: WasmBackend, x: TensorInfo, info: Conv
     // 1x1 unpadded: the grid is x itself, only transposed.
     return runKernel('Transpose', backend, { x: reshaped(x, [positions, c]) }, { perm: [1, 0] });
   }
+  return channelMajorGrid(backend, x, batchSize, inHeight, inWidth, c, hp, wp, top, left, slack);
+}
+
+/** NHWC `src` -> [c, n*hp*wp] (+ `slack` zeros), each image placed at (top, left) on a zero grid of hp x wp. */
+function channelMajorGrid(
+  backend: WasmBackend, srcInfo: TensorInfo,
+  n: number, h: number, w: number, c: number, hp: number, wp: number, top: number, left: number, slack: number,
+): TensorInfo {
+  const positions = n * hp * wp;
   const out = allocate(backend, [c * positions + slack]);
-  const src = view(backend, x);
+  const src = view(backend, srcInfo);
   const dst = view(backend, out);
   if (c === 1) {
-    copyIntoGrid(src, dst.subarray(0, positions), batchSize, inHeight, inWidth, 1, hp, wp, top, left);
+    copyIntoGrid(src, dst.subarray(0, positions), n, h, w, 1, hp, wp, top, left);
     dst.fill(0, positions);
     return out;
   }
   dst.fill(0);
   const w0 = Math.max(0, -left);
-  const w1 = Math.min(inWidth, wp - left);
-  for (let b = 0; b < batchSize; b++) {
-    for (let y = 0; y < inHeight; y++) {
+  const w1 = Math.min(w, wp - left);
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < h; y++) {
       const yp = y + top;
       if (yp < 0 || yp >= hp) continue;
-      let s = ((b * inHeight + y) * inWidth + w0) * c;
+      let s = ((b * h + y) * w + w0) * c;
       let p = (b * hp + yp) * wp + w0 + left;
       for (let xx = w0; xx < w1; xx++, p++) {
         for (let k = 0, d = p; k < c; k++, d += positions) dst[d] = src[s++];
@@ -286,11 +295,41 @@ function depthwiseFilterGradLoops(backend: WasmBackend, x: TensorInfo, dy: Tenso
   return dw;
 }
 
+/**
+ * Depthwise filter gradient, stride 1, multiplier 1: per channel c and tap, the dot product of x's
+ * channel-c grid row (shifted by the tap) with dy's channel-c grid row. All channels of a tap go in one
+ * batched matmul [c, 1, P] x [c, P, 1] (same window trick as the dense filter gradient).
+ */
+function depthwiseFilterGradStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: c, outHeight, outWidth, batchSize } = info;
+  const { hp, wp, positions } = strideOneGrid(info);
+  const xT = inputOnGridChannelMajor(backend, x, info);
+  const dyT = channelMajorGrid(backend, dy, batchSize, outHeight, outWidth, c, hp, wp, 0, 0, 0);
+  const dw = allocate(backend, [fh, fw, c, 1]);
+  const b = reshaped(dyT, [c, positions, 1]);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) {
+      const shift = i * info.dilationHeight * wp + j * info.dilationWidth;
+      const window = alias(backend, xT, shift, [c, 1, positions]);
+      const tap = runKernel('BatchMatMul', backend, { a: window, b }, { transposeA: false, transposeB: false });
+      releaseAlias(backend, window);
+      view(backend, dw).set(view(backend, tap), (i * fw + j) * c);
+      release(backend, tap);
+    }
+  }
+  release(backend, xT, dyT);
+  return dw;
+}
+
 function depthwiseConv2dNativeBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { x, dy } = inputs;
   requireFloat32('DepthwiseConv2dNativeBackpropFilter', x, dy);
   const dilations = (attrs.dilations as number | [number, number] | undefined) ?? 1;
   const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, true, dilations);
+  const multiplier = info.outChannels / info.inChannels;
+  if (info.strideHeight === 1 && info.strideWidth === 1 && multiplier === 1) {
+    return depthwiseFilterGradStrideOne(backend, x, dy, info);
+  }
   return depthwiseFilterGradLoops(backend, x, dy, info);
 }
 
@@ -371,6 +410,10 @@ function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const xs = view(backend, input);
   const dys = view(backend, dy);
   const out = view(backend, dx);
+  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0) {
+    maxPoolGrad2x2(xs, dys, out, batchSize, inHeight, inWidth, c, outHeight, outWidth);
+    return dx;
+  }
   out.fill(0);
   const best = new Float32Array(c);
   const where = new Int32Array(c);
@@ -401,6 +444,41 @@ function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
     }
   }
   return dx;
+}
+
+/** The common 2x2 / stride 2 / unpadded case: windows do not overlap, so every input is written once. */
+function maxPoolGrad2x2(
+  xs: Float32Array, dys: Float32Array, out: Float32Array,
+  batchSize: number, inHeight: number, inWidth: number, c: number, outHeight: number, outWidth: number,
+): void {
+  if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
+  const row = inWidth * c;
+  let g = 0;
+  for (let b = 0; b < batchSize; b++) {
+    for (let oy = 0; oy < outHeight; oy++) {
+      const r0 = (b * inHeight + 2 * oy) * row;
+      for (let ox = 0; ox < outWidth; ox++) {
+        const p0 = r0 + 2 * ox * c;
+        const p1 = p0 + c;
+        const p2 = p0 + row;
+        const p3 = p2 + c;
+        for (let k = 0; k < c; k++, g++) {
+          const v0 = xs[p0 + k], v1 = xs[p1 + k], v2 = xs[p2 + k], v3 = xs[p3 + k];
+          out[p0 + k] = 0;
+          out[p1 + k] = 0;
+          out[p2 + k] = 0;
+          out[p3 + k] = 0;
+          // First maximum in row-major order wins ties, as on the cpu backend.
+          let at = p0 + k;
+          let best = v0;
+          if (v1 > best) { best = v1; at = p1 + k; }
+          if (v2 > best) { best = v2; at = p2 + k; }
+          if (v3 > best) { at = p3 + k; }
+          out[at] = dys[g];
+        }
+      }
+    }
+  }
 }
 
 type Impl = (args: KernelArgs) => TensorInfo;
