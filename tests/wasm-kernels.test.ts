@@ -238,3 +238,16 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     });
   }
 });
+
+describe('Identity on wasm', () => {
+  it('shares data without leaking and survives disposal of its source', async () => {
+    await tf.setBackend('wasm');
+    const before = tf.memory().numTensors;
+    const x = tf.tensor1d([1, 2, 3]);
+    const y = tf.engine().runKernel('Identity', { x }) as tf.Tensor;
+    x.dispose();
+    expect(Array.from(y.dataSync())).toEqual([1, 2, 3]);
+    y.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

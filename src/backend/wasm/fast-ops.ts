@@ -5,13 +5,14 @@
  *   kernel does it element by element. Here: block copies, doubling.
  * - Sum / Mean over leading axes (bias, batch-norm and moment gradients reduce [N,H,W] per channel):
  *   the stock kernel transposes the whole tensor first. Here: one pass accumulating rows.
+ * - Identity: the stock kernel copies the data; sharing it is enough.
  * - BatchMatMul with a transposed operand (dense-layer gradients) runs a slow generic loop in the stock
  *   kernel; an explicit transpose first lets it take XNNPACK's fast path.
  * Anything else is delegated to the stock kernel.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { allocate, release, runKernel, view } from './heap';
+import { allocate, release, reshaped, runKernel, view } from './heap';
 import { KernelArgs, callStock } from './stock';
 
 function sizeOf(shape: readonly number[]): number {
@@ -66,22 +67,16 @@ function reduceLeading(args: KernelArgs, kernel: 'Sum' | 'Mean'): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { x } = inputs;
   const axes = normalisedAxes(attrs.axis as number | number[], x.shape.length);
-  if (x.dtype !== 'float32' || axes.length === 0 || !isLeadingPrefix(axes)) return callStock(kernel, args);
+  if (x.dtype !== 'float32' || axes.length === 0 || axes.length === x.shape.length || !isLeadingPrefix(axes)) {
+    return callStock(kernel, args);
+  }
   const rows = sizeOf(x.shape.slice(0, axes.length));
   const cols = sizeOf(x.shape.slice(axes.length));
   const outShape = attrs.keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
-  const out = allocate(backend, outShape);
-  const src = view(backend, x);
-  // Float64 accumulation, like the cpu backend, so long reductions do not drift.
-  const acc = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) acc[c] += src[base + c];
-  }
-  const dst = view(backend, out);
-  const scale = kernel === 'Mean' ? 1 / rows : 1;
-  for (let c = 0; c < cols; c++) dst[c] = acc[c] * scale;
-  return out;
+  // The stock kernel is fast on a 2D [rows, cols] view reduced over axis 0 (measured 11 ms for 11.5M
+  // floats) but transposes first when given the 4D shape (35 ms): hand it the 2D view.
+  const out = callStock(kernel, { inputs: { x: reshaped(x, [rows, cols]) }, backend, attrs: { axis: [0], keepDims: false } });
+  return reshaped(out, outShape);
 }
 
 function swapLastTwo(backend: KernelArgs['backend'], t: TensorInfo): TensorInfo {
@@ -104,7 +99,18 @@ function batchMatMul(args: KernelArgs): TensorInfo {
   return out;
 }
 
+/**
+ * Identity shares the data (reference count) like the cpu backend's, instead of the stock wasm copy:
+ * sound because no kernel writes into its inputs, and variables change by swapping data, not in place.
+ */
+function identity({ inputs, backend }: KernelArgs): TensorInfo {
+  const { x } = inputs;
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 export const FAST_OP_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo]> = [
+  ['Identity', identity],
   ['Tile', tile],
   ['Sum', (args) => reduceLeading(args, 'Sum')],
   ['Mean', (args) => reduceLeading(args, 'Mean')],

@@ -31,6 +31,7 @@ export interface WasmBackend {
   };
   makeOutput(shape: number[], dtype: DataType, memoryOffset?: number): TensorInfo;
   disposeData(dataId: object, force?: boolean): boolean;
+  incRef(dataId: object): void;
 }
 
 /** Allocates an uninitialised float32 tensor on the wasm heap. */
