@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     const byName = new Map<string, number>();
     for (const k of info.kernels) {
       byName.set(k.name, (byName.get(k.name) ?? 0) + (k.kernelTimeMs as number));
-      if (k.name === 'Multiply' || k.name === 'Sum' || k.name === 'Relu')
+      if (process.env.BENCH_SHAPES)
         console.log(k.name, (k.kernelTimeMs as number).toFixed(1), JSON.stringify(k.inputShapes), JSON.stringify(k.outputShapes));
     }
     const top = [...byName.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
@@ -49,14 +49,18 @@ async function main(): Promise<void> {
     for (const [k, count] of nativeFallbacks()) console.log('fallback', count, k);
   }
   let t = performance.now();
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < steps; i++) step();
   const trainIps = (batch * steps) / ((performance.now() - t) / 1000);
+  const cpu1 = process.cpuUsage(cpu0);
+  // CPU seconds per step: steadier than wall time when other work shares the cores.
+  const trainCpuS = (cpu1.user + cpu1.system) / 1e6 / steps;
   const infer = () => tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync());
   infer();
   t = performance.now();
   for (let i = 0; i < steps; i++) infer();
   const inferIps = (batch * steps) / ((performance.now() - t) / 1000);
-  console.log(JSON.stringify({ backend: tf.getBackend(), size, batch, steps, train_img_per_s: +trainIps.toFixed(1), infer_img_per_s: +inferIps.toFixed(1), tensors: tf.memory().numTensors }));
+  console.log(JSON.stringify({ backend: tf.getBackend(), size, batch, steps, train_img_per_s: +trainIps.toFixed(1), train_cpu_s_per_step: +trainCpuS.toFixed(2), infer_img_per_s: +inferIps.toFixed(1), tensors: tf.memory().numTensors }));
 }
 
 main().catch((err) => {

@@ -1,5 +1,8 @@
 #include "common.h"
 #include <omp.h>
+#include <malloc.h>
+#include <cstdlib>
+#include <cstring>
 
 namespace pn {
 
@@ -31,7 +34,19 @@ static Napi::Value Version(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), buf);
 }
 
+// Activations of a 150x150 batch are 10-50 MB each and live for one op. glibc serves blocks
+// over 32 MB with fresh mmap()s, so every op would pay page faults and kernel zeroing for its
+// output; raising the thresholds keeps such blocks in the reusable heap instead.
+// PNEUMO_NATIVE_MALLOC=default leaves glibc's settings alone.
+static void tuneMalloc() {
+  const char* v = std::getenv("PNEUMO_NATIVE_MALLOC");
+  if (v && std::strcmp(v, "default") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 512 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  tuneMalloc();
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("dnnlVersion", Napi::Function::New(env, Version));

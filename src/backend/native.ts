@@ -105,8 +105,44 @@ export function tryRegisterNative(): NativeRegistration {
   return registration;
 }
 
-/** The CPU backend under its own name, so `tf.getBackend()` reports 'native'. */
-export class NativeBackend extends MathBackendCPU {}
+type DataId = Parameters<MathBackendCPU['readSync']>[0];
+type BackendValues = Parameters<MathBackendCPU['write']>[0];
+
+/**
+ * The CPU backend under its own name, so `tf.getBackend()` reports 'native', plus the
+ * bookkeeping that lets the addon's output buffers be recycled (see uninitialised()).
+ */
+export class NativeBackend extends MathBackendCPU {
+  override write(values: BackendValues, shape: number[], dtype: tf.DataType): DataId {
+    const id = super.write(values, shape, dtype);
+    trackView(values, 1);
+    return id;
+  }
+
+  override move(dataId: DataId, values: BackendValues, shape: number[], dtype: tf.DataType, refCount: number): void {
+    const previous = this.data.has(dataId) ? this.data.get(dataId).values : undefined;
+    super.move(dataId, values, shape, dtype, refCount);
+    trackView(values, 1);
+    trackView(previous, -1);
+  }
+
+  override disposeData(dataId: DataId, force = false): boolean {
+    const values = this.data.has(dataId) ? this.data.get(dataId).values : undefined;
+    const gone = super.disposeData(dataId, force);
+    if (gone && values !== undefined && !this.data.has(dataId)) trackView(values, -1);
+    return gone;
+  }
+
+  override readSync(dataId: DataId): BackendValues {
+    const v = super.readSync(dataId);
+    return isPooled(v) ? v.slice() : v;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    releaseNativePool();
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
@@ -129,6 +165,56 @@ function allFloat32(...ts: Array<Info | undefined>): boolean {
 
 function size(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Output buffers for the addon, recycled. A training step at 150x150 allocates gigabytes of
+ * short-lived activations; as fresh ArrayBuffers they cost zero fills, page faults and a V8
+ * mark-compact every few dozen ops. Buffers the addon allocated are counted per live dataId
+ * (views made by CPU kernels count too) and go back to the pool when the last one is
+ * disposed. Reads hand out copies, so no array a caller holds is ever reused.
+ */
+const POOL_MIN_BYTES = 64 * 1024;
+const poolCapBytes = Number(process.env.PNEUMO_NATIVE_POOL_MB ?? 768) * 1024 * 1024;
+const pool = new Map<number, Float32Array[]>();
+let pooledBytes = 0;
+const liveViews = new WeakMap<ArrayBufferLike, number>();
+
+function uninitialised(n: number): Float32Array {
+  if (n * 4 < POOL_MIN_BYTES) return new Float32Array(n);
+  const reused = pool.get(n)?.pop();
+  if (reused) {
+    pooledBytes -= n * 4;
+    return reused;
+  }
+  // Buffer.allocUnsafe: a dedicated, uninitialised ArrayBuffer (the addon overwrites it all).
+  const buf = Buffer.allocUnsafe(n * 4);
+  liveViews.set(buf.buffer, 0);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
+}
+
+function isPooled(values: unknown): values is Float32Array {
+  return values instanceof Float32Array && liveViews.has(values.buffer);
+}
+
+function trackView(values: unknown, delta: 1 | -1): void {
+  if (!isPooled(values)) return;
+  const count = (liveViews.get(values.buffer) ?? 0) + delta;
+  liveViews.set(values.buffer, count);
+  if (count > 0) return;
+  const bytes = values.buffer.byteLength;
+  if (pooledBytes + bytes > poolCapBytes) return; // let the GC have it
+  const whole = new Float32Array(values.buffer);
+  const list = pool.get(whole.length) ?? [];
+  list.push(whole);
+  pool.set(whole.length, list);
+  pooledBytes += bytes;
+}
+
+/** Drops every pooled buffer (memory goes back at the next GC). */
+export function releaseNativePool(): void {
+  pool.clear();
+  pooledBytes = 0;
 }
 
 function output(backend: Backend, shape: number[], data: Float32Array): Info {
@@ -188,7 +274,7 @@ function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): Native
     if (bias !== undefined && size(bias.shape) !== info.outChannels) {
       return cpu({ inputs, backend, attrs } as never) as Info;
     }
-    const y = new Float32Array(size(info.outShape));
+    const y = uninitialised(size(info.outShape));
     a.convForward(
       values(backend, x), values(backend, filter), bias ? values(backend, bias) : null, y,
       convGeom(info, depthwise), act,
@@ -210,7 +296,7 @@ function convBackpropInput(a: NativeAddon, depthwise: boolean): NativeKernel {
       attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
       depthwise,
     );
-    const dx = new Float32Array(size(inputShape));
+    const dx = uninitialised(size(inputShape));
     a.convBackwardData(values(backend, dy), values(backend, filter), dx, convGeom(info, depthwise));
     return output(backend, [...inputShape], dx);
   };
@@ -229,7 +315,7 @@ function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
       attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
       depthwise,
     );
-    const dw = new Float32Array(size(filterShape));
+    const dw = uninitialised(size(filterShape));
     a.convBackwardWeights(values(backend, x), values(backend, dy), dw, convGeom(info, depthwise));
     return output(backend, [...filterShape], dw);
   };
@@ -251,7 +337,7 @@ function maxPool(a: NativeAddon): NativeKernel {
     const { x } = inputs;
     if (!allFloat32(x) || x.shape.length !== 4) return cpu({ inputs, backend, attrs } as never) as Info;
     const info = poolInfo(x.shape, attrs!);
-    const y = new Float32Array(size(info.outShape));
+    const y = uninitialised(size(info.outShape));
     a.maxPool(values(backend, x), y, poolGeom(info));
     return output(backend, info.outShape, y);
   };
@@ -262,7 +348,7 @@ function maxPoolGrad(a: NativeAddon): NativeKernel {
     const { dy, input } = inputs;
     if (!allFloat32(dy, input)) return cpu({ inputs, backend, attrs } as never) as Info;
     const info = poolInfo(input.shape, attrs!);
-    const dx = new Float32Array(size(input.shape));
+    const dx = uninitialised(size(input.shape));
     a.maxPoolGrad(values(backend, dy), values(backend, input), dx, poolGeom(info));
     return output(backend, [...input.shape], dx);
   };
@@ -297,7 +383,7 @@ function matMul(a: NativeAddon, fused: boolean): NativeKernel {
       return cpu({ inputs, backend, attrs } as never) as Info;
     }
     const outShape = [...batches.outer, m, n];
-    const c = new Float32Array(size(outShape));
+    const c = uninitialised(size(outShape));
     a.matMul(
       values(backend, lhs), values(backend, rhs), c, bias ? values(backend, bias) : null,
       Int32Array.from([batches.batchA, batches.batchB, m, k, n, transA ? 1 : 0, transB ? 1 : 0]), act,
@@ -344,7 +430,7 @@ function binary(a: NativeAddon, op: number): NativeKernel {
     const mb = broadcastMode(rhs.shape, outShape);
     if (!ma || !mb || (ma.inner !== undefined && mb.inner !== undefined && ma.inner !== mb.inner)) return fallback();
     const inner = ma.inner ?? mb.inner ?? Math.max(n, 1);
-    const y = new Float32Array(n);
+    const y = uninitialised(n);
     if (n > 0) a.binary(op, values(backend, lhs), ma.mode, values(backend, rhs), mb.mode, y, n / inner, inner);
     return output(backend, outShape, y);
   };
@@ -354,7 +440,7 @@ function unary(a: NativeAddon, op: number): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { x } = inputs;
     if (!allFloat32(x)) return cpu({ inputs, backend, attrs } as never) as Info;
-    const y = new Float32Array(size(x.shape));
+    const y = uninitialised(size(x.shape));
     a.unary(op, values(backend, x), y, Number(attrs?.alpha ?? 0));
     return output(backend, [...x.shape], y);
   };
@@ -377,9 +463,9 @@ function reduce(a: NativeAddon, mean: boolean): NativeKernel {
     const outShape = attrs?.keepDims
       ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
       : x.shape.filter((_, i) => !axes.includes(i));
-    const y = new Float32Array(kept);
-    const scale = mean ? 1 / reduced : 1;
     if (reduced === 0) return fallback();
+    const y = uninitialised(kept);
+    const scale = mean ? 1 / reduced : 1;
     if (trailing) a.sum(values(backend, x), y, 1, kept, reduced, scale);
     else a.sum(values(backend, x), y, 0, reduced, kept, scale);
     return output(backend, outShape, y);
@@ -392,7 +478,7 @@ function tile(a: NativeAddon): NativeKernel {
     const reps = attrs?.reps as number[];
     if (!allFloat32(x) || x.shape.length === 0 || size(x.shape) === 0) return cpu({ inputs, backend, attrs } as never) as Info;
     const outShape = x.shape.map((d, i) => d * reps[i]);
-    const y = new Float32Array(size(outShape));
+    const y = uninitialised(size(outShape));
     if (y.length > 0) a.tile(values(backend, x), y, Int32Array.from(x.shape), Int32Array.from(outShape));
     return output(backend, outShape, y);
   };
@@ -413,7 +499,7 @@ function batchNorm(a: NativeAddon): NativeKernel {
     };
     const [m, v, sc, off] = [perChannel(mean, 0), perChannel(variance, 1), perChannel(scale, 1), perChannel(offset, 0)];
     if (!m || !v || !sc || !off || channels === 0) return fallback();
-    const y = new Float32Array(size(x.shape));
+    const y = uninitialised(size(x.shape));
     a.batchNorm(values(backend, x), m, v, sc, off, Number(attrs?.varianceEpsilon ?? 0.001), y);
     return output(backend, [...x.shape], y);
   };
