@@ -70,6 +70,10 @@ export function loadNativeAddon(): { addon: NativeAddon } | { why: string } {
     };
   }
   try {
+    // OpenMP threads that spin between kernels steal the core the JS thread (or another
+    // process) needs; sleeping at once measured faster on these 2-core machines. libgomp reads
+    // this when the addon loads it, so it must be set first; an explicit setting wins.
+    process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     addon = require(file) as NativeAddon;
     return { addon };
@@ -113,6 +117,12 @@ type BackendValues = Parameters<MathBackendCPU['write']>[0];
  * bookkeeping that lets the addon's output buffers be recycled (see uninitialised()).
  */
 export class NativeBackend extends MathBackendCPU {
+  constructor() {
+    super();
+    // The CPU backend's first write advises installing tfjs-node; this backend is the answer to that.
+    (this as unknown as { firstUse: boolean }).firstUse = false;
+  }
+
   override write(values: BackendValues, shape: number[], dtype: tf.DataType): DataId {
     const id = super.write(values, shape, dtype);
     trackView(values, 1);
