@@ -34,6 +34,8 @@ const program = new Command()
     const args = [app, `--notebook-dir=${notebookDir}`];
     if (opts.port) args.push(`--port=${opts.port}`);
     if (!opts.browser) args.push('--no-browser');
+    // Jupyter refuses to start as root without this (containers, CI).
+    if (process.getuid?.() === 0) args.push('--allow-root');
     console.log(`Starting: jupyter ${args.join(' ')}${app === 'notebook' ? '   (JupyterLab not found; using the classic notebook)' : ''}`);
     console.log('Pick the "TypeScript" kernel; run the notebooks in order (00 .. 05). Ctrl-C stops the server.');
     const child = spawn('jupyter', args, { stdio: 'inherit', cwd: repoRoot });
