@@ -2,7 +2,7 @@
 # Builds the optional oneDNN addon (native/build/Release/pneumo_native.node).
 # Missing prerequisites are not an error: it says in one line what to install and exits 0,
 # so CI scripts and `npm ci` never depend on it. A real compile failure exits non-zero.
-cd "$(dirname "$0")" || exit 1
+case "$0" in */*) cd "${0%/*}" || exit 1 ;; esac
 
 missing=""
 command -v c++ >/dev/null 2>&1 || missing="$missing g++"
