@@ -3,6 +3,7 @@
 // [C] against [N,H,W,C] and reduce over N,H,W).
 #include "common.h"
 #include <cmath>
+#include <cstring>
 #include <omp.h>
 
 namespace pn {
@@ -197,7 +198,16 @@ Napi::Value Tile(const Napi::CallbackInfo& info) {
   const size_t rank = in.size();
   const int64_t inLast = in[rank - 1], outLast = out[rank - 1];
   int64_t outRows = 1;
-  for (size_t d = 0; d + 1 < rank; d++) outRows *= out[d];
+  bool oneInputRow = true;  // e.g. [1,1,1,C] tiled to [N,H,W,C]: every output row is the same
+  for (size_t d = 0; d + 1 < rank; d++) {
+    outRows *= out[d];
+    oneInputRow = oneInputRow && in[d] == 1;
+  }
+  if (oneInputRow && inLast == outLast) {
+#pragma omp parallel for schedule(static) if (outRows * outLast > kParallelMin)
+    for (int64_t r = 0; r < outRows; r++) std::memcpy(y + r * outLast, x, sizeof(float) * outLast);
+    return info.Env().Undefined();
+  }
 #pragma omp parallel for schedule(static) if (outRows * outLast > kParallelMin)
   for (int64_t r = 0; r < outRows; r++) {
     // Decompose the output row index and map it to an input row.
