@@ -266,4 +266,28 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
       c.withScale ? tf.batchNorm(xt, m, v, o, s, 0.001) : tf.batchNorm(xt, m, v, undefined, undefined, 0.001),
     );
   });
+
+  it('recycles output buffers without corrupting read results or slices that alias them', async () => {
+    await tf.setBackend('native');
+    const before = tf.memory().numTensors;
+    const n = 200_000; // above the pooling threshold
+    const a = tf.fill([n], 1.5);
+    const doubled = tf.add(a, a); // addon output, pooled when disposed
+    const read = doubled.dataSync();
+    const head = tf.slice(doubled, [0], [10]); // the CPU slice kernel aliases doubled's buffer
+    const tail = tf.slice(doubled, [n - 10], [10]);
+    doubled.dispose();
+    // Same-sized outputs would reuse doubled's buffer if it had been recycled too early.
+    for (let i = 0; i < 5; i++) tf.tidy(() => tf.mul(a, tf.scalar(-7 - i)).dataSync());
+    expect(Array.from(await head.data())).toEqual(new Array(10).fill(3));
+    expect(Array.from(await tail.data())).toEqual(new Array(10).fill(3));
+    expect(read[0]).toBe(3);
+    expect(read[n - 1]).toBe(3);
+    tf.dispose([a, head, tail]);
+    // Once the slices are gone the buffer is free again and results stay right.
+    const again = tf.tidy(() => tf.mul(tf.fill([n], 2), tf.scalar(3)));
+    expect((await again.data())[n - 1]).toBe(6);
+    again.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
 });
