@@ -290,4 +290,12 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     again.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });
+
+  it.each(['floor', 'round', 'ceil'] as const)('conv2d and max pool with explicit padding and %s rounding', async (rounding) => {
+    const rng = makeRng(22);
+    const x = { shape: [2, 10, 9, 3], data: randomArray(rng, 540) };
+    const w = { shape: [3, 3, 3, 4], data: randomArray(rng, 108) };
+    await expectSame([x, w], (xt, wt) => tf.conv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, 2, 1, 'NHWC', 1, rounding));
+    await expectSame([x], (xt) => tf.maxPool(xt as tf.Tensor4D, 3, 2, 1, rounding));
+  });
 });

@@ -234,11 +234,15 @@ function output(backend: Backend, shape: number[], data: Float32Array): Info {
 /** ConvGeom in native/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
 function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Array {
   const p = info.padInfo;
+  // oneDNN wants out = (in + padL + padR - effectiveFilter) / stride + 1 exactly; tfjs's rounding
+  // modes can leave padInfo's bottom/right inconsistent with that, so derive them from the output.
+  const bottom = (info.outHeight - 1) * info.strideHeight + info.effectiveFilterHeight - info.inHeight - p.top;
+  const right = (info.outWidth - 1) * info.strideWidth + info.effectiveFilterWidth - info.inWidth - p.left;
   return Int32Array.from([
     info.batchSize, info.inHeight, info.inWidth, info.inChannels,
     info.outHeight, info.outWidth, info.outChannels,
     info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth,
-    info.dilationHeight, info.dilationWidth, p.top, p.left, p.bottom, p.right,
+    info.dilationHeight, info.dilationWidth, p.top, p.left, bottom, right,
     depthwise ? info.outChannels / info.inChannels : 0,
   ]);
 }
@@ -573,13 +577,29 @@ function countingFallback(name: string, cpu: tf.KernelFunc): tf.KernelFunc {
   };
 }
 
+const warned = new Set<string>();
+function warnOnce(kernel: string, err: unknown): void {
+  if (warned.has(kernel) || process.env.PNEUMO_NATIVE_QUIET) return;
+  warned.add(kernel);
+  console.warn(`[native] ${kernel}: ${(err as Error).message}; using the CPU kernel for such calls.`);
+}
+
 function registerKernels(a: NativeAddon): void {
   const overrides = nativeKernels(a);
   for (const config of tf.getKernelsForBackend('cpu')) {
     const cpu = overrides[config.kernelName] ? countingFallback(config.kernelName, config.kernelFunc) : config.kernelFunc;
     const native = overrides[config.kernelName];
     const kernelFunc: tf.KernelFunc = native
-      ? (args) => native(args as unknown as KernelArgs, cpu) as tf.TensorInfo
+      ? (args) => {
+          try {
+            return native(args as unknown as KernelArgs, cpu) as tf.TensorInfo;
+          } catch (err) {
+            // oneDNN rejects a few geometries tfjs accepts (e.g. ceil-rounded explicit padding):
+            // the CPU kernel is the reference, so use it (and let it report real input errors).
+            warnOnce(config.kernelName, err);
+            return cpu(args);
+          }
+        }
       : cpu;
     tf.registerKernel({ ...config, backendName: NATIVE_BACKEND, kernelFunc });
   }
