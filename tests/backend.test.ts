@@ -1,5 +1,6 @@
 /** Backend selection: order, skip reasons, forcing, idempotence, and never mistaking danfojs' shim for tfjs-node. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
@@ -66,6 +67,15 @@ describe('initBackend', () => {
     expect(tf.getBackend()).toBe('wasm');
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
     expect(tf.getKernel('DepthwiseConv2dNativeBackpropInput', 'wasm')).toBeDefined();
+    // Multi-threaded in Node (see src/backend/wasm/setup.ts): one XNNPACK thread per core, capped at 8.
+    const cores = os.cpus().length;
+    if (cores >= 2) {
+      expect(info.threads).toBe(Math.min(cores, 8));
+      expect(info.note ?? '').not.toMatch(/single-threaded/);
+    }
+    const y = tf.tidy(() => tf.conv2d(tf.ones([1, 5, 5, 2]) as tf.Tensor4D, tf.ones([3, 3, 2, 4]) as tf.Tensor4D, 1, 'same'));
+    expect(Array.from(y.dataSync()).slice(0, 4)).toEqual([8, 8, 8, 8]); // corner: 2x2 taps x 2 channels
+    y.dispose();
   });
 
   it('fails clearly when a forced backend cannot load', async () => {

@@ -2,7 +2,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { registerWasmTrainingKernels } from '../src/backend/wasm/kernels';
+import { startWasmBackend } from '../src/backend/wasm/setup';
 import { buildModel, makeTrainStep } from '../src/model';
 import { makeRng } from '../src/random';
 
@@ -64,8 +64,8 @@ function maxRelativeError(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
-beforeAll(() => {
-  registerWasmTrainingKernels();
+beforeAll(async () => {
+  await startWasmBackend();
 });
 
 describe('wasm training', () => {

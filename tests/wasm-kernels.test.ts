@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { registerWasmTrainingKernels } from '../src/backend/wasm/kernels';
+import { startWasmBackend } from '../src/backend/wasm/setup';
 import { makeRng } from '../src/random';
 
 type Pad = 'same' | 'valid';
@@ -78,8 +78,8 @@ const CONV_CASES: Case[] = [
 ];
 
 beforeAll(async () => {
-  registerWasmTrainingKernels();
-  await tf.setBackend('wasm');
+  // The same start-up the app uses: our kernels on the (multi-threaded where possible) wasm backend.
+  await startWasmBackend();
 });
 
 describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {

@@ -144,7 +144,8 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
         // Lazy: loading the wasm package costs time and memory that other backends do not need.
         const { startWasmBackend } = await import('./wasm/setup');
         const started = await startWasmBackend();
-        return { ok: true, threads: started.threads, note: `training kernels: ${started.kernels.length}` };
+        const threading = started.singleThreadReason ? `; single-threaded: ${started.singleThreadReason}` : '';
+        return { ok: true, threads: started.threads, note: `training kernels: ${started.kernels.length}${threading}` };
       } catch (err) {
         return { ok: false, why: firstLine(err) };
       }
