@@ -206,7 +206,11 @@ export function confusionMatrixFigure(matrix: number[][], labels: readonly strin
         z: matrix,
         x: [...labels],
         y: [...labels],
-        colorscale: 'Blues',
+        // Light for few, dark for many (plotly.js's named 'Blues' runs the other way).
+        colorscale: [
+          [0, '#f7fbff'],
+          [1, '#08306b'],
+        ],
         showscale: true,
         hovertemplate: 'actual %{y}<br>predicted %{x}<br>%{z} images<extra></extra>',
       },
@@ -238,7 +242,7 @@ export function nearestThresholdIndex(thresholds: number[], threshold: number): 
   return best;
 }
 
-function thresholdMarker(curve: CurvePoints, threshold: number, xName: string, yName: string): Trace {
+function thresholdMarker(curve: CurvePoints, threshold: number, xName: string, yName: string, textposition: string): Trace {
   const i = nearestThresholdIndex(curve.thresholds, threshold);
   return {
     type: 'scatter',
@@ -247,7 +251,7 @@ function thresholdMarker(curve: CurvePoints, threshold: number, xName: string, y
     x: [curve.x[i]],
     y: [curve.y[i]],
     text: [`t=${threshold.toFixed(2)}`],
-    textposition: 'bottom right',
+    textposition,
     marker: { size: 12, color: '#d62728', symbol: 'x' },
     hovertemplate: `threshold ${threshold.toFixed(3)}<br>${xName} %{x:.3f}<br>${yName} %{y:.3f}<extra></extra>`,
   };
@@ -260,7 +264,8 @@ export function rocFigure(roc: { fpr: number[]; tpr: number[]; thresholds: numbe
     data: [
       { type: 'scatter', mode: 'lines', name: `ROC (AUC = ${auc.toFixed(3)})`, x: roc.fpr, y: roc.tpr, line: { color: TRAIN_COLOR } },
       { type: 'scatter', mode: 'lines', name: 'chance', x: [0, 1], y: [0, 1], line: { dash: 'dash', color: 'gray' } },
-      thresholdMarker(curve, threshold, 'FPR', 'TPR'),
+      // ROC operating points sit top-left: label below-right stays inside the plot.
+      thresholdMarker(curve, threshold, 'FPR', 'TPR', 'bottom right'),
     ],
     layout: {
       title: title(heading),
@@ -284,7 +289,8 @@ export function precisionRecallFigure(
   if (baseRate !== undefined) {
     data.push({ type: 'scatter', mode: 'lines', name: `base rate ${baseRate.toFixed(2)}`, x: [0, 1], y: [baseRate, baseRate], line: { dash: 'dash', color: 'gray' } });
   }
-  data.push(thresholdMarker(curve, threshold, 'recall', 'precision'));
+  // PR operating points sit towards high recall (right): label below-left stays inside the plot.
+  data.push(thresholdMarker(curve, threshold, 'recall', 'precision', 'bottom left'));
   return {
     data,
     layout: {
