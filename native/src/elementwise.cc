@@ -3,6 +3,7 @@
 // [C] against [N,H,W,C] and reduce over N,H,W).
 #include "common.h"
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <omp.h>
 
@@ -11,7 +12,10 @@ namespace {
 
 // Below this many elements a memory-bound loop is not worth waking a second thread for
 // (and on a busy machine an OpenMP barrier can cost a whole scheduler tick).
-constexpr int64_t kParallelMin = 1 << 20;
+static const int64_t kParallelMin = [] {
+  const char* v = std::getenv("PNEUMO_NATIVE_PARALLEL_MIN");
+  return v ? std::atoll(v) : int64_t(1) << 18;
+}();
 
 enum BinaryOp { kAdd = 0, kSub, kMul, kDiv, kSquaredDiff };
 

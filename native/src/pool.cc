@@ -22,7 +22,7 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
   float* y = f32(info[1]);
   PoolGeom g = PoolGeom::from(ints(info[2]));
   const float ninf = -std::numeric_limits<float>::infinity();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
   for (int64_t b = 0; b < g.n; b++) {
     for (int64_t r = 0; r < g.oh; r++) {
       for (int64_t col = 0; col < g.ow; col++) {
@@ -55,7 +55,7 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   // Parallel over (batch, channel block): windows may overlap, so each thread owns whole channels.
   const int64_t block = 16;
   const int64_t cblocks = (g.c + block - 1) / block;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
   for (int64_t b = 0; b < g.n; b++) {
     for (int64_t cb = 0; cb < cblocks; cb++) {
       int64_t c0 = cb * block, c1 = std::min(g.c, c0 + block);
