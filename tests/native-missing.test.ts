@@ -2,7 +2,8 @@
  * Without the addon (not built, or no oneDNN on the machine) the native backend must say why
  * and stay out of the way; this runs everywhere, built or not.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 
@@ -19,5 +20,16 @@ describe('native backend without its addon', () => {
     expect(tf.findBackendFactory('native')).toBeNull();
     expect(tf.getKernelsForBackend('native')).toEqual([]);
     delete process.env.PNEUMO_NATIVE_ADDON;
+  });
+
+  const built = fs.existsSync(path.join(__dirname, '..', 'native', 'build', 'Release', 'pneumo_native.node'));
+  it.skipIf(!built)('a bad PNEUMO_NATIVE_THREADS is reported, not thrown (needs the built addon)', async () => {
+    vi.resetModules();
+    process.env.PNEUMO_NATIVE_THREADS = 'two';
+    const { tryRegisterNative } = await import('../src/backend/native');
+    const result = tryRegisterNative();
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.why).toContain('PNEUMO_NATIVE_THREADS');
+    delete process.env.PNEUMO_NATIVE_THREADS;
   });
 });
