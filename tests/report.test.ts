@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { spawnSync } from 'child_process';
 import { describe, expect, it } from 'vitest';
 import {
   dropLocalScriptRefs,
@@ -64,5 +65,22 @@ describe('report assembly', () => {
     expect(shebangPython(script)).toBe('/usr/bin/python3');
     fs.writeFileSync(script, '#!/bin/sh\n');
     expect(shebangPython(script)).toBeNull();
+  });
+});
+
+describe('npm run report without Jupyter', () => {
+  const cli = path.resolve(__dirname, '..', 'dist', 'cli', 'report.js');
+  it.skipIf(!fs.existsSync(cli))(`says which apt package installs nbconvert${fs.existsSync(cli) ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
+    const r = spawnSync(process.execPath, [cli, '--epochs', '1'], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/jupyter is not installed/);
+    expect(r.stderr).toMatch(/apt-get install jupyter-nbconvert/);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+  });
+
+  it.skipIf(!fs.existsSync(cli))('rejects a bad flag value with a clear message', () => {
+    const r = spawnSync(process.execPath, [cli, '--epochs', 'many'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/expected a positive integer, got 'many'/);
   });
 });

@@ -27,7 +27,11 @@ const program = new Command()
   .option('--batch-size <n>', 'training batch size', positiveInt)
   .option('--augment <spec>', "augmentation spec, e.g. 'seed' or 'none'")
   .option('--model <variant>', "model variant: 'seed' or 'small'")
-  .option('--seed <n>', 'random seed', positiveInt)
+  .option('--seed <n>', 'random seed', (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number >= 0, got '${v}'`);
+    return n;
+  })
   .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
   .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
   .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
