@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { listNotebooks } from '../src/report';
+import { registerKernel, tslabBinary } from '../src/jupyter';
 import { demoReport, jupyterRequired, jupyterUnavailable } from './report-fixture';
 
 interface Cell {
@@ -53,6 +54,13 @@ const unavailable = jupyterUnavailable();
 const skip = unavailable !== null && !jupyterRequired();
 
 describe('executing the notebooks (nbconvert, tslab kernel, tiny demo data)', () => {
+  it.skipIf(skip)(`the tslab kernel is registered for this checkout, idempotently${skip ? ` — SKIPPED: ${unavailable}` : ''}`, () => {
+    registerKernel(); // registers if needed (a fresh machine)
+    const again = registerKernel();
+    expect(again.status).toBe('already-registered');
+    expect(again.spec.argv[0]).toBe(tslabBinary());
+  });
+
   it.skipIf(skip)(
     `every notebook runs without a cell error${skip ? ` — SKIPPED: ${unavailable}` : ''}`,
     async () => {

@@ -84,3 +84,15 @@ describe('npm run report without Jupyter', () => {
     expect(r.stderr).toMatch(/expected a positive integer, got 'many'/);
   });
 });
+
+describe('npm run lab / npm run kernel without Jupyter', () => {
+  const dist = path.resolve(__dirname, '..', 'dist', 'cli');
+  const built = fs.existsSync(path.join(dist, 'lab.js'));
+  it.skipIf(!built)(`explain how to install Jupyter${built ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
+    for (const cli of ['lab.js', 'kernel.js']) {
+      const r = spawnSync(process.execPath, [path.join(dist, cli)], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+      expect(r.status, cli).toBe(1);
+      expect(r.stderr, cli).toMatch(/apt-get install jupyter-notebook/);
+    }
+  });
+});
