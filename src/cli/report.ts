@@ -47,17 +47,27 @@ const program = new Command()
       seed: opts.seed,
       out: opts.work ? path.resolve(opts.work) : undefined,
     };
+    let heartbeat: NodeJS.Timeout | undefined;
     try {
       const result = await buildReport({
         settings,
         outDir: opts.out,
         cellTimeoutS: opts.cellTimeout,
-        onStart: (name, i, total) => console.log(`[${i + 1}/${total}] ${name} ...`),
-        onDone: (e, i, total) => console.log(`[${i + 1}/${total}] ${e.name} done in ${e.seconds.toFixed(1)} s -> ${e.page}`),
+        onStart: (name, i, total) => {
+          console.log(`[${i + 1}/${total}] ${name} ...`);
+          // nbconvert prints nothing while a long cell (training) runs: say it is still alive once a minute.
+          const started = Date.now();
+          heartbeat = setInterval(() => console.log(`[${i + 1}/${total}] ${name} still running (${Math.round((Date.now() - started) / 60_000)} min)`), 60_000);
+        },
+        onDone: (e, i, total) => {
+          clearInterval(heartbeat);
+          console.log(`[${i + 1}/${total}] ${e.name} done in ${e.seconds.toFixed(1)} s -> ${e.page}`);
+        },
       });
       console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s)`);
       console.log('Open it in a browser; it works offline.');
     } catch (err) {
+      clearInterval(heartbeat);
       const e = err as Error;
       console.error(e instanceof NotebookError ? `report: notebook ${e.notebook} failed.\n${e.message}` : `report: ${e.message}`);
       process.exitCode = 1;
