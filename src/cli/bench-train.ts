@@ -44,7 +44,7 @@ function peakRssMb(): number {
   return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
-type ProfileRow = { kernel: string; ms: number; calls: number };
+type ProfileRow = { kernel: string; ms: number; wallMs: number; calls: number };
 
 /**
  * CPU time per kernel of one call of f, summed by kernel name, largest first. CPU time rather than wall
@@ -54,7 +54,7 @@ type ProfileRow = { kernel: string; ms: number; calls: number };
 export function profileKernels(f: () => unknown): ProfileRow[] {
   const backendName = tf.getBackend();
   const originals = tf.getKernelsForBackend(backendName);
-  const totals = new Map<string, { us: number; calls: number }>();
+  const totals = new Map<string, { us: number; wallMs: number; calls: number }>();
   let depth = 0;
   for (const config of originals) {
     tf.unregisterKernel(config.kernelName, backendName);
@@ -65,13 +65,15 @@ export function profileKernels(f: () => unknown): ProfileRow[] {
         if (depth > 0) return config.kernelFunc(args);
         depth++;
         const start = process.cpuUsage();
+        const wallStart = performance.now();
         try {
           return config.kernelFunc(args);
         } finally {
           const d = process.cpuUsage(start);
           depth--;
-          const entry = totals.get(config.kernelName) ?? { us: 0, calls: 0 };
+          const entry = totals.get(config.kernelName) ?? { us: 0, wallMs: 0, calls: 0 };
           entry.us += d.user + d.system;
+          entry.wallMs += performance.now() - wallStart;
           entry.calls++;
           totals.set(config.kernelName, entry);
         }
@@ -89,7 +91,7 @@ export function profileKernels(f: () => unknown): ProfileRow[] {
     }
   }
   return [...totals.entries()]
-    .map(([kernel, v]) => ({ kernel, ms: Math.round(v.us / 100) / 10, calls: v.calls }))
+    .map(([kernel, v]) => ({ kernel, ms: Math.round(v.us / 100) / 10, wallMs: Math.round(v.wallMs * 10) / 10, calls: v.calls }))
     .sort((a, b) => b.ms - a.ms);
 }
 
@@ -97,8 +99,12 @@ function formatProfile(rows: ProfileRow[], top = 15): string {
   const total = rows.reduce((s, r) => s + r.ms, 0);
   const lines = rows
     .slice(0, top)
-    .map((r) => `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms  ${String(r.calls).padStart(4)} calls  ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
-  return [`kernel CPU time of one training step: ${total.toFixed(0)} ms (top ${Math.min(top, rows.length)} kernels)`, ...lines].join('\n');
+    .map((r) => `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms cpu ${r.wallMs.toFixed(1).padStart(9)} ms wall ${String(r.calls).padStart(5)} calls ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
+  const wall = rows.reduce((s, r) => s + r.wallMs, 0);
+  return [
+    `kernel time of one training step: ${total.toFixed(0)} ms CPU (all threads), ${wall.toFixed(0)} ms wall (top ${Math.min(top, rows.length)} kernels by CPU)`,
+    ...lines,
+  ].join('\n');
 }
 
 interface PeerResult {

@@ -494,15 +494,32 @@ const TRAINING_KERNELS: Array<[string, Impl]> = [
 
 export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name);
 
-let registered = false;
+/**
+ * Baseline for profiling only (PNEUMO_WASM_KERNELS=minimal): just the three kernels stock wasm lacks,
+ * as plain loops, with every stock kernel left in place - what "wasm can train at all" costs before
+ * any of the fast paths above.
+ */
+const MINIMAL_KERNELS: Array<[string, Impl]> = [
+  ['Conv2DBackpropFilter', ({ inputs, backend, attrs }) =>
+    conv2DBackpropFilterLoops(backend, inputs.x, inputs.dy, conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, false))],
+  ['DepthwiseConv2dNativeBackpropFilter', ({ inputs, backend, attrs }) =>
+    depthwiseFilterGradLoops(backend, inputs.x, inputs.dy, conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, true, (attrs.dilations as [number, number]) ?? 1))],
+  ['DepthwiseConv2dNativeBackpropInput', ({ inputs, backend, attrs }) =>
+    depthwiseInputGradLoops(backend, inputs.dy, inputs.filter, conv2dInfo(attrs.inputShape as number[], inputs.filter.shape, attrs, true, (attrs.dilations as [number, number]) ?? 1))],
+];
+
+let registered: 'full' | 'minimal' | undefined;
 
 /**
  * Registers (or replaces) the training kernels for 'wasm'. Idempotent. Must run before the first
  * training step; it may run before or after tf.setBackend('wasm') since these kernels need no setup.
+ * PNEUMO_WASM_KERNELS=minimal registers only the profiling baseline (see MINIMAL_KERNELS).
  */
 export function registerWasmTrainingKernels(): string[] {
-  if (registered) return WASM_TRAINING_KERNEL_NAMES;
-  for (const [name, impl] of TRAINING_KERNELS) {
+  const mode = process.env.PNEUMO_WASM_KERNELS === 'minimal' ? 'minimal' : 'full';
+  const set = mode === 'minimal' ? MINIMAL_KERNELS : TRAINING_KERNELS;
+  if (registered) return set.map(([name]) => name);
+  for (const [name, impl] of set) {
     const existing = tf.getKernel(name, 'wasm');
     if (existing) {
       rememberStock(name, existing);
@@ -510,6 +527,6 @@ export function registerWasmTrainingKernels(): string[] {
     }
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: impl as unknown as KernelConfig['kernelFunc'] });
   }
-  registered = true;
-  return WASM_TRAINING_KERNEL_NAMES;
+  registered = mode;
+  return set.map(([name]) => name);
 }
