@@ -148,6 +148,8 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [3, 9, 8, 5], size: 2, stride: 2, pad: 'same' as const },
     { shape: [2, 10, 11, 17], size: 3, stride: 2, pad: 'same' as const },
     { shape: [2, 8, 8, 4], size: 3, stride: 1, pad: 'valid' as const },
+    { shape: [2, 9, 11, 20], size: 2, stride: 2, pad: 'valid' as const },
+    { shape: [4, 150, 150, 16], size: 2, stride: 2, pad: 'valid' as const },
   ])('max pool forward and gradient: %o', async (p) => {
     const rng = makeRng(13);
     const x = { shape: p.shape, data: randomArray(rng, p.shape.reduce((a, b) => a * b)) };
@@ -222,7 +224,7 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     data[1] = 0;
     data[2] = -0;
     const x = { shape: [40003], data };
-    const [native, cpu] = await onBoth([x], (t) => [tf.relu(t), tf.step(t, 0.3), tf.square(t), tf.neg(t), tf.sqrt(tf.abs(t)), tf.rsqrt(tf.abs(t).add(0.1))]);
+    const [native, cpu] = await onBoth([x], (t) => [tf.relu(t), tf.step(t, 0.3), tf.square(t), tf.neg(t), tf.sqrt(tf.abs(t)), tf.rsqrt(tf.abs(t).add(0.1)), tf.floor(t.mul(3))]);
     native.forEach((n, i) => expect(Array.from(n)).toEqual(Array.from(cpu[i])));
   });
 

@@ -108,7 +108,7 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-enum UnaryOp { kRelu = 0, kStep, kSqrt, kSquare, kRsqrt, kNeg };
+enum UnaryOp { kRelu = 0, kStep, kSqrt, kSquare, kRsqrt, kNeg, kFloor };
 
 Napi::Value Unary(const Napi::CallbackInfo& info) {
   // (op, x, y, alpha)
@@ -141,6 +141,10 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
     case kNeg:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = -x[i];
+      break;
+    case kFloor:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = std::floor(x[i]);
       break;
     default: throw std::runtime_error("unknown unary op");
   }

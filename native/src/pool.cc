@@ -3,7 +3,9 @@
 // with the same tie rule: the first maximum in row-major window order wins.
 #include "common.h"
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 namespace pn {
 namespace {
@@ -52,6 +54,50 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   float* dx = f32(info[2]);
   PoolGeom g = PoolGeom::from(ints(info[3]));
   const float ninf = -std::numeric_limits<float>::infinity();
+  if (g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 &&
+      g.oh * g.sh <= g.h && g.ow * g.sw <= g.w) {
+    // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs
+    // to at most one window, so each window writes its own part of dx directly.
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+    for (int64_t b = 0; b < g.n; b++) {
+      for (int64_t r = 0; r < g.h; r++) {
+        float* row = dx + (b * g.h + r) * g.w * g.c;
+        if (r >= g.oh * g.sh) {
+          std::fill(row, row + g.w * g.c, 0.f);
+          continue;
+        }
+        std::fill(row + g.ow * g.sw * g.c, row + g.w * g.c, 0.f);  // columns no window covers
+      }
+    }
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+    for (int64_t b = 0; b < g.n; b++) {
+      for (int64_t r = 0; r < g.oh; r++) {
+        std::vector<float> best(g.c);
+        std::vector<int64_t> where(g.c);
+        for (int64_t col = 0; col < g.ow; col++) {
+          std::fill(best.begin(), best.end(), ninf);
+          std::fill(where.begin(), where.end(), -1);
+          for (int64_t i = 0; i < g.kh; i++) {
+            for (int64_t j = 0; j < g.kw; j++) {
+              int64_t base = ((b * g.h + r * g.sh + i) * g.w + col * g.sw + j) * g.c;
+              for (int64_t ch = 0; ch < g.c; ch++) {
+                float v = x[base + ch];
+                if (v > best[ch]) {  // strict: the first maximum wins, NaN never does
+                  best[ch] = v;
+                  where[ch] = base + ch;
+                }
+                dx[base + ch] = 0.f;
+              }
+            }
+          }
+          const float* g0 = dy + ((b * g.oh + r) * g.ow + col) * g.c;
+          for (int64_t ch = 0; ch < g.c; ch++)
+            if (where[ch] >= 0) dx[where[ch]] = g0[ch];
+        }
+      }
+    }
+    return info.Env().Undefined();
+  }
   // Parallel over (batch, channel block): windows may overlap, so each thread owns whole channels.
   const int64_t block = 16;
   const int64_t cblocks = (g.c + block - 1) / block;

@@ -33,7 +33,7 @@ export interface NativeAddon {
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
   /** op: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference; modes: see BroadcastMode. */
   binary(op: number, a: Float32Array, modeA: number, b: Float32Array, modeB: number, y: Float32Array, blocks: number, inner: number): void;
-  /** op: 0 relu, 1 step(alpha), 2 sqrt, 3 square, 4 rsqrt, 5 neg. */
+  /** op: 0 relu, 1 step(alpha), 2 sqrt, 3 square, 4 rsqrt, 5 neg, 6 floor. */
   unary(op: number, x: Float32Array, y: Float32Array, alpha: number): void;
   /** mode 0: y[j] = scale * sum_r x[r, j] over `outer` rows; mode 1: y[o] = scale * sum_j x[o, j]. */
   sum(x: Float32Array, y: Float32Array, mode: 0 | 1, outer: number, inner: number, scale: number): void;
@@ -545,6 +545,7 @@ function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
     [tf.Square]: unary(a, 3),
     [tf.Rsqrt]: unary(a, 4),
     [tf.Neg]: unary(a, 5),
+    [tf.Floor]: unary(a, 6),
     [tf.Sum]: reduce(a, false),
     [tf.Mean]: reduce(a, true),
     [tf.Tile]: tile(a),
