@@ -22,6 +22,8 @@ interface WasmTensorData {
 export interface WasmBackend {
   wasm: {
     HEAPU8: Uint8Array;
+    /** Set by our threaded loader (setup.ts): the module's shared memory, whose buffer is always current. */
+    sharedMemory?: WebAssembly.Memory;
     tfjs: { disposeData(id: number): void };
   };
   dataIdMap: {
@@ -47,7 +49,8 @@ export function release(backend: WasmBackend, ...infos: TensorInfo[]): void {
 export function view(backend: WasmBackend, info: TensorInfo): Float32Array {
   const { memoryOffset } = backend.dataIdMap.get(info.dataId);
   const size = info.shape.reduce((a, b) => a * b, 1);
-  return new Float32Array(backend.wasm.HEAPU8.buffer, memoryOffset, size);
+  const buffer = backend.wasm.sharedMemory?.buffer ?? backend.wasm.HEAPU8.buffer;
+  return new Float32Array(buffer, memoryOffset, size);
 }
 
 /** A tensor sharing `base`'s memory from element `offset`, so kernels can read a shifted window without a copy. */

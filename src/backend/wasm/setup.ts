@@ -60,6 +60,7 @@ type EmscriptenModule = {
   cwrap(name: string, ret: string | null, args: string[]): (...a: number[]) => number;
   tfjs?: unknown;
   PThread?: { unusedWorkers?: NodeWorker[]; runningWorkers?: NodeWorker[] };
+  sharedMemory?: WebAssembly.Memory;
 };
 
 /** Pool workers must not keep the process alive: they only serve the main thread's kernels. */
@@ -80,11 +81,17 @@ async function instantiateThreaded(): Promise<EmscriptenModule> {
     const cpus = realCpus.call(nodeOs);
     return [...cpus, ...cpus];
   };
+  // Created here (as the module would: 16 MiB initial, 4 GiB max, shared) so that heap views can always
+  // use the current buffer, even after a worker thread grew the memory.
+  const wasmMemory = new WebAssembly.Memory({ initial: 256, maximum: 65536, shared: true });
   try {
-    return await factory({
+    const module = await factory({
       locateFile: (file: string) => (file.endsWith('.worker.js') ? workerFile : path.join(dir, file)),
       mainScriptUrlOrBlob: mainScript,
+      wasmMemory,
     });
+    module.sharedMemory = wasmMemory;
+    return module;
   } finally {
     nodeOs.cpus = realCpus;
   }
