@@ -8,6 +8,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { pathToFileURL } from 'url';
 import { APT_HINT, hasJupyterCommand, KERNEL_NAME, registerKernel, repoRoot, which } from './jupyter';
 import { paramEnvName } from './notebook';
 import { PLOTLY_SCRIPT_ID } from './viz/display';
@@ -250,4 +251,65 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   const index = path.join(outDir, 'index.html');
   fs.writeFileSync(index, indexHtml(entries, opts.settings, new Date()));
   return { outDir, index, entries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000 };
+}
+
+export interface PageShot {
+  name: string;
+  file: string;
+  /** Figure containers on the page, and how many of them drew data traces. */
+  figures: number;
+  drawn: number;
+  images: number;
+  errors: string[];
+}
+
+const CHROMIUM_PATHS = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
+
+/**
+ * Opens each report page offline in headless Chromium (Debian's `chromium`, driven by playwright-core), waits for
+ * every chart to draw, and saves a full-page screenshot: a quick visual check of a report, and proof it renders.
+ */
+export async function screenshotReport(report: { outDir: string; entries: ReportEntry[] }, shotsDir: string): Promise<PageShot[]> {
+  const executablePath = [process.env.PNEUMO_CHROMIUM, ...CHROMIUM_PATHS].find((p): p is string => !!p && fs.existsSync(p));
+  if (!executablePath) throw new Error(`No Chromium found (tried ${CHROMIUM_PATHS.join(', ')}; or set PNEUMO_CHROMIUM). Install it: sudo apt-get install chromium`);
+  let playwright: typeof import('playwright-core');
+  try {
+    playwright = await import('playwright-core');
+  } catch {
+    throw new Error('playwright-core is not installed (it is a dev dependency): run `npm install` without --omit=dev.');
+  }
+  fs.mkdirSync(shotsDir, { recursive: true });
+  const browser = await playwright.chromium.launch({
+    executablePath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const shots: PageShot[] = [];
+  try {
+    for (const entry of report.entries) {
+      const context = await browser.newContext({ offline: true, viewport: { width: 1280, height: 900 } });
+      const page = await context.newPage();
+      const errors: string[] = [];
+      page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(pathToFileURL(path.join(report.outDir, entry.page)).href);
+      const count = () =>
+        page.evaluate(() => ({
+          figures: document.querySelectorAll('div.pneumo-figure').length,
+          drawn: Array.from(document.querySelectorAll('div.pneumo-figure')).filter((d) => d.querySelector('.main-svg g.trace, .main-svg g.hm')).length,
+          images: document.querySelectorAll('.pneumo-images img').length,
+        }));
+      let seen = await count();
+      for (let waited = 0; seen.drawn < seen.figures && waited < 60_000; waited += 250) {
+        await page.waitForTimeout(250);
+        seen = await count();
+      }
+      const file = path.join(shotsDir, `${entry.name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      shots.push({ name: entry.name, file, ...seen, errors });
+      await context.close();
+    }
+  } finally {
+    await browser.close();
+  }
+  return shots;
 }

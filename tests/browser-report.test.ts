@@ -4,6 +4,7 @@ import { pathToFileURL } from 'url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { chromiumPath, launchChromium, screenshotDir, waitForCharts, watchErrors } from './browser-helpers';
+import { screenshotReport } from '../src/report';
 import { demoReport, jupyterRequired, jupyterUnavailable, repoRoot, type DemoReport } from './report-fixture';
 
 const unavailable = jupyterUnavailable() ?? (chromiumPath() ? null : 'chromium is not installed (apt-get install chromium)');
@@ -70,6 +71,16 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
     expect(byName['05-evaluate']).toMatch(/: [4-9] charts/);
     expect(byName['05-evaluate']).not.toMatch(/, 0 images/);
   }, 5 * 60_000);
+
+  it('npm run report --screenshots: one screenshot per page, every chart drawn', async () => {
+    const shots = await screenshotReport(report, path.join(screenshotDir(repoRoot), 'report'));
+    expect(shots.map((s) => s.name)).toEqual(report.entries.map((e) => e.name));
+    for (const shot of shots) {
+      expect(fs.statSync(shot.file).size, shot.name).toBeGreaterThan(10_000);
+      expect(shot.drawn, `${shot.name}: charts drawn`).toBe(shot.figures);
+      expect(shot.errors, shot.name).toEqual([]);
+    }
+  }, 3 * 60_000);
 
   it('charts are interactive: hovering a bar shows its value', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

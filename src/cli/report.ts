@@ -2,7 +2,7 @@
 /** `npm run report`: execute the notebooks headless and write the offline HTML report to outputs/report/. */
 import { Command, InvalidArgumentError } from 'commander';
 import * as path from 'path';
-import { buildReport, DEFAULT_REPORT_DIR, NotebookError, NotebookSettings } from '../report';
+import { buildReport, DEFAULT_REPORT_DIR, NotebookError, NotebookSettings, screenshotReport } from '../report';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -34,6 +34,7 @@ const program = new Command()
   })
   .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
   .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
+  .option('--screenshots [dir]', 'also save a full-page screenshot of each page (headless Chromium)')
   .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
   .action(async (opts) => {
     const settings: NotebookSettings = {
@@ -66,6 +67,14 @@ const program = new Command()
       });
       console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s)`);
       console.log('Open it in a browser; it works offline.');
+      if (opts.screenshots) {
+        const dir = typeof opts.screenshots === 'string' ? path.resolve(opts.screenshots) : path.join(path.dirname(path.resolve(opts.out)), 'screenshots', 'report');
+        for (const shot of await screenshotReport(result, dir)) {
+          const problems = [shot.drawn < shot.figures ? `${shot.figures - shot.drawn} chart(s) did not draw` : '', ...shot.errors].filter(Boolean);
+          console.log(`screenshot ${shot.file}: ${shot.drawn}/${shot.figures} charts, ${shot.images} images${problems.length ? ` — ${problems.join('; ')}` : ''}`);
+          if (problems.length) process.exitCode = 1;
+        }
+      }
     } catch (err) {
       clearInterval(heartbeat);
       const e = err as Error;
