@@ -25,13 +25,14 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
   });
 
   it('the index links every notebook page and the links resolve', async () => {
+    fs.mkdirSync(path.join(screenshotDir(repoRoot), 'report'), { recursive: true });
     const page = await browser.newPage();
     const errors = watchErrors(page);
     await page.goto(pathToFileURL(report.index).href);
     const links = await page.locator('ol a').evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).getAttribute('href')!));
     expect(links).toEqual(report.entries.map((e) => e.page));
     for (const link of links) expect(fs.existsSync(path.join(report.outDir, decodeURI(link)))).toBe(true);
-    await page.screenshot({ path: path.join(screenshotDir(repoRoot), 'report-index.png') });
+    await page.screenshot({ path: path.join(screenshotDir(repoRoot), 'report', 'index.png') });
     expect(errors).toEqual([]);
     await page.close();
   });
@@ -54,7 +55,6 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
       const images = await page.locator('.pneumo-images img').evaluateAll((imgs) =>
         imgs.map((img) => (img as HTMLImageElement).complete && (img as HTMLImageElement).naturalWidth > 0),
       );
-      await page.screenshot({ path: path.join(screenshotDir(repoRoot), `report-${entry.name}.png`), fullPage: true });
       summary.push(`${entry.name}: ${charts.charts} charts (traces ${charts.traces.join('/')}), ${images.length} images`);
 
       expect(charts.charts, `${entry.name}: charts drawn vs figure containers`).toBe(expected);
