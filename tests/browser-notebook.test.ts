@@ -128,7 +128,15 @@ describe.skipIf(skip)(`the live notebook UI${skip ? ` — SKIPPED: ${unavailable
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors = watchErrors(page);
     await page.goto(`${base}/notebooks/${name}?token=${token}`);
-    await page.waitForSelector('#kernel_indicator_icon.kernel_idle_icon', { state: 'attached', timeout: 60_000 });
+    // The kernel must be connected before Run All, or the executions are dropped.
+    await page.waitForFunction(
+      () => {
+        const kernel = (window as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean } } } }).Jupyter?.notebook?.kernel;
+        return Boolean(kernel?.is_connected()) && document.querySelector('#kernel_indicator_icon.kernel_idle_icon') !== null;
+      },
+      undefined,
+      { timeout: 60_000, polling: 250 },
+    );
     // Cell > Run All, through the menu bar like a user.
     await page.click('#menus a.dropdown-toggle:text-is("Cell")');
     await page.click('#run_all_cells a');
