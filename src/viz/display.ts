@@ -189,13 +189,3 @@ export function tableHtml(table: Row[] | TableLike, caption?: string): string {
 export function showTable(table: Row[] | TableLike, caption?: string, sink: HtmlSink = tslabDisplay()): void {
   sink.html(tableHtml(table, caption));
 }
-
-/**
- * A display entry that is overwritten in place (tslab `newDisplay`): for live progress in a cell, which nbconvert
- * and the notebook UI both honour through display ids.
- */
-export function liveText(): { update(text: string): void } {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const d = require('tslab').newDisplay() as HtmlSink;
-  return { update: (text: string) => d.html(`<pre style="margin:0">${escapeHtml(text)}</pre>`) };
-}
