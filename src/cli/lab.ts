@@ -39,8 +39,9 @@ const program = new Command()
     console.log(`Starting: jupyter ${args.join(' ')}${app === 'notebook' ? '   (JupyterLab not found; using the classic notebook)' : ''}`);
     console.log('Pick the "TypeScript" kernel; run the notebooks in order (00 .. 05). Ctrl-C stops the server.');
     const child = spawn('jupyter', args, { stdio: 'inherit', cwd: repoRoot });
-    // Forward Ctrl-C once; Jupyter asks for confirmation on its own.
+    // Forward Ctrl-C (Jupyter asks for confirmation on its own) and termination, so the server never outlives us.
     process.on('SIGINT', () => child.kill('SIGINT'));
+    process.on('SIGTERM', () => child.kill('SIGTERM'));
     child.on('exit', (code) => {
       process.exitCode = code ?? 0;
     });
