@@ -114,10 +114,13 @@ interface PeerResult {
   torch?: string;
 }
 
-function runPeer(opts: BenchOptions): PeerResult {
+function checkPeerScript(opts: BenchOptions): void {
   if (!fs.existsSync(opts.peerScript)) {
     throw new Error(`--peer: PyTorch peer script not found at ${opts.peerScript} (set --peer-script or PNEUMO_PEER_SCRIPT).`);
   }
+}
+
+function runPeer(opts: BenchOptions): PeerResult {
   const args = [opts.peerScript, 'bench', '--size', String(opts.size), '--channels', String(opts.channels),
     '--batch', String(opts.batch), '--steps', String(opts.steps)];
   const res = spawnSync(opts.peerPython, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
@@ -129,7 +132,10 @@ function runPeer(opts: BenchOptions): PeerResult {
   return JSON.parse(lastJson) as PeerResult;
 }
 
-async function bench(opts: BenchOptions): Promise<void> {
+export type BenchResult = Record<string, string | number>;
+
+async function bench(opts: BenchOptions): Promise<BenchResult> {
+  if (opts.peer) checkPeerScript(opts); // fail before minutes of benchmarking, not after
   const backend = await initBackend({ prefer: opts.backend });
   const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
   const optimizer = tf.train.adam(1e-3);
@@ -162,7 +168,7 @@ async function bench(opts: BenchOptions): Promise<void> {
   optimizer.dispose();
   model.dispose();
 
-  const result: Record<string, string | number> = {
+  const result: BenchResult = {
     backend: backend.name,
     threads: backend.threads,
     variant: opts.variant,
@@ -188,6 +194,7 @@ async function bench(opts: BenchOptions): Promise<void> {
     result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
   }
   console.log(JSON.stringify(result));
+  return result;
 }
 
 /** Debian's python3-torch lives in /usr/bin/python3, which a pyenv shim earlier on PATH may hide. */
@@ -196,7 +203,7 @@ function defaultPython(): string {
   return fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 }
 
-export function main(argv: string[]): void {
+function parseOptions(argv: string[]): BenchOptions {
   const defaultPeer = process.env.PNEUMO_PEER_SCRIPT ?? path.resolve(__dirname, '../../../shared/peer/seed_cnn_torch.py');
   const program = new Command('bench-train')
     .description('Training and inference throughput of the pneumonia CNN on the selected tfjs backend')
@@ -212,8 +219,16 @@ export function main(argv: string[]): void {
     .option('--peer-python <exe>', 'python with torch installed', defaultPython())
     .option('--profile', 'print per-kernel times of one training step', false)
     .parse(argv);
-  const opts = program.opts<BenchOptions>();
-  bench(opts).catch((err: unknown) => {
+  return program.opts<BenchOptions>();
+}
+
+/** Parses argv (node-style: [node, script, ...flags]), runs the benchmark, returns the JSON it printed last. */
+export function runBenchTrain(argv: string[]): Promise<BenchResult> {
+  return bench(parseOptions(argv));
+}
+
+export function main(argv: string[]): void {
+  runBenchTrain(argv).catch((err: unknown) => {
     console.error(`bench-train: ${err instanceof Error ? err.message : String(err)}`);
     process.exitCode = 1;
   });
