@@ -148,7 +148,13 @@ export async function startWasmBackend(opts: WasmStartOptions = {}): Promise<Was
   const threads = requestedThreads(opts);
   let singleThreadReason: string | undefined = threads > 1 ? undefined : `${threads} thread requested`;
 
-  if (threads > 1) {
+  // Swapping the loader would dispose a wasm backend someone already started, with its tensors: keep it.
+  const alreadyRunning = (tf.engine() as unknown as { registry: Record<string, unknown> }).registry.wasm != null;
+  if (threads > 1 && alreadyRunning) {
+    singleThreadReason = "a wasm backend was already running (tf.setBackend('wasm') before initBackend()?)";
+  }
+
+  if (threads > 1 && !alreadyRunning) {
     const stock = registeredFactory();
     tf.removeBackend('wasm');
     tf.registerBackend('wasm', async () => {
@@ -171,7 +177,9 @@ export async function startWasmBackend(opts: WasmStartOptions = {}): Promise<Was
     if (why) throw new Error(why);
   }
   await tf.ready();
-  started = { threads: wasmPackage.getThreadsCount(), kernels, singleThreadReason };
-  if (started.threads <= 1 && !singleThreadReason) started.singleThreadReason = 'thread pool reported 1 thread';
+  const actual = wasmPackage.getThreadsCount();
+  if (actual > 1) singleThreadReason = undefined; // e.g. the running backend is our threaded one
+  else if (!singleThreadReason) singleThreadReason = 'thread pool reported 1 thread';
+  started = { threads: actual, kernels, singleThreadReason };
   return started;
 }
