@@ -34,14 +34,19 @@ function tile(args: KernelArgs): TensorInfo {
   const { x } = inputs;
   const reps = attrs.reps as number[];
   if (x.dtype !== 'float32' || reps.length !== x.shape.length) return callStock('Tile', args);
-  let cur = view(backend, x).slice();
+  const outShape = x.shape.map((d, i) => d * reps[i]);
+  const out = allocate(backend, outShape);
+  // Repeat innermost axes first; the last (outermost) pass writes straight into the heap output, so the
+  // full-size result is never built in a JS array (the batch-norm gradient tiles to activation size).
+  const lastAxis = reps.findIndex((r) => r !== 1);
+  let cur: Float32Array = view(backend, x).slice();
   const curShape = x.shape.slice();
   for (let axis = curShape.length - 1; axis >= 0; axis--) {
     const r = reps[axis];
     if (r === 1) continue;
     const outer = sizeOf(curShape.slice(0, axis));
     const inner = sizeOf(curShape.slice(axis));
-    const next = new Float32Array(outer * inner * r);
+    const next = axis === lastAxis ? view(backend, out) : new Float32Array(outer * inner * r);
     for (let o = 0; o < outer; o++) {
       next.set(cur.subarray(o * inner, (o + 1) * inner), o * inner * r);
       repeatInPlace(next, o * inner * r, inner, r);
@@ -49,8 +54,7 @@ function tile(args: KernelArgs): TensorInfo {
     cur = next;
     curShape[axis] *= r;
   }
-  const out = allocate(backend, curShape);
-  view(backend, out).set(cur);
+  if (lastAxis < 0) view(backend, out).set(cur); // all reps 1: a copy
   return out;
 }
 
