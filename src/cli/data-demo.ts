@@ -2,26 +2,11 @@
  * `npm run data:demo -- [--out DIR] [--per-class N] [--test-per-class N] [--size S] [--seed K]`
  * Writes the small synthetic demo dataset (not medical data) in the Kaggle layout.
  */
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { DEMO_DISCLAIMER, generateDemoDataset } from '../data/demo';
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-const defaultIo: CliIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
-
-function wholeNumber(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected a whole number >= ${min}.`);
-    return n;
-  };
-}
+export type { CliIo };
 
 interface Flags {
   out: string;
@@ -43,12 +28,8 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     .option('--seed <k>', 'random seed (same seed, same files)', wholeNumber(0), 42)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    throw err;
-  }
+  const usageExit = parseCommand(program, argv);
+  if (usageExit !== undefined) return usageExit;
   const flags = program.opts<Flags>();
   const started = Date.now();
   try {

@@ -2,7 +2,8 @@
  * `npm run data:get -- [--url URL] [--out DIR] [--from FILE.zip] [--force]`
  * Downloads ChestXRay2017.zip (or imports a Kaggle archive.zip) and extracts it to data/chest_xray.
  */
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
+import { type CliIo as BaseIo, defaultIo as baseIo, parseCommand } from './common';
 import * as cliProgress from 'cli-progress';
 import {
   APPROX_ARCHIVE_BYTES,
@@ -14,18 +15,12 @@ import {
   type GetDatasetResult,
 } from '../data/download';
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
+export interface CliIo extends BaseIo {
   /** Draw progress bars (only sensible on a terminal). */
   progress: boolean;
 }
 
-const defaultIo: CliIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-  progress: Boolean(process.stderr.isTTY),
-};
+const defaultIo: CliIo = { ...baseIo, progress: Boolean(process.stderr.isTTY) };
 
 interface Flags {
   url: string;
@@ -108,12 +103,8 @@ function report(io: CliIo, result: GetDatasetResult): void {
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo): Promise<number> {
   const program = buildProgram(io);
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    throw err;
-  }
+  const usageExit = parseCommand(program, argv);
+  if (usageExit !== undefined) return usageExit;
   const flags = program.opts<Flags>();
   const expectedBytes = flags.expectBytes === undefined ? undefined : Number(flags.expectBytes);
   if (expectedBytes !== undefined && !(Number.isSafeInteger(expectedBytes) && expectedBytes > 0)) {

@@ -5,7 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { type CliIo, defaultIo, parseCommand } from './common';
 import { initBackend } from '../backend/select';
 import { decodeFile, type ResizeFit } from '../data/decode';
 import { gradCam, gradCamOverlayPng } from '../gradcam';
@@ -13,15 +14,7 @@ import { DEFAULT_RUNS_DIR, RUN_FILES, findLatestRun, loadModel, readJson } from 
 import type { RunConfigFile } from '../pipeline';
 import { LABELS } from '../types';
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-const defaultIo: CliIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
+export type { CliIo };
 
 export interface ResolvedModel {
   modelDir: string;
@@ -88,12 +81,8 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    throw err;
-  }
+  const usageExit = parseCommand(program, argv);
+  if (usageExit !== undefined) return usageExit;
   const files = program.args;
   const flags = program.opts<{ model?: string; gradcam?: string; threshold?: number; runs: string }>();
 

@@ -4,34 +4,17 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { parseAugment } from '../augment';
 import { BACKEND_ORDER, type BackendName } from '../backend/select';
 import { generateDemoDataset } from '../data/demo';
 import { DEFAULT_PIPELINE, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-const defaultIo: CliIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
+export type { CliIo };
 
 export const REAL_DATA_DIR = path.join('data', 'chest_xray');
 export const DEMO_DATA_DIR = path.join('data', 'demo');
-
-function wholeNumber(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected a whole number >= ${min}.`);
-    }
-    return n;
-  };
-}
 
 function positiveNumber(value: string): number {
   const n = Number(value);
@@ -152,12 +135,8 @@ const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'se
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {
   const program = buildProgram(io);
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    throw err;
-  }
+  const usageExit = parseCommand(program, argv);
+  if (usageExit !== undefined) return usageExit;
   const flags = program.opts<Flags>();
   const given = (key: keyof Flags) => program.getOptionValueSource(key) === 'cli';
   try {
