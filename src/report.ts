@@ -201,6 +201,8 @@ export interface ReportOptions {
   settings: NotebookSettings;
   outDir?: string;
   notebooks?: string[];
+  /** Re-execute only notebooks whose names start with these (e.g. ['05']), keeping the report's other pages. */
+  only?: string[];
   cellTimeoutS?: number;
   onStart?: (name: string, index: number, total: number) => void;
   onDone?: (entry: ReportEntry, index: number, total: number) => void;
@@ -221,36 +223,69 @@ function folderBytes(dir: string): number {
   }, 0);
 }
 
-/** Executes every notebook in order and writes the report folder; stops at the first failing notebook. */
+export const MANIFEST_FILE = 'report.json';
+
+interface Manifest {
+  settings: NotebookSettings;
+  entries: ReportEntry[];
+}
+
+/** Keeps the notebooks whose file name starts with one of `prefixes` (e.g. '05' or '05-evaluate'). */
+export function selectNotebooks(notebooks: string[], prefixes: string[]): string[] {
+  const chosen = notebooks.filter((f) => prefixes.some((p) => path.basename(f).startsWith(p)));
+  const unmatched = prefixes.filter((p) => !notebooks.some((f) => path.basename(f).startsWith(p)));
+  if (unmatched.length) {
+    throw new Error(`No notebook matches ${unmatched.map((u) => `'${u}'`).join(', ')}; notebooks: ${notebooks.map((f) => path.basename(f, '.ipynb')).join(', ')}.`);
+  }
+  return chosen;
+}
+
+/**
+ * Executes the notebooks in order and writes the report folder; stops at the first failing notebook.
+ * With `only`, re-executes just those notebooks (they reuse the earlier notebooks' saved outputs, e.g. 05 evaluates the
+ * run 04 saved) and keeps the other pages of the existing report.
+ */
 export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   assertNbconvert();
   registerKernel();
   const outDir = path.resolve(opts.outDir ?? DEFAULT_REPORT_DIR);
-  const notebooks = opts.notebooks ?? listNotebooks();
-  if (notebooks.length === 0) throw new Error(`No numbered notebooks (NN-name.ipynb) found in ${NOTEBOOKS_DIR}.`);
-  fs.rmSync(outDir, { recursive: true, force: true });
+  const all = opts.notebooks ?? listNotebooks();
+  if (all.length === 0) throw new Error(`No numbered notebooks (NN-name.ipynb) found in ${NOTEBOOKS_DIR}.`);
+  const notebooks = opts.only?.length ? selectNotebooks(all, opts.only) : all;
+  const manifestFile = path.join(outDir, MANIFEST_FILE);
+  let kept: ReportEntry[] = [];
+  let settings = opts.settings;
+  if (opts.only?.length) {
+    if (!fs.existsSync(manifestFile)) throw new Error(`--only needs an existing report in ${outDir}; run the full report first.`);
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
+    const redo = new Set(notebooks.map((f) => path.basename(f, '.ipynb')));
+    kept = manifest.entries.filter((e) => !redo.has(e.name));
+    // The re-run notebooks must see the same data and work folder as the rest of the report, unless overridden.
+    const overrides = Object.fromEntries(Object.entries(opts.settings).filter(([, v]) => v !== undefined));
+    settings = { ...manifest.settings, ...overrides };
+  } else {
+    fs.rmSync(outDir, { recursive: true, force: true });
+  }
   fs.mkdirSync(outDir, { recursive: true });
-  const env = notebookEnv(opts.settings);
+  const env = notebookEnv(settings);
   const started = Date.now();
   const entries: ReportEntry[] = [];
-  let bundleWritten = false;
   for (const [i, file] of notebooks.entries()) {
     const name = path.basename(file, '.ipynb');
     opts.onStart?.(name, i, notebooks.length);
     const run = await executeNotebook(file, { outDir, env, cellTimeoutS: opts.cellTimeoutS });
     const { html, bundle } = externalizePlotly(fs.readFileSync(run.output, 'utf8'));
-    if (bundle !== undefined && !bundleWritten) {
-      fs.writeFileSync(path.join(outDir, PLOTLY_FILE), bundle);
-      bundleWritten = true;
-    }
+    if (bundle !== undefined) fs.writeFileSync(path.join(outDir, PLOTLY_FILE), bundle);
     fs.writeFileSync(run.output, dropLocalScriptRefs(html));
     const entry = { name, title: notebookTitle(file), page: path.basename(run.output), seconds: run.seconds };
     entries.push(entry);
     opts.onDone?.(entry, i, notebooks.length);
   }
+  const allEntries = [...kept, ...entries].sort((a, b) => a.name.localeCompare(b.name));
+  fs.writeFileSync(manifestFile, JSON.stringify({ settings, entries: allEntries } satisfies Manifest, null, 1));
   const index = path.join(outDir, 'index.html');
-  fs.writeFileSync(index, indexHtml(entries, opts.settings, new Date()));
-  return { outDir, index, entries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000 };
+  fs.writeFileSync(index, indexHtml(allEntries, settings, new Date()));
+  return { outDir, index, entries: allEntries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000 };
 }
 
 export interface PageShot {

@@ -174,10 +174,10 @@ describe.skipIf(skip)(`the live notebook UI${skip ? ` — SKIPPED: ${unavailable
     await page.close();
   }, 6 * 60_000);
 
-  it('05-evaluate: Run All on the model 04 just trained shows the confusion matrix, ROC, PR, comparison charts and Grad-CAM images', async () => {
+  it('05-evaluate: Run All on the model 04 just trained shows the confusion matrix, ROC, PR, probability histogram and comparison charts and Grad-CAM images', async () => {
     const { page, errors } = await runNotebook('05-evaluate.ipynb');
     const result = await assertRendered(page, '05-evaluate.ipynb', errors);
-    expect(result.charts).toBe(4);
+    expect(result.charts).toBe(5);
     expect(await page.locator('#notebook .js-plotly-plot .main-svg g.hm').count()).toBe(1); // the confusion heatmap
     const mistakes = await page.locator('#notebook .pneumo-images img').count();
     const noMistakes = await page.locator('#notebook .output_text:has-text("No test mistakes")').count();

@@ -1,7 +1,8 @@
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { listNotebooks } from '../src/report';
+import { buildReport, listNotebooks } from '../src/report';
 import { registerKernel, tslabBinary } from '../src/jupyter';
 import { demoReport, jupyterRequired, jupyterUnavailable } from './report-fixture';
 
@@ -80,5 +81,23 @@ describe('executing the notebooks (nbconvert, tslab kernel, tiny demo data)', ()
     },
     15 * 60_000,
   );
-});
 
+  it.skipIf(skip)(
+    `report --only 05 re-executes one notebook on the saved run and keeps the other pages${skip ? ` — SKIPPED: ${unavailable}` : ''}`,
+    async () => {
+      const report = await demoReport();
+      // A copy, so the other test files keep reading the original report.
+      const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'report-only-'));
+      fs.cpSync(report.outDir, copy, { recursive: true });
+      const before = fs.statSync(path.join(copy, '04-train.html')).mtimeMs;
+      const again = await buildReport({ settings: {}, outDir: copy, only: ['05'] });
+      expect(again.entries.map((e) => e.name)).toEqual(report.entries.map((e) => e.name));
+      expect(fs.statSync(path.join(copy, '04-train.html')).mtimeMs).toBe(before);
+      const page = fs.readFileSync(path.join(copy, '05-evaluate.html'), 'utf8');
+      expect(page).toContain(report.workDir); // the manifest's work folder was passed on
+      expect(page).toContain('src="plotly.js"');
+      fs.rmSync(copy, { recursive: true, force: true });
+    },
+    5 * 60_000,
+  );
+});

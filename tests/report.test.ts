@@ -10,6 +10,7 @@ import {
   listNotebooks,
   notebookEnv,
   notebookTitle,
+  selectNotebooks,
   summarizeNbconvertError,
 } from '../src/report';
 import { PLOTLY_SCRIPT_ID } from '../src/viz/display';
@@ -49,6 +50,13 @@ describe('report assembly', () => {
     const index = indexHtml([{ name: '02-a', title: 'A <title>', page: '02-a.html', seconds: 3 }], { epochs: 1 }, new Date(0));
     expect(index).toContain('<a href="02-a.html">A &lt;title&gt;</a>');
     expect(index).toContain('<code>1</code>');
+  });
+
+  it('--only picks notebooks by name prefix and names the ones that do not exist', () => {
+    const all = ['/n/00-smoke.ipynb', '/n/04-train.ipynb', '/n/05-evaluate.ipynb'];
+    expect(selectNotebooks(all, ['05'])).toEqual(['/n/05-evaluate.ipynb']);
+    expect(selectNotebooks(all, ['04-train', '05'])).toEqual(['/n/04-train.ipynb', '/n/05-evaluate.ipynb']);
+    expect(() => selectNotebooks(all, ['07'])).toThrow(/No notebook matches '07'; notebooks: 00-smoke, 04-train, 05-evaluate/);
   });
 
   it('keeps the failing cell from nbconvert stderr', () => {

@@ -7,6 +7,7 @@ import {
   learningRateFigure,
   metricsComparisonFigure,
   nearestThresholdIndex,
+  probabilityHistogramFigure,
   precisionRecallFigure,
   rocFigure,
   trainingHistoryFigure,
@@ -98,6 +99,26 @@ describe('figure builders', () => {
     expect(fig.data[0]).toMatchObject({ x: ['accuracy', 'auc'], text: ['90.0', '95.0'] });
     expect(fig.data[1].x).toEqual(['accuracy']);
     expect(fig.data[1].y![0]).toBeCloseTo(91);
+  });
+});
+
+describe('probability histogram', () => {
+  it('bins probabilities per true class and marks the threshold', () => {
+    const fig = probabilityHistogramFigure(
+      [
+        { label: 'NORMAL', probability: 0.01 },
+        { label: 'NORMAL', probability: 0.6 },
+        { label: 'PNEUMONIA', probability: 0.99 },
+        { label: 'PNEUMONIA', probability: 1 },
+      ],
+      0.5,
+      10,
+    );
+    expect(fig.data.map((t) => t.name)).toEqual(['actual NORMAL', 'actual PNEUMONIA']);
+    expect((fig.data[0].y as number[])[0]).toBe(1);
+    expect((fig.data[0].y as number[])[6]).toBe(1);
+    expect((fig.data[1].y as number[])[9]).toBe(2); // probability 1 goes in the last bin
+    expect(fig.layout.shapes![0]).toMatchObject({ x0: 0.5, x1: 0.5 });
   });
 });
 

@@ -34,6 +34,7 @@ const program = new Command()
   })
   .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
   .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
+  .option('--only <names...>', "re-execute only these notebooks (e.g. '05'), reusing earlier notebooks' saved outputs and the report's other pages")
   .option('--screenshots [dir]', 'also save a full-page screenshot of each page (headless Chromium)')
   .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
   .action(async (opts) => {
@@ -53,6 +54,7 @@ const program = new Command()
       const result = await buildReport({
         settings,
         outDir: opts.out,
+        only: opts.only,
         cellTimeoutS: opts.cellTimeout,
         onStart: (name, i, total) => {
           console.log(`[${i + 1}/${total}] ${name} ...`);

@@ -311,7 +311,7 @@ export interface MetricSet {
 }
 
 /** Grouped bars: x = metric, one bar per source, percentages as labels. */
-export function metricsComparisonFigure(sets: MetricSet[], heading = 'Test metrics vs the seed notebook'): Figure {
+export function metricsComparisonFigure(sets: MetricSet[], heading = 'Test metrics vs the seed article'): Figure {
   const metrics = [...new Set(sets.flatMap((s) => Object.keys(s.values)))];
   const palette = ['#1f77b4', '#7f7f7f', '#ff7f0e', '#2ca02c', '#9467bd'];
   const data: Trace[] = sets.map((s, i) => {
@@ -330,5 +330,41 @@ export function metricsComparisonFigure(sets: MetricSet[], heading = 'Test metri
   return {
     data,
     layout: { title: title(heading), barmode: 'group', yaxis: { title: { text: '%' }, range: [0, 105] }, xaxis: { categoryarray: metrics } },
+  };
+}
+
+/**
+ * Where the predicted probabilities fall, per true class, with the threshold as a vertical line: shows at a glance
+ * whether the classes separate and how many images sit near (or exactly on) the threshold.
+ */
+export function probabilityHistogramFigure(
+  rows: { label: string; probability: number }[],
+  threshold: number,
+  bins = 40,
+  heading = 'Predicted P(PNEUMONIA) by true class',
+): Figure {
+  const labels = [...new Set(rows.map((r) => r.label))].sort();
+  const data: Trace[] = labels.map((label) => {
+    const counts = new Array<number>(bins).fill(0);
+    for (const r of rows) if (r.label === label) counts[Math.min(bins - 1, Math.floor(r.probability * bins))]++;
+    return {
+      type: 'bar',
+      name: `actual ${label}`,
+      x: counts.map((_, i) => (i + 0.5) / bins),
+      y: counts,
+      opacity: 0.6,
+      marker: { color: CLASS_COLORS[label] },
+    };
+  });
+  return {
+    data,
+    layout: {
+      title: title(heading),
+      barmode: 'overlay',
+      xaxis: { title: { text: 'P(PNEUMONIA)' }, range: [0, 1] },
+      yaxis: { title: { text: 'images' } },
+      shapes: [{ type: 'line', x0: threshold, x1: threshold, yref: 'paper', y0: 0, y1: 1, line: { color: '#d62728', dash: 'dash' } }],
+      annotations: [{ x: threshold, y: 1, xref: 'x', yref: 'paper', text: `threshold ${threshold.toFixed(3)}`, showarrow: false }],
+    },
   };
 }
