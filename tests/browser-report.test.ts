@@ -25,7 +25,7 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
   });
 
   it('the index links every notebook page and the links resolve', async () => {
-    fs.mkdirSync(path.join(screenshotDir(repoRoot), 'report'), { recursive: true });
+    fs.mkdirSync(path.join(screenshotDir(repoRoot), 'test-report'), { recursive: true });
     const page = await browser.newPage();
     const errors = watchErrors(page);
     await page.goto(pathToFileURL(report.index).href);
@@ -73,7 +73,7 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
   }, 5 * 60_000);
 
   it('npm run report --screenshots: one screenshot per page, every chart drawn', async () => {
-    const shots = await screenshotReport(report, path.join(screenshotDir(repoRoot), 'report'));
+    const shots = await screenshotReport(report, path.join(screenshotDir(repoRoot), 'test-report'));
     expect(shots.map((s) => s.name)).toEqual(report.entries.map((e) => e.name));
     for (const shot of shots) {
       expect(fs.statSync(shot.file).size, shot.name).toBeGreaterThan(10_000);
