@@ -32,7 +32,7 @@ describe.skipIf(skip)(`the exported report in headless Chromium${skip ? ` — SK
     const links = await page.locator('ol a').evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).getAttribute('href')!));
     expect(links).toEqual(report.entries.map((e) => e.page));
     for (const link of links) expect(fs.existsSync(path.join(report.outDir, decodeURI(link)))).toBe(true);
-    await page.screenshot({ path: path.join(screenshotDir(repoRoot), 'report', 'index.png') });
+    await page.screenshot({ path: path.join(screenshotDir(repoRoot), 'test-report', 'index.png') });
     expect(errors).toEqual([]);
     await page.close();
   });
