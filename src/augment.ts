@@ -29,8 +29,29 @@ export interface AugmentConfig {
 
 export const NO_AUGMENT: AugmentConfig = Object.freeze({});
 
-/** What the seed article used. */
+/** What the seed article used. Upside-down chest X-rays never occur in practice, so it is not our default. */
 export const SEED_AUGMENT: AugmentConfig = Object.freeze({ zoom: 0.3, vflip: true });
+
+/**
+ * The project's default: the small pose, framing and exposure changes that separate one hospital's radiographs
+ * from another's. On the shared data's patient-grouped split it beat SEED_AUGMENT on validation AUC
+ * (0.995 vs 0.989 over 10 epochs, the same seed; README "Results").
+ */
+export const DEFAULT_AUGMENT: AugmentConfig = Object.freeze({
+  zoom: 0.15,
+  rotation: 10,
+  widthShift: 0.1,
+  heightShift: 0.1,
+  brightness: 0.1,
+  contrast: 0.1,
+});
+
+/** Names accepted by parseAugment in place of a spec. */
+export const AUGMENT_PRESETS: Readonly<Record<string, AugmentConfig>> = Object.freeze({
+  default: DEFAULT_AUGMENT,
+  seed: SEED_AUGMENT,
+  none: NO_AUGMENT,
+});
 
 type NumericKey = 'zoom' | 'rotation' | 'widthShift' | 'heightShift' | 'brightness' | 'contrast';
 type FlagKey = 'hflip' | 'vflip';
@@ -107,7 +128,9 @@ function findOption(name: string): Option | undefined {
  */
 export function parseAugment(spec: string): AugmentConfig {
   const trimmed = spec.trim();
-  if (trimmed === '' || trimmed.toLowerCase() === 'none') return {};
+  if (trimmed === '') return {};
+  const preset = AUGMENT_PRESETS[trimmed.toLowerCase()];
+  if (preset) return { ...preset };
   const cfg: AugmentConfig = {};
   const seen = new Set<string>();
   for (const rawPart of trimmed.split(',')) {

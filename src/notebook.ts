@@ -5,7 +5,6 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { parseAugment, SEED_AUGMENT, type AugmentConfig } from './augment';
 
 export type ParamValue = string | number | boolean | null;
 export type Params = Record<string, ParamValue>;
@@ -108,7 +107,3 @@ export function requireOutput(file: string, madeBy: string): string {
   return file;
 }
 
-/** The notebooks' `augment` parameter: 'seed' (the seed article's zoom=0.3,vflip), 'none', or a spec like 'zoom=0.2,hflip'. */
-export function augmentFromParam(spec: string): AugmentConfig {
-  return spec.trim().toLowerCase() === 'seed' ? { ...SEED_AUGMENT } : parseAugment(spec);
-}

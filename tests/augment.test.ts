@@ -5,6 +5,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AugmentConfig,
+  DEFAULT_AUGMENT,
   ImageAugmentParams,
   NO_AUGMENT,
   SEED_AUGMENT,
@@ -83,6 +84,15 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe('parseAugment / formatAugment', () => {
+  it('expands the named presets into copies', () => {
+    expect(parseAugment('default')).toEqual(DEFAULT_AUGMENT);
+    expect(parseAugment(' SEED ')).toEqual(SEED_AUGMENT);
+    expect(parseAugment('none')).toEqual({});
+    const copy = parseAugment('default');
+    copy.zoom = 0.9;
+    expect(DEFAULT_AUGMENT.zoom).toBe(0.15);
+    expect(formatAugment(parseAugment('default'))).toBe('zoom=0.15,rotation=10,width-shift=0.1,height-shift=0.1,brightness=0.1,contrast=0.1');
+  });
   it('parses the seed article config and CLI-style specs', () => {
     expect(parseAugment('zoom=0.3,vflip')).toEqual({ zoom: 0.3, vflip: true });
     expect(parseAugment('rotation=10,width-shift=0.1,hflip,brightness=0.1')).toEqual({

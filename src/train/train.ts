@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DecodedImages } from '../types';
 import type { AugmentConfig } from '../augment';
-import { SEED_AUGMENT } from '../augment';
+import { DEFAULT_AUGMENT } from '../augment';
 import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
@@ -34,7 +34,7 @@ export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
   batchSize: 32,
   learningRate: 1e-3,
   classWeights: 'balanced',
-  augment: SEED_AUGMENT,
+  augment: DEFAULT_AUGMENT,
   balance: 'none',
   seed: 42,
 }) as TrainConfig;
