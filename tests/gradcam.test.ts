@@ -208,7 +208,9 @@ describe('gradCam on other graph shapes', () => {
 describe('gradCam on the project model', () => {
   it('uses LAST_CONV_LAYER, runs dropout/batch-norm in inference mode and leaks nothing', async () => {
     const size = 32;
-    const model = buildModel({ variant: 'small', imageSize: size, seed: 1 });
+    // An untrained network often has no positive evidence for a given image, and then the map is rightly all zero;
+    // this seed's weights give this image some, so the normalisation to a maximum of 1 is checked too.
+    const model = buildModel({ variant: 'small', imageSize: size, seed: 4 });
     // Non-trivial moving statistics: batch-norm is no longer ~identity, and training mode (batch statistics)
     // would change the probability.
     const bn = model.getLayer('block5_bn');
