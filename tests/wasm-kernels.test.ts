@@ -214,6 +214,10 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     { shape: [6, 7], axis: 1, keepDims: false },
     { shape: [3, 4, 5], axis: [1], keepDims: true },
     { shape: [3, 4, 5], axis: -1, keepDims: false },
+    // channel counts that are multiples of 4 take the SIMD path; 37*31 rows span several float32 partials
+    { shape: [2, 37, 31, 8], axis: [0, 1, 2], keepDims: true },
+    { shape: [3, 5, 5, 16], axis: [0, 1, 2], keepDims: false },
+    { shape: [1100, 4], axis: 0, keepDims: false },
   ];
   for (const kernel of ['Sum', 'Mean']) {
     for (const c of reduceCases) {

@@ -12,7 +12,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { allocate, release, reshaped, runKernel, view } from './heap';
+import { allocate, byteOffset, release, reshaped, runKernel, view } from './heap';
+import { simdLoops } from './simd';
 import { KernelArgs, callStock } from './stock';
 
 function sizeOf(shape: readonly number[]): number {
@@ -77,10 +78,38 @@ function reduceLeading(args: KernelArgs, kernel: 'Sum' | 'Mean'): TensorInfo {
   const rows = sizeOf(x.shape.slice(0, axes.length));
   const cols = sizeOf(x.shape.slice(axes.length));
   const outShape = attrs.keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (loops && cols % 4 === 0) {
+    const out = simdColumnSums(args, loops, rows, cols);
+    if (kernel === 'Mean') {
+      const o = view(backend, out);
+      for (let k = 0; k < cols; k++) o[k] /= rows;
+    }
+    return reshaped(out, outShape);
+  }
   // The stock kernel is fast on a 2D [rows, cols] view reduced over axis 0 (measured 11 ms for 11.5M
   // floats) but transposes first when given the 4D shape (35 ms): hand it the 2D view.
   const out = callStock(kernel, { inputs: { x: reshaped(x, [rows, cols]) }, backend, attrs: { axis: [0], keepDims: false } });
   return reshaped(out, outShape);
+}
+
+/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (rounding stays ~1e-7). */
+const ROWS_PER_PARTIAL = 512;
+
+function simdColumnSums(args: KernelArgs, loops: NonNullable<ReturnType<typeof simdLoops>>, rows: number, cols: number): TensorInfo {
+  const { backend } = args;
+  const out = allocate(backend, [cols]);
+  const src = byteOffset(backend, args.inputs.x);
+  const dst = byteOffset(backend, out);
+  const total = new Float64Array(cols);
+  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
+    const partial = view(backend, out);
+    partial.fill(0);
+    loops.colsum(src + r0 * cols * 4, dst, Math.min(ROWS_PER_PARTIAL, rows - r0), cols * 4);
+    for (let k = 0; k < cols; k++) total[k] += partial[k];
+  }
+  view(backend, out).set(total);
+  return out;
 }
 
 function swapLastTwo(backend: KernelArgs['backend'], t: TensorInfo): TensorInfo {

@@ -53,6 +53,11 @@ export function view(backend: WasmBackend, info: TensorInfo): Float32Array {
   return new Float32Array(buffer, memoryOffset, size);
 }
 
+/** Where a tensor's data starts on the heap, in bytes (for the SIMD loops, which take addresses). */
+export function byteOffset(backend: WasmBackend, info: TensorInfo): number {
+  return backend.dataIdMap.get(info.dataId).memoryOffset;
+}
+
 /** A tensor sharing `base`'s memory from element `offset`, so kernels can read a shifted window without a copy. */
 export function alias(backend: WasmBackend, base: TensorInfo, offset: number, shape: number[]): TensorInfo {
   const { memoryOffset } = backend.dataIdMap.get(base.dataId);

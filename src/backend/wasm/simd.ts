@@ -1,0 +1,158 @@
+/**
+ * Two small WebAssembly SIMD loops that run directly on the tfjs wasm heap (they import the threaded
+ * module's shared memory, so they read tensors in place, without copies):
+ * - colsum: dst[k] += src[r, k] over rows, 4 columns at a time. The stock Sum kernel reduces at about
+ *   1.2 G floats/s; batch-norm and bias gradients reduce activation-sized tensors 34 times per step.
+ * - dwgrad: acc[t, k] += x[p + shift_t, k] * dy[p, k], the depthwise filter gradient's inner loop. The
+ *   stock path for it is a scalar generic batched matmul.
+ * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
+ * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
+ * tests/wasm-kernels*.test.ts.
+ */
+
+/** Unsigned LEB128, the wasm binary format's integer encoding. */
+function leb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+function vec(items: number[][]): number[] {
+  return [...leb(items.length), ...items.flat()];
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...leb(body.length), ...body];
+}
+
+function name(s: string): number[] {
+  const bytes = [...Buffer.from(s, 'utf8')];
+  return [...leb(bytes.length), ...bytes];
+}
+
+const I32 = 0x7f;
+const op = {
+  block: [0x02, 0x40],
+  loop: [0x03, 0x40],
+  end: [0x0b],
+  br: (l: number) => [0x0c, l],
+  brIf: (l: number) => [0x0d, l],
+  get: (i: number) => [0x20, i],
+  set: (i: number) => [0x21, i],
+  i32: (v: number) => [0x41, ...leb(v)], // only small non-negative constants are used (sleb == leb below 64)
+  add: [0x6a],
+  shl: [0x74],
+  geU: [0x4f],
+  load: [0x28, 2, 0],
+  v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
+  v128Store: [0xfd, 0x0b, 2, 0],
+  f32x4Add: [0xfd, 0xe4, 0x01],
+  f32x4Mul: [0xfd, 0xe6, 0x01],
+};
+
+/** i += step */
+function bump(local: number, step: number | { local: number }): number[] {
+  const by = typeof step === 'number' ? op.i32(step) : op.get(step.local);
+  return [...op.get(local), ...by, ...op.add, ...op.set(local)];
+}
+
+/** while (counter < limit) { body; } with the loop's break at depth 1. */
+function whileBelow(counter: number, limit: number, body: number[]): number[] {
+  return [
+    ...op.block, ...op.loop,
+    ...op.get(counter), ...op.get(limit), ...op.geU, ...op.brIf(1),
+    ...body,
+    ...op.br(0),
+    ...op.end, ...op.end,
+  ];
+}
+
+// colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
+function colsumBody(): number[] {
+  const [src, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5];
+  const inner = whileBelow(k, colsBytes, [
+    ...op.get(dst), ...op.get(k), ...op.add,
+    ...op.get(dst), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(src), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.f32x4Add,
+    ...op.v128Store,
+    ...bump(k, 16),
+  ]);
+  const code = whileBelow(r, rows, [...op.i32(0), ...op.set(k), ...inner, ...bump(src, { local: colsBytes }), ...bump(r, 1)]);
+  return [...vec([[2, I32]]), ...code, ...op.end];
+}
+
+// dwgrad(x, dy, acc, n, cBytes, shifts, taps); locals p = 7, t = 8, k = 9, xs = 10, a = 11
+function dwgradBody(): number[] {
+  const [x, dy, acc, n, cBytes, shifts, taps, p, t, k, xs, a] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+  const channels = whileBelow(k, cBytes, [
+    ...op.get(a), ...op.get(k), ...op.add,
+    ...op.get(a), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(xs), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(dy), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.v128Store,
+    ...bump(k, 16),
+  ]);
+  const tapsLoop = whileBelow(t, taps, [
+    ...op.get(x), ...op.get(shifts), ...op.get(t), ...op.i32(2), ...op.shl, ...op.add, ...op.load, ...op.add, ...op.set(xs),
+    ...op.i32(0), ...op.set(k),
+    ...channels,
+    ...bump(a, { local: cBytes }),
+    ...bump(t, 1),
+  ]);
+  const code = whileBelow(p, n, [
+    ...op.i32(0), ...op.set(t),
+    ...op.get(acc), ...op.set(a),
+    ...tapsLoop,
+    ...bump(x, { local: cBytes }),
+    ...bump(dy, { local: cBytes }),
+    ...bump(p, 1),
+  ]);
+  return [...vec([[5, I32]]), ...code, ...op.end];
+}
+
+function moduleBytes(shared: boolean): Uint8Array {
+  const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
+  const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
+  const colsum = colsumBody();
+  const dwgrad = dwgradBody();
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec([type4, type7])),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
+    ...section(3, vec([[0], [1]])),
+    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1]])),
+    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad]])),
+  ]);
+}
+
+export interface SimdLoops {
+  /** dst[k] += src[r*cols + k] for r < rows, k < cols; byte addresses; cols % 4 === 0. */
+  colsum(srcByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** acc[t*c + k] += x[shift_t + p*c + k] * dy[p*c + k] for p < n; shifts (bytes, i32) at shiftsByte; c % 4 === 0. */
+  dwgrad(xByte: number, dyByte: number, accByte: number, n: number, cBytes: number, shiftsByte: number, taps: number): void;
+}
+
+const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();
+
+/** The loops bound to `memory`; undefined where this runtime cannot compile them (no wasm SIMD). */
+export function simdLoops(memory: WebAssembly.Memory | undefined): SimdLoops | undefined {
+  if (!memory) return undefined;
+  const cached = instances.get(memory);
+  if (cached) return cached;
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const bytes = moduleBytes(shared);
+  if (!WebAssembly.validate(bytes)) return undefined;
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+  const loops = instance.exports as unknown as SimdLoops;
+  instances.set(memory, loops);
+  return loops;
+}
