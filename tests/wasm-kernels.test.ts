@@ -115,6 +115,10 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
     { n: 1, h: 10, w: 11, ci: 3, co: 3, m: 1, k: [3, 3], stride: 2, pad: 'same' },
     { n: 2, h: 9, w: 6, ci: 2, co: 6, m: 3, k: [3, 2], stride: 2, pad: 'valid' },
     { n: 1, h: 6, w: 6, ci: 5, co: 5, m: 1, k: [5, 5], stride: 1, pad: 'same' },
+    // channels a multiple of 4 take the SIMD filter-gradient loop; 3x23x19 spans several float32 partials
+    { n: 3, h: 23, w: 19, ci: 8, co: 8, m: 1, k: [3, 3], stride: 1, pad: 'same' },
+    { n: 2, h: 9, w: 7, ci: 12, co: 12, m: 1, k: [5, 3], stride: 1, pad: 'valid' },
+    { n: 1, h: 7, w: 8, ci: 4, co: 4, m: 1, k: [2, 2], stride: 1, pad: 'same' },
   ];
   for (const c of cases) {
     const label = `${c.n}x${c.h}x${c.w}x${c.ci} k${c.k.join('x')} x${c.m} stride ${c.stride} ${c.pad}`;
@@ -141,22 +145,22 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
 
   // The cpu backprop kernels ignore dilation (tfjs gradients refuse dilation > 1), so the reference for a
   // dilated filter is the cpu kernel applied to the equivalent zero-inserted filter with dilation 1.
-  for (const pad of ['same', 'valid'] as Pad[]) {
-    it(`dilation 2 matches the zero-inserted filter (${pad})`, async () => {
-      const xShape = [1, 9, 8, 3];
-      const fShape = [3, 3, 3, 1];
-      const bigShape = [5, 5, 3, 1];
+  for (const [pad, ch] of [['same', 3], ['valid', 3], ['same', 4], ['valid', 8]] as Array<[Pad, number]>) {
+    it(`dilation 2 matches the zero-inserted filter (${pad}, ${ch} channels)`, async () => {
+      const xShape = [1, 9, 8, ch];
+      const fShape = [3, 3, ch, 1];
+      const bigShape = [5, 5, ch, 1];
       const dyShape = outShape(xShape, fShape, 1, pad, true, 2);
-      const x = { shape: xShape, values: randomArray(9 * 8 * 3, 9) };
+      const x = { shape: xShape, values: randomArray(9 * 8 * ch, 9) };
       const dy = { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 10) };
-      const filter = randomArray(27, 11);
-      const bigFilter = new Float32Array(75);
-      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < 3; c++) bigFilter[((2 * i) * 5 + 2 * j) * 3 + c] = filter[(i * 3 + j) * 3 + c];
+      const filter = randomArray(9 * ch, 11);
+      const bigFilter = new Float32Array(25 * ch);
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < ch; c++) bigFilter[((2 * i) * 5 + 2 * j) * ch + c] = filter[(i * 3 + j) * ch + c];
       const base = { strides: [1, 1], pad, dimRoundingMode: undefined };
 
       const bigGrad = await runOn('cpu', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [1, 1], filterShape: bigShape });
-      const sampled = new Float32Array(27);
-      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < 3; c++) sampled[(i * 3 + j) * 3 + c] = bigGrad.values[((2 * i) * 5 + 2 * j) * 3 + c];
+      const sampled = new Float32Array(9 * ch);
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < ch; c++) sampled[(i * 3 + j) * ch + c] = bigGrad.values[((2 * i) * 5 + 2 * j) * ch + c];
       await expectSameOnBoth('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [2, 2], filterShape: fShape }, { shape: fShape, values: sampled });
 
       const dx = await runOn('cpu', 'DepthwiseConv2dNativeBackpropInput', { dy, filter: { shape: bigShape, values: bigFilter } }, { ...base, dilations: [1, 1], inputShape: xShape });

@@ -20,6 +20,7 @@ import {
   WasmBackend,
   allocate,
   alias,
+  byteOffset,
   copyIntoGrid,
   release,
   releaseAlias,
@@ -29,6 +30,7 @@ import {
 } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
+import { SimdLoops, simdLoops } from './simd';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
@@ -321,6 +323,57 @@ function depthwiseFilterGradStrideOne(backend: WasmBackend, x: TensorInfo, dy: T
   return dw;
 }
 
+/** Products summed in float32 inside the SIMD loop before moving to the float64 total. */
+const POSITIONS_PER_PARTIAL = 256;
+
+/**
+ * Depthwise filter gradient, stride 1, multiplier 1, channels a multiple of 4, with the SIMD loop: for
+ * each output row, acc[tap, k] += xGrid[p + shift(tap), k] * dy[p, k] over the row's positions. x goes
+ * onto the padded grid position-major (row copies only); dy is read where it is.
+ */
+function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: c, outHeight, outWidth, batchSize } = info;
+  const { hp, wp } = strideOneGrid(info);
+  const taps = fh * fw;
+  const gridSize = batchSize * hp * wp * c;
+  const grid = allocate(backend, [gridSize]);
+  const scratch = allocate(backend, [taps * c + taps]); // float32 partial sums, then the taps' byte shifts (int32)
+  copyIntoGrid(view(backend, x), view(backend, grid), batchSize, info.inHeight, info.inWidth, c, hp, wp, info.padInfo.top, info.padInfo.left);
+  const scratchView = view(backend, scratch);
+  const shifts = new Int32Array(scratchView.buffer, scratchView.byteOffset + taps * c * 4, taps);
+  for (let i = 0; i < fh; i++) {
+    for (let j = 0; j < fw; j++) shifts[i * fw + j] = (i * info.dilationHeight * wp + j * info.dilationWidth) * c * 4;
+  }
+  const gridAt = byteOffset(backend, grid);
+  const dyAt = byteOffset(backend, dy);
+  const accAt = byteOffset(backend, scratch);
+  const total = new Float64Array(taps * c);
+  const flush = () => {
+    const partial = view(backend, scratch).subarray(0, taps * c);
+    for (let k = 0; k < partial.length; k++) total[k] += partial[k];
+    partial.fill(0);
+  };
+  view(backend, scratch).fill(0, 0, taps * c);
+  let pending = 0;
+  for (let b = 0; b < batchSize; b++) {
+    for (let y = 0; y < outHeight; y++) {
+      const xRow = gridAt + (b * hp + y) * wp * c * 4;
+      const dyRow = dyAt + (b * outHeight + y) * outWidth * c * 4;
+      loops.dwgrad(xRow, dyRow, accAt, outWidth, c * 4, accAt + taps * c * 4, taps);
+      pending += outWidth;
+      if (pending >= POSITIONS_PER_PARTIAL) {
+        flush();
+        pending = 0;
+      }
+    }
+  }
+  flush();
+  release(backend, grid, scratch);
+  const dw = allocate(backend, [fh, fw, c, 1]);
+  view(backend, dw).set(total); // [tap][channel] is dW's layout
+  return dw;
+}
+
 function depthwiseConv2dNativeBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { x, dy } = inputs;
   requireFloat32('DepthwiseConv2dNativeBackpropFilter', x, dy);
@@ -328,6 +381,8 @@ function depthwiseConv2dNativeBackpropFilter({ inputs, backend, attrs }: KernelA
   const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, true, dilations);
   const multiplier = info.outChannels / info.inChannels;
   if (info.strideHeight === 1 && info.strideWidth === 1 && multiplier === 1) {
+    const loops = simdLoops(backend.wasm.sharedMemory);
+    if (loops && info.inChannels % 4 === 0) return depthwiseFilterGradSimd(backend, x, dy, info, loops);
     return depthwiseFilterGradStrideOne(backend, x, dy, info);
   }
   return depthwiseFilterGradLoops(backend, x, dy, info);
