@@ -176,6 +176,10 @@ describe('MaxPoolGrad on wasm matches cpu (the stock wasm kernel does not)', () 
     { shape: [2, 11, 9, 3], k: 2, s: 2, pad: 'valid' },
     { shape: [1, 7, 6, 2], k: 3, s: 1, pad: 'same' },
     { shape: [2, 9, 9, 4], k: 3, s: 2, pad: 'same' },
+    // channels a multiple of 4 take the SIMD 2x2 loop (even and odd sizes)
+    { shape: [2, 10, 10, 4], k: 2, s: 2, pad: 'valid' },
+    { shape: [2, 11, 9, 8], k: 2, s: 2, pad: 'valid' },
+    { shape: [1, 6, 7, 16], k: 2, s: 2, pad: 'valid' },
   ];
   for (const c of cases) {
     it(`${c.shape.join('x')} pool ${c.k} stride ${c.s} ${c.pad}`, async () => {

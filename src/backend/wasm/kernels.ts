@@ -466,6 +466,19 @@ function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const dys = view(backend, dy);
   const out = view(backend, dx);
   if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0) {
+    const loops = simdLoops(backend.wasm.sharedMemory);
+    if (loops && c % 4 === 0) {
+      if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
+      const [xAt, dyAt, outAt] = [byteOffset(backend, input), byteOffset(backend, dy), byteOffset(backend, dx)];
+      const rowBytes = inWidth * c * 4;
+      for (let b = 0; b < batchSize; b++) {
+        for (let oy = 0; oy < outHeight; oy++) {
+          const row = (b * inHeight + 2 * oy) * rowBytes;
+          loops.maxpool2x2(xAt + row, dyAt + (b * outHeight + oy) * outWidth * c * 4, outAt + row, outWidth, c * 4, rowBytes);
+        }
+      }
+      return dx;
+    }
     maxPoolGrad2x2(xs, dys, out, batchSize, inHeight, inWidth, c, outHeight, outWidth);
     return dx;
   }

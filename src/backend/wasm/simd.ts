@@ -5,6 +5,8 @@
  *   1.2 G floats/s; batch-norm and bias gradients reduce activation-sized tensors 34 times per step.
  * - dwgrad: acc[t, k] += x[p + shift_t, k] * dy[p, k], the depthwise filter gradient's inner loop. The
  *   stock path for it is a scalar generic batched matmul.
+ * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
+ *   cpu backend's tie rule (the first maximum in row-major order wins).
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
  * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
  * tests/wasm-kernels*.test.ts.
@@ -36,6 +38,7 @@ function name(s: string): number[] {
 }
 
 const I32 = 0x7f;
+const V128 = 0x7b;
 const op = {
   block: [0x02, 0x40],
   loop: [0x03, 0x40],
@@ -53,6 +56,11 @@ const op = {
   v128Store: [0xfd, 0x0b, 2, 0],
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
+  f32x4Gt: [0xfd, 0x44],
+  and: [0xfd, 0x4e],
+  andNot: [0xfd, 0x4f],
+  or: [0xfd, 0x50],
+  bitselect: [0xfd, 0x52],
 };
 
 /** i += step */
@@ -118,19 +126,63 @@ function dwgradBody(): number[] {
   return [...vec([[5, I32]]), ...code, ...op.end];
 }
 
+// maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
+// v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
+function maxpoolBody(): number[] {
+  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] =
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const at = (base: number, ...offsets: number[]) => [...op.get(base), ...offsets.flatMap((l) => [...op.get(l), ...op.add])];
+  const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
+  // w = x[offsets] > best; best = w ? x[offsets] : best
+  const challenge = (w: number, ...offsets: number[]) => [
+    ...load(...offsets), ...op.get(best), ...op.f32x4Gt, ...op.set(w),
+    ...load(...offsets), ...op.get(best), ...op.get(w), ...op.bitselect, ...op.set(best),
+  ];
+  const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
+  const lanes = whileBelow(k, cBytes, [
+    ...at(xRow, k), ...op.set(a),
+    ...at(outRow, k), ...op.set(o),
+    ...load(), ...op.set(best),
+    ...challenge(w1, cBytes),
+    ...challenge(w2, rowBytes),
+    ...load(rowBytes, cBytes), ...op.get(best), ...op.f32x4Gt, ...op.set(w3),
+    ...at(dyRow, k), ...op.v128Load, ...op.set(g),
+    // The last window element that beat every earlier one gets the gradient; the others get zero.
+    ...store([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
+    ...store([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
+    ...store([...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
+    ...store([...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
+    ...bump(k, 16),
+  ]);
+  const code = [
+    ...op.get(cBytes), ...op.get(cBytes), ...op.add, ...op.set(c2),
+    ...whileBelow(ox, outW, [
+      ...op.i32(0), ...op.set(k),
+      ...lanes,
+      ...bump(xRow, { local: c2 }),
+      ...bump(outRow, { local: c2 }),
+      ...bump(dyRow, { local: cBytes }),
+      ...bump(ox, 1),
+    ]),
+  ];
+  return [...vec([[5, I32], [5, V128]]), ...code, ...op.end];
+}
+
 function moduleBytes(shared: boolean): Uint8Array {
   const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
   const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
   const colsum = colsumBody();
   const dwgrad = dwgradBody();
+  const maxpool = maxpoolBody();
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([type4, type7])),
+    ...section(1, vec([type4, type7, type6])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1]])),
-    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1]])),
-    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad]])),
+    ...section(3, vec([[0], [1], [2]])),
+    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1], [...name('maxpool2x2'), 0x00, 2]])),
+    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad], [...leb(maxpool.length), ...maxpool]])),
   ]);
 }
 
@@ -139,6 +191,11 @@ export interface SimdLoops {
   colsum(srcByte: number, dstByte: number, rows: number, colsBytes: number): void;
   /** acc[t*c + k] += x[shift_t + p*c + k] * dy[p*c + k] for p < n; shifts (bytes, i32) at shiftsByte; c % 4 === 0. */
   dwgrad(xByte: number, dyByte: number, accByte: number, n: number, cBytes: number, shiftsByte: number, taps: number): void;
+  /**
+   * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
+   * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
+   */
+  maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();
