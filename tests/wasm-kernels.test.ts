@@ -235,6 +235,22 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     }
   }
 
+  const mulCases: Array<{ a: number[]; b: number[] }> = [
+    { a: [1, 1, 1, 8], b: [2, 5, 3, 8] }, // per-channel vector first: SIMD path
+    { a: [3, 4, 12], b: [12] }, // vector second
+    { a: [2, 3, 4, 6], b: [6] }, // channels not a multiple of 4: stock
+    { a: [2, 3, 4, 8], b: [2, 3, 4, 8] }, // same shape: stock
+    { a: [4, 1, 8], b: [1, 5, 8] }, // a real two-sided broadcast: stock
+  ];
+  for (const c of mulCases) {
+    it(`Multiply ${c.a.join('x')} * ${c.b.join('x')}`, async () => {
+      await expectSameOnBoth('Multiply', {
+        a: { shape: c.a, values: randomArray(c.a.reduce((x, y) => x * y), 24) },
+        b: { shape: c.b, values: randomArray(c.b.reduce((x, y) => x * y), 25) },
+      }, {});
+    });
+  }
+
   const mmCases: Array<{ a: number[]; b: number[]; ta: boolean; tb: boolean }> = [
     { a: [1, 7, 5], b: [1, 7, 3], ta: true, tb: false },
     { a: [1, 4, 6], b: [1, 5, 6], ta: false, tb: true },
@@ -249,6 +265,22 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
       }, { transposeA: c.ta, transposeB: c.tb });
     });
   }
+});
+
+describe('Cast on wasm', () => {
+  it('to the same dtype shares data without leaking; to another dtype converts', async () => {
+    await tf.setBackend('wasm');
+    const before = tf.memory().numTensors;
+    const x = tf.tensor1d([1.5, -2, 3]);
+    const same = tf.cast(x, 'float32');
+    const ints = tf.cast(x, 'int32');
+    x.dispose();
+    expect(Array.from(same.dataSync())).toEqual([1.5, -2, 3]);
+    expect(ints.dtype).toBe('int32');
+    expect(Array.from(ints.dataSync())).toEqual([1, -2, 3]);
+    tf.dispose([same, ints]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
 });
 
 describe('Identity on wasm', () => {
