@@ -242,12 +242,37 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     { a: [2, 3, 4, 8], b: [2, 3, 4, 8] }, // same shape: stock
     { a: [4, 1, 8], b: [1, 5, 8] }, // a real two-sided broadcast: stock
   ];
-  for (const c of mulCases) {
-    it(`Multiply ${c.a.join('x')} * ${c.b.join('x')}`, async () => {
-      await expectSameOnBoth('Multiply', {
-        a: { shape: c.a, values: randomArray(c.a.reduce((x, y) => x * y), 24) },
-        b: { shape: c.b, values: randomArray(c.b.reduce((x, y) => x * y), 25) },
-      }, {});
+  for (const kernel of ['Multiply', 'Add', 'Sub']) {
+    for (const c of mulCases) {
+      for (const [a, b] of [[c.a, c.b], [c.b, c.a]]) {
+        it(`${kernel} ${a.join('x')} with ${b.join('x')}`, async () => {
+          await expectSameOnBoth(kernel, {
+            a: { shape: a, values: randomArray(a.reduce((x, y) => x * y), 24) },
+            b: { shape: b, values: randomArray(b.reduce((x, y) => x * y), 25) },
+          }, {});
+        });
+      }
+    }
+  }
+
+  const bnCases: Array<{ shape: number[]; vector: number[]; scale: boolean; offset: boolean }> = [
+    { shape: [2, 5, 3, 8], vector: [8], scale: true, offset: true }, // SIMD path
+    { shape: [3, 4, 12], vector: [1, 1, 12], scale: false, offset: true },
+    { shape: [2, 3, 3, 8], vector: [8], scale: true, offset: false },
+    { shape: [2, 3, 3, 6], vector: [6], scale: true, offset: true }, // channels not a multiple of 4: stock
+  ];
+  for (const c of bnCases) {
+    it(`FusedBatchNorm ${c.shape.join('x')} scale ${c.scale} offset ${c.offset}`, async () => {
+      const n = c.vector.reduce((x, y) => x * y);
+      const variance = randomArray(n, 28).map((v) => Math.abs(v) + 0.1);
+      const inputs: Record<string, { shape: number[]; values: Float32Array }> = {
+        x: { shape: c.shape, values: randomArray(c.shape.reduce((x, y) => x * y), 26) },
+        mean: { shape: c.vector, values: randomArray(n, 27) },
+        variance: { shape: c.vector, values: variance },
+      };
+      if (c.offset) inputs.offset = { shape: c.vector, values: randomArray(n, 29) };
+      if (c.scale) inputs.scale = { shape: c.vector, values: randomArray(n, 30) };
+      await expectSameOnBoth('FusedBatchNorm', inputs, { varianceEpsilon: 1e-3 });
     });
   }
 

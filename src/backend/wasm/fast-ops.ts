@@ -8,8 +8,9 @@
  * - Identity: the stock kernel copies the data; sharing it is enough.
  * - BatchMatMul with a transposed operand (dense-layer gradients) runs a slow generic loop in the stock
  *   kernel; an explicit transpose first lets it take XNNPACK's fast path.
- * - Multiply of an activation by a per-channel vector ([C] or [1,1,1,C], batch norm and its gradient):
- *   the stock broadcasting path is ~6x slower than a same-shape multiply. Here: a SIMD row-scale loop.
+ * - Multiply / Add / Sub of an activation and a per-channel vector ([C] or [1,1,1,C]: bias, batch norm
+ *   and their gradients): the stock broadcasting path is ~6x slower than a same-shape op. Here: SIMD row loops.
+ * - FusedBatchNorm (stock: ~20 ms for 32x75x75x32): one SIMD pass with per-channel coefficients.
  * - Cast to the dtype a tensor already has (Keras layers cast their inputs): shared, like Identity.
  * Anything else is delegated to the stock kernel.
  */
@@ -152,20 +153,56 @@ function isChannelVector(small: TensorInfo, big: TensorInfo): boolean {
     small.shape[small.shape.length - 1] === c && sizeOf(small.shape) === c;
 }
 
-function multiply(args: KernelArgs): TensorInfo {
+type RowOp = 'rowscale' | 'rowadd' | 'rowsub';
+
+/**
+ * An activation combined with a per-channel vector by a SIMD row loop; undefined (use the stock kernel)
+ * for anything else. `commutes` lets the vector come first (a * b, a + b); a - b needs the vector second.
+ */
+function perChannel(args: KernelArgs, rowOp: RowOp, commutes: boolean): TensorInfo | undefined {
   const { inputs, backend } = args;
   const { a, b } = inputs;
   const loops = simdLoops(backend.wasm.sharedMemory);
-  if (loops && a.dtype === 'float32' && b.dtype === 'float32') {
-    const [big, small] = sizeOf(a.shape) >= sizeOf(b.shape) ? [a, b] : [b, a];
-    const c = big.shape[big.shape.length - 1];
-    if (c % 4 === 0 && sizeOf(big.shape) > c && isChannelVector(small, big)) {
-      const out = allocate(backend, big.shape.slice());
-      loops.rowscale(byteOffset(backend, big), byteOffset(backend, small), byteOffset(backend, out), sizeOf(big.shape) / c, c * 4);
-      return out;
-    }
+  if (!loops || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const [big, small] = sizeOf(a.shape) >= sizeOf(b.shape) ? [a, b] : [b, a];
+  if (!commutes && big !== a) return undefined;
+  const c = big.shape[big.shape.length - 1];
+  if (c % 4 !== 0 || sizeOf(big.shape) <= c || !isChannelVector(small, big)) return undefined;
+  const out = allocate(backend, big.shape.slice());
+  loops[rowOp](byteOffset(backend, big), byteOffset(backend, small), byteOffset(backend, out), sizeOf(big.shape) / c, c * 4);
+  return out;
+}
+
+const multiply = (args: KernelArgs) => perChannel(args, 'rowscale', true) ?? callStock('Multiply', args);
+const add = (args: KernelArgs) => perChannel(args, 'rowadd', true) ?? callStock('Add', args);
+const sub = (args: KernelArgs) => perChannel(args, 'rowsub', false) ?? callStock('Sub', args);
+
+/** Batch norm as (x - mean) * (scale / sqrt(variance + epsilon)) + offset, per channel, with the SIMD loop. */
+function fusedBatchNorm(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { x, mean, variance, offset, scale } = inputs;
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  const c = x.shape[x.shape.length - 1];
+  const vectors = [mean, variance, offset, scale].filter((t): t is TensorInfo => t !== undefined);
+  if (!loops || c % 4 !== 0 || x.dtype !== 'float32' || sizeOf(x.shape) <= c ||
+      !vectors.every((t) => t.dtype === 'float32' && isChannelVector(t, x))) {
+    return callStock('FusedBatchNorm', args);
   }
-  return callStock('Multiply', args);
+  const epsilon = (attrs.varianceEpsilon as number | undefined) ?? 0.001;
+  const coefficients = allocate(backend, [2 * c]); // per-channel multiplier, then offset
+  const out = allocate(backend, x.shape.slice());
+  const coeff = view(backend, coefficients);
+  const v = view(backend, variance);
+  const s = scale ? view(backend, scale) : undefined;
+  const o = offset ? view(backend, offset) : undefined;
+  for (let k = 0; k < c; k++) {
+    coeff[k] = (s ? s[k] : 1) / Math.sqrt(v[k] + epsilon);
+    coeff[c + k] = o ? o[k] : 0;
+  }
+  const at = byteOffset(backend, coefficients);
+  loops.rowaffine(byteOffset(backend, x), byteOffset(backend, mean), at, at + c * 4, byteOffset(backend, out), sizeOf(x.shape) / c, c * 4);
+  release(backend, coefficients);
+  return out;
 }
 
 function cast(args: KernelArgs): TensorInfo {
@@ -181,5 +218,8 @@ export const FAST_OP_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo]> 
   ['Mean', (args) => reduceLeading(args, 'Mean')],
   ['BatchMatMul', batchMatMul],
   ['Multiply', multiply],
+  ['Add', add],
+  ['Sub', sub],
+  ['FusedBatchNorm', fusedBatchNorm],
   ['Cast', cast],
 ];

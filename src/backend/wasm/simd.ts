@@ -5,8 +5,9 @@
  *   1.2 G floats/s; batch-norm and bias gradients reduce activation-sized tensors 34 times per step.
  * - dwgrad: acc[t, k] += x[p + shift_t, k] * dy[p, k], the depthwise filter gradient's inner loop. The
  *   stock path for it is a scalar generic batched matmul.
- * - rowscale: dst[r, k] = src[r, k] * v[k], the per-channel multiply of batch-norm and its gradient; the
- *   stock broadcasting Multiply takes ~11 ms for a [1,1,1,32] x [32,75,75,32] product.
+ * - rowscale / rowadd / rowsub: dst[r, k] = src[r, k] (*, +, -) v[k], the per-channel ops of bias, batch
+ *   norm and their gradients; the stock broadcasting kernels take ~11 ms for a [1,1,1,32] x [32,75,75,32] product.
+ * - rowaffine: dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k], batch norm's forward pass.
  * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
  *   cpu backend's tie rule (the first maximum in row-major order wins).
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
@@ -57,6 +58,7 @@ const op = {
   v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
   v128Store: [0xfd, 0x0b, 2, 0],
   f32x4Add: [0xfd, 0xe4, 0x01],
+  f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
   f32x4Gt: [0xfd, 0x44],
   and: [0xfd, 0x4e],
@@ -170,14 +172,33 @@ function maxpoolBody(): number[] {
   return [...vec([[5, I32], [5, V128]]), ...code, ...op.end];
 }
 
-// rowscale(src, v, dst, rows, colsBytes); locals r = 5, k = 6
-function rowscaleBody(): number[] {
+/** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
+function rowBinaryBody(vectorOp: number[]): number[] {
   const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
   const inner = whileBelow(k, colsBytes, [
     ...op.get(dst), ...op.get(k), ...op.add,
     ...op.get(src), ...op.get(k), ...op.add, ...op.v128Load,
     ...op.get(v), ...op.get(k), ...op.add, ...op.v128Load,
-    ...op.f32x4Mul,
+    ...vectorOp,
+    ...op.v128Store,
+    ...bump(k, 16),
+  ]);
+  const code = whileBelow(r, rows, [
+    ...op.i32(0), ...op.set(k), ...inner,
+    ...bump(src, { local: colsBytes }), ...bump(dst, { local: colsBytes }), ...bump(r, 1),
+  ]);
+  return [...vec([[2, I32]]), ...code, ...op.end];
+}
+
+/** dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k]. Params (src, m, a, o, dst, rows, colsBytes); locals r = 7, k = 8. */
+function rowAffineBody(): number[] {
+  const [src, m, a, o, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const at = (base: number) => [...op.get(base), ...op.get(k), ...op.add];
+  const inner = whileBelow(k, colsBytes, [
+    ...at(dst),
+    ...at(src), ...op.v128Load, ...at(m), ...op.v128Load, ...op.f32x4Sub,
+    ...at(a), ...op.v128Load, ...op.f32x4Mul,
+    ...at(o), ...op.v128Load, ...op.f32x4Add,
     ...op.v128Store,
     ...bump(k, 16),
   ]);
@@ -197,14 +218,17 @@ function moduleBytes(shared: boolean): Uint8Array {
   const colsum = colsumBody();
   const dwgrad = dwgradBody();
   const maxpool = maxpoolBody();
-  const rowscale = rowscaleBody();
+  const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
+  const affine = rowAffineBody();
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([type4, type7, type6, type5])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3]])),
-    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1], [...name('maxpool2x2'), 0x00, 2], [...name('rowscale'), 0x00, 3]])),
-    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad], [...leb(maxpool.length), ...maxpool], [...leb(rowscale.length), ...rowscale]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1]])),
+    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1], [...name('maxpool2x2'), 0x00, 2],
+      [...name('rowscale'), 0x00, 3], [...name('rowadd'), 0x00, 4], [...name('rowsub'), 0x00, 5], [...name('rowaffine'), 0x00, 6]])),
+    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad], [...leb(maxpool.length), ...maxpool],
+      ...rows.map((b) => [...leb(b.length), ...b]), [...leb(affine.length), ...affine]])),
   ]);
 }
 
@@ -219,6 +243,12 @@ export interface SimdLoops {
    */
   /** dst[r*cols + k] = src[r*cols + k] * v[k]; cols % 4 === 0. */
   rowscale(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = src[r*cols + k] + v[k]; cols % 4 === 0. */
+  rowadd(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = src[r*cols + k] - v[k]; cols % 4 === 0. */
+  rowsub(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = (src[r*cols + k] - m[k]) * a[k] + o[k]; cols % 4 === 0. */
+  rowaffine(srcByte: number, mByte: number, aByte: number, oByte: number, dstByte: number, rows: number, colsBytes: number): void;
   maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
 }
 
