@@ -281,6 +281,8 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     { a: [1, 4, 6], b: [1, 5, 6], ta: false, tb: true },
     { a: [2, 6, 4], b: [2, 5, 6], ta: true, tb: true },
     { a: [1, 3, 4], b: [1, 4, 2], ta: false, tb: false },
+    { a: [1, 3, 8], b: [1, 40, 8], ta: false, tb: true }, // small a: computed as (b·aᵀ)ᵀ
+    { a: [3, 8], b: [40, 8], ta: false, tb: true }, // rank 2, as tf.matMul may pass it
   ];
   for (const c of mmCases) {
     it(`BatchMatMul ${c.a.join('x')}${c.ta ? 'ᵀ' : ''} @ ${c.b.join('x')}${c.tb ? 'ᵀ' : ''}`, async () => {
