@@ -137,9 +137,38 @@ function gradOnGrid(backend: WasmBackend, dy: TensorInfo, info: Conv2DInfo) {
   return { grid, owned: true };
 }
 
+/**
+ * 1x1 unpadded filter gradient with fewer input than output channels: dWᵀ[co, ci] = dyᵀ[co, P] · x[P, ci].
+ * XNNPACK packs the right operand on every call (single-threaded, the costliest part here), so packing x
+ * instead of dy halves that work when ci = co / 2 (the pointwise convs that widen a block).
+ */
+function pointwiseFilterGradPackingInput(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { inChannels: ci, outChannels: co } = info;
+  const positions = info.batchSize * info.outHeight * info.outWidth;
+  const dyT = runKernel('Transpose', backend, { x: reshaped(dy, [positions, co]) }, { perm: [1, 0] });
+  const dwT = runKernel('BatchMatMul', backend, { a: dyT, b: reshaped(x, [positions, ci]) }, { transposeA: false, transposeB: false });
+  release(backend, dyT);
+  const dw = allocate(backend, [1, 1, ci, co]);
+  const src = view(backend, dwT);
+  const dst = view(backend, dw);
+  for (let o = 0; o < co; o++) {
+    for (let i = 0; i < ci; i++) dst[i * co + o] = src[o * ci + i];
+  }
+  release(backend, dwT);
+  return dw;
+}
+
+const PACKING_DOMINATES_FLOATS = 1 << 21;
+
 function conv2DBackpropFilterStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
   const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co } = info;
   const { wp, positions } = strideOneGrid(info);
+  const unpadded = info.padInfo.top === 0 && info.padInfo.left === 0 && info.outHeight === info.inHeight && info.outWidth === info.inWidth;
+  // Only where dy is large enough that packing it outweighs transposing it (measured: a win at 32x37x37x64
+  // and 32x75x75x32, a loss at 32x18x18x128).
+  if (fh === 1 && fw === 1 && unpadded && ci < co && positions * co >= PACKING_DOMINATES_FLOATS) {
+    return pointwiseFilterGradPackingInput(backend, x, dy, info);
+  }
   const xT = inputOnGridChannelMajor(backend, x, info);
   // dy on the grid is the matmul's right operand for every tap: XNNPACK packs it once and caches it by id.
   const dyg = gradOnGrid(backend, dy, info);
