@@ -77,6 +77,9 @@ const CONV_CASES: Case[] = [
   { n: 2, h: 128, w: 128, ci: 4, co: 64, k: [1, 1], stride: 1, pad: 'same' },
   { n: 1, h: 9, w: 8, ci: 2, co: 3, k: [2, 4], stride: 1, pad: 'same' },
   { n: 1, h: 7, w: 7, ci: 1, co: 2, k: [5, 5], stride: 1, pad: 'same' },
+  // one input channel and co a multiple of 4: the SIMD depthwise-loop path
+  { n: 2, h: 9, w: 11, ci: 1, co: 8, k: [3, 3], stride: 1, pad: 'same' },
+  { n: 3, h: 8, w: 7, ci: 1, co: 4, k: [2, 3], stride: 1, pad: 'valid' },
   { n: 2, h: 5, w: 6, ci: 3, co: 2, k: [2, 2], stride: 3, pad: 'same' },
 ];
 

@@ -229,9 +229,35 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
   requireFloat32('Conv2DBackpropFilter', x, dy);
   const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, false);
   requireChannelsLast(info, 'Conv2DBackpropFilter');
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (info.strideHeight === 1 && info.strideWidth === 1 && info.inChannels === 1 && info.outChannels % 4 === 0 && loops) {
+    return singleChannelFilterGradSimd(backend, x, dy, info, attrs, loops);
+  }
   return info.strideHeight === 1 && info.strideWidth === 1
     ? conv2DBackpropFilterStrideOne(backend, x, dy, info)
     : conv2DBackpropFilterLoops(backend, x, dy, info);
+}
+
+/**
+ * One input channel (the first layer on grayscale images): dW[i, j, 0, o] = sum_p x[p + tap] * dy[p, o] is
+ * a depthwise filter gradient of x repeated across the co channels. As 9 matmuls it ran at M = 1 with dy
+ * packed each time; the SIMD depthwise loop does it in one pass over dy per output row.
+ */
+function singleChannelFilterGradSimd(
+  backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, attrs: NamedAttrMap, loops: SimdLoops,
+): TensorInfo {
+  const { batchSize, inHeight, inWidth, outChannels: co, filterHeight: fh, filterWidth: fw } = info;
+  const repeated = allocate(backend, [batchSize, inHeight, inWidth, co]);
+  const src = view(backend, x);
+  const dst = view(backend, repeated);
+  for (let i = 0, d = 0; i < src.length; i++) {
+    const v = src[i];
+    for (let k = 0; k < co; k++) dst[d++] = v;
+  }
+  const depthwiseInfo = conv2dInfo(repeated.shape, [fh, fw, co, 1], attrs, true);
+  const dw = depthwiseFilterGradSimd(backend, repeated, dy, depthwiseInfo, loops);
+  release(backend, repeated);
+  return reshaped(dw, [fh, fw, 1, co]); // [fh, fw, co, 1] and [fh, fw, 1, co] share a layout
 }
 
 /** Explicit padding that makes a stride-1 conv of dy (with the flipped filter) produce exactly the input's size. */
