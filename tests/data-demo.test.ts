@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import sharp from 'sharp';
+import { compiledCli } from './compiled-cli';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DEMO_DISCLAIMER,
@@ -45,22 +46,6 @@ async function snapshot(dir: string): Promise<Map<string, Buffer>> {
   return out;
 }
 
-/**
- * `npm test` builds dist/ first, so reuse it when it is newer than the sources; otherwise compile just
- * this command and what it imports (other modules may be mid-edit) into a temporary folder.
- */
-async function compiledDataDemo(): Promise<string> {
-  const built = path.join(repoRoot, 'dist', 'cli', 'data-demo.js');
-  const sources = ['src/cli/data-demo.ts', 'src/data/demo.ts', 'src/random.ts', 'src/types.ts'];
-  const builtAt = await fs.stat(built).then((s) => s.mtimeMs, () => -1);
-  const sourceTimes = await Promise.all(sources.map((f) => fs.stat(path.join(repoRoot, f)).then((s) => s.mtimeMs)));
-  if (builtAt > Math.max(...sourceTimes)) return built;
-  const buildDir = path.join(workDir, 'build');
-  const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
-  const flags = ['--outDir', buildDir, '--rootDir', 'src', '--module', 'commonjs', '--target', 'ES2022'];
-  await run(process.execPath, [tsc, ...flags, '--esModuleInterop', '--strict', '--skipLibCheck', sources[0]], { cwd: repoRoot });
-  return path.join(buildDir, 'cli', 'data-demo.js');
-}
 
 function patientOf(file: string): string {
   return file.replace(/\.jpeg$/, '').replace(/[-_]?\d+$/, '');
@@ -250,7 +235,7 @@ describe('data:demo CLI', () => {
   });
 
   it('runs as a compiled program', async () => {
-    const program = await compiledDataDemo();
+    const program = await compiledCli('data-demo', ['src/cli/data-demo.ts', 'src/cli/common.ts', 'src/data/demo.ts', 'src/random.ts', 'src/types.ts'], workDir);
     const outDir = path.join(workDir, 'compiled');
     const { stdout } = await run(
       process.execPath,

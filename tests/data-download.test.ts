@@ -1,12 +1,12 @@
-import { execFile, spawn } from 'child_process';
+import { spawn } from 'child_process';
 import { promises as fs } from 'fs';
 import * as http from 'http';
 import type { AddressInfo } from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
-import { promisify } from 'util';
 import yazl from 'yazl';
+import { compiledCli } from './compiled-cli';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   DownloadError,
@@ -440,28 +440,10 @@ describe('import with --from', () => {
 
 const repoRoot = path.resolve(__dirname, '..');
 
-/**
- * `npm test` builds dist/ first, so reuse it when it is newer than the sources; otherwise compile just
- * this command and what it imports (other modules may be mid-edit) into a temporary folder.
- */
-async function compiledDataGet(): Promise<string> {
-  const built = path.join(repoRoot, 'dist', 'cli', 'data-get.js');
-  const sources = ['src/cli/data-get.ts', 'src/data/download.ts'];
-  const builtAt = await fs.stat(built).then((s) => s.mtimeMs, () => -1);
-  const sourceTimes = await Promise.all(sources.map((f) => fs.stat(path.join(repoRoot, f)).then((s) => s.mtimeMs)));
-  if (builtAt > Math.max(...sourceTimes)) return built;
-  const buildDir = path.join(workDir, 'build');
-  const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
-  const flags = ['--outDir', buildDir, '--rootDir', 'src', '--module', 'commonjs', '--target', 'ES2022'];
-  await promisify(execFile)(process.execPath, [tsc, ...flags, '--esModuleInterop', '--strict', '--skipLibCheck', sources[0]], {
-    cwd: repoRoot,
-  });
-  return path.join(buildDir, 'cli', 'data-get.js');
-}
 
 describe('data:get as a program', () => {
   it('on Ctrl-C (SIGINT) mid-download removes its partial files and exits with 130', async () => {
-    const program = await compiledDataGet();
+    const program = await compiledCli('data-get', ['src/cli/data-get.ts', 'src/cli/common.ts', 'src/data/download.ts'], workDir);
     const child = spawn(process.execPath, [program, '--url', `${baseUrl}/slow`, '--out', dest], {
       cwd: repoRoot,
       env: { ...process.env, NODE_PATH: path.join(repoRoot, 'node_modules') },
