@@ -228,6 +228,23 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     native.forEach((n, i) => expect(Array.from(n)).toEqual(Array.from(cpu[i])));
   });
 
+  it('relu gradient (fused dy * step(x)) is exactly the cpu gradient, NaN and signed zeros included', async () => {
+    const rng = makeRng(22);
+    const n = 300007; // above the parallel threshold
+    const xData = randomArray(rng, n);
+    const dyData = randomArray(rng, n);
+    xData[0] = NaN;
+    xData[1] = 0;
+    xData[2] = -0;
+    xData[3] = -1;
+    dyData[3] = Infinity;
+    dyData[4] = NaN;
+    const inputs = [{ shape: [n], data: xData }, { shape: [n], data: dyData }];
+    const [native, cpu] = await onBoth(inputs, (x, dy) => tf.grad((t: tf.Tensor) => tf.relu(t))(x, dy));
+    expect(Array.from(native[0])).toEqual(Array.from(cpu[0]));
+    expect(Object.is(native[0][2], cpu[0][2])).toBe(true);
+  });
+
   it.each([
     { shape: [4, 5, 6, 7], axis: [0, 1, 2], keepDims: false },
     { shape: [4, 5, 6, 7], axis: [0, 1, 2], keepDims: true },

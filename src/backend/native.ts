@@ -38,6 +38,8 @@ export interface NativeAddon {
   /** mode 0: y[j] = scale * sum_r x[r, j] over `outer` rows; mode 1: y[o] = scale * sum_j x[o, j]. */
   sum(x: Float32Array, y: Float32Array, mode: 0 | 1, outer: number, inner: number, scale: number): void;
   tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
+  /** y = dy * step(x): ReLU's gradient in one pass. */
+  reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;
   /** Channels-last batch-norm; the four vectors hold one value per channel. */
   batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, scale: Float32Array, offset: Float32Array, eps: number, y: Float32Array): void;
 }
@@ -101,6 +103,7 @@ export function tryRegisterNative(): NativeRegistration {
   try {
     const threads = applyThreadSetting(loaded.addon);
     registerKernels(loaded.addon);
+    registerFusedGradients();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {
@@ -519,6 +522,38 @@ function batchNorm(a: NativeAddon): NativeKernel {
   };
 }
 
+/** Kernels with no tfjs counterpart, run only by the gradients in registerFusedGradients. */
+const NATIVE_RELU_GRAD = 'NativeReluGrad';
+
+function reluGrad(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend }) => {
+    const { dy, x } = inputs;
+    const y = uninitialised(size(x.shape));
+    a.reluGrad(values(backend, dy), values(backend, x), y);
+    return output(backend, [...x.shape], y);
+  };
+}
+
+/**
+ * Gradients that tfjs computes as chains of activation-sized ops, replaced by one fused native
+ * kernel while the native backend is active (tfjs's gradient registry is global, so on any other
+ * backend, or for inputs the fused kernel does not take, the original gradient runs unchanged).
+ */
+function registerFusedGradients(): void {
+  const original = tf.getGradient(tf.Relu);
+  if (!original) return;
+  tf.registerGradient({
+    ...original,
+    gradFunc: (dy, saved, attrs) => {
+      const dyT = dy as tf.Tensor;
+      const [x] = saved;
+      const fused = tf.getBackend() === NATIVE_BACKEND && allFloat32(dyT, x) && size(dyT.shape) === size(x.shape);
+      if (!fused) return original.gradFunc(dy, saved, attrs);
+      return { x: () => tf.engine().runKernel(NATIVE_RELU_GRAD, { dy: dyT, x }) as tf.Tensor };
+    },
+  });
+}
+
 /** The kernels the addon accelerates; every other CPU kernel is registered unchanged. */
 function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
   return {
@@ -586,6 +621,14 @@ function warnOnce(kernel: string, err: unknown): void {
 }
 
 function registerKernels(a: NativeAddon): void {
+  const reluGradKernel = reluGrad(a);
+  tf.registerKernel({
+    kernelName: NATIVE_RELU_GRAD,
+    backendName: NATIVE_BACKEND,
+    kernelFunc: (args) => reluGradKernel(args as unknown as KernelArgs, () => {
+      throw new Error(`${NATIVE_RELU_GRAD} has no CPU fallback`);
+    }) as tf.TensorInfo,
+  });
   const overrides = nativeKernels(a);
   for (const config of tf.getKernelsForBackend('cpu')) {
     const cpu = overrides[config.kernelName] ? countingFallback(config.kernelName, config.kernelFunc) : config.kernelFunc;
