@@ -143,3 +143,20 @@ describe('runPipeline', () => {
     );
   });
 });
+
+describe('makeSplit with an official test/ folder', () => {
+  it('keeps test/ as published when its patient ids also occur in train/ (ids are numbered per folder), and says so', async () => {
+    const ds = await discoverDataset(dataDir);
+    const trainPatient = ds.images.find((img) => img.source === 'train')!.patient;
+    const renamed = {
+      ...ds,
+      images: ds.images.map((img, i) => (img.source === 'test' && i % 2 === 0 ? { ...img, patient: trainPatient } : img)),
+    };
+    const lines: string[] = [];
+    const split = await makeSplit(renamed, { seed: 1, valFraction: 0.25, testFraction: 0.15, log: (l) => lines.push(l) });
+    expect(split.testSource).toBe('official');
+    expect(split.test.length).toBe(ds.images.filter((img) => img.source === 'test').length);
+    expect(lines.join('\n')).toMatch(/note: 1 patient id\(s\) of the official test\/ also occur in train\/val/);
+  });
+
+});
