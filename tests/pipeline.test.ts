@@ -158,5 +158,4 @@ describe('makeSplit with an official test/ folder', () => {
     expect(split.test.length).toBe(ds.images.filter((img) => img.source === 'test').length);
     expect(lines.join('\n')).toMatch(/note: 1 patient id\(s\) of the official test\/ also occur in train\/val/);
   });
-
 });
