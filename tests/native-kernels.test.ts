@@ -286,6 +286,31 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     );
   });
 
+  it.each([
+    { shape: [4, 30, 30, 8], withScale: true }, // above the parallel threshold
+    { shape: [3, 5, 6, 7], withScale: true },
+    { shape: [11, 5], withScale: true },
+  ])('fused batch norm gradient (every input, statistics from moments as in training): %o', async (c) => {
+    const rng = makeRng(23);
+    const channels = c.shape[c.shape.length - 1];
+    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)).map((v) => v * 3 + 1) };
+    const dy = { shape: c.shape, data: randomArray(rng, x.data.length) };
+    const vec = (shift: number) => ({ shape: [channels], data: randomArray(rng, channels).map((v) => v + shift) });
+    const [variance, offset, scale] = [vec(1.5), vec(0), vec(1)];
+    const axes = c.shape.slice(0, -1).map((_, i) => i);
+    // (tfjs itself cannot record batchNorm without a scale for gradients: it saves the missing input.)
+    await expectSame([x, dy, variance, offset, scale], (xt, dyt, v, o, s) => {
+      const direct = tf.grads((a: tf.Tensor, m: tf.Tensor, va: tf.Tensor, off: tf.Tensor, sc: tf.Tensor) =>
+        c.withScale ? tf.batchNorm(a, m, va, off, sc, 0.001) : tf.batchNorm(a, m, va, off, undefined, 0.001),
+      )([xt, tf.mean(xt, axes), v, o, s], dyt);
+      const training = tf.grad((a: tf.Tensor) => {
+        const { mean, variance: vr } = tf.moments(a, axes);
+        return tf.batchNorm(a, mean, vr, o, c.withScale ? s : undefined, 0.001);
+      })(xt, dyt);
+      return [...direct.slice(0, c.withScale ? 5 : 4), training];
+    });
+  });
+
   it('recycles output buffers without corrupting read results or slices that alias them', async () => {
     await tf.setBackend('native');
     const before = tf.memory().numTensors;

@@ -168,6 +168,46 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The two per-channel sums batch-norm's gradient needs, in one pass over channels-last dy and x:
+// sums[c] = sum dy[., c], sums[C + c] = sum dy[., c] * (x[., c] - mean[c]). tfjs builds them from
+// five activation-sized tensors (x - mean, dy * scale, their products, a tiled rsqrt) and four
+// reductions; everything else in that gradient is per channel. Accumulates in double, like Sum.
+Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
+  // (dy, x, mean, sums[2C])
+  const float* dy = f32(info[0]);
+  const float* x = f32(info[1]);
+  const float* mean = f32(info[2]);
+  float* sums = f32(info[3]);
+  const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t rows = n / c;
+  int threads = n > kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    double* s1 = partial.data() + static_cast<size_t>(t) * 2 * c;
+    double* s2 = s1 + c;
+    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (int64_t r = r0; r < r1; r++) {
+      const float* dr = dy + r * c;
+      const float* xr = x + r * c;
+#pragma omp simd
+      for (int64_t k = 0; k < c; k++) {
+        s1[k] += dr[k];
+        s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
+      }
+    }
+  }
+  for (int64_t k = 0; k < 2 * c; k++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * 2 * c + k];
+    sums[k] = static_cast<float>(s);
+  }
+  return info.Env().Undefined();
+}
+
 // Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (mode 0),
 // or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (mode 1).
 // Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
@@ -287,6 +327,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
+  exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
   exports.Set("tile", Napi::Function::New(env, Tile));
   exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
 }
