@@ -253,6 +253,11 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [4, 5, 6, 7], axis: null, keepDims: false },
     { shape: [4, 5, 6, 7], axis: [1], keepDims: false },
     { shape: [300000, 3], axis: [0], keepDims: false },
+    // channel counts with a register-resident column-sum loop (8, 16, 32, 64), threaded and not
+    { shape: [2, 10000, 16], axis: [0, 1], keepDims: false },
+    { shape: [33, 8], axis: [0], keepDims: true },
+    { shape: [9, 32], axis: [0], keepDims: false },
+    { shape: [5000, 64], axis: [0], keepDims: false },
     { shape: [9], axis: -1, keepDims: false },
   ])('sum and mean: %o', async (c) => {
     const rng = makeRng(19);

@@ -208,6 +208,20 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Column sums of rows [r0, r1) of a [rows, W] matrix with W fixed, so the W double accumulators
+// stay in registers instead of being loaded and stored for every row (channel counts of
+// batch-norm and bias gradients; measured 2-3x faster than the generic loop at W = 16).
+template <int W>
+void columnSums(const float* x, int64_t r0, int64_t r1, double* out) {
+  double acc[W] = {};
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row = x + r * W;
+#pragma omp simd
+    for (int j = 0; j < W; j++) acc[j] += row[j];
+  }
+  for (int j = 0; j < W; j++) out[j] += acc[j];
+}
+
 // Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (mode 0),
 // or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (mode 1).
 // Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
@@ -239,10 +253,17 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
     int nt = omp_get_num_threads();
     double* acc = partial.data() + static_cast<size_t>(t) * inner;
     int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-    for (int64_t r = r0; r < r1; r++) {
-      const float* row = x + r * inner;
+    switch (inner) {
+      case 8: columnSums<8>(x, r0, r1, acc); break;
+      case 16: columnSums<16>(x, r0, r1, acc); break;
+      case 32: columnSums<32>(x, r0, r1, acc); break;
+      case 64: columnSums<64>(x, r0, r1, acc); break;
+      default:
+        for (int64_t r = r0; r < r1; r++) {
+          const float* row = x + r * inner;
 #pragma omp simd
-      for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+          for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+        }
     }
   }
   for (int64_t j = 0; j < inner; j++) {
