@@ -582,6 +582,9 @@ function registerBatchNormGradient(a: NativeAddon): void {
         && mean.shape.length === 1 && perChannel(mean) && perChannel(variance) && perChannel(scale);
       if (!fused) return original.gradFunc(dy, saved, attrs);
       const backend = tf.backend() as Backend;
+      // Tensors still held by another backend (made before a setBackend) take tfjs's path, which moves them.
+      const local = [dyT, x, mean, variance, scale].every((t) => t == null || backend.data.has(t.dataId));
+      if (!local) return original.gradFunc(dy, saved, attrs);
       const eps = Math.fround(Number((attrs as Attrs).varianceEpsilon ?? 0.001));
       const v = values(backend, variance);
       const s = scale == null ? undefined : values(backend, scale);
