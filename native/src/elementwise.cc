@@ -222,6 +222,35 @@ void columnSums(const float* x, int64_t r0, int64_t r1, double* out) {
   for (int j = 0; j < W; j++) out[j] += acc[j];
 }
 
+// One Adam step for one variable, in tfjs's order of float32 operations (AdamOptimizer's
+// applyGradients does them as 14 tensor ops, each a full pass over the variable):
+// m' = m*b1 + g*(1-b1); v' = v*b2 + g*g*(1-b2); w' = (m'/c1) / (sqrt(v'/c2) + eps) * -lr + w.
+Napi::Value Adam(const Napi::CallbackInfo& info) {
+  // (w, g, m, v, p:Float64Array[b1, 1-b1, b2, 1-b2, c1, c2, eps, -lr], wOut, mOut, vOut)
+  const float* w = f32(info[0]);
+  const float* g = f32(info[1]);
+  const float* m = f32(info[2]);
+  const float* v = f32(info[3]);
+  auto pa = info[4].As<Napi::Float64Array>();
+  if (pa.ElementLength() != 8) throw std::runtime_error("adam: expected 8 parameters");
+  float p[8];
+  for (int i = 0; i < 8; i++) p[i] = static_cast<float>(pa[i]);
+  float* wOut = f32(info[5]);
+  float* mOut = f32(info[6]);
+  float* vOut = f32(info[7]);
+  const int64_t n = info[5].As<Napi::Float32Array>().ElementLength();
+  const float b1 = p[0], omb1 = p[1], b2 = p[2], omb2 = p[3], c1 = p[4], c2 = p[5], eps = p[6], negLr = p[7];
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    float nm = m[i] * b1 + g[i] * omb1;
+    float nv = v[i] * b2 + (g[i] * g[i]) * omb2;
+    mOut[i] = nm;
+    vOut[i] = nv;
+    wOut[i] = (nm / c1) / (std::sqrt(nv / c2) + eps) * negLr + w[i];
+  }
+  return info.Env().Undefined();
+}
+
 // Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (mode 0),
 // or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (mode 1).
 // Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
@@ -348,6 +377,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
+  exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
   exports.Set("tile", Napi::Function::New(env, Tile));
   exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
