@@ -210,6 +210,11 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { a: [2, 3, 4], b: [3, 1] },
     { a: [3, 70000], b: [3, 70000] },
     { a: [1, 70000], b: [2, 70000] },
+    // per-channel vectors at the fixed widths of the row loop, threaded (> 262144 elements) and not
+    { a: [2, 10000, 16], b: [16] },
+    { a: [1, 1, 32], b: [3, 5, 32] },
+    { a: [9000, 64], b: [1, 64] },
+    { a: [5, 8], b: [8] },
   ])('add, sub, mul, div, squared difference with broadcasting: %o', async (c) => {
     const rng = makeRng(17);
     const a = { shape: c.a, data: randomArray(rng, c.a.reduce((x, y) => x * y, 1)) };
