@@ -7,6 +7,10 @@
  * does not cover (other dtypes, NCHW, exotic activations) falls back to a correct kernel, and
  * tensor storage is a plain Float32Array the addon can read and write in place (zero copy).
  *
+ * Once a step's convolutions were native, the element-wise chains around them cost more: so the
+ * ReLU and batch-norm gradients and Adam's update are fused too (registerFusedGradients,
+ * registerFusedAdam), only while this backend is active.
+ *
  * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
  * backend chain moves on.
  */
