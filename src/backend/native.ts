@@ -312,19 +312,26 @@ function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): Native
   };
 }
 
+/** The convolution geometry a backprop kernel's attributes describe (tfjs passes no dilation for plain conv grads). */
+function backpropConvInfo(
+  inputShape: number[], filterShape: number[], attrs: NonNullable<KernelArgs['attrs']>, depthwise: boolean,
+): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(
+    inputShape as [number, number, number, number], filterShape as [number, number, number, number],
+    attrs.strides as number | [number, number],
+    (depthwise ? attrs.dilations ?? 1 : 1) as number | [number, number],
+    attrs.pad as 'same' | 'valid' | number,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+    depthwise,
+  );
+}
+
 function convBackpropInput(a: NativeAddon, depthwise: boolean): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { dy, filter } = inputs;
     if (!isNHWC(attrs) || !allFloat32(dy, filter)) return cpu({ inputs, backend, attrs } as never) as Info;
     const inputShape = attrs!.inputShape as [number, number, number, number];
-    const info = tf.backend_util.computeConv2DInfo(
-      inputShape, filter.shape as [number, number, number, number],
-      attrs!.strides as number | [number, number],
-      (depthwise ? attrs!.dilations ?? 1 : 1) as number | [number, number],
-      attrs!.pad as 'same' | 'valid' | number,
-      attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
-      depthwise,
-    );
+    const info = backpropConvInfo(inputShape, filter.shape, attrs!, depthwise);
     const dx = uninitialised(size(inputShape));
     a.convBackwardData(values(backend, dy), values(backend, filter), dx, convGeom(info, depthwise));
     return output(backend, [...inputShape], dx);
@@ -336,14 +343,7 @@ function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
     const { x, dy } = inputs;
     if (!isNHWC(attrs) || !allFloat32(x, dy)) return cpu({ inputs, backend, attrs } as never) as Info;
     const filterShape = attrs!.filterShape as [number, number, number, number];
-    const info = tf.backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number], filterShape,
-      attrs!.strides as number | [number, number],
-      (depthwise ? attrs!.dilations ?? 1 : 1) as number | [number, number],
-      attrs!.pad as 'same' | 'valid' | number,
-      attrs!.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
-      depthwise,
-    );
+    const info = backpropConvInfo(x.shape, filterShape, attrs!, depthwise);
     const dw = uninitialised(size(filterShape));
     a.convBackwardWeights(values(backend, x), values(backend, dy), dw, convGeom(info, depthwise));
     return output(backend, [...filterShape], dw);
