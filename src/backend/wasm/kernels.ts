@@ -192,39 +192,51 @@ function conv2DBackpropFilterStrideOne(backend: WasmBackend, x: TensorInfo, dy: 
   return dw;
 }
 
-/** Direct loops for any stride/dilation: the reference definition, used where the fast path does not apply. */
-function conv2DBackpropFilterLoops(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
-  const { batchSize, inHeight, inWidth, inChannels: ci, outHeight, outWidth, outChannels: co } = info;
+/**
+ * Walks every (output pixel, filter tap) pair whose input pixel lies inside the image, for any stride, padding and
+ * dilation: the reference definition the loop kernels share. Pixels are flat NHW indices; taps are i * fw + j.
+ */
+function forEachWindowTap(info: Conv2DInfo, visit: (dyPixel: number, xPixel: number, tap: number) => void): void {
+  const { batchSize, inHeight, inWidth, outHeight, outWidth } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dwl } = info;
   const { top, left } = info.padInfo;
-  const dw = allocate(backend, [fh, fw, ci, co]);
-  const xs = view(backend, x);
-  const dys = view(backend, dy);
-  const out = view(backend, dw);
-  out.fill(0);
   for (let b = 0; b < batchSize; b++) {
     for (let oy = 0; oy < outHeight; oy++) {
       for (let ox = 0; ox < outWidth; ox++) {
-        const dyBase = ((b * outHeight + oy) * outWidth + ox) * co;
+        const dyPixel = (b * outHeight + oy) * outWidth + ox;
         for (let i = 0; i < fh; i++) {
           const iy = oy * sh + i * dh - top;
           if (iy < 0 || iy >= inHeight) continue;
           for (let j = 0; j < fw; j++) {
             const ix = ox * sw + j * dwl - left;
             if (ix < 0 || ix >= inWidth) continue;
-            const xBase = ((b * inHeight + iy) * inWidth + ix) * ci;
-            const wBase = (i * fw + j) * ci * co;
-            for (let c = 0; c < ci; c++) {
-              const xv = xs[xBase + c];
-              if (xv === 0) continue;
-              const row = wBase + c * co;
-              for (let o = 0; o < co; o++) out[row + o] += xv * dys[dyBase + o];
-            }
+            visit(dyPixel, (b * inHeight + iy) * inWidth + ix, i * fw + j);
           }
         }
       }
     }
   }
+}
+
+/** Direct loops for any stride/dilation: the reference definition, used where the fast path does not apply. */
+function conv2DBackpropFilterLoops(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
+  const { inChannels: ci, outChannels: co, filterHeight: fh, filterWidth: fw } = info;
+  const dw = allocate(backend, [fh, fw, ci, co]);
+  const xs = view(backend, x);
+  const dys = view(backend, dy);
+  const out = view(backend, dw);
+  out.fill(0);
+  forEachWindowTap(info, (dyPixel, xPixel, tap) => {
+    const dyBase = dyPixel * co;
+    const xBase = xPixel * ci;
+    const wBase = tap * ci * co;
+    for (let c = 0; c < ci; c++) {
+      const xv = xs[xBase + c];
+      if (xv === 0) continue;
+      const row = wBase + c * co;
+      for (let o = 0; o < co; o++) out[row + o] += xv * dys[dyBase + o];
+    }
+  });
   return dw;
 }
 
@@ -448,37 +460,23 @@ function depthwiseConv2dNativeBackpropFilter({ inputs, backend, attrs }: KernelA
 }
 
 function depthwiseInputGradLoops(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: Conv2DInfo): TensorInfo {
-  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, outChannels } = info;
-  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dwl } = info;
+  const { batchSize, inHeight, inWidth, inChannels: c, outChannels } = info;
   const m = outChannels / c;
-  const { top, left } = info.padInfo;
   const dx = allocate(backend, [batchSize, inHeight, inWidth, c]);
   const dys = view(backend, dy);
   const ws = view(backend, filter);
   const out = view(backend, dx);
   out.fill(0);
-  for (let b = 0; b < batchSize; b++) {
-    for (let oy = 0; oy < outHeight; oy++) {
-      for (let ox = 0; ox < outWidth; ox++) {
-        const dyBase = ((b * outHeight + oy) * outWidth + ox) * outChannels;
-        for (let i = 0; i < fh; i++) {
-          const iy = oy * sh + i * dh - top;
-          if (iy < 0 || iy >= inHeight) continue;
-          for (let j = 0; j < fw; j++) {
-            const ix = ox * sw + j * dwl - left;
-            if (ix < 0 || ix >= inWidth) continue;
-            const xBase = ((b * inHeight + iy) * inWidth + ix) * c;
-            const wBase = (i * fw + j) * outChannels;
-            for (let k = 0; k < c; k++) {
-              let sum = 0;
-              for (let q = 0; q < m; q++) sum += dys[dyBase + k * m + q] * ws[wBase + k * m + q];
-              out[xBase + k] += sum;
-            }
-          }
-        }
-      }
+  forEachWindowTap(info, (dyPixel, xPixel, tap) => {
+    const dyBase = dyPixel * outChannels;
+    const xBase = xPixel * c;
+    const wBase = tap * outChannels;
+    for (let k = 0; k < c; k++) {
+      let sum = 0;
+      for (let q = 0; q < m; q++) sum += dys[dyBase + k * m + q] * ws[wBase + k * m + q];
+      out[xBase + k] += sum;
     }
-  }
+  });
   return dx;
 }
 
