@@ -65,6 +65,25 @@ function seedSequence(base: number): () => number {
   return () => next++;
 }
 
+/**
+ * Variance-preserving initialisers, so a freshly built network passes its signal through all five blocks.
+ *
+ * Keras's default (Glorot) computes a depthwise kernel's fan-in as 3*3*channels although each output reads only 3*3
+ * inputs, so every separable conv shrank the activation variance by about channels/2: 2e-6 at block2_bn and 1e-17
+ * at block5_bn. Far below batch-norm's epsilon (1e-3), batch-norm could not rescale it, the output sat at 0.5 and
+ * the gradients vanished; a run with few steps never recovered. tfjs's fan-out of a [3,3,C,1] depthwise kernel is
+ * the 3*3 taps each output reads, so 'fanOut' with scale 1 keeps the variance; layers followed by ReLU use He.
+ * The output layer starts small: the head's dropouts scale kept units by 1/(1-p) (about 10x in all), and with a
+ * full-size output layer the first training-mode logits had a standard deviation of 4 and losses of 3-5.
+ */
+function initializers(nextSeed: () => number) {
+  return {
+    relu: () => tf.initializers.heUniform({ seed: nextSeed() }),
+    depthwise: () => tf.initializers.varianceScaling({ scale: 1, mode: 'fanOut', distribution: 'uniform', seed: nextSeed() }),
+    output: () => tf.initializers.varianceScaling({ scale: 0.01, mode: 'fanIn', distribution: 'uniform', seed: nextSeed() }),
+  };
+}
+
 function checkConfig(cfg: ModelConfig): void {
   if (!(cfg.variant in VARIANTS)) {
     throw new Error(`Unknown model variant '${cfg.variant}'; use 'seed' or 'small'.`);
@@ -86,7 +105,7 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
   const shape = VARIANTS[cfg.variant];
   const channels = cfg.channels ?? 1;
   const nextSeed = seedSequence(cfg.seed ?? DEFAULT_MODEL.seed ?? 42);
-  const glorot = () => tf.initializers.glorotUniform({ seed: nextSeed() });
+  const init = initializers(nextSeed);
 
   const input = tf.input({ shape: [cfg.imageSize, cfg.imageSize, channels], name: 'input' });
   let x: tf.SymbolicTensor = input;
@@ -99,7 +118,7 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
         kernelSize: 3,
         padding: 'same',
         activation: 'relu',
-        kernelInitializer: glorot(),
+        kernelInitializer: init.relu(),
       })
       .apply(x) as tf.SymbolicTensor;
   }
@@ -114,8 +133,8 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
           kernelSize: 3,
           padding: 'same',
           activation: 'relu',
-          depthwiseInitializer: glorot(),
-          pointwiseInitializer: glorot(),
+          depthwiseInitializer: init.depthwise(),
+          pointwiseInitializer: init.relu(),
         })
         .apply(x) as tf.SymbolicTensor;
     }
@@ -133,14 +152,14 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
   x = tf.layers.flatten({ name: 'flatten' }).apply(x) as tf.SymbolicTensor;
   for (const { units, dropout } of shape.dense) {
     x = tf.layers
-      .dense({ name: `dense_${units}`, units, activation: 'relu', kernelInitializer: glorot() })
+      .dense({ name: `dense_${units}`, units, activation: 'relu', kernelInitializer: init.relu() })
       .apply(x) as tf.SymbolicTensor;
     x = tf.layers
       .dropout({ name: `dense_${units}_dropout`, rate: dropout })
       .apply(x) as tf.SymbolicTensor;
   }
   const output = tf.layers
-    .dense({ name: 'output', units: 1, activation: 'sigmoid', kernelInitializer: glorot() })
+    .dense({ name: 'output', units: 1, activation: 'sigmoid', kernelInitializer: init.output() })
     .apply(x) as tf.SymbolicTensor;
 
   return tf.model({ inputs: input, outputs: output, name: `pneumonia_${cfg.variant}` });

@@ -14,6 +14,7 @@ import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
 import type { Callback } from './callbacks';
+import { withBatchNormWarmup } from './batchnorm-warmup';
 import type { NamedTensor } from '../run-dir';
 
 export interface TrainConfig {
@@ -287,14 +288,16 @@ export async function train(
       for (const { xs, ys } of batches) {
         if (ctx.interrupted) break;
         let probs: tf.Tensor | undefined;
-        const loss = optimizer.minimize(
-          () => {
-            const p = model.apply(xs, { training: true }) as tf.Tensor;
-            probs = tf.keep(p);
-            return weightedBinaryCrossEntropy(ys, p, weights);
-          },
-          true,
-          varList,
+        const loss = withBatchNormWarmup(model, epoch * ctx.batchesPerEpoch + batch, () =>
+          optimizer.minimize(
+            () => {
+              const p = model.apply(xs, { training: true }) as tf.Tensor;
+              probs = tf.keep(p);
+              return weightedBinaryCrossEntropy(ys, p, weights);
+            },
+            true,
+            varList,
+          ),
         );
         const hits = tf.tidy(() =>
           tf.sum(tf.equal(tf.greaterEqual(probs!.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())),
