@@ -4,7 +4,7 @@
  */
 import { Command } from 'commander';
 import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
-import { DEMO_DISCLAIMER, generateDemoDataset } from '../data/demo';
+import { DEMO_DEFAULTS, DEMO_DISCLAIMER, generateDemoDataset } from '../data/demo';
 
 export type { CliIo };
 
@@ -22,10 +22,10 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     .name('data:demo')
     .description('Generate a small SYNTHETIC chest-radiograph-like dataset (not medical data) for trying the workflow.')
     .option('--out <dir>', 'destination folder', 'data/demo')
-    .option('--per-class <n>', 'training images per class', wholeNumber(1), 120)
-    .option('--test-per-class <n>', 'test images per class', wholeNumber(0), 30)
-    .option('--size <px>', 'image side in pixels', wholeNumber(16), 224)
-    .option('--seed <k>', 'random seed (same seed, same files)', wholeNumber(0), 42)
+    .option('--per-class <n>', 'training images per class', wholeNumber(1), DEMO_DEFAULTS.perClass)
+    .option('--test-per-class <n>', 'test images per class', wholeNumber(0), DEMO_DEFAULTS.testPerClass)
+    .option('--size <px>', 'image side in pixels', wholeNumber(16), DEMO_DEFAULTS.size)
+    .option('--seed <k>', 'random seed (same seed, same files)', wholeNumber(0), DEMO_DEFAULTS.seed)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   const usageExit = parseCommand(program, argv);
