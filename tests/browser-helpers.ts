@@ -21,14 +21,50 @@ export async function launchChromium(): Promise<Browser> {
   });
 }
 
+/** A console error the page itself logs whatever our outputs do, with the reason it is not ours. */
+export interface PageNoise {
+  why: string;
+  /** `text` is the console message, `url` the resource or script it names (playwright's `location().url`). */
+  matches(text: string, url: string): boolean;
+}
+
+/**
+ * Debian's jupyter-notebook (6.x) `main.js` always loads the widgets extension
+ * `nbextensions/widgets/notebook/js/extension.js`; without ipywidgets installed (a real user's Jupyter often has
+ * none, and `.ci/run` installs none) the server answers 404 with an HTML page, which Chromium logs twice: the
+ * failed load and the refused script. Nothing of ours is involved; any other failed load still fails the tests.
+ */
+export const CLASSIC_NOTEBOOK_NOISE: PageNoise = {
+  why: "the classic notebook's hard-coded load of the (absent) widgets nbextension",
+  matches: (text, url) => /\/nbextensions\/widgets\/notebook\/js\/extension\.js/.test(`${url} ${text}`),
+};
+
+export interface WatchedErrors {
+  /** Errors that fail a test: everything not matched by a PageNoise. */
+  errors: string[];
+  /** Page noise seen and set aside, with its reason, for the test log. */
+  ignored: string[];
+}
+
+/** Collects console errors and uncaught page errors, setting aside the given page noise. */
+export function watchPageErrors(page: Page, noise: readonly PageNoise[] = []): WatchedErrors {
+  const watched: WatchedErrors = { errors: [], ignored: [] };
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const url = m.location().url ?? '';
+    const known = noise.find((n) => n.matches(m.text(), url));
+    // A failed load's text does not name the resource; its location does.
+    const line = `console: ${m.text()}${url ? ` [at ${url}]` : ''}`;
+    if (known) watched.ignored.push(`${line} (${known.why})`);
+    else watched.errors.push(line);
+  });
+  page.on('pageerror', (e) => watched.errors.push(`pageerror: ${e.message}`));
+  return watched;
+}
+
 /** Collects console errors and uncaught page errors. */
 export function watchErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  return errors;
+  return watchPageErrors(page).errors;
 }
 
 export interface ChartCheck {

@@ -12,7 +12,7 @@ import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { hasJupyterCommand } from '../src/jupyter';
-import { chromiumPath, launchChromium, screenshotDir, waitForCharts, watchErrors } from './browser-helpers';
+import { CLASSIC_NOTEBOOK_NOISE, chromiumPath, launchChromium, screenshotDir, waitForCharts, watchPageErrors, type WatchedErrors } from './browser-helpers';
 import { demoReport, jupyterRequired, jupyterUnavailable, repoRoot, tinySettings } from './report-fixture';
 import { notebookEnv } from '../src/report';
 
@@ -124,9 +124,9 @@ describe.skipIf(skip)(`the live notebook UI${skip ? ` — SKIPPED: ${unavailable
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   }, 60_000);
 
-  async function runNotebook(name: string): Promise<{ page: Page; errors: string[] }> {
+  async function runNotebook(name: string): Promise<{ page: Page; errors: WatchedErrors }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors = watchErrors(page);
+    const errors = watchPageErrors(page, [CLASSIC_NOTEBOOK_NOISE]);
     await page.goto(`${base}/notebooks/${name}?token=${token}`);
     // The kernel must be connected before Run All, or the executions are dropped.
     await page.waitForFunction(
@@ -144,7 +144,7 @@ describe.skipIf(skip)(`the live notebook UI${skip ? ` — SKIPPED: ${unavailable
     return { page, errors };
   }
 
-  async function assertRendered(page: Page, name: string, errors: string[]): Promise<{ charts: number; images: number }> {
+  async function assertRendered(page: Page, name: string, errors: WatchedErrors): Promise<{ charts: number; images: number }> {
     const cellErrors = await page.locator('#notebook .output_error').allTextContents();
     expect(cellErrors, `${name}: a cell failed in the live notebook`).toEqual([]);
     const expected = await page.locator('#notebook div.pneumo-figure').count();
@@ -158,8 +158,9 @@ describe.skipIf(skip)(`the live notebook UI${skip ? ` — SKIPPED: ${unavailable
     expect(charts.charts, `${name}: charts drawn vs figure containers`).toBe(expected);
     expect(charts.empty, `${name}: charts without data traces`).toBe(0);
     expect(images.every(Boolean), `${name}: an image failed to load`).toBe(true);
-    // Jupyter's own page logs nothing as an error; anything here came from an output (e.g. plotly failing).
-    expect(errors, `${name}: console errors`).toEqual([]);
+    // Anything but the notebook page's own known noise came from an output (e.g. plotly failing).
+    if (errors.ignored.length) console.log(`${name}: set aside as Jupyter's own page noise:\n  ${errors.ignored.join('\n  ')}`);
+    expect(errors.errors, `${name}: console errors`).toEqual([]);
     return { charts: charts.charts, images: images.length };
   }
 
