@@ -15,8 +15,8 @@ export interface ModelConfig {
   /** 1 for grayscale (default), 3 for RGB. */
   channels?: number;
   /**
-   * Seed for every initialiser, so a build is reproducible. Dropout is deliberately unseeded: a seeded tfjs
-   * dropout layer draws the same mask on every call, which turns regularisation into fixed pruning.
+   * Seed for every initialiser, so a build is reproducible. Dropout layers are built unseeded: training seeds
+   * their masks step by step from the run's seed (src/train/step-layers.ts).
    */
   seed?: number;
 }

@@ -8,7 +8,6 @@ import { compiledCli } from './compiled-cli';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DEMO_DISCLAIMER,
-  deriveSeed,
   generateDemoDataset,
   lungFieldMask,
   planDemoDataset,
@@ -17,6 +16,7 @@ import {
   syntheticXray,
 } from '../src/data/demo';
 import { main as dataDemoMain } from '../src/cli/data-demo';
+import { deriveSeed } from '../src/random';
 import { discoverDataset } from '../src/data/discover';
 import { makeRng } from '../src/random';
 import type { Label } from '../src/types';

@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { AugmentConfig, augmentBatch, isAugmenting, validateAugment } from '../augment';
 import { LABELS, type DecodedImages } from '../types';
-import { makeRng, shuffled, type Rng } from '../random';
+import { deriveSeed, makeRng, shuffled, type Rng } from '../random';
 
 export interface Batch {
   /** `[n, size, size, 1]` float32 in [0, 1], augmented when asked. */
@@ -40,18 +40,6 @@ export interface BatchOptions {
 /** Independent random streams derived from one (seed, epoch). */
 const ORDER_STREAM = 1;
 const AUGMENT_STREAM = 2;
-
-/** A well-mixed 32-bit seed for (seed, epoch, stream), so neighbouring epochs do not get correlated sequences. */
-function deriveSeed(seed: number, epoch: number, stream: number): number {
-  let h = 0x811c9dc5 ^ (seed >>> 0);
-  for (const v of [Math.floor(seed / 2 ** 32), epoch, stream]) {
-    h = Math.imul(h ^ (v >>> 0), 0x01000193);
-    h ^= h >>> 15;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-  }
-  return h >>> 0;
-}
 
 function checkImages(images: DecodedImages): void {
   const count = images.labels.length;

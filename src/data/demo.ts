@@ -10,7 +10,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { LABELS, type Label } from '../types';
-import { makeRng, type Rng } from '../random';
+import { deriveSeed, makeRng, type Rng } from '../random';
 
 export interface DemoOptions {
   outDir: string;
@@ -83,18 +83,6 @@ const SPLITS = ['train', 'test'] as const;
 /** Marks a folder as ours, so regenerating may replace it without risking a user's real data. */
 const README_NAME = 'README.txt';
 const README_MARKER = 'pneumonia-xray synthetic demo dataset';
-
-/** Mixes several integers into one 32-bit seed, so each image gets its own independent stream. */
-export function deriveSeed(...parts: number[]): number {
-  let h = 0x811c9dc5;
-  for (const part of parts) {
-    h = Math.imul(h ^ (part >>> 0), 0x01000193);
-    h ^= h >>> 15;
-    h = Math.imul(h, 0x2c1b3c6d);
-    h ^= h >>> 12;
-  }
-  return h >>> 0;
-}
 
 function between(rng: Rng, lo: number, hi: number): number {
   return lo + (hi - lo) * rng();

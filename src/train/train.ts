@@ -14,7 +14,7 @@ import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
 import type { Callback } from './callbacks';
-import { withBatchNormWarmup } from './batchnorm-warmup';
+import { withStepLayers } from './step-layers';
 import type { NamedTensor } from '../run-dir';
 
 export interface TrainConfig {
@@ -26,7 +26,7 @@ export interface TrainConfig {
   augment: AugmentConfig;
   /** 'oversample' repeats minority-class images within each epoch (done by the batch generator). */
   balance?: 'none' | 'oversample';
-  /** Seeds shuffling and augmentation; each epoch derives its own stream from (seed, epoch). */
+  /** Seeds shuffling, augmentation and dropout masks; each epoch (and step) derives its own stream from it. */
   seed: number;
 }
 
@@ -288,7 +288,7 @@ export async function train(
       for (const { xs, ys } of batches) {
         if (ctx.interrupted) break;
         let probs: tf.Tensor | undefined;
-        const loss = withBatchNormWarmup(model, epoch * ctx.batchesPerEpoch + batch, () =>
+        const loss = withStepLayers(model, epoch * ctx.batchesPerEpoch + batch, config.seed, () =>
           optimizer.minimize(
             () => {
               const p = model.apply(xs, { training: true }) as tf.Tensor;
