@@ -1,0 +1,56 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { acquisitionKey, earliestPatients } from '../src/data/acquisition';
+import { patientId } from '../src/data/discover';
+
+const SHARED_TRAIN = path.resolve(__dirname, '..', '..', 'shared', 'data', 'chest_xray', 'train');
+
+describe('acquisitionKey', () => {
+  it('reads the series and patient number of the three Kaggle naming schemes', () => {
+    expect(acquisitionKey('IM-0115-0001.jpeg')).toEqual({ series: 'IM', number: 115 });
+    expect(acquisitionKey('/x/NORMAL/NORMAL2-IM-0383-0001.jpeg')).toEqual({ series: 'NORMAL2-IM', number: 383 });
+    expect(acquisitionKey('person12_virus_45.jpeg')).toEqual({ series: 'person', number: 12 });
+    expect(acquisitionKey('person1000_bacteria_2931.jpeg')).toEqual({ series: 'person', number: 1000 });
+    expect(acquisitionKey('scan.png')).toBeNull();
+    expect(acquisitionKey('.DS_Store')).toBeNull();
+  });
+});
+
+describe('earliestPatients', () => {
+  const patients = [
+    { id: 'IM-0120', fileName: 'IM-0120-0001.jpeg', images: 1 },
+    { id: 'IM-0115', fileName: 'IM-0115-0001.jpeg', images: 2 },
+    { id: 'IM-0130', fileName: 'IM-0130-0001.jpeg', images: 1 },
+    { id: 'IM-0125', fileName: 'IM-0125-0001.jpeg', images: 1 },
+    { id: 'NORMAL2-IM-0500', fileName: 'NORMAL2-IM-0500-0001.jpeg', images: 1 },
+    { id: 'NORMAL2-IM-0400', fileName: 'NORMAL2-IM-0400-0001.jpeg', images: 1 },
+    { id: 'scan', fileName: 'scan.png', images: 5 },
+  ];
+
+  it('takes the lowest numbers of every series, whole patients, about the fraction of its images', () => {
+    // IM holds 5 images: 40% is 2, the 2 images of IM-0115; NORMAL2-IM holds 2: 40% rounds to 1, NORMAL2-IM-0400.
+    expect([...earliestPatients(patients, 0.4)].sort()).toEqual(['IM-0115', 'NORMAL2-IM-0400']);
+    expect([...earliestPatients(patients, 0.6)].sort()).toEqual(['IM-0115', 'IM-0120', 'NORMAL2-IM-0400']);
+    expect(earliestPatients(patients, 0).size).toBe(0);
+  });
+
+  it('never holds out a patient without an acquisition number, and rejects a fraction outside [0, 1)', () => {
+    expect(earliestPatients(patients, 0.9).has('scan')).toBe(false);
+    expect(() => earliestPatients(patients, 1)).toThrow(/\[0, 1\)/);
+  });
+
+  it.skipIf(!fs.existsSync(SHARED_TRAIN))('on the shared NORMAL films: every held-out film is earlier than every kept one of its series', () => {
+    const files = fs.readdirSync(path.join(SHARED_TRAIN, 'NORMAL')).filter((f) => f.endsWith('.jpeg'));
+    const byPatient = new Map<string, string[]>();
+    for (const f of files) byPatient.set(patientId(f), [...(byPatient.get(patientId(f)) ?? []), f]);
+    const held = earliestPatients([...byPatient].map(([id, fs]) => ({ id, fileName: fs[0], images: fs.length })), 0.15);
+    for (const series of ['IM', 'NORMAL2-IM']) {
+      const numbers = (heldOut: boolean) =>
+        files.filter((f) => acquisitionKey(f)!.series === series && held.has(patientId(f)) === heldOut).map((f) => acquisitionKey(f)!.number);
+      const [heldNumbers, keptNumbers] = [numbers(true), numbers(false)];
+      expect(heldNumbers.length / (heldNumbers.length + keptNumbers.length)).toBeCloseTo(0.15, 1);
+      expect(Math.max(...heldNumbers)).toBeLessThan(Math.min(...keptNumbers));
+    }
+  });
+});
