@@ -14,6 +14,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
 import { ModelVariant, buildModel, makeTrainStep } from '../model';
+import { findPeerPython } from '../bench/peer';
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
 interface BenchOptions {
   steps: number;
@@ -25,7 +28,7 @@ interface BenchOptions {
   backend?: BackendName;
   peer: boolean;
   peerScript: string;
-  peerPython: string;
+  peerPython?: string;
   profile: boolean;
 }
 
@@ -120,14 +123,14 @@ function checkPeerScript(opts: BenchOptions): void {
   }
 }
 
-function runPeer(opts: BenchOptions): PeerResult {
+function runPeer(opts: BenchOptions, python: string): PeerResult {
   const args = [opts.peerScript, 'bench', '--size', String(opts.size), '--channels', String(opts.channels),
     '--batch', String(opts.batch), '--steps', String(opts.steps)];
-  const res = spawnSync(opts.peerPython, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
-  if (res.error) throw new Error(`--peer: could not run ${opts.peerPython} (${res.error.message}); install Debian's python3-torch or pass --peer-python.`);
+  const res = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
+  if (res.error) throw new Error(`--peer: could not run ${python} (${res.error.message}); run 'npm run bench:peer-setup' or pass --peer-python.`);
   const lastJson = res.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
   if (res.status !== 0 || !lastJson) {
-    throw new Error(`--peer: '${opts.peerPython} ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    throw new Error(`--peer: '${python} ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   }
   return JSON.parse(lastJson) as PeerResult;
 }
@@ -135,7 +138,10 @@ function runPeer(opts: BenchOptions): PeerResult {
 export type BenchResult = Record<string, string | number>;
 
 async function bench(opts: BenchOptions): Promise<BenchResult> {
-  if (opts.peer) checkPeerScript(opts); // fail before minutes of benchmarking, not after
+  // Fail before minutes of benchmarking, not after.
+  const peerPython = opts.peer ? findPeerPython(REPO_ROOT, opts.peerPython) : undefined;
+  if (opts.peer) checkPeerScript(opts);
+  if (peerPython) console.log(`peer: PyTorch ${peerPython.torch} (${peerPython.python})`);
   const backend = await initBackend({ prefer: opts.backend });
   const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
   const optimizer = tf.train.adam(1e-3);
@@ -186,21 +192,16 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   };
   if (opts.peer) {
     console.log('running the PyTorch peer on the same inputs shape ...');
-    const peer = runPeer(opts);
+    const peer = runPeer(opts, peerPython!.python);
     result.peer_train_img_per_s = peer.train_img_per_s;
     result.peer_infer_img_per_s = peer.infer_img_per_s;
     result.peer_threads = peer.threads ?? 0;
+    result.peer_torch = peer.torch ?? peerPython!.torch;
     result.train_ratio = Math.round((trainIps / peer.train_img_per_s) * 100) / 100;
     result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
   }
   console.log(JSON.stringify(result));
   return result;
-}
-
-/** Debian's python3-torch lives in /usr/bin/python3, which a pyenv shim earlier on PATH may hide. */
-function defaultPython(): string {
-  if (process.env.PNEUMO_PEER_PYTHON) return process.env.PNEUMO_PEER_PYTHON;
-  return fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -216,7 +217,7 @@ function parseOptions(argv: string[]): BenchOptions {
     .addOption(new Option('--backend <name>', 'force a backend (else PNEUMO_BACKEND or automatic)').choices([...BACKEND_ORDER]))
     .option('--peer', 'also run the PyTorch peer bench and report ratios', false)
     .option('--peer-script <file>', 'path of seed_cnn_torch.py', defaultPeer)
-    .option('--peer-python <exe>', 'python with torch installed', defaultPython())
+    .option('--peer-python <exe>', 'python with torch installed (default: .venv-peer, else Debian python3, else python3)')
     .option('--profile', 'print per-kernel times of one training step', false)
     .parse(argv);
   return program.opts<BenchOptions>();
