@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { acquisitionKey, earliestPatients } from '../src/data/acquisition';
+import { acquisitionKey, earliestPatients, holdOutEarliest } from '../src/data/acquisition';
 import { patientId } from '../src/data/discover';
 
 const SHARED_TRAIN = path.resolve(__dirname, '..', '..', 'shared', 'data', 'chest_xray', 'train');
@@ -52,5 +52,24 @@ describe('earliestPatients', () => {
       expect(heldNumbers.length / (heldNumbers.length + keptNumbers.length)).toBeCloseTo(0.15, 1);
       expect(Math.max(...heldNumbers)).toBeLessThan(Math.min(...keptNumbers));
     }
+  });
+});
+
+describe('holdOutEarliest', () => {
+  it('moves whole early patients of each series and keeps every image exactly once', () => {
+    const rec = (file: string, patient: string, label: 'NORMAL' | 'PNEUMONIA') => ({ path: `/d/train/${label}/${file}`, label, patient, source: 'train' as const });
+    const images = [
+      rec('IM-0200-0001.jpeg', 'IM-0200', 'NORMAL'),
+      rec('IM-0100-0001.jpeg', 'IM-0100', 'NORMAL'),
+      rec('IM-0100-0002.jpeg', 'IM-0100', 'NORMAL'),
+      rec('IM-0300-0001.jpeg', 'IM-0300', 'NORMAL'),
+      rec('person9_virus_1.jpeg', 'person9', 'PNEUMONIA'),
+      rec('person2_bacteria_7.jpeg', 'person2', 'PNEUMONIA'),
+      rec('person5_bacteria_9.jpeg', 'person5', 'PNEUMONIA'),
+      rec('person7_virus_3.jpeg', 'person7', 'PNEUMONIA'),
+    ];
+    const { held, rest } = holdOutEarliest(images, 0.5);
+    expect(held.map((i) => i.patient).sort()).toEqual(['IM-0100', 'IM-0100', 'person2', 'person5']);
+    expect([...held, ...rest].map((i) => i.path).sort()).toEqual(images.map((i) => i.path).sort());
   });
 });

@@ -9,6 +9,8 @@
  * patients is held out, so the out-of-time split keeps the class balance.
  */
 
+import type { ImageRecord } from '../types';
+
 /** A series (`IM`, `NORMAL2-IM`, `person`) and the patient's number in it. */
 export interface AcquisitionKey {
   series: string;
@@ -58,4 +60,18 @@ export function earliestPatients(patients: readonly PatientFilms[], fraction: nu
     }
   }
   return held;
+}
+
+/**
+ * Moves the earliest patients of every series (about `fraction` of each series' images) out of `images`:
+ * the out-of-time validation set, and the images that stay.
+ */
+export function holdOutEarliest(images: readonly ImageRecord[], fraction: number): { held: ImageRecord[]; rest: ImageRecord[] } {
+  const byPatient = new Map<string, ImageRecord[]>();
+  for (const img of images) byPatient.set(img.patient, [...(byPatient.get(img.patient) ?? []), img]);
+  const held = earliestPatients(
+    [...byPatient].map(([id, imgs]) => ({ id, fileName: imgs[0].path, images: imgs.length })),
+    fraction,
+  );
+  return { held: images.filter((i) => held.has(i.patient)), rest: images.filter((i) => !held.has(i.patient)) };
 }
