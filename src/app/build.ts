@@ -225,6 +225,10 @@ export interface BuildAppResult {
   quantization?: QuantizationCost;
 }
 
+function pickFields<T extends object, K extends keyof T>(value: T, keys: K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, value[k]])) as Pick<T, K>;
+}
+
 function listFiles(dir: string, prefix = ''): { name: string; bytes: number }[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const rel = path.join(prefix, e.name);
@@ -243,10 +247,13 @@ export async function buildApp(opts: BuildAppOptions): Promise<BuildAppResult> {
   const appModel = opts.quantize ? await tf.loadLayersModel(tf.io.fromMemory(artifacts)) : floatModel;
   try {
     const weights = opts.quantize === 8 ? 'uint8' : opts.quantize === 16 ? 'uint16' : 'float32';
-    const settings = appSettingsFor(runDir, floatModel, weights);
+    const base = appSettingsFor(runDir, floatModel, weights);
     const quantization = opts.quantize
-      ? await measureQuantization(runDir, floatModel, appModel, settings, opts.quantize)
+      ? await measureQuantization(runDir, floatModel, appModel, base, opts.quantize)
       : undefined;
+    const settings: AppSettings = quantization
+      ? { ...base, quantization: pickFields(quantization, ['images', 'floatAccuracy', 'quantizedAccuracy', 'decisionsChanged']) }
+      : base;
     const script = await bundleBrowserScript();
     await writeDirAtomic(outDir, (tmp) => {
       fs.writeFileSync(path.join(tmp, 'index.html'), renderPage(settings));
@@ -255,7 +262,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<BuildAppResult> {
       fs.writeFileSync(path.join(tmp, 'wasm.js'), globalScript(WASM_GLOBAL, wasmDataUrls()));
       fs.mkdirSync(path.join(tmp, 'model'));
       writeModelFiles(path.join(tmp, 'model'), artifacts);
-      writeFileAtomic(path.join(tmp, 'settings.json'), JSON.stringify({ ...settings, quantization }, null, 2) + '\n');
+      writeFileAtomic(path.join(tmp, 'settings.json'), JSON.stringify({ ...settings, quantizationCost: quantization }, null, 2) + '\n');
     });
     const files = listFiles(outDir);
     return {

@@ -42,6 +42,15 @@ const STYLE = `
   .decision.PNEUMONIA { color: #b00020; font-weight: 600; } .decision.NORMAL { color: #116d2f; font-weight: 600; }
 `;
 
+function quantizationNote(s: AppSettings): string {
+  const q = s.quantization;
+  if (!q) return '';
+  return (
+    ` These are the float32 model's figures; with the ${escapeHtml(s.weights)} weights this page uses, test accuracy is ` +
+    `${percent(q.quantizedAccuracy)} (float32: ${percent(q.floatAccuracy)}; ${q.decisionsChanged} of ${q.images} decisions differ).`
+  );
+}
+
 export function renderPage(settings: AppSettings): string {
   const s = settings;
   const trainTotal = s.train.NORMAL + s.train.PNEUMONIA;
@@ -73,7 +82,7 @@ a clinical risk. Do not use it to decide anything about a patient.</p>
 <thead><tr><th></th><th>accuracy</th><th>precision</th><th>recall</th><th>specificity</th><th>F1</th><th>AUC</th><th>images</th></tr></thead>
 <tbody>${metricsRow('validation', s.val)}${metricsRow('test', s.test)}</tbody>
 </table>
-<p>Test: ${escapeHtml(testWhere)}, never used for training or for choosing the threshold.</p>
+<p>Test: ${escapeHtml(testWhere)}, never used for training or for choosing the threshold.${quantizationNote(s)}</p>
 <h2>Try a film</h2>
 <div id="drop">
 <p>Drop chest X-rays here (JPEG or PNG, any size or colour), or

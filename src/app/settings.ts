@@ -33,6 +33,8 @@ export interface AppSettings {
   train: SplitCounts;
   /** 'official' (the dataset's own test folder) or 'carved' (split off train by patient). */
   testSource: string;
+  /** What quantizing the weights cost on the test split, when they were quantized. */
+  quantization?: { images: number; floatAccuracy: number; quantizedAccuracy: number; decisionsChanged: number };
 }
 
 /** The element id of the JSON settings block in index.html. */
