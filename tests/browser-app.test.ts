@@ -152,16 +152,16 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     await browser?.close();
   });
 
-  async function openPage(query: string): Promise<{ page: Page; errors: string[]; ready: string }> {
+  async function openPage(query: string, index = app.index): Promise<{ page: Page; errors: string[]; ready: string }> {
     const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
     const watched = watchPageErrors(page);
-    await page.goto(`file://${app.index}${query}`);
+    await page.goto(`file://${index}${query}`);
     await page.waitForFunction(() => document.body.dataset.ready, undefined, { timeout: 60_000 });
     return { page, errors: watched.errors, ready: (await page.evaluate(() => document.body.dataset.ready))! };
   }
 
-  async function openApp(query = ''): Promise<{ page: Page; errors: string[] }> {
-    const { page, errors, ready } = await openPage(query);
+  async function openApp(query = '', index = app.index): Promise<{ page: Page; errors: string[] }> {
+    const { page, errors, ready } = await openPage(query, index);
     expect(ready, (await page.textContent('#status')) ?? '').toBe('true');
     return { page, errors };
   }
@@ -179,11 +179,11 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     return new Map(rows);
   }
 
-  async function largestDifference(page: Page, files: string[]): Promise<number> {
+  async function largestDifference(page: Page, files: string[], nodeModel = model): Promise<number> {
     const shown = await pageProbabilities(page);
     let worst = 0;
     for (const file of files) {
-      const { probability } = await classifyFile(model, file, 'fill');
+      const { probability } = await classifyFile(nodeModel, file, 'fill');
       const onPage = shown.get(path.basename(file));
       expect(onPage, `${file} has no result on the page`).toBeTypeOf('number');
       worst = Math.max(worst, Math.abs(onPage! - probability));
@@ -248,6 +248,22 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     expect(worst).toBeLessThan(TOLERANCE);
     expect(errors).toEqual([]);
     await page.close();
+  }, 300_000);
+
+  it('a 16-bit quantized app gives what its quantized model gives in Node', async () => {
+    const quantized = await buildApp({ runDir, outDir: path.join(tmp, 'app-q16'), quantize: 16 });
+    const nodeModel = await loadModel(path.join(quantized.outDir, 'model'));
+    try {
+      const { page, errors } = await openApp('?backend=wasm', quantized.index);
+      expect(await page.textContent('body')).toContain('weights quantized to uint16');
+      const files = demoTestImages().slice(0, 4);
+      await upload(page, files);
+      expect(await largestDifference(page, files, nodeModel)).toBeLessThan(TOLERANCE);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      nodeModel.dispose();
+    }
   }, 300_000);
 
   it('bad files get a message on the page and the tab keeps working', async () => {

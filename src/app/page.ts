@@ -61,6 +61,7 @@ export function renderPage(settings: AppSettings): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>Pneumonia in chest X-rays: ${escapeHtml(s.run)}</title>
 <style>${STYLE}</style>
 </head>
