@@ -32,6 +32,8 @@ describe('checkImageBytes (before the page allocates any pixels)', () => {
     expect(over).toEqual({ ok: false, message: 'image is 20001x20000 pixels, over the 20000x20000 limit' });
     const jpeg = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } }).jpeg().toBuffer();
     expect(checkImageBytes(jpeg)).toEqual({ ok: true, header: { format: 'jpeg', width: 40, height: 30, channels: 3, bitDepth: 8 } });
+    const cmyk = await sharp(jpeg).toColourspace('cmyk').jpeg().toBuffer();
+    expect(checkImageBytes(cmyk)).toMatchObject({ ok: false, message: expect.stringMatching(/^CMYK JPEG: browsers convert/) });
     expect(checkImageBytes(jpeg.subarray(0, jpeg.length - 100))).toMatchObject({ ok: false, message: expect.stringMatching(/^truncated image/) });
   });
 
