@@ -7,7 +7,7 @@ import * as path from 'path';
 import { Command, InvalidArgumentError } from 'commander';
 import { type CliIo, defaultIo, parseCommand } from './common';
 import { initBackend } from '../backend/select';
-import { buildApp, type BuildAppResult } from '../app/build';
+import { buildApp, checkRunDir, type BuildAppResult } from '../app/build';
 import { QUANTIZE_BITS, type QuantizeBits } from '../app/quantize';
 import { DEFAULT_RUNS_DIR, findLatestRun } from '../run-dir';
 
@@ -61,6 +61,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   try {
     const runDir = flags.run ?? findLatestRun(flags.runs);
     if (!runDir) throw new Error(`No trained run under ${flags.runs}; train one with 'npm start' or pass --run DIR.`);
+    checkRunDir(path.resolve(runDir));
     await initBackend({ quiet: true });
     io.err(`Building the app of ${path.resolve(runDir)}${flags.quantize ? `, weights quantized to ${flags.quantize} bits` : ''}...`);
     const result = await buildApp({ runDir, outDir: flags.out, quantize: flags.quantize });
