@@ -115,6 +115,9 @@ describe('npm run app (building the folder)', () => {
     const metrics = JSON.parse(fs.readFileSync(path.join(runDir, 'metrics.json'), 'utf8'));
     expect(html).toContain(metrics.threshold.toFixed(4));
     expect(html).toMatch(/not a diagnostic device/);
+    // The fixture run learnt from the synthetic demo set, and the page must not pass it off as X-rays.
+    expect(html).toMatch(/<em>synthetic<\/em> radiograph-like pictures/);
+    expect(html).not.toMatch(/Kermany/);
     // Nothing is fetched from the network: no http(s) URL in a src or href.
     expect(html).not.toMatch(/(src|href)="https?:/);
     expect(app.settings).toMatchObject({ imageSize: 64, fit: 'fill', channels: 1, weights: 'float32', threshold: metrics.threshold });

@@ -81,6 +81,8 @@ export function appSettingsFor(runDir: string, model: tf.LayersModel, weights: A
     val: pickMetrics(metrics.val),
     test: pickMetrics(metrics.test),
     train: { NORMAL: count('NORMAL'), PNEUMONIA: count('PNEUMONIA') },
+    // The demo generator names its made-up patients synthetic-pNNNN (src/data/demo.ts).
+    synthetic: split.train.length > 0 && split.train.every((r) => r.patient.startsWith('synthetic-')),
     testSource: split.testSource,
   };
 }

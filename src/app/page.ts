@@ -42,6 +42,19 @@ const STYLE = `
   .decision.PNEUMONIA { color: #b00020; font-weight: 600; } .decision.NORMAL { color: #116d2f; font-weight: 600; }
 `;
 
+function kermanyNote(s: AppSettings): string {
+  return `The model learnt from ${s.train.NORMAL + s.train.PNEUMONIA} front-view chest X-rays (${s.train.NORMAL} normal,
+${s.train.PNEUMONIA} pneumonia) of the Kermany et al. (2018) dataset: children aged one to five, all from one hospital
+(Guangzhou Women and Children's Medical Center). It has not been validated on adults, on other hospitals, scanners or
+film types, on lateral views, or on other lung diseases, and its probability is not a clinical risk. Do not use it to
+decide anything about a patient.`;
+}
+
+function syntheticNote(s: AppSettings): string {
+  return `This model learnt from ${s.train.NORMAL + s.train.PNEUMONIA} <em>synthetic</em> radiograph-like pictures made
+by this project (<code>npm run data:demo</code>), not from X-rays: its answers say nothing about pneumonia.`;
+}
+
 function quantizationNote(s: AppSettings): string {
   const q = s.quantization;
   if (!q) return '';
@@ -53,7 +66,6 @@ function quantizationNote(s: AppSettings): string {
 
 export function renderPage(settings: AppSettings): string {
   const s = settings;
-  const trainTotal = s.train.NORMAL + s.train.PNEUMONIA;
   const testWhere = s.testSource === 'official' ? "the dataset's own test folder" : 'films set aside from the training folder, by patient';
   const weights = s.weights === 'float32' ? 'float32 weights' : `weights quantized to ${s.weights}`;
   return `<!doctype html>
@@ -71,11 +83,7 @@ export function renderPage(settings: AppSettings): string {
 PNEUMONIA when its probability is at least <strong>${s.threshold.toFixed(4)}</strong>, a threshold chosen on the
 validation split (rule ${escapeHtml(s.thresholdRule)}).</p>
 <div class="note" id="about">
-<p><strong>A research demo, not a diagnostic device.</strong> The model learnt from ${trainTotal} front-view chest
-X-rays (${s.train.NORMAL} normal, ${s.train.PNEUMONIA} pneumonia) of the Kermany et al. (2018) dataset: children aged one
-to five, all from one hospital (Guangzhou Women and Children's Medical Center). It has not been validated on adults,
-on other hospitals, scanners or film types, on lateral views, or on other lung diseases, and its probability is not
-a clinical risk. Do not use it to decide anything about a patient.</p>
+<p><strong>A research demo, not a diagnostic device.</strong> ${s.synthetic ? syntheticNote(s) : kermanyNote(s)}</p>
 <p>Your images stay in this browser: nothing is uploaded.</p>
 </div>
 <h2>How well it did on held-out films</h2>

@@ -31,6 +31,8 @@ export interface AppSettings {
   val: MetricsRow;
   test: MetricsRow;
   train: SplitCounts;
+  /** Trained on the project's synthetic demo set (npm run data:demo), not on X-rays. */
+  synthetic: boolean;
   /** 'official' (the dataset's own test folder) or 'carved' (split off train by patient). */
   testSource: string;
   /** What quantizing the weights cost on the test split, when they were quantized. */
