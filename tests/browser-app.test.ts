@@ -269,6 +269,24 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     }
   }, 300_000);
 
+  it('a film dropped on the drop zone is classified like a picked one', async () => {
+    const { page, errors } = await openApp('?backend=wasm');
+    const file = demoTestImages()[1];
+    const bytes = Array.from(fs.readFileSync(file));
+    const dataTransfer = await page.evaluateHandle((data) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(data)], 'dropped.jpeg', { type: 'image/jpeg' }));
+      return dt;
+    }, bytes);
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+    await page.waitForFunction(() => document.querySelectorAll('.result').length === 1 && !document.body.dataset.busy, undefined, { timeout: 60_000 });
+    const shown = (await pageProbabilities(page)).get('dropped.jpeg');
+    const { probability } = await classifyFile(model, file, 'fill');
+    expect(Math.abs(shown! - probability)).toBeLessThan(TOLERANCE);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 120_000);
+
   it('bad files get a message on the page and the tab keeps working', async () => {
     const { page, errors } = await openApp('?backend=wasm');
     const text = path.join(tmp, 'notes.jpeg');
