@@ -156,6 +156,19 @@ export function jet(t: number): [number, number, number] {
 }
 
 /**
+ * The grayscale X-ray with the jet-coloured heatmap blended on top at constant `alpha`, as packed RGB; pure, so
+ * the web app (src/app/browser.ts) draws the same overlay as `npm run predict --gradcam`.
+ */
+export function overlayRgb(image: Uint8Array, heatmap: Float32Array, alpha: number): Uint8Array {
+  const rgb = new Uint8Array(image.length * 3);
+  for (let p = 0; p < image.length; p++) {
+    const colour = jet(Math.min(1, Math.max(0, heatmap[p])));
+    for (let c = 0; c < 3; c++) rgb[p * 3 + c] = Math.round((1 - alpha) * image[p] + alpha * colour[c]);
+  }
+  return rgb;
+}
+
+/**
  * PNG of the grayscale X-ray with the jet-coloured heatmap blended on top at constant `alpha` (default 0.4),
  * optionally resized to `outSize` x `outSize`.
  */
@@ -176,12 +189,7 @@ export async function gradCamOverlayPng(
   if (!Number.isInteger(outSize) || outSize < 1) {
     throw new Error(`gradCamOverlayPng: outSize must be a positive integer, got ${outSize}`);
   }
-  const rgb = Buffer.alloc(size * size * 3);
-  for (let p = 0; p < size * size; p++) {
-    const heat = Math.min(1, Math.max(0, heatmap[p]));
-    const colour = jet(heat);
-    for (let c = 0; c < 3; c++) rgb[p * 3 + c] = Math.round((1 - alpha) * image[p] + alpha * colour[c]);
-  }
+  const rgb = Buffer.from(overlayRgb(image, heatmap, alpha).buffer);
   let picture = sharp(rgb, { raw: { width: size, height: size, channels: 3 } });
   if (outSize !== size) picture = picture.resize(outSize, outSize, { kernel: 'lanczos3' });
   return picture.png().toBuffer();

@@ -50,7 +50,8 @@ export function runThreshold(runDir: string | undefined): { threshold: number; s
   return { threshold: 0.5, source: 'default 0.5 (no metrics.json next to the model)' };
 }
 
-function runFit(runDir: string | undefined): ResizeFit {
+/** The run's resize fit from config.json ('fill' when the model has no run around it). */
+export function runFit(runDir: string | undefined): ResizeFit {
   const file = runDir ? path.join(runDir, RUN_FILES.config) : undefined;
   if (file && fs.existsSync(file)) return readJson<RunConfigFile>(file).config.fit ?? 'fill';
   return 'fill';
@@ -60,6 +61,32 @@ function unitInterval(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('expected a number in [0, 1].');
   return n;
+}
+
+/** The square input side the model was built for. */
+export function modelInputSize(model: tf.LayersModel): number {
+  return (model.inputs[0].shape as number[])[1];
+}
+
+/** PNEUMONIA probability of one decoded image (size x size grayscale, 0..255), as training fed the model. */
+export function predictPixels(model: tf.LayersModel, pixels: Uint8Array): number {
+  const [, size, , channels] = model.inputs[0].shape as number[];
+  return tf.tidy(() => {
+    const gray = tf.tensor4d(Float32Array.from(pixels, (v) => v / 255), [1, size, size, 1]);
+    const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
+    return (model.predict(x) as tf.Tensor).dataSync()[0];
+  });
+}
+
+/** Decodes one file the way training did and classifies it; throws a message naming what is wrong. */
+export async function classifyFile(
+  model: tf.LayersModel,
+  file: string,
+  fit: ResizeFit = 'fill',
+): Promise<{ pixels: Uint8Array; probability: number }> {
+  if (!fs.existsSync(file)) throw new Error('file not found');
+  const pixels = await decodeFile(file, { size: modelInputSize(model), fit });
+  return { pixels, probability: predictPixels(model, pixels) };
 }
 
 export interface Prediction {
@@ -103,18 +130,12 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     return 1;
   }
 
-  const [, size, , channels] = model.inputs[0].shape as number[];
+  const size = modelInputSize(model);
   const results: Prediction[] = [];
   io.out(['file', 'probability', 'label'].join('\t'));
   for (const file of files) {
     try {
-      if (!fs.existsSync(file)) throw new Error('file not found');
-      const pixels = await decodeFile(file, { size, fit });
-      const probability = tf.tidy(() => {
-        const gray = tf.tensor4d(Float32Array.from(pixels, (v) => v / 255), [1, size, size, 1]);
-        const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
-        return (model.predict(x) as tf.Tensor).dataSync()[0];
-      });
+      const { pixels, probability } = await classifyFile(model, file, fit);
       const label = probability >= threshold ? LABELS[1] : LABELS[0];
       const row: Prediction = { file, probability, label };
       if (flags.gradcam) {

@@ -504,7 +504,11 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
  * e.g. 16-95% max relative error vs cpu on 4x4..11x10 inputs), so this replaces it. Each window's
  * gradient goes to its first maximum in row-major order, exactly as the cpu backend does.
  */
-function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+/**
+ * Exported for the web app (src/app/browser.ts), which registers it on the browser's stock wasm backend: the
+ * stock MaxPoolGrad gave Grad-CAM maps up to 0.10 away from the cpu backend's on the seed model (9x9 -> 4x4 pool).
+ */
+export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { dy, input } = inputs;
   requireFloat32('MaxPoolGrad', dy, input);
   const info = backend_util.computePool2DInfo(
