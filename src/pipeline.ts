@@ -89,6 +89,8 @@ export interface PipelineHooks {
   signal?: AbortSignal;
   /** Ctrl-C stops cleanly (CLI). */
   handleSigint?: boolean;
+  /** Called once the run folder exists (before training), e.g. to record it in a sweep manifest. */
+  onRunDir?: (runDir: string) => void;
 }
 
 export interface RunResult {
@@ -443,6 +445,7 @@ export async function runPipeline(cfg: PipelineConfig, hooks: PipelineHooks = {}
     // Before reading anything: a run another process is writing is not ours to continue.
     const lock = acquireRunLock(runDir);
     if (lock.tookOver) log(lock.tookOver);
+    hooks.onRunDir?.(runDir);
     try {
       // The same images in the same splits: re-splitting could move patients between train and test.
       split = await loadSplit(splitFile);
@@ -457,6 +460,7 @@ export async function runPipeline(cfg: PipelineConfig, hooks: PipelineHooks = {}
   dataRoot = ds.root;
   runDir = newRunDir(cfg);
   const lock = acquireRunLock(runDir);
+  hooks.onRunDir?.(runDir);
   try {
     log(`Run folder: ${runDir}`);
     split = await makeSplit(ds, { ...cfg.split, runDir, log });

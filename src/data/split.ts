@@ -164,6 +164,26 @@ export function splitSummary(split: Split): SplitSummaryRow[] {
   return rows;
 }
 
+export interface SplitSizeRow {
+  split: SplitName;
+  NORMAL: number;
+  PNEUMONIA: number;
+  images: number;
+  patients: number;
+  '% PNEUMONIA': number;
+}
+
+/** One row per split: images per class, distinct patients, share of pneumonia. */
+export function splitSizes(split: Split): SplitSizeRow[] {
+  const summary = splitSummary(split);
+  return SPLIT_NAMES.map((name) => {
+    const n = summary.find((r) => r.split === name && r.label === 'NORMAL')!;
+    const p = summary.find((r) => r.split === name && r.label === 'PNEUMONIA')!;
+    const images = n.images + p.images;
+    return { split: name, NORMAL: n.images, PNEUMONIA: p.images, images, patients: n.patients + p.patients, '% PNEUMONIA': Number(((100 * p.images) / Math.max(1, images)).toFixed(1)) };
+  });
+}
+
 /** Patient ids found in more than one split (sorted); a sound split has none. */
 export function patientsShared(split: Split): string[] {
   const seenIn = new Map<string, Set<SplitName>>();

@@ -16,6 +16,9 @@ export interface NamedTensor {
 
 export const DEFAULT_RUNS_DIR = path.join('outputs', 'runs');
 
+/** A sweep folder's manifest; the sweep's runs are the folders beside it. */
+export const SWEEP_FILE = 'sweep.json';
+
 /** Files inside a run directory; one place so pipeline, CLI, report and notebooks agree on names. */
 export const RUN_FILES = {
   config: 'config.json',

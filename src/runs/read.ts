@@ -7,7 +7,7 @@ import * as path from 'path';
 import type * as tf from '@tensorflow/tfjs';
 import type { PipelineConfig } from '../pipeline';
 import type { EpochLogs } from '../train/train';
-import { DEFAULT_RUNS_DIR, RUN_FILES, isRunDir, loadModel, readJson } from './layout';
+import { DEFAULT_RUNS_DIR, RUN_FILES, SWEEP_FILE, isRunDir, loadModel, readJson } from './layout';
 import { readLock, isStale, type LockInfo } from './lock';
 import { readMetrics, type MetricsFile } from './metrics-file';
 
@@ -94,14 +94,23 @@ export interface RunListing {
   problems: { dir: string; message: string }[];
 }
 
-/** Every run folder under `out`, oldest first (by creation time, then name). */
-export function listRuns(out: string = DEFAULT_RUNS_DIR): RunListing {
-  const listing: RunListing = { runs: [], problems: [] };
-  if (!fs.existsSync(out)) return listing;
+/** Run folders directly under `out`, and inside its sweep folders (one level down). */
+function runFolders(out: string): string[] {
+  const dirs: string[] = [];
   for (const e of fs.readdirSync(out, { withFileTypes: true })) {
     if (!e.isDirectory() || e.name.startsWith('.')) continue;
     const dir = path.resolve(out, e.name);
-    if (!isRunDir(dir)) continue;
+    if (isRunDir(dir)) dirs.push(dir);
+    else if (fs.existsSync(path.join(dir, SWEEP_FILE))) dirs.push(...runFolders(dir).filter((d) => path.dirname(d) === dir));
+  }
+  return dirs;
+}
+
+/** Every run folder under `out` (sweeps' runs included), oldest first (by creation time, then name). */
+export function listRuns(out: string = DEFAULT_RUNS_DIR): RunListing {
+  const listing: RunListing = { runs: [], problems: [] };
+  if (!fs.existsSync(out)) return listing;
+  for (const dir of runFolders(out)) {
     try {
       listing.runs.push(readRun(dir));
     } catch (err) {
@@ -142,12 +151,11 @@ export function resolveRun(ref: string, out: string = DEFAULT_RUNS_DIR): string 
   if (isRunDir(direct)) return direct;
   const underOut = path.resolve(out, ref);
   if (isRunDir(underOut)) return underOut;
-  const names = fs.existsSync(out)
-    ? fs.readdirSync(out).filter((n) => !n.startsWith('.') && isRunDir(path.join(out, n))).sort()
-    : [];
-  const matches = names.filter((n) => n.includes(ref));
-  if (matches.length === 1) return path.resolve(out, matches[0]);
-  if (matches.length > 1) throw new Error(`'${ref}' matches ${matches.length} runs under ${out}: ${matches.join(', ')}; give more of the name.`);
+  const dirs = fs.existsSync(out) ? runFolders(out).sort() : [];
+  const names = dirs.map((d) => path.relative(out, d));
+  const matches = dirs.filter((d) => path.basename(d).includes(ref));
+  if (matches.length === 1) return matches[0];
+  if (matches.length > 1) throw new Error(`'${ref}' matches ${matches.length} runs under ${out}: ${matches.map((d) => path.basename(d)).join(', ')}; give more of the name.`);
   throw new Error(
     `No run '${ref}' (not a run folder, nor a run under ${out})` +
       (names.length ? `; runs there: ${names.slice(-8).join(', ')}` : `; ${out} holds no runs yet (train one with npm start or notebook 04)`) +
@@ -162,4 +170,11 @@ export async function loadRunModel(runDir: string): Promise<tf.LayersModel> {
     throw new Error(`${runDir} has no trained model (${path.join(RUN_FILES.model, 'model.json')}); train it first (npm start -- --resume ${runDir}, or notebook 04).`);
   }
   return loadModel(dir);
+}
+
+/** The epoch with the lowest finite val_loss (the one the checkpoint kept), or undefined when none finished. */
+export function bestEpoch(history: readonly EpochLogs[]): EpochLogs | undefined {
+  let best: EpochLogs | undefined;
+  for (const h of history) if (Number.isFinite(h.val_loss) && (!best || h.val_loss < best.val_loss)) best = h;
+  return best;
 }
