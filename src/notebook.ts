@@ -86,7 +86,7 @@ export function notebookParams<T extends Params>(defaults: T, env?: NodeJS.Proce
  * What an injected-parameters cell calls: overrides `params` in place, keeping each default's type. Overrides the
  * notebook does not declare are listed, not applied (one settings object serves every notebook of a report).
  */
-export function applyOverrides(params: Params, overrides: Params, log: (line: string) => void = console.log): Params {
+export function applyOverrides(params: Params, overrides: Params, log: (line: string) => void = console.log): void {
   const from = provenance.get(params) ?? new Map();
   const unknown: string[] = [];
   for (const [name, value] of Object.entries(overrides)) {
@@ -102,7 +102,6 @@ export function applyOverrides(params: Params, overrides: Params, log: (line: st
   const applied = Object.keys(overrides).filter((k) => !unknown.includes(k));
   log(`injected parameters: ${applied.map((k) => `${k}=${JSON.stringify(params[k])}`).join(', ') || 'none'}`);
   if (unknown.length) log(`  not parameters of this notebook (ignored): ${unknown.join(', ')}`);
-  return params;
 }
 
 /** Renders the parameters as a small text table, each value marked with where it came from unless the cell. */

@@ -6,6 +6,7 @@
 import * as path from 'path';
 import { HYPERPARAMETER_NAMES, changedHyperparameters, hyperparameters, type HyperparameterName, type HyperparameterSource } from './naming';
 import { bestEpoch, listRuns, readRun, resolveRun, type Run } from './read';
+import { historySeries, type RunCurves, type RunRoc } from '../viz/figures';
 
 // danfo is loaded on first use: it pulls in a tfjs build, which `npm run runs` only needs when it compares.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -19,7 +20,7 @@ export type ComparisonRow = Record<string, Cell>;
 /** The metric the ranking sorts by (ascending); validation only. */
 export const RANK_BY = 'val loss';
 
-export const VAL_COLUMNS = ['best epoch', 'epochs', RANK_BY, 'val acc', 'val AUC', 'val recall', 'val specificity', 'val F1'] as const;
+export const VAL_COLUMNS = ['best epoch', 'epochs run', RANK_BY, 'val acc', 'val AUC', 'val recall', 'val specificity', 'val F1'] as const;
 /** Shown to read, never to rank: a run picked on test would make its test numbers optimistic. */
 export const TEST_COLUMNS = ['test acc', 'test recall', 'test specificity', 'test AUC'] as const;
 
@@ -42,7 +43,7 @@ export function comparisonRow(run: Run, shown: readonly HyperparameterName[]): C
   Object.assign(row, {
     status: run.writer ? `${run.status}, being written by pid ${run.writer.pid}` : run.status,
     'best epoch': best?.epoch ?? NaN,
-    epochs: run.history.length,
+    'epochs run': run.history.length,
     [RANK_BY]: round(best?.val_loss),
     'val acc': round(best?.val_acc),
     'val AUC': round(val?.auc ?? best?.val_auc),
@@ -65,6 +66,8 @@ export interface Comparison {
   frame: DataFrame;
   /** Runs left out of the ranking (no epoch finished), with why. */
   unranked: { run: string; why: string }[];
+  /** The runs of the ranking, best first. */
+  ranked: Run[];
   /** The best run by validation, if any. */
   best?: Run;
 }
@@ -75,17 +78,19 @@ export function compareRuns(runs: readonly Run[], defaults: HyperparameterSource
   const unranked = runs.filter((r) => !bestEpoch(r.history)).map((r) => ({ run: r.name, why: `no epoch finished with a validation loss (${r.status})` }));
   const varied = variedHyperparameters(ranked.length ? ranked : runs, defaults);
   const dfd = danfo();
-  if (!ranked.length) return { runs: [...runs], varied, frame: new dfd.DataFrame([]), unranked };
+  if (!ranked.length) return { runs: [...runs], varied, frame: new dfd.DataFrame([]), unranked, ranked: [] };
   const frame = new dfd.DataFrame(ranked.map((r) => comparisonRow(r, varied)));
   // resetIndex: danfo's query() after sortValues() matches rows by position, not label, without it.
   const sorted = frame.sortValues(RANK_BY, { ascending: true }).resetIndex();
   sorted.addColumn('rank', Array.from({ length: sorted.shape[0] }, (_, i) => i + 1), { inplace: true, atIndex: 0 });
-  const bestName = sorted['run'].values[0] as string;
-  return { runs: [...runs], varied, frame: sorted, unranked, best: ranked.find((r) => r.name === bestName) };
+  const order = sorted['run'].values as string[];
+  const inOrder = order.map((name) => ranked.find((r) => r.name === name)!);
+  return { runs: [...runs], varied, frame: sorted, unranked, ranked: inOrder, best: inOrder[0] };
 }
 
 /** Rows of the frame where `column` equals `value` (e.g. status = evaluated, lr = 0.001). */
 export function filterRows(frame: DataFrame, column: string, value: Cell): DataFrame {
+  if (!frame.shape || frame.shape[0] === 0) return frame;
   if (!frame.columns.includes(column)) throw new Error(`No column '${column}' in the comparison; columns: ${frame.columns.join(', ')}.`);
   const asNumber = typeof frame[column].values[0] === 'number' ? Number(value) : value;
   return frame.query(frame[column].eq(asNumber)).resetIndex();
@@ -98,6 +103,14 @@ export function groupByHyperparameter(frame: DataFrame, name: string): DataFrame
   }
   const aggs: Record<string, string> = { run: 'count', [RANK_BY]: 'mean', 'val acc': 'mean', 'val AUC': 'mean' };
   return frame.groupby([name]).agg(aggs);
+}
+
+/** The group-by table when `name` is one of the hyperparameters that differ, else a sentence saying it is not. */
+export function groupIfVaried(c: Comparison, name: string): DataFrame | string {
+  if (!(c.varied as readonly string[]).includes(name) || !c.ranked.length) {
+    return `'${name}' does not differ between these runs (varied: ${c.varied.join(', ') || 'none'}); nothing to group.`;
+  }
+  return groupByHyperparameter(c.frame, name);
 }
 
 /** Frame rows as plain objects (danfo's toJSON), for tables and tests. */
@@ -140,4 +153,14 @@ export function selectRuns(refs: readonly string[], out: string): { runs: Run[];
 /** A run's short name for legends: the label after the timestamp. */
 export function shortRunName(run: Run): string {
   return path.basename(run.dir).replace(/^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-/, '');
+}
+
+/** Each run's training and validation curves, for runCurvesFigure. */
+export function runCurves(runs: readonly Run[]): RunCurves[] {
+  return runs.map((r) => ({ name: shortRunName(r), history: historySeries(r.history) }));
+}
+
+/** ROC curves of the evaluated runs among `runs` on one split (validation by default: what selection may use). */
+export function runRocs(runs: readonly Run[], split: 'val' | 'test' = 'val'): RunRoc[] {
+  return runs.filter((r) => r.metrics).map((r) => ({ name: shortRunName(r), roc: r.metrics![split].roc, auc: r.metrics![split].auc }));
 }

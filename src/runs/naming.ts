@@ -84,6 +84,8 @@ function shortForm(name: HyperparameterName, value: string | number): string {
       return `cw-${value}`;
     case 'limit':
       return `limit${value}`;
+    case 'seed':
+      return `seed${value}`;
     case 'valFraction':
       return `val${value}`;
     default:
