@@ -256,8 +256,8 @@ export async function trainModel(
 
   const bestDir = path.join(runDir, RUN_FILES.model);
   if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
-    // No finite val_loss was ever seen (e.g. an empty validation split): keep the final weights.
-    log('No best checkpoint (validation loss never finite); keeping the final weights.');
+    // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
+    log(result.history.length ? 'No best checkpoint (validation loss never finite); keeping the final weights.' : 'No epoch completed, so there is no checkpoint yet.');
     return { model, result, bestEpoch: null };
   }
   model.dispose();

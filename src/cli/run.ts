@@ -52,6 +52,7 @@ interface Flags {
   classWeights?: 'balanced' | 'none';
   balance?: 'none' | 'oversample';
   variant?: PipelineConfig['variant'];
+  model?: PipelineConfig['variant'];
   seed?: number;
   valFraction?: number;
   out?: string;
@@ -65,7 +66,7 @@ interface Flags {
 }
 
 /** Flags a sweep may vary; the rest (data, out, limit, ...) are one per sweep. */
-export const SWEEPABLE = ['epochs', 'batch-size', 'image-size', 'lr', 'augment', 'class-weights', 'balance', 'variant', 'seed', 'val-fraction', 'patience', 'threshold'] as const;
+export const SWEEPABLE = ['epochs', 'batch-size', 'image-size', 'lr', 'augment', 'class-weights', 'balance', 'variant', 'model', 'seed', 'val-fraction', 'patience', 'threshold'] as const;
 
 export function buildProgram(io: CliIo): Command {
   const d = DEFAULT_PIPELINE;
@@ -81,6 +82,7 @@ export function buildProgram(io: CliIo): Command {
     .addOption(new Option('--class-weights <mode>', `loss class weights (default ${d.train.classWeights})`).choices(['balanced', 'none']))
     .addOption(new Option('--balance <mode>', 'oversample the minority class in each epoch (default none)').choices(['none', 'oversample']))
     .addOption(new Option('--variant <name>', `model variant (default ${d.variant})`).choices(['seed', 'small']))
+    .addOption(new Option('--model <name>', 'the same as --variant (the notebooks call it model)').choices(['seed', 'small']))
     .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
     .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
     .option('--patience <n>', `early-stopping patience in epochs, 0 = off (default ${d.patience})`, wholeNumber(0))
@@ -123,6 +125,7 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
   set('classWeights', (v) => (cfg.train.classWeights = v));
   set('balance', (v) => (cfg.train.balance = v));
   set('variant', (v) => (cfg.variant = v));
+  set('model', (v) => (cfg.variant = v));
   set('seed', (v) => {
     cfg.train.seed = v;
     cfg.split.seed = v;
@@ -179,7 +182,7 @@ async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Prom
 }
 
 /** Settings a resumed run must keep, or its checkpoint and split no longer fit. */
-const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'seed', 'valFraction', 'limit'];
+const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'limit'];
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {
