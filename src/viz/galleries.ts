@@ -7,11 +7,13 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { augmentBatch, parseAugment } from '../augment';
 import { toTensor } from '../data/batches';
-import type { PredictionRow } from '../evaluate';
+import type { EvalResult, PredictionRow } from '../evaluate';
+import { SEED_ARTICLE_METRICS } from '../pipeline';
 import { gradCam, gradCamOverlayPng } from '../gradcam';
 import { makeRng } from '../random';
 import { LABELS, type Dataset, type DecodedImages, type ImageRecord } from '../types';
 import type { ImageItem } from './display';
+import type { MetricSet } from './figures';
 import { grayPng, unitFloatPng } from './images';
 
 /** The transforms 02 shows one at a time, then the run's own augmentation. */
@@ -93,4 +95,21 @@ export async function mistakeTiles(model: tf.LayersModel, test: DecodedImages, m
     tiles.push({ png: await gradCamOverlayPng(pixels, cam.heatmap, size, { outSize: Math.max(size, 160) }), caption: 'Grad-CAM' });
   }
   return tiles;
+}
+
+const METRIC_NAMES = ['accuracy', 'precision', 'recall', 'specificity', 'f1'] as const;
+const pct = (v: number) => (Number.isFinite(v) ? Number((100 * v).toFixed(1)) : null);
+
+/** This run's test and validation metrics beside the seed article's, as a table (percent) and as figure sets. */
+export function seedArticleComparison(ev: Pick<EvalResult, 'val' | 'test'>): { rows: Array<Record<string, string | number | null>>; sets: MetricSet[] } {
+  const rows = [
+    ...METRIC_NAMES.map((m) => ({ metric: m, 'this run, test %': pct(ev.test[m]), 'this run, val %': pct(ev.val[m]), 'seed article %': SEED_ARTICLE_METRICS[m] as number | null })),
+    { metric: 'AUC', 'this run, test %': pct(ev.test.auc), 'this run, val %': pct(ev.val.auc), 'seed article %': null },
+  ];
+  const article = Object.fromEntries(METRIC_NAMES.map((m) => [m, SEED_ARTICLE_METRICS[m] === null ? null : (SEED_ARTICLE_METRICS[m] as number) / 100]));
+  const sets: MetricSet[] = [
+    { name: 'this run (test)', values: { ...Object.fromEntries(METRIC_NAMES.map((m) => [m, ev.test[m]])), auc: ev.test.auc } },
+    { name: 'seed article', values: article },
+  ];
+  return { rows, sets };
 }
