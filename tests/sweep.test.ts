@@ -6,6 +6,7 @@ import { generateDemoDataset } from '../src/data/demo';
 import { DEFAULT_PIPELINE, runPipeline, type PipelineConfig } from '../src/pipeline';
 import { main as runMain, sweepPointConfig } from '../src/cli/run';
 import { main as compareMain } from '../src/cli/compare';
+import { main as runsMain } from '../src/cli/runs';
 import { createSweep, parseSweepAxis, readSweep, runSweep, sweepGrid } from '../src/sweep';
 import { compareRuns, filterRows, frameRows, groupByHyperparameter, TEST_COLUMNS } from '../src/runs/compare';
 import { listRuns, readRun } from '../src/runs/read';
@@ -127,5 +128,32 @@ describe('a sweep killed in the middle and resumed', () => {
     const missing = capture();
     expect(await compareMain(['--out', out, 'lr9'], missing.io)).toBe(1);
     expect(missing.err.join('\n')).toMatch(/compare: No run 'lr9'/);
+  }, 120_000);
+
+  it('npm start --sweep runs the grid and ends with the table; npm run runs lists, filters and groups it', async () => {
+    const out = path.join(tmp, 'cli-sweep');
+    const c = capture();
+    const argv = ['--data', dataDir, '--out', out, '--epochs', '1', '--image-size', '32', '--model', 'small', '--backend', 'wasm', '--limit', '8', '--sweep', 'lr=1e-3,3e-4'];
+    expect(await runMain(argv, c.io, { handleSigint: false })).toBe(0);
+    const text = c.out.join('\n');
+    expect(text).toMatch(/Sweep .*-sweep-lr: 2 of 2 run\(s\) done/);
+    expect(text).toMatch(/^rank\s+run\s+lr\s+status/m);
+    expect(text).toMatch(/Best by validation: /);
+    const [sweepDir] = fs.readdirSync(out);
+    expect(readSweep(path.join(out, sweepDir)).points.map((p) => [p.key, p.status])).toEqual([['lr=1e-3', 'done'], ['lr=3e-4', 'done']]);
+    // Continuing a finished sweep trains nothing and prints the table again; extra flags are refused.
+    const again = capture();
+    expect(await runMain(['--resume', path.join(out, sweepDir)], again.io, { handleSigint: false })).toBe(0);
+    expect(again.out.join('\n')).toMatch(/2 already done/);
+    expect(again.out.join('\n')).not.toMatch(/Training /);
+    const extra = capture();
+    expect(await runMain(['--resume', path.join(out, sweepDir), '--epochs', '3'], extra.io, { handleSigint: false })).toBe(2);
+    expect(extra.err.join('\n')).toMatch(/--resume of a sweep continues it with its own settings; drop --epochs/);
+
+    const listed = capture();
+    expect(await runsMain(['--out', out, '--where', 'status=evaluated', '--group-by', 'lr'], listed.io)).toBe(0);
+    const table = listed.out.join('\n');
+    expect(table.match(/^\d+\s+\S+-small-32px-e1-/gm)?.length).toBe(2);
+    expect(table).toMatch(/Mean validation numbers per lr:\nlr\s+run_count\s+val loss_mean/);
   }, 120_000);
 });
