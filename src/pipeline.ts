@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Dataset, DecodedImages, Label, Split, SplitName } from './types';
 import { LABELS } from './types';
 import { discoverDataset } from './data/discover';
-import { loadSplit, saveSplit, splitDataset, splitSummary, patientsShared } from './data/split';
+import { assertNoPatientLeak, loadSplit, saveSplit, splitDataset, splitSummary } from './data/split';
 import { decodeSplit, type ResizeFit } from './data/decode';
 import { buildModel, type ModelVariant } from './model';
 import { initBackend, describeBackend, backendInfo, type BackendInfo, type BackendName } from './backend/select';
@@ -29,15 +29,13 @@ import {
   writeHistory,
 } from './train/callbacks';
 import { progress, type ProgressOptions } from './train/progress';
-import {
-  DEFAULT_RUNS_DIR,
-  RUN_FILES,
-  createRunDir,
-  loadModel,
-  readJson,
-  writeFileAtomic,
-  writeJsonAtomic,
-} from './run-dir';
+import { DEFAULT_RUNS_DIR, RUN_FILES, createRunDir, loadModel, writeFileAtomic, writeJsonAtomic } from './runs/layout';
+import { formatThresholdRule, runLabel } from './runs/naming';
+import { toMetricsFile, writeMetrics, type MetricsFile } from './runs/metrics-file';
+import { readRunConfig, type RunConfigFile } from './runs/read';
+import { acquireRunLock } from './runs/lock';
+
+export { formatThresholdRule, readRunConfig, type RunConfigFile };
 
 export interface PipelineConfig {
   /** Dataset root in the Kaggle layout. */
@@ -91,6 +89,8 @@ export interface PipelineHooks {
   signal?: AbortSignal;
   /** Ctrl-C stops cleanly (CLI). */
   handleSigint?: boolean;
+  /** Called once the run folder exists (before training), e.g. to record it in a sweep manifest. */
+  onRunDir?: (runDir: string) => void;
 }
 
 export interface RunResult {
@@ -105,15 +105,6 @@ export interface RunResult {
   evaluation?: EvalResult;
   /** The best model; the caller owns it (dispose when done). */
   model?: tf.LayersModel;
-}
-
-/** Everything `config.json` records: the settings plus what they resolved to. */
-export interface RunConfigFile {
-  config: PipelineConfig;
-  backend: string;
-  dataRoot: string;
-  createdAt: string;
-  tfjs: string;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -168,15 +159,8 @@ export async function makeSplit(
 ): Promise<Split> {
   const log = opts.log ?? console.log;
   const split = splitDataset(ds, { seed: opts.seed, valFraction: opts.valFraction, testFraction: opts.testFraction });
-  // The official test/ is used as published: the dataset numbers patients per folder, so an id such as
-  // `person1` in test/ need not be train's person1. Only the splits we build ourselves must be disjoint.
-  const official = split.testSource === 'official';
-  const shared = patientsShared(official ? { ...split, test: [] } : split);
-  if (shared.length) throw new Error(`Split leaks ${shared.length} patient(s) across splits (e.g. ${shared[0]}); this is a bug.`);
-  if (official) {
-    const reused = patientsShared({ ...split, val: [] }).length + patientsShared({ ...split, train: [] }).length;
-    if (reused) log(`  note: ${reused} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
-  }
+  const { reusedOfficialIds } = assertNoPatientLeak(split);
+  if (reusedOfficialIds) log(`  note: ${reusedOfficialIds} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
   const rows = splitSummary(split);
   for (const name of ['train', 'val', 'test'] as SplitName[]) {
     const part = rows.filter((r) => r.split === name);
@@ -272,8 +256,8 @@ export async function trainModel(
 
   const bestDir = path.join(runDir, RUN_FILES.model);
   if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
-    // No finite val_loss was ever seen (e.g. an empty validation split): keep the final weights.
-    log('No best checkpoint (validation loss never finite); keeping the final weights.');
+    // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
+    log(result.history.length ? 'No best checkpoint (validation loss never finite); keeping the final weights.' : 'No epoch completed, so there is no checkpoint yet.');
     return { model, result, bestEpoch: null };
   }
   model.dispose();
@@ -288,12 +272,6 @@ export async function evaluateRun(
   rule: ThresholdRule,
 ): Promise<EvalResult> {
   return evaluate(model, { val: decoded.val, test: decoded.test }, { rule });
-}
-
-export function formatThresholdRule(rule: ThresholdRule): string {
-  if (rule.kind === 'youden') return 'youden';
-  if (rule.kind === 'recall') return `recall=${rule.target}`;
-  return `fixed=${rule.value}`;
 }
 
 /** Parses `youden`, `recall=0.97` or `fixed=0.5`. */
@@ -377,10 +355,19 @@ function countsOf(decoded: DecodedSplit): Record<SplitName, Record<Label, number
   return out;
 }
 
-/** metrics.json without the bulky per-image rows (those go to predictions.csv). */
-export function metricsJson(ev: EvalResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  const { predictions: _rows, ...rest } = ev;
-  return { ...extra, ...rest };
+/**
+ * metrics.json and predictions.csv of an evaluated run: the one writer `npm start` and notebook 05 share, so
+ * predict, the comparison and the report read one schema.
+ */
+export function writeEvaluation(
+  runDir: string,
+  evaluation: EvalResult,
+  run: { bestEpoch: number | null; epochsRun: number; imageSize: number; writtenBy: string },
+): MetricsFile {
+  const metrics = toMetricsFile(evaluation, run);
+  writeMetrics(path.join(runDir, RUN_FILES.metrics), metrics);
+  writeFileAtomic(path.join(runDir, RUN_FILES.predictions), predictionsToCsv(evaluation.predictions));
+  return metrics;
 }
 
 /** Step 6: metrics.json, predictions.csv, history files and summary.md. */
@@ -400,11 +387,12 @@ export function writeRun(
 ): void {
   writeHistory(runDir, args.history);
   if (args.evaluation) {
-    writeJsonAtomic(
-      path.join(runDir, RUN_FILES.metrics),
-      metricsJson(args.evaluation, { bestEpoch: args.bestEpoch, epochsRun: args.history.length, imageSize: args.config.imageSize }),
-    );
-    writeFileAtomic(path.join(runDir, RUN_FILES.predictions), predictionsToCsv(args.evaluation.predictions));
+    writeEvaluation(runDir, args.evaluation, {
+      bestEpoch: args.bestEpoch,
+      epochsRun: args.history.length,
+      imageSize: args.config.imageSize,
+      writtenBy: 'npm start',
+    });
   }
   writeFileAtomic(
     path.join(runDir, RUN_FILES.summary),
@@ -425,24 +413,23 @@ export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: Bac
   writeJsonAtomic(path.join(runDir, RUN_FILES.config), file);
 }
 
+/** A new run folder under `cfg.out`, named by time and the hyperparameters that differ from the defaults. */
+export function newRunDir(cfg: PipelineConfig): string {
+  return createRunDir(cfg.out, runLabel(cfg, DEFAULT_PIPELINE));
+}
+
 /** For notebooks: creates the run folder and writes config.json (call after initBackend). Returns the folder. */
 export function startRun(cfg: PipelineConfig, dataRoot: string = cfg.data): string {
-  const runDir = createRunDir(cfg.out, cfg.name ?? `${cfg.variant}-${cfg.imageSize}`);
+  const runDir = newRunDir(cfg);
   const backend = backendInfo() ?? { name: tf.getBackend() as BackendName, threads: 1, skipped: [] };
   writeRunConfig(runDir, cfg, backend, dataRoot);
   return runDir;
 }
 
-/** The settings a run was started with, for `--resume`. */
-export function readRunConfig(runDir: string): PipelineConfig {
-  const file = path.join(runDir, RUN_FILES.config);
-  if (!fs.existsSync(file)) {
-    throw new Error(`Cannot resume ${runDir}: it has no ${RUN_FILES.config}; is it a run folder (outputs/runs/<time>-<name>)?`);
-  }
-  return readJson<RunConfigFile>(file).config;
-}
-
-/** Runs every step and writes the run directory. */
+/**
+ * Runs every step and writes the run directory, holding the run's lock throughout (a second writer of the same
+ * run, e.g. a `--resume` while this one trains, stops with a message naming this process).
+ */
 export async function runPipeline(cfg: PipelineConfig, hooks: PipelineHooks = {}): Promise<RunResult> {
   const log = hooks.log ?? console.log;
   const backend = await initBackend({ prefer: cfg.backend, quiet: true });
@@ -455,17 +442,43 @@ export async function runPipeline(cfg: PipelineConfig, hooks: PipelineHooks = {}
     runDir = path.resolve(cfg.resume);
     const splitFile = path.join(runDir, RUN_FILES.split);
     if (!fs.existsSync(splitFile)) throw new Error(`Cannot resume ${runDir}: it has no ${RUN_FILES.split}.`);
-    // The same images in the same splits: re-splitting could move patients between train and test.
-    split = await loadSplit(splitFile);
-    dataRoot = cfg.data;
-    log(`Resuming ${runDir} with its saved split (${split.train.length}/${split.val.length}/${split.test.length} train/val/test)`);
-  } else {
-    const ds = await loadData(cfg.data, { limit: cfg.limit, seed: cfg.split.seed, log });
-    dataRoot = ds.root;
-    runDir = createRunDir(cfg.out, cfg.name ?? `${cfg.variant}-${cfg.imageSize}`);
+    // Before reading anything: a run another process is writing is not ours to continue.
+    const lock = acquireRunLock(runDir);
+    if (lock.tookOver) log(lock.tookOver);
+    hooks.onRunDir?.(runDir);
+    try {
+      // The same images in the same splits: re-splitting could move patients between train and test.
+      split = await loadSplit(splitFile);
+      dataRoot = cfg.data;
+      log(`Resuming ${runDir} with its saved split (${split.train.length}/${split.val.length}/${split.test.length} train/val/test)`);
+      return await trainAndEvaluate(cfg, runDir, split, dataRoot, backend, hooks);
+    } finally {
+      lock.release();
+    }
+  }
+  const ds = await loadData(cfg.data, { limit: cfg.limit, seed: cfg.split.seed, log });
+  dataRoot = ds.root;
+  runDir = newRunDir(cfg);
+  const lock = acquireRunLock(runDir);
+  hooks.onRunDir?.(runDir);
+  try {
     log(`Run folder: ${runDir}`);
     split = await makeSplit(ds, { ...cfg.split, runDir, log });
+    return await trainAndEvaluate(cfg, runDir, split, dataRoot, backend, hooks);
+  } finally {
+    lock.release();
   }
+}
+
+async function trainAndEvaluate(
+  cfg: PipelineConfig,
+  runDir: string,
+  split: Split,
+  dataRoot: string,
+  backend: BackendInfo,
+  hooks: PipelineHooks,
+): Promise<RunResult> {
+  const log = hooks.log ?? console.log;
   writeRunConfig(runDir, cfg, backend, dataRoot);
 
   const decoded = await decode(split, {

@@ -42,6 +42,8 @@ export interface Split {
   seed: number;
   /** 'official' when the dataset's own test/ folder is the test set, 'carved' when we split one off. */
   testSource: 'official' | 'carved';
+  /** The dataset root the images came from (absent in split files written before it was recorded). */
+  root?: string;
 }
 
 /** Decoded grayscale images, row-major `count x size x size`, 0..255. */

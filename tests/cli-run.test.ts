@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
+import { spawn } from 'child_process';
 import { generateDemoDataset } from '../src/data/demo';
 import { main as runMain, resolveDataDir } from '../src/cli/run';
 import { main as predictMain } from '../src/cli/predict';
@@ -50,6 +51,21 @@ describe('npm start (cli/run)', () => {
     const hist = JSON.parse(fs.readFileSync(path.join(runDir, 'history.json'), 'utf8')) as EpochLogs[];
     expect(hist.map((h) => h.epoch)).toEqual([1, 2]);
     expect(fs.readdirSync(runsDir).length).toBe(1);
+    expect(fs.existsSync(path.join(runDir, '.lock')), 'the lock is released when the run ends').toBe(false);
+
+    // A second writer while another process holds the run: refused, naming that process; the run is untouched.
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    try {
+      fs.writeFileSync(path.join(runDir, '.lock'), JSON.stringify({ pid: holder.pid, host: os.hostname(), startedAt: '2026-12-01T10:00:00.000Z', command: 'npm start' }));
+      const second = capture();
+      expect(await runMain(['--resume', runDir, '--epochs', '3'], second.io, { handleSigint: false })).toBe(1);
+      expect(second.err.join('\n')).toMatch(new RegExp(`start: .* is being written by process ${holder.pid} on ${os.hostname()} \\(npm start, since`));
+      expect(second.err.join('\n')).not.toMatch(/\n\s+at /);
+      expect((JSON.parse(fs.readFileSync(path.join(runDir, 'history.json'), 'utf8')) as EpochLogs[]).length).toBe(2);
+    } finally {
+      holder.kill();
+      fs.rmSync(path.join(runDir, '.lock'), { force: true });
+    }
 
     // Predict with the newest run: two good images and one broken file.
     const metrics = JSON.parse(fs.readFileSync(path.join(runDir, 'metrics.json'), 'utf8'));

@@ -3,6 +3,7 @@ import { promises as fsp, existsSync } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
+import { spawn } from 'child_process';
 import type { ImageRecord, Label, Split } from '../src/types';
 import { decodeImages, decodeFile, decodeSplit, resizeGray, sniffImageHeader, nativeJpeg } from '../src/data/decode';
 import { discoverDataset } from '../src/data/discover';
@@ -226,6 +227,47 @@ describe('decodeImages', () => {
 });
 
 const hasNative = nativeJpeg() !== null;
+
+const distDecode = path.join(repoRoot, 'dist', 'data', 'decode.js');
+
+describe('two runs sharing one decode cache', () => {
+  it.skipIf(!existsSync(distDecode))('decode into the same cache at once: both get the right pixels, one whole cache file, no temp files left', async () => {
+    const cacheDir = path.join(tmp, 'shared-by-two');
+    const records = good.map((f) => rec(f));
+    const reference = await decodeImages(records, { size: 40, cacheDir: null });
+    const expected = Buffer.from(reference.pixels).toString('base64');
+    // Each process decodes three times; the first pass of both writes the same cache file at the same moment.
+    const script = `
+      const { decodeImages } = require(${JSON.stringify(distDecode)});
+      (async () => {
+        const out = [];
+        for (let i = 0; i < 3; i++) {
+          const d = await decodeImages(${JSON.stringify(records)}, { size: 40, cacheDir: ${JSON.stringify(cacheDir)} });
+          out.push(Buffer.from(d.pixels).toString('base64'));
+        }
+        process.stdout.write(JSON.stringify(out));
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const run = () =>
+      new Promise<{ out: string; err: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['-e', script]);
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (err += d));
+        child.on('exit', (code) => (code === 0 ? resolve({ out, err }) : reject(new Error(`decoder process failed: ${err}`))));
+      });
+    const results = await Promise.all([run(), run()]);
+    for (const r of results) {
+      expect(r.err).not.toMatch(/could not write cache/);
+      expect(JSON.parse(r.out)).toEqual([expected, expected, expected]);
+    }
+    const names = await fsp.readdir(cacheDir);
+    expect(names.filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    expect(names.filter((n) => n.endsWith('.bin'))).toHaveLength(1);
+    const again = await decodeImages(records, { size: 40, cacheDir, progress: () => { throw new Error('cache miss: the shared cache file was not whole'); } });
+    expect(Buffer.from(again.pixels).toString('base64')).toBe(expected);
+  }, 60_000);
+});
 
 describe.skipIf(!hasNative)('native libjpeg-turbo fast path (skipped unless built: npm run build:jpeg)', () => {
   function maxDiff(a: Uint8Array, b: Uint8Array): number {

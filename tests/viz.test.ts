@@ -11,6 +11,9 @@ import {
   precisionRecallFigure,
   rocFigure,
   trainingHistoryFigure,
+  historySeries,
+  rocOverlayFigure,
+  runCurvesFigure,
 } from '../src/viz/figures';
 import { figureHtml, imagesHtml, plotlyBundleTag, PLOTLY_SCRIPT_ID, resetPlotlyInclusion, showFigure, tableHtml } from '../src/viz/display';
 import { describeParams, notebookParams, paramEnvName, parseParam } from '../src/notebook';
@@ -209,5 +212,32 @@ describe('notebook parameters', () => {
     const text = describeParams({ epochs: 2, seed: 1 }, { PNEUMO_EPOCHS: '2' });
     expect(text).toMatch(/epochs\s+2\s+\(from PNEUMO_EPOCHS\)/);
     expect(text).not.toMatch(/seed.*from/);
+  });
+});
+
+describe('run comparison figures', () => {
+  const history = (base: number) =>
+    historySeries([1, 2].map((epoch) => ({ epoch, loss: base / epoch, acc: 0.5, val_loss: base / epoch + 0.1, val_acc: 0.6, lr: 1e-3 })));
+
+  it('curves: per run a train and a val line on loss and on accuracy, one colour per run, val dashed', () => {
+    const fig = runCurvesFigure([{ name: 'lr1e-3', history: history(1) }, { name: 'lr3e-4', history: history(2) }]);
+    expect(fig.data.map((t) => t.name)).toEqual([
+      'lr1e-3 · train loss', 'lr1e-3 · val loss', 'lr1e-3 · train acc', 'lr1e-3 · val acc',
+      'lr3e-4 · train loss', 'lr3e-4 · val loss', 'lr3e-4 · train acc', 'lr3e-4 · val acc',
+    ]);
+    expect(fig.data[1].y).toEqual([1.1, 0.6]);
+    expect(fig.data[1].line).toMatchObject({ dash: 'dash' });
+    expect(fig.data[2].yaxis).toBe('y2');
+    expect(new Set(fig.data.slice(0, 4).map((t) => t.line!.color)).size).toBe(1);
+    expect(fig.data[0].line!.color).not.toBe(fig.data[4].line!.color);
+  });
+
+  it('ROC overlay: one curve per run with its AUC in the legend, and the chance line', () => {
+    const fig = rocOverlayFigure([
+      { name: 'a', roc: { fpr: [0, 0.5, 1], tpr: [0, 0.9, 1] }, auc: 0.9123 },
+      { name: 'b', roc: { fpr: [0, 1], tpr: [0, 1] }, auc: NaN },
+    ]);
+    expect(fig.data.map((t) => t.name)).toEqual(['a (AUC 0.912)', 'b (AUC -)', 'chance']);
+    expect(fig.data[0].x).toEqual([0, 0.5, 1]);
   });
 });

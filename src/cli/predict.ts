@@ -10,8 +10,10 @@ import { type CliIo, defaultIo, parseCommand } from './common';
 import { initBackend } from '../backend/select';
 import { decodeFile, type ResizeFit } from '../data/decode';
 import { gradCam, gradCamOverlayPng } from '../gradcam';
-import { DEFAULT_RUNS_DIR, RUN_FILES, findLatestRun, loadModel, readJson } from '../run-dir';
-import type { RunConfigFile } from '../pipeline';
+import { DEFAULT_RUNS_DIR, RUN_FILES, isRunDir, loadModel } from '../runs/layout';
+import { findLatestRun, readRunConfig, resolveRun } from '../runs/read';
+import { formatThresholdRule } from '../runs/naming';
+import { readMetrics } from '../runs/metrics-file';
 import { LABELS } from '../types';
 
 export type { CliIo };
@@ -30,31 +32,37 @@ export function resolveModel(given: string | undefined, runsDir = DEFAULT_RUNS_D
     return { modelDir: path.join(latest, RUN_FILES.model), runDir: latest };
   }
   const dir = path.resolve(given);
-  if (fs.existsSync(path.join(dir, RUN_FILES.model, 'model.json'))) return { modelDir: path.join(dir, RUN_FILES.model), runDir: dir };
   if (fs.existsSync(path.join(dir, 'model.json'))) {
     const parent = path.dirname(dir);
-    return { modelDir: dir, runDir: fs.existsSync(path.join(parent, RUN_FILES.metrics)) ? parent : undefined };
+    return { modelDir: dir, runDir: isRunDir(parent) ? parent : undefined };
   }
-  throw new Error(`--model ${given}: no model.json there nor in ${path.join(given, RUN_FILES.model)}; pass a run folder or a model folder.`);
+  // A run folder, or a run's name (or a unique part of it) under --runs.
+  let runDir: string;
+  try {
+    runDir = fs.existsSync(path.join(dir, RUN_FILES.model, 'model.json')) ? dir : resolveRun(given, runsDir);
+  } catch (err) {
+    throw new Error(`--model ${given}: no model.json there nor in ${path.join(given, RUN_FILES.model)}, and ${(err as Error).message}`);
+  }
+  if (!fs.existsSync(path.join(runDir, RUN_FILES.model, 'model.json'))) {
+    throw new Error(`--model ${given}: run ${runDir} has no trained model yet (${RUN_FILES.model}/model.json).`);
+  }
+  return { modelDir: path.join(runDir, RUN_FILES.model), runDir };
 }
 
 /** The run's threshold from metrics.json; 0.5 (with a note) when the model has no run around it. */
 export function runThreshold(runDir: string | undefined): { threshold: number; source: string } {
   const file = runDir ? path.join(runDir, RUN_FILES.metrics) : undefined;
   if (file && fs.existsSync(file)) {
-    const metrics = readJson<{ threshold?: number; thresholdRule?: { kind: string } }>(file);
-    if (typeof metrics.threshold === 'number' && Number.isFinite(metrics.threshold)) {
-      return { threshold: metrics.threshold, source: `${file} (rule ${metrics.thresholdRule?.kind ?? '?'}, chosen on validation)` };
-    }
+    // A malformed file is an error naming it: guessing 0.5 would silently change every prediction.
+    const metrics = readMetrics(file);
+    return { threshold: metrics.threshold, source: `${file} (rule ${formatThresholdRule(metrics.thresholdRule)}, chosen on validation)` };
   }
   return { threshold: 0.5, source: 'default 0.5 (no metrics.json next to the model)' };
 }
 
 /** The run's resize fit from config.json ('fill' when the model has no run around it). */
 export function runFit(runDir: string | undefined): ResizeFit {
-  const file = runDir ? path.join(runDir, RUN_FILES.config) : undefined;
-  if (file && fs.existsSync(file)) return readJson<RunConfigFile>(file).config.fit ?? 'fill';
-  return 'fill';
+  return runDir && isRunDir(runDir) ? readRunConfig(runDir).fit ?? 'fill' : 'fill';
 }
 
 function unitInterval(value: string): number {
@@ -102,7 +110,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     .name('npm run predict --')
     .description('Classify chest X-ray images with a trained model (default: the newest run in outputs/runs).')
     .argument('<files...>', 'image files (JPEG or PNG)')
-    .option('--model <dir>', 'run folder or model folder (default: the newest run)')
+    .option('--model <run>', 'run folder, run name under --runs, or model folder (default: the newest run)')
     .option('--gradcam <dir>', 'also write Grad-CAM overlays (PNG) into this folder')
     .option('--threshold <p>', "override the run's threshold", unitInterval)
     .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR)

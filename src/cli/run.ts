@@ -10,6 +10,9 @@ import { parseAugment } from '../augment';
 import { BACKEND_ORDER, type BackendName } from '../backend/select';
 import { generateDemoDataset } from '../data/demo';
 import { DEFAULT_PIPELINE, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
+import { compareRuns, formatComparison } from '../runs/compare';
+import { readRun } from '../runs/read';
+import { createSweep, isSweepDir, parseSweepAxis, runSweep, sweepGrid, type SweepAxis, type SweepPoint } from '../sweep';
 
 export type { CliIo };
 
@@ -49,6 +52,7 @@ interface Flags {
   classWeights?: 'balanced' | 'none';
   balance?: 'none' | 'oversample';
   variant?: PipelineConfig['variant'];
+  model?: PipelineConfig['variant'];
   seed?: number;
   valFraction?: number;
   out?: string;
@@ -58,7 +62,11 @@ interface Flags {
   backend?: BackendName;
   resume?: string;
   patience?: number;
+  sweep?: string[];
 }
+
+/** Flags a sweep may vary; the rest (data, out, limit, ...) are one per sweep. */
+export const SWEEPABLE = ['epochs', 'batch-size', 'image-size', 'lr', 'augment', 'class-weights', 'balance', 'variant', 'model', 'seed', 'val-fraction', 'patience', 'threshold'] as const;
 
 export function buildProgram(io: CliIo): Command {
   const d = DEFAULT_PIPELINE;
@@ -74,6 +82,7 @@ export function buildProgram(io: CliIo): Command {
     .addOption(new Option('--class-weights <mode>', `loss class weights (default ${d.train.classWeights})`).choices(['balanced', 'none']))
     .addOption(new Option('--balance <mode>', 'oversample the minority class in each epoch (default none)').choices(['none', 'oversample']))
     .addOption(new Option('--variant <name>', `model variant (default ${d.variant})`).choices(['seed', 'small']))
+    .addOption(new Option('--model <name>', 'the same as --variant (the notebooks call it model)').choices(['seed', 'small']))
     .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
     .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
     .option('--patience <n>', `early-stopping patience in epochs, 0 = off (default ${d.patience})`, wholeNumber(0))
@@ -82,7 +91,8 @@ export function buildProgram(io: CliIo): Command {
     .option('--threshold <rule>', "threshold rule, chosen on validation: 'youden', 'recall=0.97' or 'fixed=0.5' (default recall=0.98)", asArgument(parseThresholdRule))
     .option('--limit <n>', 'use at most N images per folder and class (quick runs)', wholeNumber(1))
     .addOption(new Option('--backend <name>', 'tfjs backend (default: best available)').choices([...BACKEND_ORDER]))
-    .option('--resume <runDir>', 'continue an interrupted run from its last completed epoch')
+    .option('--resume <dir>', 'continue an interrupted run from its last completed epoch, or a killed sweep with the runs it has not finished')
+    .option('--sweep <flag=values>', `train a grid, one run after another (repeat for more axes), e.g. --sweep lr=1e-3,3e-4 --sweep augment=default,seed; flags: ${SWEEPABLE.join(', ')}`, (v: string, all: string[] = []) => [...all, v])
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 }
@@ -115,6 +125,7 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
   set('classWeights', (v) => (cfg.train.classWeights = v));
   set('balance', (v) => (cfg.train.balance = v));
   set('variant', (v) => (cfg.variant = v));
+  set('model', (v) => (cfg.variant = v));
   set('seed', (v) => {
     cfg.train.seed = v;
     cfg.split.seed = v;
@@ -129,8 +140,49 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
   return cfg;
 }
 
+/** One sweep point's settings: its flags parsed and checked exactly as on the command line, applied to the base. */
+export function sweepPointConfig(base: PipelineConfig, point: Pick<SweepPoint, 'key' | 'argv'>): PipelineConfig {
+  const messages: string[] = [];
+  const program = buildProgram({ out: () => undefined, err: (l) => messages.push(l) });
+  if (parseCommand(program, point.argv) !== undefined) {
+    throw new Error(`--sweep ${point.key}: ${messages.join(' ').replace(/^error: /, '') || 'not understood'}`);
+  }
+  const flags = program.opts<Flags>();
+  return applyFlags(base, flags, (key) => program.getOptionValueSource(key) === 'cli');
+}
+
+function checkAxes(axes: SweepAxis[]): void {
+  for (const a of axes) {
+    if (!(SWEEPABLE as readonly string[]).includes(a.flag)) {
+      throw new Error(`--sweep ${a.flag}=...: '${a.flag}' cannot be swept; sweepable flags: ${SWEEPABLE.join(', ')}.`);
+    }
+  }
+}
+
+/** Runs (or continues) a sweep, Ctrl-C stopping it cleanly, and prints the comparison of its runs at the end. */
+async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Promise<number> {
+  const controller = new AbortController();
+  let sigints = 0;
+  const onSigint = () => {
+    if (++sigints > 1) process.exit(130);
+    io.out('\nCtrl-C: stopping the sweep after saving the current run\'s completed epochs. Press Ctrl-C again to quit at once.');
+    controller.abort();
+  };
+  if (handleSigint) process.on('SIGINT', onSigint);
+  try {
+    const outcome = await runSweep(dir, { configFor: sweepPointConfig, run: runPipeline }, { log: io.out, signal: controller.signal });
+    const runs = outcome.manifest.points.filter((p) => p.runDir && p.status !== 'pending').map((p) => readRun(p.runDir!));
+    io.out('');
+    io.out(`Sweep ${dir}: ${outcome.runDirs.length} of ${outcome.manifest.points.length} run(s) done`);
+    if (runs.length) io.out(formatComparison(compareRuns(runs, DEFAULT_PIPELINE)));
+    return outcome.interrupted ? 130 : 0;
+  } finally {
+    if (handleSigint) process.removeListener('SIGINT', onSigint);
+  }
+}
+
 /** Settings a resumed run must keep, or its checkpoint and split no longer fit. */
-const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'seed', 'valFraction', 'limit'];
+const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'limit'];
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {
@@ -140,6 +192,28 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   const flags = program.opts<Flags>();
   const given = (key: keyof Flags) => program.getOptionValueSource(key) === 'cli';
   try {
+    if (flags.resume && isSweepDir(flags.resume)) {
+      const extra = (Object.keys(flags) as Array<keyof Flags>).filter((k) => k !== 'resume' && given(k));
+      if (extra.length) {
+        io.err(`start: --resume of a sweep continues it with its own settings; drop ${extra.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}.`);
+        return 2;
+      }
+      return await sweepCommand(flags.resume, io, opts.handleSigint ?? true);
+    }
+    if (flags.sweep?.length) {
+      if (flags.resume) {
+        io.err('start: --sweep starts a new sweep; to continue one, pass only --resume SWEEP_DIR.');
+        return 2;
+      }
+      const axes = flags.sweep.map(parseSweepAxis);
+      checkAxes(axes);
+      const sweptFlags = new Set(axes.map((a) => a.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())));
+      const base = applyFlags({ ...DEFAULT_PIPELINE, data: await resolveDataDir(flags.data, io) }, flags, (k) => k !== 'data' && !sweptFlags.has(k) && given(k));
+      // Every point is checked before anything trains: a typo in the last value must not surface hours later.
+      for (const point of sweepGrid(axes)) sweepPointConfig(base, point);
+      const dir = createSweep(base, axes);
+      return await sweepCommand(dir, io, opts.handleSigint ?? true);
+    }
     let cfg: PipelineConfig;
     if (flags.resume) {
       const changed = FIXED_ON_RESUME.filter(given);

@@ -287,13 +287,19 @@ async function writeCache(file: string, result: DecodeResult, count: number, siz
   prefix.write(CACHE_MAGIC, 0, 'latin1');
   prefix.writeUInt32LE(header.length, CACHE_MAGIC.length);
   await fsp.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  const handle = await fsp.open(tmp, 'w');
+  // Two runs may decode the same images at once (a sweep next to a notebook): each writes its own temp file
+  // (pid + random, as two writes in one process can share a millisecond) and renames it into place, so a reader
+  // sees a whole cache file or none, never a mix.
+  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`;
+  const handle = await fsp.open(tmp, 'wx');
   try {
     await handle.writev([prefix, header, result.pixels]);
-  } finally {
+  } catch (err) {
     await handle.close();
+    await fsp.rm(tmp, { force: true });
+    throw err;
   }
+  await handle.close();
   await fsp.rename(tmp, file);
 }
 

@@ -148,6 +148,7 @@ export function splitDataset(ds: Dataset, opts: SplitOptions = {}): Split {
     test: hasOfficialTest ? officialTest : inOriginalOrder(flatten(test), order),
     seed,
     testSource: hasOfficialTest ? 'official' : 'carved',
+    root: ds.root,
   };
 }
 
@@ -161,6 +162,26 @@ export function splitSummary(split: Split): SplitSummaryRow[] {
     }
   }
   return rows;
+}
+
+export interface SplitSizeRow {
+  split: SplitName;
+  NORMAL: number;
+  PNEUMONIA: number;
+  images: number;
+  patients: number;
+  '% PNEUMONIA': number;
+}
+
+/** One row per split: images per class, distinct patients, share of pneumonia. */
+export function splitSizes(split: Split): SplitSizeRow[] {
+  const summary = splitSummary(split);
+  return SPLIT_NAMES.map((name) => {
+    const n = summary.find((r) => r.split === name && r.label === 'NORMAL')!;
+    const p = summary.find((r) => r.split === name && r.label === 'PNEUMONIA')!;
+    const images = n.images + p.images;
+    return { split: name, NORMAL: n.images, PNEUMONIA: p.images, images, patients: n.patients + p.patients, '% PNEUMONIA': Number(((100 * p.images) / Math.max(1, images)).toFixed(1)) };
+  });
 }
 
 /** Patient ids found in more than one split (sorted); a sound split has none. */
@@ -185,6 +206,7 @@ interface SplitFile {
   version: 1;
   seed: number;
   testSource: Split['testSource'];
+  root?: string;
   train: ImageRecord[];
   val: ImageRecord[];
   test: ImageRecord[];
@@ -197,6 +219,7 @@ export async function saveSplit(split: Split, file: string): Promise<void> {
     version: 1,
     seed: split.seed,
     testSource: split.testSource,
+    ...(split.root ? { root: split.root } : {}),
     train: split.train,
     val: split.val,
     test: split.test,
@@ -240,5 +263,57 @@ export async function loadSplit(file: string): Promise<Split> {
     test: parsed.test!,
     seed: parsed.seed!,
     testSource: parsed.testSource!,
+    root: typeof parsed.root === 'string' ? parsed.root : inferRoot(parsed.train!),
   };
+}
+
+/** Split files from before `root` was saved: images live at <root>/<train|val|test>/<CLASS>/<file>. */
+function inferRoot(train: ImageRecord[]): string | undefined {
+  return train.length ? path.resolve(train[0].path, '..', '..', '..') : undefined;
+}
+
+export interface PatientOverlapRow {
+  first: SplitName;
+  second: SplitName;
+  'patients in first': number;
+  'patients in second': number;
+  shared: number;
+}
+
+/** Patients each pair of splits has in common, as a table. */
+export function patientOverlap(split: Split): PatientOverlapRow[] {
+  const patientsOf = (name: SplitName) => new Set(split[name].map((r) => r.patient));
+  const pairs: [SplitName, SplitName][] = [['train', 'val'], ['train', 'test'], ['val', 'test']];
+  return pairs.map(([a, b]) => {
+    const A = patientsOf(a);
+    const B = patientsOf(b);
+    return { first: a, second: b, 'patients in first': A.size, 'patients in second': B.size, shared: [...A].filter((p) => B.has(p)).length };
+  });
+}
+
+export interface LeakCheck {
+  /** Patients in two of the splits we built: must be empty. */
+  leaked: string[];
+  /** Ids of the official test/ that also occur in train/val: expected (ids are numbered per folder), reported. */
+  reusedOfficialIds: number;
+}
+
+/**
+ * The patient-leak check for the splits we build. The official test/ is used as published: the dataset numbers
+ * patients per folder, so an id such as `person1` in test/ need not be train's person1.
+ */
+export function checkPatientLeaks(split: Split): LeakCheck {
+  const official = split.testSource === 'official';
+  const leaked = patientsShared(official ? { ...split, test: [] } : split);
+  const reusedOfficialIds = official ? patientsShared({ ...split, val: [] }).length + patientsShared({ ...split, train: [] }).length : 0;
+  return { leaked, reusedOfficialIds };
+}
+
+/** Throws when the split leaks a patient across the splits we built (a bug); returns the check otherwise. */
+export function assertNoPatientLeak(split: Split): LeakCheck {
+  const check = checkPatientLeaks(split);
+  if (check.leaked.length) {
+    throw new Error(`Split leaks ${check.leaked.length} patient(s) across splits (e.g. ${check.leaked.slice(0, 5).join(', ')}); this is a bug.`);
+  }
+  return check;
 }

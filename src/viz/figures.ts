@@ -142,6 +142,18 @@ export interface EpochHistory {
   lr?: number[];
 }
 
+/** The columns of a training history, as the figure builders take them. */
+export function historySeries(rows: ReadonlyArray<{ epoch: number; loss: number; acc: number; val_loss: number; val_acc: number; lr: number }>): EpochHistory {
+  return {
+    epoch: rows.map((h) => h.epoch),
+    loss: rows.map((h) => h.loss),
+    acc: rows.map((h) => h.acc),
+    valLoss: rows.map((h) => h.val_loss),
+    valAcc: rows.map((h) => h.val_acc),
+    lr: rows.map((h) => h.lr),
+  };
+}
+
 /** Two stacked panels sharing the epoch axis: loss (top) and accuracy (bottom), train vs validation lines. */
 export function trainingHistoryFigure(h: EpochHistory, heading = 'Training history'): Figure {
   const line = (name: string, y: number[], color: string, axis: 1 | 2, dash?: string): Trace => ({
@@ -365,6 +377,83 @@ export function probabilityHistogramFigure(
       yaxis: { title: { text: 'images' } },
       shapes: [{ type: 'line', x0: threshold, x1: threshold, yref: 'paper', y0: 0, y1: 1, line: { color: '#d62728', dash: 'dash' } }],
       annotations: [{ x: threshold, y: 1, xref: 'x', yref: 'paper', text: `threshold ${threshold.toFixed(3)}`, showarrow: false }],
+    },
+  };
+}
+
+/** Plotly's default palette, one colour per run in comparison charts. */
+const RUN_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+
+export interface RunCurves {
+  name: string;
+  history: EpochHistory;
+}
+
+/**
+ * Training (solid) and validation (dashed) curves of several runs overlaid: loss on top, accuracy below, one colour
+ * per run, so a run that overfits or learns slower stands out.
+ */
+export function runCurvesFigure(runs: readonly RunCurves[], heading = 'Training and validation curves per run'): Figure {
+  const data: Trace[] = [];
+  runs.forEach((run, i) => {
+    const color = RUN_COLORS[i % RUN_COLORS.length];
+    const h = run.history;
+    const line = (what: string, y: number[] | undefined, axis: 1 | 2, dash: string): void => {
+      if (!y) return;
+      data.push({
+        type: 'scatter',
+        mode: 'lines+markers',
+        name: `${run.name} · ${what}`,
+        x: h.epoch,
+        y,
+        line: { color, dash },
+        legendgroup: run.name,
+        ...(axis === 2 ? { xaxis: 'x2', yaxis: 'y2' } : {}),
+      });
+    };
+    line('train loss', h.loss, 1, 'solid');
+    line('val loss', h.valLoss, 1, 'dash');
+    line('train acc', h.acc, 2, 'solid');
+    line('val acc', h.valAcc, 2, 'dash');
+  });
+  return {
+    data,
+    layout: {
+      title: title(heading),
+      grid: { rows: 2, columns: 1, pattern: 'independent' },
+      xaxis: { title: { text: 'epoch' }, dtick: 1 },
+      yaxis: { title: { text: 'loss (solid train, dashed val)' } },
+      xaxis2: { title: { text: 'epoch' }, dtick: 1 },
+      yaxis2: { title: { text: 'accuracy' }, range: [0, 1] },
+      height: 620,
+    },
+  };
+}
+
+export interface RunRoc {
+  name: string;
+  roc: { fpr: number[]; tpr: number[] };
+  auc: number;
+}
+
+/** ROC curves of several runs on one chart, with the AUC in each legend entry and the chance diagonal. */
+export function rocOverlayFigure(runs: readonly RunRoc[], heading = 'ROC curves (validation)'): Figure {
+  const data: Trace[] = runs.map((run, i) => ({
+    type: 'scatter',
+    mode: 'lines',
+    name: `${run.name} (AUC ${Number.isFinite(run.auc) ? run.auc.toFixed(3) : '-'})`,
+    x: run.roc.fpr,
+    y: run.roc.tpr,
+    line: { color: RUN_COLORS[i % RUN_COLORS.length] },
+  }));
+  data.push({ type: 'scatter', mode: 'lines', name: 'chance', x: [0, 1], y: [0, 1], line: { color: '#999', dash: 'dot' }, showlegend: false });
+  return {
+    data,
+    layout: {
+      title: title(heading),
+      xaxis: { title: { text: 'false positive rate (1 - specificity)' }, range: [0, 1] },
+      yaxis: { title: { text: 'true positive rate (recall)' }, range: [0, 1] },
+      height: 520,
     },
   };
 }
