@@ -32,8 +32,11 @@ export interface SplitMetrics extends ClassificationMetrics {
   count: number;
 }
 
+/** Where a prediction's image came from: a split, or the out-of-time validation part. */
+export type EvaluatedPart = SplitName | 'valTime';
+
 export interface PredictionRow {
-  split: SplitName;
+  split: EvaluatedPart;
   /** The image's path as recorded in `DecodedImages.records`. */
   file: string;
   patient: string;
@@ -50,6 +53,8 @@ export interface EvalResult {
   thresholdRule: ThresholdRule;
   val: SplitMetrics;
   test: SplitMetrics;
+  /** The out-of-time validation split at the same threshold, when the split has one. */
+  valTime?: SplitMetrics;
   predictions: PredictionRow[];
 }
 
@@ -151,7 +156,7 @@ function labelName(label: number): Label {
   return LABELS[label];
 }
 
-function predictionRows(split: SplitName, images: DecodedImages, probs: Float32Array, threshold: number): PredictionRow[] {
+function predictionRows(split: EvaluatedPart, images: DecodedImages, probs: Float32Array, threshold: number): PredictionRow[] {
   return images.records.map((record, i) => {
     const label = labelName(images.labels[i]);
     const predicted = labelName(probs[i] >= threshold ? 1 : 0);
@@ -168,11 +173,12 @@ function predictionRows(split: SplitName, images: DecodedImages, probs: Float32A
 }
 
 /**
- * Predicts val and test, chooses the threshold on val ONLY (default: Youden's J) and applies it unchanged to test.
+ * Predicts val and test, chooses the threshold on val ONLY (default: Youden's J) and applies it unchanged to test
+ * (and to the out-of-time validation split, when given).
  */
 export async function evaluate(
   model: tf.LayersModel,
-  data: { val: DecodedImages; test: DecodedImages },
+  data: { val: DecodedImages; test: DecodedImages; valTime?: DecodedImages },
   opts: { rule?: ThresholdRule; batchSize?: number } = {},
 ): Promise<EvalResult> {
   const rule: ThresholdRule = opts.rule ?? { kind: 'youden' };
@@ -189,13 +195,16 @@ export async function evaluate(
   } catch (err) {
     throw new Error(`evaluate: cannot choose the threshold on the validation split: ${(err as Error).message}`);
   }
+  const valTimeProbs = data.valTime?.records.length ? await predictProbabilities(model, data.valTime, opts.batchSize) : undefined;
   return {
     threshold,
     thresholdRule: rule,
     val: evaluateProbabilities(data.val.labels, valProbs, threshold),
     test: evaluateProbabilities(data.test.labels, testProbs, threshold),
+    ...(valTimeProbs ? { valTime: evaluateProbabilities(data.valTime!.labels, valTimeProbs, threshold) } : {}),
     predictions: [
       ...predictionRows('val', data.val, valProbs, threshold),
+      ...(valTimeProbs ? predictionRows('valTime', data.valTime!, valTimeProbs, threshold) : []),
       ...predictionRows('test', data.test, testProbs, threshold),
     ],
   };

@@ -11,7 +11,7 @@ import type { Dataset, DecodedImages, Label, Split, SplitName } from './types';
 import { LABELS } from './types';
 import { discoverDataset } from './data/discover';
 import { assertNoPatientLeak, loadSplit, saveSplit, splitDataset, splitSummary } from './data/split';
-import { decodeSplit, type ResizeFit } from './data/decode';
+import { decodeSplit, type DecodedParts, type ResizeFit } from './data/decode';
 import { buildModel, type ModelVariant } from './model';
 import { initBackend, describeBackend, backendInfo, type BackendInfo, type BackendName } from './backend/select';
 import { evaluate, predictionsToCsv, type EvalResult, type SplitMetrics } from './evaluate';
@@ -46,7 +46,8 @@ export interface PipelineConfig {
   imageSize: number;
   variant: ModelVariant;
   train: TrainConfig;
-  split: { seed: number; valFraction: number; testFraction: number };
+  /** valTimeFraction: the out-of-time validation share (src/data/acquisition.ts); 0 or absent for none. */
+  split: { seed: number; valFraction: number; testFraction: number; valTimeFraction?: number };
   threshold: ThresholdRule;
   backend?: BackendName;
   /** Run directory to continue from its last completed epoch. */
@@ -68,7 +69,7 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   imageSize: 150,
   variant: 'seed',
   train: { ...DEFAULT_TRAIN },
-  split: { seed: 42, valFraction: 0.1, testFraction: 0.15 },
+  split: { seed: 42, valFraction: 0.1, testFraction: 0.15, valTimeFraction: 0.1 },
   // A screening test: keep 98% of validation pneumonia cases, then be as specific as that allows.
   threshold: { kind: 'recall', target: 0.98 },
   patience: 5,
@@ -158,7 +159,7 @@ export async function makeSplit(
   opts: PipelineConfig['split'] & { runDir?: string; log?: (line: string) => void },
 ): Promise<Split> {
   const log = opts.log ?? console.log;
-  const split = splitDataset(ds, { seed: opts.seed, valFraction: opts.valFraction, testFraction: opts.testFraction });
+  const split = splitDataset(ds, { seed: opts.seed, valFraction: opts.valFraction, testFraction: opts.testFraction, valTimeFraction: opts.valTimeFraction });
   const { reusedOfficialIds } = assertNoPatientLeak(split);
   if (reusedOfficialIds) log(`  note: ${reusedOfficialIds} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
   const rows = splitSummary(split);
@@ -166,12 +167,19 @@ export async function makeSplit(
     const part = rows.filter((r) => r.split === name);
     log(`Split ${name}: ${part.map((r) => `${r.label} ${r.images} (${r.patients} patients)`).join(', ')}`);
   }
+  if (split.valTime?.length) {
+    const counts = LABELS.map((l) => {
+      const part = split.valTime!.filter((r) => r.label === l);
+      return `${l} ${part.length} (${new Set(part.map((r) => r.patient)).size} patients)`;
+    });
+    log(`Split valTime (out of time: each series' earliest-numbered patients): ${counts.join(', ')}`);
+  }
   log(`  test set: ${split.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train by patient'}`);
   if (opts.runDir) await saveSplit(split, path.join(opts.runDir, RUN_FILES.split));
   return split;
 }
 
-export type DecodedSplit = Record<SplitName, DecodedImages>;
+export type DecodedSplit = DecodedParts;
 
 /** Step 3: decode all three parts to grayscale squares (cached on disk). */
 export async function decode(
@@ -268,10 +276,10 @@ export async function trainModel(
 /** Step 5: threshold chosen on val, applied to test. */
 export async function evaluateRun(
   model: tf.LayersModel,
-  decoded: Pick<DecodedSplit, 'val' | 'test'>,
+  decoded: Pick<DecodedSplit, 'val' | 'test' | 'valTime'>,
   rule: ThresholdRule,
 ): Promise<EvalResult> {
-  return evaluate(model, { val: decoded.val, test: decoded.test }, { rule });
+  return evaluate(model, { val: decoded.val, test: decoded.test, valTime: decoded.valTime }, { rule });
 }
 
 /** Parses `youden`, `recall=0.97` or `fixed=0.5`. */
@@ -336,6 +344,7 @@ export function summaryMarkdown(args: {
     '|---|---|---|---|---|---|---|',
     row('This run, test', ev.test),
     row('This run, validation', ev.val),
+    ...(ev.valTime ? [row('This run, out-of-time validation', ev.valTime)] : []),
     `| Seed article, test | ${a.accuracy.toFixed(1)} | ${a.precision.toFixed(1)} | ${a.recall.toFixed(1)} | - | ${a.f1.toFixed(1)} | - |`,
     '',
     `Test confusion: TP ${ev.test.confusion.tp}, FP ${ev.test.confusion.fp}, TN ${ev.test.confusion.tn}, FN ${ev.test.confusion.fn}.`,
@@ -512,6 +521,13 @@ async function trainAndEvaluate(
     `Test (threshold ${evaluation.threshold.toFixed(3)} from val): accuracy ${pct(t.accuracy)}%, precision ${pct(t.precision)}%, ` +
       `recall ${pct(t.recall)}%, specificity ${pct(t.specificity)}%, F1 ${pct(t.f1)}%, AUC ${Number.isFinite(t.auc) ? t.auc.toFixed(3) : '-'}`,
   );
+  const vt = evaluation.valTime;
+  if (vt) {
+    log(
+      `Out-of-time validation (same threshold): accuracy ${pct(vt.accuracy)}%, recall ${pct(vt.recall)}%, ` +
+        `specificity ${pct(vt.specificity)}%, AUC ${Number.isFinite(vt.auc) ? vt.auc.toFixed(3) : '-'}`,
+    );
+  }
   log(`Wrote ${runDir}`);
   return {
     runDir,

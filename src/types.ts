@@ -42,6 +42,11 @@ export interface Split {
   seed: number;
   /** 'official' when the dataset's own test/ folder is the test set, 'carved' when we split one off. */
   testSource: 'official' | 'carved';
+  /**
+   * Out-of-time validation: the earliest-numbered patients of train/ (src/data/acquisition.ts), which differ from
+   * training the way the official test set does. Absent or empty when not carved.
+   */
+  valTime?: ImageRecord[];
   /** The dataset root the images came from (absent in split files written before it was recorded). */
   root?: string;
 }

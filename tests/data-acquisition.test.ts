@@ -73,3 +73,24 @@ describe('holdOutEarliest', () => {
     expect([...held, ...rest].map((i) => i.path).sort()).toEqual(images.map((i) => i.path).sort());
   });
 });
+
+describe('splitDataset with an out-of-time validation part', () => {
+  it('holds out the earliest patients first, leaks no patient, and survives saveSplit/loadSplit', async () => {
+    const { splitDataset, saveSplit, loadSplit, patientsShared } = await import('../src/data/split');
+    const images = [
+      ...Array.from({ length: 40 }, (_, i) => ({ file: `IM-${String(100 + i).padStart(4, '0')}-0001.jpeg`, label: 'NORMAL' as const })),
+      ...Array.from({ length: 60 }, (_, i) => ({ file: `person${i + 1}_bacteria_${i}.jpeg`, label: 'PNEUMONIA' as const })),
+    ].map(({ file, label }) => ({ path: `/d/train/${label}/${file}`, label, patient: patientId(file), source: 'train' as const }));
+    const ds = { root: '/d', images, skipped: [], sources: ['train' as const] };
+    const split = splitDataset(ds, { seed: 1, valFraction: 0.1, testFraction: 0.15, valTimeFraction: 0.2 });
+    const held = split.valTime!;
+    expect(held.filter((r) => r.label === 'NORMAL').map((r) => r.patient)).toEqual(['IM-0100', 'IM-0101', 'IM-0102', 'IM-0103', 'IM-0104', 'IM-0105', 'IM-0106', 'IM-0107']);
+    expect(held.filter((r) => r.label === 'PNEUMONIA')).toHaveLength(12);
+    expect(patientsShared(split)).toEqual([]);
+    expect(split.train.length + split.val.length + split.test.length + held.length).toBe(100);
+    const file = path.join(fs.mkdtempSync(path.join(require('os').tmpdir(), 'split-')), 'split.json');
+    await saveSplit(split, file);
+    expect((await loadSplit(file)).valTime).toEqual(held);
+    expect(splitDataset(ds, { seed: 1 }).valTime).toBeUndefined();
+  });
+});

@@ -55,6 +55,7 @@ interface Flags {
   model?: PipelineConfig['variant'];
   seed?: number;
   valFraction?: number;
+  valTime?: number;
   out?: string;
   name?: string;
   threshold?: PipelineConfig['threshold'];
@@ -85,6 +86,7 @@ export function buildProgram(io: CliIo): Command {
     .addOption(new Option('--model <name>', 'the same as --variant (the notebooks call it model)').choices(['seed', 'small']))
     .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
     .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
+    .option('--val-time <f>', `share of each acquisition series held out, earliest patients first, as the out-of-time validation split; 0 = none (default ${d.split.valTimeFraction})`, fraction)
     .option('--patience <n>', `early-stopping patience in epochs, 0 = off (default ${d.patience})`, wholeNumber(0))
     .option('--out <dir>', `parent folder for run folders (default ${d.out})`)
     .option('--name <name>', 'run name (folder suffix)')
@@ -131,6 +133,7 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
     cfg.split.seed = v;
   });
   set('valFraction', (v) => (cfg.split.valFraction = v));
+  set('valTime', (v) => (cfg.split.valTimeFraction = v));
   set('patience', (v) => (cfg.patience = v));
   set('out', (v) => (cfg.out = v));
   set('name', (v) => (cfg.name = v));
@@ -182,7 +185,7 @@ async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Prom
 }
 
 /** Settings a resumed run must keep, or its checkpoint and split no longer fit. */
-const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'limit'];
+const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'valTime', 'limit'];
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {

@@ -542,18 +542,21 @@ export async function decodeImages(records: ImageRecord[], opts: DecodeOptions =
   return toDecodedImages(records, size, result, records.map((_, i) => i));
 }
 
-/** Decodes the three parts of a split with one cached decode. */
-export async function decodeSplit(split: Split, opts: DecodeOptions = {}): Promise<Record<SplitName, DecodedImages>> {
+/** A split's parts decoded; `valTime` only when the split has an out-of-time validation part. */
+export type DecodedParts = Record<SplitName, DecodedImages> & { valTime?: DecodedImages };
+
+/** Decodes the parts of a split with one cached decode. */
+export async function decodeSplit(split: Split, opts: DecodeOptions = {}): Promise<DecodedParts> {
   const size = opts.size ?? 150;
-  const names: SplitName[] = ['train', 'val', 'test'];
-  const all = names.flatMap((n) => split[n]);
+  const parts: Array<[keyof DecodedParts, ImageRecord[]]> = (['train', 'val', 'test'] as SplitName[]).map((n) => [n, split[n]]);
+  if (split.valTime?.length) parts.push(['valTime', split.valTime]);
+  const all = parts.flatMap(([, records]) => records);
   const result = await decodeWithCache(all, opts);
-  const parts = {} as Record<SplitName, DecodedImages>;
+  const decoded = {} as DecodedParts;
   let offset = 0;
-  for (const name of names) {
-    const indices = split[name].map((_, j) => offset + j);
-    parts[name] = toDecodedImages(all, size, result, indices);
-    offset += split[name].length;
+  for (const [name, records] of parts) {
+    decoded[name] = toDecodedImages(all, size, result, records.map((_, j) => offset + j));
+    offset += records.length;
   }
-  return parts;
+  return decoded;
 }

@@ -12,6 +12,7 @@ import { promises as fsp } from 'fs';
 import * as path from 'path';
 import { LABELS, type Dataset, type ImageRecord, type Label, type Split, type SplitName } from '../types';
 import { makeRng, shuffled, type Rng } from '../random';
+import { holdOutEarliest } from './acquisition';
 
 export interface SplitOptions {
   /** Seed of the patient shuffle; default 42. */
@@ -20,6 +21,11 @@ export interface SplitOptions {
   valFraction?: number;
   /** Share carved for test when the dataset has no test/ folder; default 0.15. */
   testFraction?: number;
+  /**
+   * Share of each acquisition series' images, its earliest patients, held out first as the out-of-time validation
+   * split (`Split.valTime`); default 0 (none).
+   */
+  valTimeFraction?: number;
 }
 
 export interface SplitSummaryRow {
@@ -118,7 +124,13 @@ export function splitDataset(ds: Dataset, opts: SplitOptions = {}): Split {
   const order = new Map(ds.images.map((img, i) => [img, i] as const));
   const officialTest = ds.images.filter((img) => img.source === 'test');
   const hasOfficialTest = ds.sources.includes('test') && officialTest.length > 0;
-  const pool = ds.images.filter((img) => img.source !== 'test');
+  const valTimeFraction = opts.valTimeFraction ?? 0;
+  checkFraction('valTimeFraction', valTimeFraction);
+  // The out-of-time patients leave the pool before the random carve, so no later split can take them.
+  const { held: valTime, rest: pool } = holdOutEarliest(
+    ds.images.filter((img) => img.source !== 'test'),
+    valTimeFraction,
+  );
   const carve = hasOfficialTest ? [valFraction] : [testFraction, valFraction];
   if (!hasOfficialTest && testFraction + valFraction >= 1) {
     throw new RangeError(`testFraction + valFraction must be below 1, got ${testFraction + valFraction}`);
@@ -149,6 +161,7 @@ export function splitDataset(ds: Dataset, opts: SplitOptions = {}): Split {
     seed,
     testSource: hasOfficialTest ? 'official' : 'carved',
     root: ds.root,
+    ...(valTime.length ? { valTime: inOriginalOrder(valTime, order) } : {}),
   };
 }
 
@@ -186,9 +199,10 @@ export function splitSizes(split: Split): SplitSizeRow[] {
 
 /** Patient ids found in more than one split (sorted); a sound split has none. */
 export function patientsShared(split: Split): string[] {
-  const seenIn = new Map<string, Set<SplitName>>();
-  for (const name of SPLIT_NAMES) {
-    for (const img of split[name]) {
+  const seenIn = new Map<string, Set<string>>();
+  const parts: Array<[string, ImageRecord[]]> = [...SPLIT_NAMES.map((n) => [n, split[n]] as [string, ImageRecord[]]), ['valTime', split.valTime ?? []]];
+  for (const [name, images] of parts) {
+    for (const img of images) {
       let set = seenIn.get(img.patient);
       if (!set) seenIn.set(img.patient, (set = new Set()));
       set.add(name);
@@ -207,6 +221,7 @@ interface SplitFile {
   seed: number;
   testSource: Split['testSource'];
   root?: string;
+  valTime?: ImageRecord[];
   train: ImageRecord[];
   val: ImageRecord[];
   test: ImageRecord[];
@@ -220,6 +235,7 @@ export async function saveSplit(split: Split, file: string): Promise<void> {
     seed: split.seed,
     testSource: split.testSource,
     ...(split.root ? { root: split.root } : {}),
+    ...(split.valTime?.length ? { valTime: split.valTime } : {}),
     train: split.train,
     val: split.val,
     test: split.test,
@@ -255,7 +271,8 @@ export async function loadSplit(file: string): Promise<Split> {
     parsed.version === 1 &&
     typeof parsed.seed === 'number' &&
     (parsed.testSource === 'official' || parsed.testSource === 'carved') &&
-    SPLIT_NAMES.every((n) => Array.isArray(parsed[n]) && parsed[n]!.every(isRecord));
+    SPLIT_NAMES.every((n) => Array.isArray(parsed[n]) && parsed[n]!.every(isRecord)) &&
+    (parsed.valTime === undefined || (Array.isArray(parsed.valTime) && parsed.valTime.every(isRecord)));
   if (!ok) throw new Error(`Split file ${file} is not a valid split (format pneumonia-split v1). Delete it to make a new split.`);
   return {
     train: parsed.train!,
@@ -264,6 +281,7 @@ export async function loadSplit(file: string): Promise<Split> {
     seed: parsed.seed!,
     testSource: parsed.testSource!,
     root: typeof parsed.root === 'string' ? parsed.root : inferRoot(parsed.train!),
+    ...(parsed.valTime?.length ? { valTime: parsed.valTime } : {}),
   };
 }
 

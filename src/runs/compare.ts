@@ -21,6 +21,8 @@ export type ComparisonRow = Record<string, Cell>;
 export const RANK_BY = 'val loss';
 
 export const VAL_COLUMNS = ['best epoch', 'epochs run', RANK_BY, 'val acc', 'val AUC', 'val recall', 'val specificity', 'val F1'] as const;
+/** The out-of-time validation split at the run's threshold (NaN for runs without one): films unlike training's. */
+export const VAL_TIME_COLUMNS = ['val-time AUC', 'val-time recall', 'val-time specificity'] as const;
 /** Shown to read, never to rank: a run picked on test would make its test numbers optimistic. */
 export const TEST_COLUMNS = ['test acc', 'test recall', 'test specificity', 'test AUC'] as const;
 
@@ -40,6 +42,7 @@ export function comparisonRow(run: Run, shown: readonly HyperparameterName[]): C
   for (const k of shown) row[k] = hp[k];
   const val = run.metrics?.val;
   const test = run.metrics?.test;
+  const valTime = run.metrics?.valTime;
   Object.assign(row, {
     status: run.writer ? `${run.status}, being written by pid ${run.writer.pid}` : run.status,
     'best epoch': best?.epoch ?? NaN,
@@ -50,6 +53,9 @@ export function comparisonRow(run: Run, shown: readonly HyperparameterName[]): C
     'val recall': round(val?.recall),
     'val specificity': round(val?.specificity),
     'val F1': round(val?.f1),
+    'val-time AUC': round(valTime?.auc),
+    'val-time recall': round(valTime?.recall),
+    'val-time specificity': round(valTime?.specificity),
     'test acc': round(test?.accuracy),
     'test recall': round(test?.recall),
     'test specificity': round(test?.specificity),

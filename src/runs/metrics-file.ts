@@ -17,6 +17,8 @@ export interface MetricsFile {
   thresholdRule: ThresholdRule;
   val: SplitMetrics;
   test: SplitMetrics;
+  /** The out-of-time validation split at the same threshold; absent when the run had none. */
+  valTime?: SplitMetrics;
   /** 1-based epoch whose weights were evaluated (lowest val_loss); null when no checkpoint was kept. */
   bestEpoch: number | null;
   epochsRun: number;
@@ -30,7 +32,15 @@ export function toMetricsFile(
   ev: EvalResult,
   run: { bestEpoch: number | null; epochsRun: number; imageSize: number; writtenBy: string },
 ): MetricsFile {
-  return { schema: METRICS_SCHEMA, threshold: ev.threshold, thresholdRule: ev.thresholdRule, val: ev.val, test: ev.test, ...run };
+  return {
+    schema: METRICS_SCHEMA,
+    threshold: ev.threshold,
+    thresholdRule: ev.thresholdRule,
+    val: ev.val,
+    test: ev.test,
+    ...(ev.valTime ? { valTime: ev.valTime } : {}),
+    ...run,
+  };
 }
 
 export function writeMetrics(file: string, metrics: MetricsFile): void {
@@ -60,7 +70,7 @@ function checkRule(rule: unknown, file: string): ThresholdRule {
 
 const SPLIT_NUMBERS = ['accuracy', 'precision', 'recall', 'specificity', 'f1', 'auc', 'averagePrecision', 'count'] as const;
 
-function checkSplit(value: unknown, name: 'val' | 'test', file: string): SplitMetrics {
+function checkSplit(value: unknown, name: 'val' | 'test' | 'valTime', file: string): SplitMetrics {
   const m = value as Record<string, unknown> | undefined;
   if (!m || typeof m !== 'object') throw new MetricsError(file, `field '${name}' is missing`);
   const out: Record<string, unknown> = { ...m };
@@ -103,6 +113,7 @@ export function parseMetrics(value: unknown, file: string): MetricsFile {
     thresholdRule: checkRule(m.thresholdRule, file),
     val: checkSplit(m.val, 'val', file),
     test: checkSplit(m.test, 'test', file),
+    ...(m.valTime !== undefined ? { valTime: checkSplit(m.valTime, 'valTime', file) } : {}),
     bestEpoch: m.bestEpoch as number | null,
     epochsRun: m.epochsRun as number,
     imageSize: m.imageSize as number,
