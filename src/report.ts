@@ -9,7 +9,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
-import { APT_HINT, hasJupyterCommand, KERNEL_NAME, registerKernel, repoRoot, which } from './jupyter';
+import { APT_HINT, hasJupyterCommand, jupyterExecutable, KERNEL_NAME, registerKernel, repoRoot } from './jupyter';
 import { paramEnvName } from './notebook';
 import { PLOTLY_SCRIPT_ID } from './viz/display';
 
@@ -28,7 +28,7 @@ export function listNotebooks(dir = NOTEBOOKS_DIR): string[] {
 
 /** Throws a message naming the Debian packages when Jupyter or nbconvert is missing. */
 export function assertNbconvert(): void {
-  if (!which('jupyter')) {
+  if (!jupyterExecutable()) {
     throw new Error(`jupyter is not installed (not on PATH). Install nbconvert and the kernel machinery:\n  ${APT_HINT.nbconvert}`);
   }
   if (!hasJupyterCommand('nbconvert')) {
@@ -109,7 +109,7 @@ export function executeNotebook(file: string, opts: ExecuteOptions): Promise<Exe
   ];
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn('jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(jupyterExecutable() ?? 'jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.stdout.on('data', () => undefined);

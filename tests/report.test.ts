@@ -79,7 +79,7 @@ describe('report assembly', () => {
 describe('npm run report without Jupyter', () => {
   const cli = path.resolve(__dirname, '..', 'dist', 'cli', 'report.js');
   it.skipIf(!fs.existsSync(cli))(`says which apt package installs nbconvert${fs.existsSync(cli) ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
-    const r = spawnSync(process.execPath, [cli, '--epochs', '1'], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+    const r = spawnSync(process.execPath, [cli, '--epochs', '1'], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' } });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/jupyter is not installed/);
     expect(r.stderr).toMatch(/apt-get install jupyter-nbconvert/);
@@ -98,9 +98,10 @@ describe('npm run lab / npm run kernel without Jupyter', () => {
   const built = fs.existsSync(path.join(dist, 'lab.js'));
   it.skipIf(!built)(`explain how to install Jupyter${built ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
     for (const cli of ['lab.js', 'kernel.js']) {
-      const r = spawnSync(process.execPath, [path.join(dist, cli)], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+      const r = spawnSync(process.execPath, [path.join(dist, cli)], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' } });
       expect(r.status, cli).toBe(1);
       expect(r.stderr, cli).toMatch(/apt-get install jupyter-notebook/);
+      expect(r.stderr, cli).toMatch(/pip install jupyterlab/);
     }
   });
 });
