@@ -39,7 +39,7 @@ const uiName = ui === 'lab' ? `JupyterLab ${labVersion}` : `the classic notebook
 /** The tslab kernel's display name (tslab's kernel.json), which the toolbar shows once the kernel is chosen. */
 const KERNEL_DISPLAY_NAME = 'TypeScript';
 /** The live test trains longer than the report's fixture, so the progress display is seen mid-training. */
-const LIVE_EPOCHS = 6;
+const LIVE_EPOCHS = 10;
 const LIVE_IMAGE_SIZE = 64;
 
 function freePort(): Promise<number> {
@@ -160,6 +160,8 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
       ...process.env,
       ...notebookEnv({ ...tinySettings(report.dataDir, report.workDir), epochs: LIVE_EPOCHS, imageSize: LIVE_IMAGE_SIZE }),
       PNEUMO_RUN_DIR: path.join(tmp, 'run'),
+      // Early stopping off, so the run lasts exactly LIVE_EPOCHS epochs.
+      PNEUMO_PATIENCE: '0',
       JUPYTER_CONFIG_DIR: path.join(tmp, 'jupyter-config'),
       JUPYTER_RUNTIME_DIR: path.join(tmp, 'jupyter-runtime'),
       JUPYTERLAB_SETTINGS_DIR: path.join(tmp, 'lab-settings'),
@@ -206,7 +208,8 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
   async function runNotebookLab(name: string, during?: (page: Page) => Promise<void>): Promise<{ page: Page; errors: WatchedErrors }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors = watchPageErrors(page, JUPYTERLAB_NOISE);
-    await page.goto(`${base}/lab/tree/${name}?token=${token}`);
+    // `reset`: a fresh workspace, or JupyterLab reopens the previous test's notebook beside this one.
+    await page.goto(`${base}/lab/tree/${name}?reset&token=${token}`);
     // "Idle" alone is not enough: until the toolbar names the tslab kernel, a kernel-selection dialog may still be
     // coming, and it would swallow Run All.
     await page.waitForFunction(
@@ -219,8 +222,14 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
       KERNEL_DISPLAY_NAME,
       { timeout: 90_000, polling: 250 },
     );
-    await page.click('.lm-MenuBar-item:text-is("Run")');
-    await page.click('.lm-Menu-item[data-command="notebook:run-all-cells"]');
+    await page.click('.lm-MenuBar-itemLabel:text-is("Run")');
+    await page.click('.lm-Menu-item[data-command="runmenu:run-all"]');
+    // Run All must have queued the cells; a click that went nowhere would otherwise look like a slow run.
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].some((p) => /\[(\*|\d+)\]/.test(p.textContent ?? '')),
+      undefined,
+      { timeout: 30_000, polling: 100 },
+    );
     const running = during?.(page);
     const result = await waitForLabRunAll(page, 5 * 60_000);
     await running;
@@ -235,6 +244,7 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
   async function labScreenshot(page: Page, file: string): Promise<void> {
     const height = await page.evaluate(() => {
       const scroller = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+      if (scroller) scroller.scrollTop = 0; // Run All leaves it scrolled to the last cell
       return scroller ? scroller.scrollHeight + 200 : 900;
     });
     await page.setViewportSize({ width: 1280, height: Math.min(Math.max(height, 900), 12_000) });
@@ -329,7 +339,8 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
     console.log(midTraining ? `mid-training screenshot: ${midTraining}` : 'training ended before the mid-training screenshot was taken');
     // One display, redrawn: it showed several epochs' progress bars, and ended as a single table with a row per epoch.
     expect(new Set(states.map((s) => /Epoch (\d+)\//.exec(s)?.[1]).filter(Boolean)).size).toBeGreaterThanOrEqual(2);
-    const progressTables = page.locator(`${sel.html} table:has(th:text-is("val_auc"))`);
+    // The epoch table of the live display (history.csv's own table further down is a .pneumo-table).
+    const progressTables = page.locator(`${sel.html} table:not(.pneumo-table):has(th:text-is("val_auc"))`);
     expect(await progressTables.count(), 'the progress display was appended to instead of updated in place').toBe(1);
     expect(await progressTables.first().locator('tr').count()).toBe(LIVE_EPOCHS + 1);
     expect(await page.locator(`${sel.html}:has-text("Done: ${LIVE_EPOCHS} epoch(s)")`).count()).toBe(1);
