@@ -6,6 +6,7 @@
  * to the pages instead, so the folder stays small and still opens offline from disk (file://).
  */
 import { spawn, spawnSync } from 'child_process';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
@@ -143,6 +144,21 @@ export function externalizePlotly(html: string, src = PLOTLY_FILE): { html: stri
   const bundle = html.slice(bodyStart, close);
   const replaced = `<script id="${PLOTLY_SCRIPT_ID}" src="${src}"></script>`;
   return { html: html.slice(0, open) + replaced + html.slice(close + '</script>'.length), bundle };
+}
+
+/**
+ * Moves large inline `<style>` blocks into shared files named by their content hash: nbconvert's lab template inlines
+ * the same 240 KB JupyterLab theme into every page, so one copy serves them all. Small page-specific styles stay.
+ */
+export function externalizeStyles(html: string, minBytes = 8192): { html: string; sheets: { file: string; css: string }[] } {
+  const sheets: { file: string; css: string }[] = [];
+  const out = html.replace(/<style\b([^>]*)>([\s\S]*?)<\/style>/gi, (tag, attrs: string, css: string) => {
+    if (css.length < minBytes || /\bid=/.test(attrs)) return tag;
+    const file = `style-${crypto.createHash('sha1').update(css).digest('hex').slice(0, 10)}.css`;
+    if (!sheets.some((s) => s.file === file)) sheets.push({ file, css });
+    return `<link rel="stylesheet" href="${file}">`;
+  });
+  return { html: out, sheets };
 }
 
 /** An address that leaves the report folder: a URL with a scheme (http:, https:, file:) or protocol-relative. */
@@ -347,7 +363,9 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
       fs.writeFileSync(path.join(outDir, PLOTLY_FILE), minified ?? bundle);
       plotly = { bytes: Buffer.byteLength(minified ?? bundle), sourceBytes: Buffer.byteLength(bundle), minified: minified !== null };
     }
-    fs.writeFileSync(run.output, dropExternalRefs(html));
+    const styled = externalizeStyles(dropExternalRefs(html));
+    for (const sheet of styled.sheets) fs.writeFileSync(path.join(outDir, sheet.file), sheet.css);
+    fs.writeFileSync(run.output, styled.html);
     const entry = { name, title: notebookTitle(file), page: path.basename(run.output), seconds: run.seconds };
     entries.push(entry);
     opts.onDone?.(entry, i, notebooks.length);
@@ -357,9 +375,12 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   const index = path.join(outDir, 'index.html');
   for (const [i, e] of allEntries.entries()) {
     const file = path.join(outDir, e.page);
-    const html = fs.readFileSync(file, 'utf8').replace(/<nav class="pneumo-nav">[\s\S]*?<\/nav>/, '').replace(/<style id="pneumo-report-style">[\s\S]*?<\/style>\n?/, '');
+    const current = fs.readFileSync(file, 'utf8');
+    const bare = current.replace(/<nav class="pneumo-nav">[\s\S]*?<\/nav>/, '').replace(/<style id="pneumo-report-style">[\s\S]*?<\/style>\n?/, '');
     const near = (j: number) => (allEntries[j] ? { page: allEntries[j].page, title: allEntries[j].title } : undefined);
-    fs.writeFileSync(file, decoratePage(html, { index: 'index.html', prev: near(i - 1), next: near(i + 1) }));
+    const decorated = decoratePage(bare, { index: 'index.html', prev: near(i - 1), next: near(i + 1) });
+    // A kept page (--only) is rewritten only if its links changed, so it stays exactly as it was executed.
+    if (decorated !== current) fs.writeFileSync(file, decorated);
   }
   fs.writeFileSync(manifestFile, JSON.stringify({ settings, entries: allEntries, noInput } satisfies Manifest, null, 1));
   const runDir = notebookPaths(settings.out ?? 'outputs/notebooks').runDir;

@@ -325,9 +325,18 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
         };
         new MutationObserver(record).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
       }, sel.html);
+      // A few epochs in, so the screenshot shows the bar and finished rows; training that ends first also ends the wait.
+      await p.waitForFunction(
+        (htmlSel) => {
+          const text = document.querySelector(`${htmlSel} progress`)?.parentElement?.textContent ?? '';
+          const epoch = Number(/Epoch (\d+)\//.exec(text)?.[1] ?? 0);
+          return epoch >= 3 || [...document.querySelectorAll(htmlSel)].some((el) => el.textContent?.includes('Done: '));
+        },
+        sel.html,
+        { timeout: 4 * 60_000, polling: 'raf' },
+      );
       const bar = p.locator(`${sel.html} progress`).first();
-      await bar.waitFor({ state: 'attached', timeout: 4 * 60_000 });
-      await bar.scrollIntoViewIfNeeded();
+      if ((await bar.count()) > 0) await bar.scrollIntoViewIfNeeded();
       const file = shot('04-train-mid-training');
       await p.screenshot({ path: file });
       midTraining = (await p.locator(`${sel.html} progress`).count()) > 0 ? file : '';

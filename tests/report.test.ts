@@ -9,6 +9,7 @@ import {
   dropExternalRefs,
   dropLocalScriptRefs,
   externalizePlotly,
+  externalizeStyles,
   minifyJs,
   listNotebooks,
   notebookEnv,
@@ -51,6 +52,20 @@ describe('report assembly', () => {
     expect(out).toContain('<script id="pneumo-plotly-bundle" src="plotly.js"></script>');
     expect(out).toContain('<link rel="stylesheet" href="style.css">');
     expect(out).toContain('<a href="https://www.kaggle.com/">');
+  });
+
+  it('shares large inline styles as one file per content, keeping small and our own ones inline', () => {
+    const theme = `.jp-Cell{color:red}${' '.repeat(9000)}`;
+    const page = (extra: string) => `<head><style type="text/css">${theme}</style><style>.small{}</style><style id="pneumo-report-style">${' '.repeat(9000)}</style>${extra}</head>`;
+    const a = externalizeStyles(page('a'));
+    const b = externalizeStyles(page('b'));
+    expect(a.sheets).toHaveLength(1);
+    expect(a.sheets[0].css).toBe(theme);
+    expect(b.sheets[0].file).toBe(a.sheets[0].file);
+    expect(a.html).toContain(`<link rel="stylesheet" href="${a.sheets[0].file}">`);
+    expect(a.html).toContain('<style>.small{}</style>');
+    expect(a.html).toContain('<style id="pneumo-report-style">');
+    expect(a.html).not.toContain('.jp-Cell{color:red}');
   });
 
   it("prefers nbconvert's lab template, then classic", () => {
