@@ -35,7 +35,8 @@ const unavailable =
   (process.env.PNEUMO_REQUIRE_JUPYTERLAB === '1' && ui !== 'lab' ? `PNEUMO_REQUIRE_JUPYTERLAB=1 but ${jupyterExecutable()} has no JupyterLab` : null) ??
   (chromiumPath() ? null : 'chromium is not installed (apt-get install chromium)');
 const skip = unavailable !== null && !jupyterRequired();
-const uiName = ui === 'lab' ? `JupyterLab ${labVersion}` : `the classic notebook (JupyterLab is not installed: ${labInstallHint().split('\n')[0]})`;
+const uiName = ui === 'lab' ? `JupyterLab ${labVersion}` : `the classic notebook, as ${jupyterExecutable()} has no JupyterLab`;
+if (ui === 'classic') console.log(`live notebook test: JupyterLab is not available, so it runs on the classic notebook. To install JupyterLab:\n  ${labInstallHint()}`);
 /** The tslab kernel's display name (tslab's kernel.json), which the toolbar shows once the kernel is chosen. */
 const KERNEL_DISPLAY_NAME = 'TypeScript';
 /** The live test trains longer than the report's fixture, so the progress display is seen mid-training. */
