@@ -5,12 +5,14 @@
  * Each exported page would carry its own 10 MB copy of plotly.js; the report keeps one shared `plotly.js` file next
  * to the pages instead, so the folder stays small and still opens offline from disk (file://).
  */
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
-import { APT_HINT, hasJupyterCommand, KERNEL_NAME, registerKernel, repoRoot, which } from './jupyter';
-import { paramEnvName } from './notebook';
+import { APT_HINT, hasJupyterCommand, jupyterExecutable, KERNEL_NAME, registerKernel, repoRoot } from './jupyter';
+import { notebookPaths, paramEnvName } from './notebook';
+import { readRunSummary, summaryHtml } from './report-summary';
 import { PLOTLY_SCRIPT_ID } from './viz/display';
 
 export const NOTEBOOKS_DIR = path.join(repoRoot, 'notebooks');
@@ -28,7 +30,7 @@ export function listNotebooks(dir = NOTEBOOKS_DIR): string[] {
 
 /** Throws a message naming the Debian packages when Jupyter or nbconvert is missing. */
 export function assertNbconvert(): void {
-  if (!which('jupyter')) {
+  if (!jupyterExecutable()) {
     throw new Error(`jupyter is not installed (not on PATH). Install nbconvert and the kernel machinery:\n  ${APT_HINT.nbconvert}`);
   }
   if (!hasJupyterCommand('nbconvert')) {
@@ -84,6 +86,10 @@ export interface ExecuteOptions {
   cellTimeoutS?: number;
   /** 'html' for the report, 'notebook' to keep an executed .ipynb. */
   to?: 'html' | 'notebook';
+  /** nbconvert HTML template ('lab', 'classic'); default: the installed nbconvert's default. */
+  template?: string | null;
+  /** Hide code cells (nbconvert --no-input); prompts are never shown. */
+  noInput?: boolean;
 }
 
 export interface ExecutedNotebook {
@@ -105,11 +111,14 @@ export function executeNotebook(file: string, opts: ExecuteOptions): Promise<Exe
     `--ExecutePreprocessor.timeout=${opts.cellTimeoutS ?? 1800}`,
     `--output-dir=${opts.outDir}`,
     `--output=${base}`,
+    ...(to === 'html' && opts.template ? [`--template=${opts.template}`] : []),
+    // `In [3]:` prompts mean nothing to a reader of a report.
+    ...(to === 'html' ? [opts.noInput ? '--no-input' : '--no-prompt'] : []),
     file,
   ];
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn('jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(jupyterExecutable() ?? 'jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.stdout.on('data', () => undefined);
@@ -138,11 +147,104 @@ export function externalizePlotly(html: string, src = PLOTLY_FILE): { html: stri
 }
 
 /**
- * Drops references to files that only exist on the machine that exported the page (Debian's nbconvert links
- * require.js and MathJax from /usr/share/javascript): the report must open anywhere, with no failed loads.
+ * Moves large inline `<style>` blocks into shared files named by their content hash: nbconvert's lab template inlines
+ * the same 240 KB JupyterLab theme into every page, so one copy serves them all. Small page-specific styles stay.
  */
-export function dropLocalScriptRefs(html: string): string {
-  return html.replace(/<script[^>]*\ssrc="file:\/\/[^"]*"[^>]*>\s*<\/script>/g, '');
+export function externalizeStyles(html: string, minBytes = 8192): { html: string; sheets: { file: string; css: string }[] } {
+  const sheets: { file: string; css: string }[] = [];
+  const out = html.replace(/<style\b([^>]*)>([\s\S]*?)<\/style>/gi, (tag, attrs: string, css: string) => {
+    if (css.length < minBytes || /\bid=/.test(attrs)) return tag;
+    const file = `style-${crypto.createHash('sha1').update(css).digest('hex').slice(0, 10)}.css`;
+    if (!sheets.some((s) => s.file === file)) sheets.push({ file, css });
+    return `<link rel="stylesheet" href="${file}">`;
+  });
+  return { html: out, sheets };
+}
+
+/** An address that leaves the report folder: a URL with a scheme (http:, https:, file:) or protocol-relative. */
+function isExternal(url: string): boolean {
+  return /^([a-z][a-z0-9+.-]*:|\/\/)/i.test(url.trim()) && !/^data:/i.test(url.trim());
+}
+
+/**
+ * Makes an exported page load nothing from outside its folder. nbconvert's templates link require.js and MathJax from
+ * a CDN (nbconvert 7) or from /usr/share/javascript on the exporting machine (Debian's 6.5), and the lab template
+ * imports mermaid.js from a CDN when a page has diagrams. Our outputs need none of them (plotly.js is shared locally,
+ * and the notebooks have no LaTeX or mermaid), and the report must open offline with no failed loads.
+ */
+export function dropExternalRefs(html: string): string {
+  return html
+    .replace(/<script\b[^>]*\ssrc\s*=\s*["']([^"']*)["'][^>]*>[\s\S]*?<\/script>/gi, (tag, src: string) => (isExternal(src) ? '' : tag))
+    .replace(/<link\b[^>]*\shref\s*=\s*["']([^"']*)["'][^>]*>/gi, (tag, href: string) => (/stylesheet|preload|modulepreload/i.test(tag) && isExternal(href) ? '' : tag))
+    .replace(/<script\b[^>]*>(?:(?!<\/script>)[\s\S])*?import\(\s*["']https?:[\s\S]*?<\/script>/gi, '');
+}
+
+/** Kept for callers of the earlier name: the same cleaning, which covers the exporting machine's file:// paths. */
+export const dropLocalScriptRefs = dropExternalRefs;
+
+/**
+ * Style added to every page: code and text outputs wrap instead of scrolling sideways (a reader should never have to
+ * scroll a cell to read its end), and a small bar links back to the summary page.
+ */
+export const PAGE_STYLE = `<style id="pneumo-report-style">
+.jp-InputArea-editor pre, .jp-RenderedText pre, .jp-OutputArea-output pre, div.input_area pre, div.output_text pre, .highlight pre {
+  white-space: pre-wrap !important; overflow-wrap: anywhere; word-break: normal; overflow-x: hidden;
+}
+.jp-InputArea-editor, div.input_area { overflow-x: hidden; }
+nav.pneumo-nav { font: 14px system-ui, sans-serif; padding: 8px 16px; border-bottom: 1px solid #ddd; background: #fafafa; }
+nav.pneumo-nav a { margin-right: 1.2em; }
+</style>`;
+
+export interface PageLinks {
+  index: string;
+  prev?: { page: string; title: string };
+  next?: { page: string; title: string };
+}
+
+/** Adds the report style and the navigation bar to one exported page. */
+export function decoratePage(html: string, links: PageLinks): string {
+  const link = (l: { page: string; title: string } | undefined, arrow: string) => (l ? `<a href="${encodeURI(l.page)}">${arrow} ${escapeHtml(l.title)}</a>` : '');
+  const nav = `<nav class="pneumo-nav"><a href="${encodeURI(links.index)}">Report summary</a>${link(links.prev, '←')}${link(links.next, '→')}</nav>`;
+  const withStyle = html.includes('</head>') ? html.replace('</head>', `${PAGE_STYLE}\n</head>`) : PAGE_STYLE + html;
+  const bodyOpen = /<body\b[^>]*>/i.exec(withStyle);
+  return bodyOpen ? withStyle.slice(0, bodyOpen.index + bodyOpen[0].length) + nav + withStyle.slice(bodyOpen.index + bodyOpen[0].length) : nav + withStyle;
+}
+
+/**
+ * The HTML templates the chosen nbconvert has, from `jupyter --paths --json` (each data dir's nbconvert/templates).
+ */
+export function nbconvertTemplates(): string[] {
+  const jupyter = jupyterExecutable();
+  if (!jupyter) return [];
+  const r = spawnSync(jupyter, ['--paths', '--json'], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) return [];
+  const dirs = (JSON.parse(r.stdout) as { data: string[] }).data;
+  const found = new Set<string>();
+  for (const dir of dirs) {
+    const t = path.join(dir, 'nbconvert', 'templates');
+    if (fs.existsSync(t)) for (const name of fs.readdirSync(t)) if (fs.existsSync(path.join(t, name, 'conf.json'))) found.add(name);
+  }
+  return [...found];
+}
+
+/** nbconvert's modern JupyterLab look when the installed nbconvert has it (6.x and 7.x do), else its classic one. */
+export function chooseTemplate(available: string[]): string | null {
+  return ['lab', 'classic'].find((t) => available.includes(t)) ?? null;
+}
+
+/**
+ * Minifies the shared plotly.js with esbuild: plotly.js-dist ships only its unminified build, most of the report's
+ * bytes. Returns null when esbuild is not installed (a production install without dev dependencies).
+ */
+export async function minifyJs(source: string): Promise<string | null> {
+  let esbuild: typeof import('esbuild');
+  try {
+    esbuild = await import('esbuild');
+  } catch {
+    return null;
+  }
+  const out = await esbuild.transform(source, { minify: true, loader: 'js', legalComments: 'inline' });
+  return out.code;
 }
 
 /** The notebook's first markdown heading, for the table of contents. */
@@ -168,35 +270,6 @@ export interface ReportEntry {
   seconds: number;
 }
 
-export function indexHtml(entries: ReportEntry[], settings: NotebookSettings, generatedAt: Date): string {
-  const rows = entries
-    .map(
-      (e) =>
-        `<li><a href="${encodeURI(e.page)}">${escapeHtml(e.title)}</a> <span class="meta">(${escapeHtml(e.name)}, executed in ${e.seconds.toFixed(0)} s)</span></li>`,
-    )
-    .join('\n');
-  const settingRows = Object.entries(settings)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td><code>${escapeHtml(String(v))}</code></td></tr>`)
-    .join('');
-  return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Pneumonia detection in chest X-rays: report</title>
-<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;line-height:1.5}
-li{margin:.4rem 0}.meta{color:#666;font-size:.9em}table{border-collapse:collapse}th,td{text-align:left;padding:2px 12px 2px 0}</style>
-</head><body>
-<h1>Pneumonia detection in chest X-rays</h1>
-<p>Each notebook below was executed headless with <code>jupyter nbconvert --execute</code> on ${escapeHtml(generatedAt.toISOString())}.
-The pages open offline: charts are interactive Plotly figures (zoom, hover) drawn by the bundled <code>${PLOTLY_FILE}</code>.</p>
-<h2>Contents</h2>
-<ol>
-${rows}
-</ol>
-<h2>Settings</h2>
-<table>${settingRows || '<tr><td>notebook defaults</td></tr>'}</table>
-</body></html>
-`;
-}
-
 export interface ReportOptions {
   settings: NotebookSettings;
   outDir?: string;
@@ -204,6 +277,8 @@ export interface ReportOptions {
   /** Re-execute only notebooks whose names start with these (e.g. ['05']), keeping the report's other pages. */
   only?: string[];
   cellTimeoutS?: number;
+  /** Hide code cells on every page (`npm run report -- --no-input`). */
+  noInput?: boolean;
   onStart?: (name: string, index: number, total: number) => void;
   onDone?: (entry: ReportEntry, index: number, total: number) => void;
 }
@@ -214,6 +289,9 @@ export interface ReportResult {
   entries: ReportEntry[];
   bytes: number;
   seconds: number;
+  /** Bytes of the shared plotly.js, and whether it was minified. */
+  plotly?: { bytes: number; sourceBytes: number; minified: boolean };
+  template: string | null;
 }
 
 function folderBytes(dir: string): number {
@@ -228,6 +306,7 @@ export const MANIFEST_FILE = 'report.json';
 interface Manifest {
   settings: NotebookSettings;
   entries: ReportEntry[];
+  noInput?: boolean;
 }
 
 /** Keeps the notebooks whose file name starts with one of `prefixes` (e.g. '05' or '05-evaluate'). */
@@ -255,6 +334,7 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   const manifestFile = path.join(outDir, MANIFEST_FILE);
   let kept: ReportEntry[] = [];
   let settings = opts.settings;
+  let noInput = opts.noInput;
   if (opts.only?.length) {
     if (!fs.existsSync(manifestFile)) throw new Error(`--only needs an existing report in ${outDir}; run the full report first.`);
     const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
@@ -263,29 +343,50 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
     // The re-run notebooks must see the same data and work folder as the rest of the report, unless overridden.
     const overrides = Object.fromEntries(Object.entries(opts.settings).filter(([, v]) => v !== undefined));
     settings = { ...manifest.settings, ...overrides };
+    noInput ??= manifest.noInput;
   } else {
     fs.rmSync(outDir, { recursive: true, force: true });
   }
   fs.mkdirSync(outDir, { recursive: true });
   const env = notebookEnv(settings);
+  const template = chooseTemplate(nbconvertTemplates());
   const started = Date.now();
   const entries: ReportEntry[] = [];
+  let plotly: ReportResult['plotly'];
   for (const [i, file] of notebooks.entries()) {
     const name = path.basename(file, '.ipynb');
     opts.onStart?.(name, i, notebooks.length);
-    const run = await executeNotebook(file, { outDir, env, cellTimeoutS: opts.cellTimeoutS });
+    const run = await executeNotebook(file, { outDir, env, cellTimeoutS: opts.cellTimeoutS, template, noInput });
     const { html, bundle } = externalizePlotly(fs.readFileSync(run.output, 'utf8'));
-    if (bundle !== undefined) fs.writeFileSync(path.join(outDir, PLOTLY_FILE), bundle);
-    fs.writeFileSync(run.output, dropLocalScriptRefs(html));
+    if (bundle !== undefined && !plotly) {
+      const minified = await minifyJs(bundle);
+      fs.writeFileSync(path.join(outDir, PLOTLY_FILE), minified ?? bundle);
+      plotly = { bytes: Buffer.byteLength(minified ?? bundle), sourceBytes: Buffer.byteLength(bundle), minified: minified !== null };
+    }
+    const styled = externalizeStyles(dropExternalRefs(html));
+    for (const sheet of styled.sheets) fs.writeFileSync(path.join(outDir, sheet.file), sheet.css);
+    fs.writeFileSync(run.output, styled.html);
     const entry = { name, title: notebookTitle(file), page: path.basename(run.output), seconds: run.seconds };
     entries.push(entry);
     opts.onDone?.(entry, i, notebooks.length);
   }
   const allEntries = [...kept, ...entries].sort((a, b) => a.name.localeCompare(b.name));
-  fs.writeFileSync(manifestFile, JSON.stringify({ settings, entries: allEntries } satisfies Manifest, null, 1));
+  // Navigation links need the whole page list, so every page (kept ones too) is decorated once it is known.
   const index = path.join(outDir, 'index.html');
-  fs.writeFileSync(index, indexHtml(allEntries, settings, new Date()));
-  return { outDir, index, entries: allEntries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000 };
+  for (const [i, e] of allEntries.entries()) {
+    const file = path.join(outDir, e.page);
+    const current = fs.readFileSync(file, 'utf8');
+    const bare = current.replace(/<nav class="pneumo-nav">[\s\S]*?<\/nav>/, '').replace(/<style id="pneumo-report-style">[\s\S]*?<\/style>\n?/, '');
+    const near = (j: number) => (allEntries[j] ? { page: allEntries[j].page, title: allEntries[j].title } : undefined);
+    const decorated = decoratePage(bare, { index: 'index.html', prev: near(i - 1), next: near(i + 1) });
+    // A kept page (--only) is rewritten only if its links changed, so it stays exactly as it was executed.
+    if (decorated !== current) fs.writeFileSync(file, decorated);
+  }
+  fs.writeFileSync(manifestFile, JSON.stringify({ settings, entries: allEntries, noInput } satisfies Manifest, null, 1));
+  const runDir = notebookPaths(settings.out ?? 'outputs/notebooks').runDir;
+  const run = fs.existsSync(runDir) ? await readRunSummary(runDir) : null;
+  fs.writeFileSync(index, summaryHtml({ pages: allEntries, run, outDir, generatedAt: new Date(), settings: { ...settings }, noInput }));
+  return { outDir, index, entries: allEntries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000, plotly, template };
 }
 
 export interface PageShot {

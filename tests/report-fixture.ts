@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { generateDemoDataset } from '../src/data/demo';
-import { hasJupyterCommand, which } from '../src/jupyter';
+import { hasJupyterCommand, jupyterExecutable } from '../src/jupyter';
 import { buildReport, type NotebookSettings, type ReportResult } from '../src/report';
 
 export const repoRoot = path.resolve(__dirname, '..');
@@ -20,7 +20,7 @@ export function tinySettings(dataDir: string, workDir: string): NotebookSettings
 
 /** Why the notebook tests cannot run here, or null. CI sets PNEUMO_REQUIRE_JUPYTER=1 so a missing piece fails instead. */
 export function jupyterUnavailable(): string | null {
-  if (!which('jupyter')) return 'jupyter is not installed (apt-get install jupyter-nbconvert jupyter-client python3-ipykernel)';
+  if (!jupyterExecutable()) return 'jupyter is not installed (apt-get install jupyter-nbconvert jupyter-client python3-ipykernel)';
   if (!hasJupyterCommand('nbconvert')) return 'jupyter nbconvert is not installed (apt-get install jupyter-nbconvert)';
   if (!fs.existsSync(path.join(repoRoot, 'dist', 'notebook.js'))) return 'dist/ is not built: run `npm run build` (npm test does)';
   return null;

@@ -3,7 +3,7 @@
 import { spawn } from 'child_process';
 import { Command } from 'commander';
 import * as path from 'path';
-import { APT_HINT, hasJupyterCommand, registerKernel, repoRoot, which } from '../jupyter';
+import { APT_HINT, jupyterExecutable, jupyterHas, labInstallHint, registerKernel, repoRoot } from '../jupyter';
 
 const program = new Command()
   .name('lab')
@@ -11,14 +11,23 @@ const program = new Command()
   .option('--port <port>', 'port for the Jupyter server')
   .option('--no-browser', 'do not open a browser')
   .action((opts: { port?: string; browser: boolean }) => {
-    if (!which('jupyter')) {
-      console.error(`lab: Jupyter is not installed. Install one of:\n  ${APT_HINT.notebook}\n  ${APT_HINT.lab}\nthen run \`npm run lab\` again.`);
+    let jupyter: string | null;
+    try {
+      jupyter = jupyterExecutable();
+    } catch (err) {
+      console.error(`lab: ${(err as Error).message}`);
       process.exitCode = 1;
       return;
     }
-    const app = hasJupyterCommand('lab') ? 'lab' : hasJupyterCommand('notebook') ? 'notebook' : null;
+    const install = `  JupyterLab: ${labInstallHint()}\n  or the classic notebook: ${APT_HINT.notebook}`;
+    if (!jupyter) {
+      console.error(`lab: Jupyter is not installed. Install one of:\n${install}\nthen run \`npm run lab\` again.`);
+      process.exitCode = 1;
+      return;
+    }
+    const app = jupyterHas(jupyter, 'lab') ? 'lab' : jupyterHas(jupyter, 'notebook') ? 'notebook' : null;
     if (!app) {
-      console.error(`lab: neither JupyterLab nor the classic notebook is installed. Install one of:\n  ${APT_HINT.notebook}\n  ${APT_HINT.lab}`);
+      console.error(`lab: ${jupyter} has neither JupyterLab nor the classic notebook. Install one of:\n${install}`);
       process.exitCode = 1;
       return;
     }
@@ -36,9 +45,10 @@ const program = new Command()
     if (!opts.browser) args.push('--no-browser');
     // Jupyter refuses to start as root without this (containers, CI).
     if (process.getuid?.() === 0) args.push('--allow-root');
-    console.log(`Starting: jupyter ${args.join(' ')}${app === 'notebook' ? '   (JupyterLab not found; using the classic notebook)' : ''}`);
+    console.log(`Starting: ${jupyter} ${args.join(' ')}`);
+    if (app === 'notebook') console.log(`JupyterLab is not installed; using the classic notebook. For JupyterLab:\n  ${labInstallHint()}`);
     console.log('Pick the "TypeScript" kernel; run the notebooks in order (00 .. 05). Ctrl-C stops the server.');
-    const child = spawn('jupyter', args, { stdio: 'inherit', cwd: repoRoot });
+    const child = spawn(jupyter, args, { stdio: 'inherit', cwd: repoRoot });
     // Forward Ctrl-C (Jupyter asks for confirmation on its own) and termination, so the server never outlives us.
     process.on('SIGINT', () => child.kill('SIGINT'));
     process.on('SIGTERM', () => child.kill('SIGTERM'));

@@ -35,6 +35,7 @@ const program = new Command()
   .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
   .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
   .option('--only <names...>', "re-execute only these notebooks (e.g. '05'), reusing earlier notebooks' saved outputs and the report's other pages")
+  .option('--no-input', 'hide the code cells: charts, tables and text only (default: code shown, wrapped)')
   .option('--screenshots [dir]', 'also save a full-page screenshot of each page (headless Chromium)')
   .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
   .action(async (opts) => {
@@ -56,6 +57,8 @@ const program = new Command()
         outDir: opts.out,
         only: opts.only,
         cellTimeoutS: opts.cellTimeout,
+        // commander sets `input: false` for --no-input and `true` otherwise; undefined keeps --only's earlier choice.
+        noInput: opts.input === false ? true : opts.only ? undefined : false,
         onStart: (name, i, total) => {
           console.log(`[${i + 1}/${total}] ${name} ...`);
           // nbconvert prints nothing while a long cell (training) runs: say it is still alive once a minute.
@@ -67,7 +70,14 @@ const program = new Command()
           console.log(`[${i + 1}/${total}] ${e.name} done in ${e.seconds.toFixed(1)} s -> ${e.page}`);
         },
       });
-      console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s)`);
+      console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s; nbconvert template ${result.template ?? 'default'})`);
+      if (result.plotly) {
+        console.log(
+          result.plotly.minified
+            ? `plotly.js minified with esbuild: ${formatBytes(result.plotly.sourceBytes)} -> ${formatBytes(result.plotly.bytes)}`
+            : `plotly.js left unminified (${formatBytes(result.plotly.bytes)}): esbuild is not installed (it is a dev dependency)`,
+        );
+      }
       console.log('Open it in a browser; it works offline.');
       if (opts.screenshots) {
         const dir = typeof opts.screenshots === 'string' ? path.resolve(opts.screenshots) : path.join(path.dirname(path.resolve(opts.out)), 'screenshots', 'report');

@@ -196,7 +196,8 @@ export function progressHtml(state: {
   const running = state.status
     ? `<div>${escapeHtml(state.status)}</div>`
     : `<div>Epoch ${state.epoch}/${state.epochs} <progress value="${state.batch}" max="${state.batches}"></progress> ` +
-      `${state.batch}/${state.batches} batches, loss ${fmt(state.loss)}, ETA ${formatDuration(state.eta)}</div>`;
+      // Before an epoch's first batch there is no loss or ETA yet: a dash, not "NaN" and "?".
+      `${state.batch}/${state.batches} batches, loss ${Number.isFinite(state.loss) ? fmt(state.loss) : '–'}, ETA ${Number.isFinite(state.eta) ? formatDuration(state.eta) : '–'}</div>`;
   return `<div style="font-family:monospace">${running}<table>${head}${rows}</table></div>`;
 }
 
