@@ -4,11 +4,85 @@
  * so anyone reading it sees what was overridden. The committed notebook is never touched, and a person running the
  * notebook by hand gets exactly what its parameters cell says.
  */
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { repoRoot } from './jupyter';
-import { executeNotebook, type ExecutedNotebook } from './report';
+import { APT_HINT, jupyterExecutable, KERNEL_NAME, repoRoot } from './jupyter';
 import type { Params } from './notebook';
+
+export class NotebookError extends Error {
+  constructor(
+    readonly notebook: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NotebookError';
+  }
+}
+
+/** The cell error nbconvert printed, without the Python traceback that leads up to it. */
+export function summarizeNbconvertError(stderr: string): string {
+  const marker = stderr.indexOf('An error occurred while executing the following cell');
+  const text = marker >= 0 ? stderr.slice(marker) : stderr;
+  const lines = text.trim().split('\n');
+  return lines.slice(0, 60).join('\n');
+}
+
+export interface ExecuteOptions {
+  outDir: string;
+  env?: Record<string, string>;
+  /** Per-cell limit, seconds. */
+  cellTimeoutS?: number;
+  /** 'html' for the report, 'notebook' to keep an executed .ipynb. */
+  to?: 'html' | 'notebook';
+  /** nbconvert HTML template ('lab', 'classic'); default: the installed nbconvert's default. */
+  template?: string | null;
+  /** Hide code cells (nbconvert --no-input); prompts are never shown. */
+  noInput?: boolean;
+}
+
+export interface ExecutedNotebook {
+  notebook: string;
+  output: string;
+  seconds: number;
+}
+
+/** Executes one notebook with nbconvert; rejects with the failing cell's error when any cell fails. */
+export function executeNotebook(file: string, opts: ExecuteOptions): Promise<ExecutedNotebook> {
+  const to = opts.to ?? 'html';
+  const base = path.basename(file, '.ipynb');
+  fs.mkdirSync(opts.outDir, { recursive: true });
+  const args = [
+    'nbconvert',
+    `--to=${to}`,
+    '--execute',
+    `--ExecutePreprocessor.kernel_name=${KERNEL_NAME}`,
+    `--ExecutePreprocessor.timeout=${opts.cellTimeoutS ?? 1800}`,
+    `--output-dir=${opts.outDir}`,
+    `--output=${base}`,
+    ...(to === 'html' && opts.template ? [`--template=${opts.template}`] : []),
+    // `In [3]:` prompts mean nothing to a reader of a report.
+    ...(to === 'html' ? [opts.noInput ? '--no-input' : '--no-prompt'] : []),
+    file,
+  ];
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(jupyterExecutable() ?? 'jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout.on('data', () => undefined);
+    child.on('error', (err) => reject(new NotebookError(base, `could not start jupyter: ${err.message}\n  ${APT_HINT.nbconvert}`)));
+    child.on('close', (code) => {
+      const seconds = (Date.now() - started) / 1000;
+      if (code !== 0) {
+        reject(new NotebookError(base, `${base}.ipynb failed after ${seconds.toFixed(0)} s:\n${summarizeNbconvertError(stderr)}`));
+        return;
+      }
+      resolve({ notebook: file, output: path.join(opts.outDir, `${base}.${to === 'html' ? 'html' : 'ipynb'}`), seconds });
+    });
+  });
+}
+
 
 export const PARAMETERS_TAG = 'parameters';
 export const INJECTED_TAG = 'injected-parameters';
@@ -62,14 +136,8 @@ export function injectParameters(nb: NotebookJson, overrides: Params, name = 'no
   return { ...nb, cells: [...cells.slice(0, at + 1), injected, ...cells.slice(at + 1)] };
 }
 
-export interface ExecuteWithParametersOptions {
-  /** Where the executed copy goes (`<outDir>/<name>.ipynb` or `.html`). */
-  outDir: string;
-  to?: 'notebook' | 'html';
-  cellTimeoutS?: number;
-  /** Extra environment for the kernel. */
-  env?: Record<string, string>;
-}
+/** Where the executed copy goes (`<outDir>/<name>.ipynb` or `.html`), and how nbconvert writes it. */
+export type ExecuteWithParametersOptions = ExecuteOptions;
 
 /**
  * Executes `file` with `overrides` injected after its parameters cell and writes the executed copy to
@@ -88,7 +156,7 @@ export async function executeWithParameters(file: string, overrides: Params, opt
   try {
     const copy = path.join(tmpDir, name);
     fs.writeFileSync(copy, JSON.stringify(injectParameters(nb, overrides, name), null, 1));
-    const run = await executeNotebook(copy, { outDir: opts.outDir, env: opts.env, cellTimeoutS: opts.cellTimeoutS, to: opts.to ?? 'notebook' });
+    const run = await executeNotebook(copy, { ...opts, to: opts.to ?? 'notebook' });
     return { ...run, notebook: file };
   } finally {
     fs.rmSync(tmpDir, { recursive: true, force: true });

@@ -8,9 +8,9 @@ import * as path from 'path';
 import { formatAugment } from './augment';
 import { loadSplit } from './data/split';
 import type { SplitMetrics } from './evaluate';
-import type { ThresholdRule } from './metrics';
 import { formatThresholdRule, type RunConfigFile } from './pipeline';
 import { readJson, RUN_FILES } from './run-dir';
+import { readMetrics } from './runs/metrics-file';
 import type { EpochLogs } from './train/train';
 import { LABELS, type Label, type SplitName } from './types';
 
@@ -19,15 +19,6 @@ export interface ReportPage {
   title: string;
   page: string;
   seconds: number;
-}
-
-/** The metrics file as 05-evaluate writes it (`rule` as text) or as `npm start` writes it (`thresholdRule`). */
-interface MetricsFile {
-  threshold: number;
-  rule?: string;
-  thresholdRule?: ThresholdRule;
-  val: SplitMetrics;
-  test: SplitMetrics;
 }
 
 export interface SplitCounts {
@@ -41,7 +32,7 @@ export interface RunSummary {
   config?: RunConfigFile;
   split?: { seed: number; testSource: 'official' | 'carved'; counts: Record<SplitName, SplitCounts> };
   history?: EpochLogs[];
-  metrics?: { threshold: number; rule: string; val: SplitMetrics; test: SplitMetrics };
+  metrics?: { threshold: number; rule: string; val: SplitMetrics; test: SplitMetrics; valTime?: SplitMetrics };
   /** A browser app saved with the run (`app/index.html`), if any. */
   app?: string;
   /** Files that were present but could not be read, with why. */
@@ -78,10 +69,8 @@ export async function readRunSummary(runDir: string): Promise<RunSummary> {
     summary.history = readJson<EpochLogs[]>(file(RUN_FILES.historyJson));
   });
   await attempt(RUN_FILES.metrics, () => {
-    const m = readJson<MetricsFile>(file(RUN_FILES.metrics));
-    if (typeof m.threshold !== 'number' || !m.val || !m.test) throw new Error('has no threshold, val and test metrics');
-    const rule = m.rule ?? (m.thresholdRule ? formatThresholdRule(m.thresholdRule) : 'unknown');
-    summary.metrics = { threshold: m.threshold, rule, val: m.val, test: m.test };
+    const m = readMetrics(file(RUN_FILES.metrics));
+    summary.metrics = { threshold: m.threshold, rule: formatThresholdRule(m.thresholdRule), val: m.val, test: m.test, valTime: m.valTime };
   });
   if (fs.existsSync(file(path.join('app', 'index.html')))) summary.app = file(path.join('app', 'index.html'));
   return summary;
@@ -168,7 +157,7 @@ function metricsSection(run: RunSummary): string {
     `<p class="rule">Threshold <strong>${num(m.threshold, 4)}</strong>: ${escapeHtml(describeRule(m.rule))} (<code>${escapeHtml(m.rule)}</code>), ` +
     `chosen on validation and applied unchanged to test. An image is called PNEUMONIA when the model's probability is at or above it.</p>\n` +
     `<table class="grid metrics"><thead><tr><th></th><th>images</th><th>accuracy %</th><th>precision %</th><th>recall %</th><th>specificity %</th><th>F1 %</th><th>AUC</th></tr></thead>` +
-    `<tbody>${row('validation', m.val)}${row('test', m.test)}</tbody></table>\n` +
+    `<tbody>${row('validation', m.val)}${m.valTime ? row('out-of-time validation', m.valTime) : ''}${row('test', m.test)}</tbody></table>\n` +
     (c ? `<p>Test confusion: ${c.tp} true positives, ${c.fp} false positives, ${c.tn} true negatives, ${c.fn} false negatives.</p>` : '')
   );
 }

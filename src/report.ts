@@ -11,7 +11,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
 import { APT_HINT, hasJupyterCommand, jupyterExecutable, KERNEL_NAME, registerKernel, repoRoot } from './jupyter';
-import { notebookPaths, paramEnvName } from './notebook';
+import { notebookPaths, paramEnvName, type NotebookPaths, type Params } from './notebook';
+import { listRuns } from './runs/read';
+import { executeWithParameters } from './notebook-exec';
 import { readRunSummary, summaryHtml } from './report-summary';
 import { PLOTLY_SCRIPT_ID } from './viz/display';
 
@@ -39,6 +41,7 @@ export function assertNbconvert(): void {
 }
 
 /** Quick-report knobs; each becomes a `PNEUMO_*` environment variable read by the notebooks' parameters cells. */
+/** Values injected into each notebook after its parameters cell (see src/notebook-exec.ts). */
 export interface NotebookSettings {
   data?: string;
   epochs?: number;
@@ -53,85 +56,24 @@ export interface NotebookSettings {
   model?: string;
 }
 
+/** The run the summary describes: the newest one 05-evaluate evaluated (05's default), else the newest trained. */
+export function reportedRun(paths: NotebookPaths): string | undefined {
+  const { runs } = listRuns(paths.runsDir);
+  const pick = (status: string) => runs.filter((r) => r.status === status).at(-1)?.dir;
+  return paths.runDir ?? pick('evaluated') ?? pick('trained');
+}
+
+/** The settings that are set, as the parameters to inject. */
+export function settingsParams(settings: NotebookSettings): Params {
+  return Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined && v !== null)) as Params;
+}
+
 export function notebookEnv(settings: NotebookSettings): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(settings)) {
     if (value !== undefined && value !== null) env[paramEnvName(key)] = String(value);
   }
   return env;
-}
-
-export class NotebookError extends Error {
-  constructor(
-    readonly notebook: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'NotebookError';
-  }
-}
-
-/** The cell error nbconvert printed, without the Python traceback that leads up to it. */
-export function summarizeNbconvertError(stderr: string): string {
-  const marker = stderr.indexOf('An error occurred while executing the following cell');
-  const text = marker >= 0 ? stderr.slice(marker) : stderr;
-  const lines = text.trim().split('\n');
-  return lines.slice(0, 60).join('\n');
-}
-
-export interface ExecuteOptions {
-  outDir: string;
-  env?: Record<string, string>;
-  /** Per-cell limit, seconds. */
-  cellTimeoutS?: number;
-  /** 'html' for the report, 'notebook' to keep an executed .ipynb. */
-  to?: 'html' | 'notebook';
-  /** nbconvert HTML template ('lab', 'classic'); default: the installed nbconvert's default. */
-  template?: string | null;
-  /** Hide code cells (nbconvert --no-input); prompts are never shown. */
-  noInput?: boolean;
-}
-
-export interface ExecutedNotebook {
-  notebook: string;
-  output: string;
-  seconds: number;
-}
-
-/** Executes one notebook with nbconvert; rejects with the failing cell's error when any cell fails. */
-export function executeNotebook(file: string, opts: ExecuteOptions): Promise<ExecutedNotebook> {
-  const to = opts.to ?? 'html';
-  const base = path.basename(file, '.ipynb');
-  fs.mkdirSync(opts.outDir, { recursive: true });
-  const args = [
-    'nbconvert',
-    `--to=${to}`,
-    '--execute',
-    `--ExecutePreprocessor.kernel_name=${KERNEL_NAME}`,
-    `--ExecutePreprocessor.timeout=${opts.cellTimeoutS ?? 1800}`,
-    `--output-dir=${opts.outDir}`,
-    `--output=${base}`,
-    ...(to === 'html' && opts.template ? [`--template=${opts.template}`] : []),
-    // `In [3]:` prompts mean nothing to a reader of a report.
-    ...(to === 'html' ? [opts.noInput ? '--no-input' : '--no-prompt'] : []),
-    file,
-  ];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(jupyterExecutable() ?? 'jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdout.on('data', () => undefined);
-    child.on('error', (err) => reject(new NotebookError(base, `could not start jupyter: ${err.message}\n  ${APT_HINT.nbconvert}`)));
-    child.on('close', (code) => {
-      const seconds = (Date.now() - started) / 1000;
-      if (code !== 0) {
-        reject(new NotebookError(base, `${base}.ipynb failed after ${seconds.toFixed(0)} s:\n${summarizeNbconvertError(stderr)}`));
-        return;
-      }
-      resolve({ notebook: file, output: path.join(opts.outDir, `${base}.${to === 'html' ? 'html' : 'ipynb'}`), seconds });
-    });
-  });
 }
 
 /** Replaces the inlined plotly.js bundle with a reference to one shared file; returns the bundle found, if any. */
@@ -348,7 +290,6 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
     fs.rmSync(outDir, { recursive: true, force: true });
   }
   fs.mkdirSync(outDir, { recursive: true });
-  const env = notebookEnv(settings);
   const template = chooseTemplate(nbconvertTemplates());
   const started = Date.now();
   const entries: ReportEntry[] = [];
@@ -356,7 +297,7 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   for (const [i, file] of notebooks.entries()) {
     const name = path.basename(file, '.ipynb');
     opts.onStart?.(name, i, notebooks.length);
-    const run = await executeNotebook(file, { outDir, env, cellTimeoutS: opts.cellTimeoutS, template, noInput });
+    const run = await executeWithParameters(file, settingsParams(settings), { outDir, to: 'html', cellTimeoutS: opts.cellTimeoutS, template, noInput });
     const { html, bundle } = externalizePlotly(fs.readFileSync(run.output, 'utf8'));
     if (bundle !== undefined && !plotly) {
       const minified = await minifyJs(bundle);
@@ -383,8 +324,8 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
     if (decorated !== current) fs.writeFileSync(file, decorated);
   }
   fs.writeFileSync(manifestFile, JSON.stringify({ settings, entries: allEntries, noInput } satisfies Manifest, null, 1));
-  const runDir = notebookPaths(settings.out ?? 'outputs/notebooks').runDir;
-  const run = fs.existsSync(runDir) ? await readRunSummary(runDir) : null;
+  const runDir = reportedRun(notebookPaths(settings.out ?? 'outputs/notebooks'));
+  const run = runDir ? await readRunSummary(runDir) : null;
   fs.writeFileSync(index, summaryHtml({ pages: allEntries, run, outDir, generatedAt: new Date(), settings: { ...settings }, noInput }));
   return { outDir, index, entries: allEntries, bytes: folderBytes(outDir), seconds: (Date.now() - started) / 1000, plotly, template };
 }

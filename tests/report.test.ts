@@ -15,8 +15,8 @@ import {
   notebookEnv,
   notebookTitle,
   selectNotebooks,
-  summarizeNbconvertError,
 } from '../src/report';
+import { summarizeNbconvertError } from '../src/notebook-exec';
 import { PLOTLY_SCRIPT_ID } from '../src/viz/display';
 import { describeRule, readRunSummary, summaryHtml, type RunSummary } from '../src/report-summary';
 import { shebangPython } from '../src/jupyter';

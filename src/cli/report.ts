@@ -2,7 +2,8 @@
 /** `npm run report`: execute the notebooks headless and write the offline HTML report to outputs/report/. */
 import { Command, InvalidArgumentError } from 'commander';
 import * as path from 'path';
-import { buildReport, DEFAULT_REPORT_DIR, NotebookError, NotebookSettings, screenshotReport } from '../report';
+import { buildReport, DEFAULT_REPORT_DIR, NotebookSettings, screenshotReport } from '../report';
+import { NotebookError } from '../notebook-exec';
 
 function positiveInt(value: string): number {
   const n = Number(value);
