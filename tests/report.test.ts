@@ -182,7 +182,8 @@ describe('the summary page', () => {
 
   it('reads a run folder, naming files it cannot read', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-summary-'));
-    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ threshold: 0.5, thresholdRule: { kind: 'youden' }, val: metrics(0.9), test: metrics(0.8) }));
+    const file = { schema: 1, threshold: 0.5, thresholdRule: { kind: 'youden' }, val: metrics(0.9), test: metrics(0.8), bestEpoch: 2, epochsRun: 3, imageSize: 64, writtenBy: 'test' };
+    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(file));
     fs.writeFileSync(path.join(dir, 'history.json'), '{not json');
     fs.mkdirSync(path.join(dir, 'app'));
     fs.writeFileSync(path.join(dir, 'app', 'index.html'), '<p>app</p>');
@@ -191,6 +192,11 @@ describe('the summary page', () => {
     expect(summary.config).toBeUndefined();
     expect(summary.app).toBe(path.join(dir, 'app', 'index.html'));
     expect(summary.problems).toEqual([expect.stringMatching(/^history\.json: .*not valid JSON/)]);
+    // The summary reads metrics.json with the one reader: an older shape is named, not shown half-read.
+    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ threshold: 0.5, rule: 'youden', val: metrics(0.9), test: metrics(0.8) }));
+    const old = await readRunSummary(dir);
+    expect(old.metrics).toBeUndefined();
+    expect(old.problems).toContainEqual(expect.stringMatching(/^metrics\.json: .*an older 05-evaluate wrote it/));
   });
 });
 

@@ -154,6 +154,20 @@ export function historySeries(rows: ReadonlyArray<{ epoch: number; loss: number;
   };
 }
 
+
+/** Loss on top, accuracy below, per epoch: the layout of every training-curve figure. */
+function lossAccuracyLayout(heading: string, lossTitle: string, height: number): Figure['layout'] {
+  return {
+    title: title(heading),
+    grid: { rows: 2, columns: 1, pattern: 'independent' },
+    xaxis: { title: { text: 'epoch' }, dtick: 1 },
+    yaxis: { title: { text: lossTitle } },
+    xaxis2: { title: { text: 'epoch' }, dtick: 1 },
+    yaxis2: { title: { text: 'accuracy' }, range: [0, 1] },
+    height,
+  };
+}
+
 /** Two stacked panels sharing the epoch axis: loss (top) and accuracy (bottom), train vs validation lines. */
 export function trainingHistoryFigure(h: EpochHistory, heading = 'Training history'): Figure {
   const line = (name: string, y: number[], color: string, axis: 1 | 2, dash?: string): Trace => ({
@@ -170,18 +184,7 @@ export function trainingHistoryFigure(h: EpochHistory, heading = 'Training histo
   if (h.valLoss) data.push(line('val loss', h.valLoss, VAL_COLOR, 1));
   data.push(line('train accuracy', h.acc, TRAIN_COLOR, 2, 'dot'));
   if (h.valAcc) data.push(line('val accuracy', h.valAcc, VAL_COLOR, 2, 'dot'));
-  return {
-    data,
-    layout: {
-      title: title(heading),
-      grid: { rows: 2, columns: 1, pattern: 'independent' },
-      xaxis: { title: { text: 'epoch' }, dtick: 1 },
-      yaxis: { title: { text: 'loss' } },
-      xaxis2: { title: { text: 'epoch' }, dtick: 1 },
-      yaxis2: { title: { text: 'accuracy' }, range: [0, 1] },
-      height: 560,
-    },
-  };
+  return { data, layout: lossAccuracyLayout(heading, 'loss', 560) };
 }
 
 /** Learning rate per epoch on a log axis (reduce-on-plateau shows as steps). */
@@ -416,18 +419,7 @@ export function runCurvesFigure(runs: readonly RunCurves[], heading = 'Training 
     line('train acc', h.acc, 2, 'solid');
     line('val acc', h.valAcc, 2, 'dash');
   });
-  return {
-    data,
-    layout: {
-      title: title(heading),
-      grid: { rows: 2, columns: 1, pattern: 'independent' },
-      xaxis: { title: { text: 'epoch' }, dtick: 1 },
-      yaxis: { title: { text: 'loss (solid train, dashed val)' } },
-      xaxis2: { title: { text: 'epoch' }, dtick: 1 },
-      yaxis2: { title: { text: 'accuracy' }, range: [0, 1] },
-      height: 620,
-    },
-  };
+  return { data, layout: lossAccuracyLayout(heading, 'loss (solid train, dashed val)', 620) };
 }
 
 export interface RunRoc {
