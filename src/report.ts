@@ -48,6 +48,7 @@ export interface NotebookSettings {
   limit?: number;
   imageSize?: number;
   batchSize?: number;
+  learningRate?: number;
   augment?: string;
   seed?: number;
   /** Where the notebooks write split.json, the decode cache and the run directory. */

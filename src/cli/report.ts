@@ -19,13 +19,18 @@ const program = new Command()
   .name('report')
   .description(
     'Executes notebooks/NN-*.ipynb in order with `jupyter nbconvert --execute` (tslab kernel) and writes an offline HTML report.\n' +
-      'Flags become PNEUMO_* environment variables read by each notebook\'s parameters cell; unset flags keep the notebook defaults.',
+      "Flags are injected after each notebook's parameters cell (a cell tagged injected-parameters, shown in the report); unset flags keep the notebook defaults.",
   )
   .option('--data <dir>', 'dataset root (Kaggle layout: train/NORMAL, train/PNEUMONIA, ...)')
   .option('--epochs <n>', 'training epochs (quick report: 1-2)', positiveInt)
   .option('--limit <n>', 'use at most n images per split and class (quick report)', positiveInt)
   .option('--image-size <px>', 'square image size fed to the model', positiveInt)
   .option('--batch-size <n>', 'training batch size', positiveInt)
+  .option('--lr <rate>', 'Adam learning rate (04-train)', (v: string) => {
+    const n = Number(v);
+    if (!(n > 0)) throw new InvalidArgumentError(`expected a number > 0, got '${v}'`);
+    return n;
+  })
   .option('--augment <spec>', "augmentation spec, e.g. 'seed' or 'none'")
   .option('--model <variant>', "model variant: 'seed' or 'small'")
   .option('--seed <n>', 'random seed', (v: string) => {
@@ -46,6 +51,7 @@ const program = new Command()
       limit: opts.limit,
       imageSize: opts.imageSize,
       batchSize: opts.batchSize,
+      learningRate: opts.lr,
       augment: opts.augment,
       model: opts.model,
       seed: opts.seed,
