@@ -139,8 +139,8 @@ export type BenchResult = Record<string, string | number>;
 
 async function bench(opts: BenchOptions): Promise<BenchResult> {
   // Fail before minutes of benchmarking, not after.
-  const peerPython = opts.peer ? findPeerPython(REPO_ROOT, opts.peerPython) : undefined;
   if (opts.peer) checkPeerScript(opts);
+  const peerPython = opts.peer ? findPeerPython(REPO_ROOT, opts.peerPython) : undefined;
   if (peerPython) console.log(`peer: PyTorch ${peerPython.torch} (${peerPython.python})`);
   const backend = await initBackend({ prefer: opts.backend });
   const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
