@@ -12,7 +12,7 @@ import { formatThresholdRule, type RunConfigFile } from './pipeline';
 import { readJson, RUN_FILES } from './run-dir';
 import { readMetrics } from './runs/metrics-file';
 import type { EpochLogs } from './train/train';
-import { LABELS, type Label, type SplitName } from './types';
+import { LABELS, type ImageRecord, type Label, type SplitName } from './types';
 
 export interface ReportPage {
   name: string;
@@ -30,7 +30,8 @@ export interface SplitCounts {
 export interface RunSummary {
   runDir: string;
   config?: RunConfigFile;
-  split?: { seed: number; testSource: 'official' | 'carved'; counts: Record<SplitName, SplitCounts> };
+  /** `valTime`: the out-of-time validation part, when the split has one. */
+  split?: { seed: number; testSource: 'official' | 'carved'; counts: Partial<Record<SplitName | 'valTime', SplitCounts>> };
   history?: EpochLogs[];
   metrics?: { threshold: number; rule: string; val: SplitMetrics; test: SplitMetrics; valTime?: SplitMetrics };
   /** A browser app saved with the run (`app/index.html`), if any. */
@@ -58,10 +59,12 @@ export async function readRunSummary(runDir: string): Promise<RunSummary> {
   });
   await attempt(RUN_FILES.split, async () => {
     const split = await loadSplit(file(RUN_FILES.split));
-    const counts = {} as Record<SplitName, SplitCounts>;
-    for (const name of SPLITS) {
-      const images = Object.fromEntries(LABELS.map((l) => [l, split[name].filter((r) => r.label === l).length])) as Record<Label, number>;
-      counts[name] = { images, patients: new Set(split[name].map((r) => r.patient)).size };
+    const counts: Partial<Record<SplitName | 'valTime', SplitCounts>> = {};
+    const parts: Array<[SplitName | 'valTime', ImageRecord[]]> = SPLITS.map((n) => [n, split[n]]);
+    if (split.valTime?.length) parts.push(['valTime', split.valTime]);
+    for (const [name, records] of parts) {
+      const images = Object.fromEntries(LABELS.map((l) => [l, records.filter((r) => r.label === l).length])) as Record<Label, number>;
+      counts[name] = { images, patients: new Set(records.map((r) => r.patient)).size };
     }
     summary.split = { seed: split.seed, testSource: split.testSource, counts };
   });
@@ -110,11 +113,13 @@ function dataSection(run: RunSummary): string {
   }
   if (run.split) {
     const s = run.split;
-    const rows = SPLITS.map((name) => {
-      const c = s.counts[name];
-      const total = c.images.NORMAL + c.images.PNEUMONIA;
-      return `<tr><th>${name}</th><td>${c.images.NORMAL}</td><td>${c.images.PNEUMONIA}</td><td>${total}</td><td>${c.patients}</td></tr>`;
-    }).join('');
+    const label = (name: string) => (name === 'valTime' ? 'out-of-time val' : name);
+    const rows = Object.entries(s.counts)
+      .map(([name, c]) => {
+        const total = c.images.NORMAL + c.images.PNEUMONIA;
+        return `<tr><th>${label(name)}</th><td>${c.images.NORMAL}</td><td>${c.images.PNEUMONIA}</td><td>${total}</td><td>${c.patients}</td></tr>`;
+      })
+      .join('');
     const fractions = cfg ? `, validation ${pct(cfg.config.split.valFraction)}%` + (s.testSource === 'carved' ? `, test ${pct(cfg.config.split.testFraction)}%` : '') : '';
     parts.push(
       `<p>Split grouped by patient (no patient is in two splits) and stratified by label, seed ${s.seed}${fractions}. ` +

@@ -174,6 +174,14 @@ describe('the summary page', () => {
     expect(html).not.toContain('Try the model');
   });
 
+  it('lists the out-of-time validation part in the split table when the split has one', () => {
+    const c = (n: number, p: number, patients: number) => ({ images: { NORMAL: n, PNEUMONIA: p }, patients });
+    const split = { seed: 1, testSource: 'carved' as const, counts: { train: c(8, 9, 15), val: c(2, 2, 4), test: c(3, 3, 6), valTime: c(1, 2, 3) } };
+    const html = summaryHtml({ pages: pages.slice(0, 1), run: { ...run, split }, outDir: '/r/report', generatedAt: new Date(0), settings: {} });
+    expect(html).toContain('<tr><th>out-of-time val</th><td>1</td><td>2</td><td>3</td><td>3</td></tr>');
+    expect(html).toContain('<tr><th>train</th><td>8</td><td>9</td><td>17</td><td>15</td></tr>');
+  });
+
   it('describes threshold rules in words', () => {
     expect(describeRule('recall=0.98')).toMatch(/validation recall \(sensitivity\) at 98\.0%/);
     expect(describeRule('youden')).toMatch(/Youden/);
