@@ -212,7 +212,7 @@ export interface TrainedModel {
 
 /** Step 4: build (or resume) the model and train it with the standard callbacks; returns the best model. */
 export async function trainModel(
-  decoded: Pick<DecodedSplit, 'train' | 'val'>,
+  decoded: Pick<DecodedSplit, 'train' | 'val' | 'valTime'>,
   cfg: PipelineConfig,
   runDir: string,
   hooks: PipelineHooks = {},

@@ -99,3 +99,26 @@ describe('every source of randomness follows the seed', () => {
     expect(seeds.size).toBe(8);
   });
 });
+
+describe('out-of-time validation during training', () => {
+  it('adds val_time metrics to every epoch when given the split, and history.csv gains their columns only then', async () => {
+    const { writeHistory } = await import('../src/train/callbacks');
+    const fs = await import('fs');
+    const os = await import('os');
+    const path = await import('path');
+    const data = { train: syntheticImages(16, 32, 5), val: syntheticImages(8, 32, 6), valTime: syntheticImages(8, 32, 7) };
+    const model = buildModel({ variant: 'small', imageSize: 32, seed: 3 });
+    const result = await train(model, data, { ...DEFAULT_TRAIN, epochs: 2, batchSize: 8, augment: {} });
+    expect(result.history.every((h) => Number.isFinite(h.val_time_loss) && h.val_time_auc! >= 0 && h.val_time_auc! <= 1)).toBe(true);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hist-'));
+    writeHistory(dir, result.history);
+    expect(fs.readFileSync(path.join(dir, 'history.csv'), 'utf8').split('\n')[0]).toBe(
+      'epoch,loss,acc,val_loss,val_acc,val_auc,val_time_loss,val_time_acc,val_time_auc,lr,seconds',
+    );
+    const plain = await train(model, { train: data.train, val: data.val }, { ...DEFAULT_TRAIN, epochs: 1, batchSize: 8, augment: {} });
+    expect(plain.history[0].val_time_auc).toBeUndefined();
+    result.optimizer.dispose();
+    plain.optimizer.dispose();
+    model.dispose();
+  }, 60_000);
+});

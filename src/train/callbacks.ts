@@ -346,13 +346,13 @@ export const HISTORY_COLUMNS: readonly (keyof EpochLogs)[] = [
   'seconds',
 ];
 
+/** Written only by runs that have an out-of-time validation split. */
+export const VAL_TIME_COLUMNS: readonly (keyof EpochLogs)[] = ['val_time_loss', 'val_time_acc', 'val_time_auc'];
+
 export function writeHistory(dir: string, history: readonly EpochLogs[]): void {
   writeJsonAtomic(path.join(dir, RUN_FILES.historyJson), history);
-  writeCsvAtomic(
-    path.join(dir, RUN_FILES.historyCsv),
-    history as unknown as Record<string, unknown>[],
-    HISTORY_COLUMNS as string[],
-  );
+  const columns = history.some((h) => h.val_time_auc !== undefined) ? [...HISTORY_COLUMNS.slice(0, -2), ...VAL_TIME_COLUMNS, ...HISTORY_COLUMNS.slice(-2)] : HISTORY_COLUMNS;
+  writeCsvAtomic(path.join(dir, RUN_FILES.historyCsv), history as unknown as Record<string, unknown>[], columns as string[]);
 }
 
 /** Writes history.json and history.csv into `dir` after every epoch (the whole history, resumed epochs included). */

@@ -63,6 +63,7 @@ export function formatEpochLine(logs: EpochLogs, totalEpochs: number): string {
   return (
     `Epoch ${logs.epoch}/${totalEpochs}  loss ${fmt(logs.loss)}  acc ${fmt(logs.acc)}  ` +
     `val_loss ${fmt(logs.val_loss)}  val_acc ${fmt(logs.val_acc)}  val_auc ${fmt(logs.val_auc)}  ` +
+    (logs.val_time_auc !== undefined ? `val_time_auc ${fmt(logs.val_time_auc)}  ` : '') +
     `lr ${logs.lr.toExponential(2)}  ${logs.seconds.toFixed(1)}s`
   );
 }

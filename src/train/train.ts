@@ -48,6 +48,10 @@ export interface EpochLogs {
   val_loss: number;
   val_acc: number;
   val_auc: number;
+  /** The same on the out-of-time validation split, when training was given one (read, never used to select). */
+  val_time_loss?: number;
+  val_time_acc?: number;
+  val_time_auc?: number;
   /** Learning rate used during this epoch. */
   lr: number;
   seconds: number;
@@ -198,7 +202,7 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
  */
 export async function train(
   model: tf.LayersModel,
-  data: { train: DecodedImages; val: DecodedImages },
+  data: { train: DecodedImages; val: DecodedImages; valTime?: DecodedImages },
   config: TrainConfig,
   callbacks: Callback[] = [],
   opts: TrainOptions = {},
@@ -319,6 +323,7 @@ export async function train(
 
       const valProbs = data.val.labels.length ? await predictProbabilities(model, data.val) : new Float32Array(0);
       const val = lossAccAuc(data.val.labels, valProbs);
+      const valTime = data.valTime?.labels.length ? lossAccAuc(data.valTime.labels, await predictProbabilities(model, data.valTime)) : undefined;
       const logs: EpochLogs = {
         epoch: epochNumber,
         loss: seen ? lossSum / seen : NaN,
@@ -326,6 +331,7 @@ export async function train(
         val_loss: val.loss,
         val_acc: val.acc,
         val_auc: val.auc,
+        ...(valTime ? { val_time_loss: valTime.loss, val_time_acc: valTime.acc, val_time_auc: valTime.auc } : {}),
         lr,
         seconds: (Date.now() - started) / 1000,
       };
