@@ -157,7 +157,9 @@ function parseFlag(option: FlagOption, rawValue: string | undefined, spec: strin
   const v = rawValue.toLowerCase();
   if (v === 'true' || v === '1' || v === 'yes') return true;
   if (v === 'false' || v === '0' || v === 'no') return false;
-  throw new Error(`Augmentation spec "${spec}": '${option.cli}' is a flag; write '${option.cli}' or '${option.cli}=false', not '${option.cli}=${rawValue}'.`);
+  throw new Error(
+    `Augmentation spec "${spec}": '${option.cli}' is a flag; write '${option.cli}' or '${option.cli}=false', not '${option.cli}=${rawValue}'.`,
+  );
 }
 
 function parseNumber(option: NumericOption, rawValue: string | undefined, spec: string): number {
@@ -225,7 +227,17 @@ const uniform = (rng: Rng, max: number): number => (2 * rng() - 1) * max;
 export function sampleAugmentParams(cfg: AugmentConfig, rng: Rng, count: number, height: number, width: number): ImageAugmentParams[] {
   const out: ImageAugmentParams[] = [];
   for (let i = 0; i < count; i++) {
-    const p: ImageAugmentParams = { zoomX: 1, zoomY: 1, rotation: 0, shiftX: 0, shiftY: 0, hflip: false, vflip: false, brightness: 0, contrast: 1 };
+    const p: ImageAugmentParams = {
+      zoomX: 1,
+      zoomY: 1,
+      rotation: 0,
+      shiftX: 0,
+      shiftY: 0,
+      hflip: false,
+      vflip: false,
+      brightness: 0,
+      contrast: 1,
+    };
     if (cfg.zoom) {
       // Independent per axis, as Keras does.
       p.zoomX = 1 + uniform(rng, cfg.zoom);
@@ -267,11 +279,7 @@ export function transformFor(p: ImageAugmentParams, height: number, width: numbe
   // in = A (q - c) + c - shift = (A F) out + A (f0 - c) + c - shift
   const dx = f0x - cx;
   const dy = f0y - cy;
-  return [
-    a00 * fx, a01 * fy, a00 * dx + a01 * dy + cx - p.shiftX,
-    a10 * fx, a11 * fy, a10 * dx + a11 * dy + cy - p.shiftY,
-    0, 0,
-  ];
+  return [a00 * fx, a01 * fy, a00 * dx + a01 * dy + cx - p.shiftX, a10 * fx, a11 * fy, a10 * dx + a11 * dy + cy - p.shiftY, 0, 0];
 }
 
 /**
@@ -298,8 +306,12 @@ export function warpBilinearNearest(
     if (transforms[t + 6] !== 0 || transforms[t + 7] !== 0) {
       throw new Error('warpBilinearNearest: only affine transforms (last two values 0) are supported.');
     }
-    const m0 = transforms[t], m1 = transforms[t + 1], m2 = transforms[t + 2];
-    const m3 = transforms[t + 3], m4 = transforms[t + 4], m5 = transforms[t + 5];
+    const m0 = transforms[t],
+      m1 = transforms[t + 1],
+      m2 = transforms[t + 2];
+    const m3 = transforms[t + 3],
+      m4 = transforms[t + 4],
+      m5 = transforms[t + 5];
     const base = b * imageStride;
     let o = base;
     for (let y = 0; y < h; y++) {
@@ -320,14 +332,20 @@ export function warpBilinearNearest(
         const fy = sy - y0;
         const i00 = base + y0 * rowStride + x0 * c;
         if (c === 1) {
-          const v00 = src[i00], v01 = src[i00 + dx], v10 = src[i00 + dy], v11 = src[i00 + dy + dx];
+          const v00 = src[i00],
+            v01 = src[i00 + dx],
+            v10 = src[i00 + dy],
+            v11 = src[i00 + dy + dx];
           const top = v00 + (v01 - v00) * fx;
           out[o++] = top + (v10 + (v11 - v10) * fx - top) * fy;
           continue;
         }
         for (let ch = 0; ch < c; ch++) {
           const i = i00 + ch;
-          const v00 = src[i], v01 = src[i + dx], v10 = src[i + dy], v11 = src[i + dy + dx];
+          const v00 = src[i],
+            v01 = src[i + dx],
+            v10 = src[i + dy],
+            v11 = src[i + dy + dx];
           const top = v00 + (v01 - v00) * fx;
           out[o++] = top + (v10 + (v11 - v10) * fx - top) * fy;
         }
@@ -388,8 +406,14 @@ function augmentWithOps(xs: tf.Tensor4D, params: readonly ImageAugmentParams[], 
       out = tf.image.transform(out, tf.tensor2d(transformsFor(params, h, w), [n, 8]), 'bilinear', 'nearest');
     }
     if (cfg.brightness || cfg.contrast) {
-      const scale = tf.tensor4d(params.map((p) => p.contrast), [n, 1, 1, 1]);
-      let offset: tf.Tensor = tf.tensor4d(params.map((p) => p.brightness), [n, 1, 1, 1]);
+      const scale = tf.tensor4d(
+        params.map((p) => p.contrast),
+        [n, 1, 1, 1],
+      );
+      let offset: tf.Tensor = tf.tensor4d(
+        params.map((p) => p.brightness),
+        [n, 1, 1, 1],
+      );
       if (cfg.contrast) {
         const mean = out.mean([1, 2, 3], true);
         offset = offset.add(mean.mul(tf.scalar(1).sub(scale)));

@@ -103,11 +103,7 @@ function checkDecodedImages(images: DecodedImages): void {
  * PNEUMONIA probability for every image, in record order. Runs the model in inference mode (dropout off,
  * batch-norm on moving statistics) batch by batch, so memory stays bounded on large splits.
  */
-export async function predictProbabilities(
-  model: tf.LayersModel,
-  images: DecodedImages,
-  batchSize = 64,
-): Promise<Float32Array> {
+export async function predictProbabilities(model: tf.LayersModel, images: DecodedImages, batchSize = 64): Promise<Float32Array> {
   checkDecodedImages(images);
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`predictProbabilities: batchSize must be a positive integer, got ${batchSize}`);
@@ -121,9 +117,7 @@ export async function predictProbabilities(
       const x = batchTensor(images, start, end, channels);
       const y = model.predict(x, { batchSize: end - start }) as tf.Tensor;
       if (y.size !== end - start) {
-        throw new Error(
-          `predictProbabilities: model output shape ${JSON.stringify(y.shape)} is not one probability per image`,
-        );
+        throw new Error(`predictProbabilities: model output shape ${JSON.stringify(y.shape)} is not one probability per image`);
       }
       return y.reshape([end - start]);
     });
@@ -134,11 +128,7 @@ export async function predictProbabilities(
 }
 
 /** All metrics of one split at a fixed threshold. */
-export function evaluateProbabilities(
-  labels: ArrayLike<number>,
-  probs: ArrayLike<number>,
-  threshold: number,
-): SplitMetrics {
+export function evaluateProbabilities(labels: ArrayLike<number>, probs: ArrayLike<number>, threshold: number): SplitMetrics {
   if (labels.length === 0) throw new Error('evaluateProbabilities: the split has no images to evaluate');
   const confusion = confusionAt(labels, probs, threshold);
   return {

@@ -48,9 +48,7 @@ function findFeatureMap(model: tf.LayersModel, layerName?: string): SymbolicTens
     return found;
   }
   const chosen =
-    byName(LAST_CONV_LAYER) ??
-    spatial.filter((t) => CONV_CLASSES.has(t.sourceLayer.getClassName())).pop() ??
-    spatial[spatial.length - 1];
+    byName(LAST_CONV_LAYER) ?? spatial.filter((t) => CONV_CLASSES.has(t.sourceLayer.getClassName())).pop() ?? spatial[spatial.length - 1];
   if (!chosen) throw new Error('gradCam: the model has no layer with a 4D (spatial) output to explain');
   return chosen;
 }
@@ -110,7 +108,10 @@ function imageBatch(model: tf.LayersModel, image: Uint8Array, size: number): tf.
   if (image.length !== size * size) {
     throw new Error(`gradCam: image has ${image.length} pixels, expected ${size}x${size} = ${size * size} grayscale values`);
   }
-  const gray = tf.tensor4d(Float32Array.from(image, (v) => v / 255), [1, size, size, 1]);
+  const gray = tf.tensor4d(
+    Float32Array.from(image, (v) => v / 255),
+    [1, size, size, 1],
+  );
   return channels === 1 ? gray : (tf.tile(gray, [1, 1, 1, channels ?? 1]) as tf.Tensor4D);
 }
 
@@ -181,9 +182,7 @@ export async function gradCamOverlayPng(
   const alpha = opts.alpha ?? 0.4;
   const outSize = opts.outSize ?? size;
   if (image.length !== size * size || heatmap.length !== size * size) {
-    throw new Error(
-      `gradCamOverlayPng: image (${image.length}) and heatmap (${heatmap.length}) must both hold ${size}x${size} values`,
-    );
+    throw new Error(`gradCamOverlayPng: image (${image.length}) and heatmap (${heatmap.length}) must both hold ${size}x${size} values`);
   }
   if (!(alpha >= 0 && alpha <= 1)) throw new Error(`gradCamOverlayPng: alpha must be in [0, 1], got ${alpha}`);
   if (!Number.isInteger(outSize) || outSize < 1) {

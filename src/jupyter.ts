@@ -71,10 +71,7 @@ export function jupyterCandidates(env: NodeJS.ProcessEnv = process.env, venv = e
  */
 export function chooseJupyter(candidates: string[], has: (jupyter: string, sub: string) => boolean): string | null {
   return (
-    candidates.find((j) => has(j, 'lab') && has(j, 'nbconvert')) ??
-    candidates.find((j) => has(j, 'nbconvert')) ??
-    candidates[0] ??
-    null
+    candidates.find((j) => has(j, 'lab') && has(j, 'nbconvert')) ?? candidates.find((j) => has(j, 'nbconvert')) ?? candidates[0] ?? null
   );
 }
 
@@ -168,7 +165,14 @@ export function shebangPython(script: string): string | null {
  */
 export function jupyterPython(jupyter: string | null = jupyterExecutable()): string | null {
   const sibling = (name: string) => (jupyter ? path.join(path.dirname(jupyter), name) : null);
-  const candidates = [jupyter ? shebangPython(jupyter) : null, sibling('python3'), sibling('python'), '/usr/bin/python3', which('python3'), which('python')];
+  const candidates = [
+    jupyter ? shebangPython(jupyter) : null,
+    sibling('python3'),
+    sibling('python'),
+    '/usr/bin/python3',
+    which('python3'),
+    which('python'),
+  ];
   for (const py of candidates) {
     if (py && fs.existsSync(py) && run(py, ['-c', 'import jupyter_client']).ok) return py;
   }
@@ -208,7 +212,9 @@ export interface KernelRegistration {
 export function registerKernel(root = repoRoot): KernelRegistration {
   const jupyter = jupyterExecutable();
   if (!jupyter) {
-    throw new Error(`Jupyter is not on PATH. Install it first:\n  ${APT_HINT.notebook}\n  ${APT_HINT.nbconvert}\n  or JupyterLab: ${labInstallHint()}`);
+    throw new Error(
+      `Jupyter is not on PATH. Install it first:\n  ${APT_HINT.notebook}\n  ${APT_HINT.nbconvert}\n  or JupyterLab: ${labInstallHint()}`,
+    );
   }
   const binary = tslabBinary(root);
   if (!fs.existsSync(binary)) throw new Error(`${binary} is missing: run \`npm ci\` in ${root} first.`);
@@ -217,13 +223,17 @@ export function registerKernel(root = repoRoot): KernelRegistration {
 
   const python = jupyterPython(jupyter);
   if (!python) {
-    throw new Error(`No python with jupyter_client found (tried the python of ${jupyter}, /usr/bin/python3, python3).\n  ${APT_HINT.nbconvert}`);
+    throw new Error(
+      `No python with jupyter_client found (tried the python of ${jupyter}, /usr/bin/python3, python3).\n  ${APT_HINT.nbconvert}`,
+    );
   }
   const r = run(binary, ['install', `--python=${python}`, `--binary=${binary}`]);
   if (!r.ok) throw new Error(`tslab install failed:\n${r.stdout}${r.stderr}`);
   const spec = kernelSpecs().find((k) => k.name === KERNEL_NAME);
   if (!spec || spec.argv[0] !== binary) {
-    throw new Error(`tslab install ran but \`${jupyter} kernelspec list\` does not show a '${KERNEL_NAME}' kernel using ${binary}.\n${r.stdout}${r.stderr}`);
+    throw new Error(
+      `tslab install ran but \`${jupyter} kernelspec list\` does not show a '${KERNEL_NAME}' kernel using ${binary}.\n${r.stdout}${r.stderr}`,
+    );
   }
   return { status: 'registered', spec, python };
 }

@@ -147,21 +147,13 @@ function cumulativeCounts(labels: ArrayLike<number>, probs: ArrayLike<number>): 
  * ROC curve like sklearn's `roc_curve`. With `dropIntermediate` (default, as in sklearn) collinear points
  * are removed; that changes neither the AUC nor the shape of the plot. Rates are NaN when their class is absent.
  */
-export function rocCurve(
-  labels: ArrayLike<number>,
-  probs: ArrayLike<number>,
-  opts: { dropIntermediate?: boolean } = {},
-): RocCurve {
+export function rocCurve(labels: ArrayLike<number>, probs: ArrayLike<number>, opts: { dropIntermediate?: boolean } = {}): RocCurve {
   const { tps, fps, thresholds, positives, negatives } = cumulativeCounts(labels, probs);
   let keep = tps.map((_, i) => i);
   if ((opts.dropIntermediate ?? true) && tps.length > 2) {
     // A point is kept when the curve bends there (non-zero second difference in either coordinate).
     keep = keep.filter(
-      (i) =>
-        i === 0 ||
-        i === tps.length - 1 ||
-        fps[i - 1] - 2 * fps[i] + fps[i + 1] !== 0 ||
-        tps[i - 1] - 2 * tps[i] + tps[i + 1] !== 0,
+      (i) => i === 0 || i === tps.length - 1 || fps[i - 1] - 2 * fps[i] + fps[i + 1] !== 0 || tps[i - 1] - 2 * tps[i] + tps[i + 1] !== 0,
     );
   }
   // sklearn divides the prepended 0 as well, so a missing class makes the whole rate NaN.

@@ -89,9 +89,7 @@ function checkConfig(cfg: ModelConfig): void {
     throw new Error(`Unknown model variant '${cfg.variant}'; use 'seed' or 'small'.`);
   }
   if (!Number.isInteger(cfg.imageSize) || cfg.imageSize < 2 ** POOLINGS) {
-    throw new Error(
-      `Model imageSize must be an integer >= ${2 ** POOLINGS} (five 2x2 poolings); got ${cfg.imageSize}.`,
-    );
+    throw new Error(`Model imageSize must be an integer >= ${2 ** POOLINGS} (five 2x2 poolings); got ${cfg.imageSize}.`);
   }
   const channels = cfg.channels ?? 1;
   if (channels !== 1 && channels !== 3) {
@@ -143,9 +141,7 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
     x = tf.layers.batchNormalization({ name: `block${block}_bn`, momentum: 0.9 }).apply(x) as tf.SymbolicTensor;
     x = tf.layers.maxPooling2d({ name: `block${block}_pool`, poolSize: 2 }).apply(x) as tf.SymbolicTensor;
     if (BLOCKS_WITH_DROPOUT.has(block)) {
-      x = tf.layers
-        .dropout({ name: `block${block}_dropout`, rate: BLOCK_DROPOUT })
-        .apply(x) as tf.SymbolicTensor;
+      x = tf.layers.dropout({ name: `block${block}_dropout`, rate: BLOCK_DROPOUT }).apply(x) as tf.SymbolicTensor;
     }
   }
 
@@ -154,9 +150,7 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
     x = tf.layers
       .dense({ name: `dense_${units}`, units, activation: 'relu', kernelInitializer: init.relu() })
       .apply(x) as tf.SymbolicTensor;
-    x = tf.layers
-      .dropout({ name: `dense_${units}_dropout`, rate: dropout })
-      .apply(x) as tf.SymbolicTensor;
+    x = tf.layers.dropout({ name: `dense_${units}_dropout`, rate: dropout }).apply(x) as tf.SymbolicTensor;
   }
   const output = tf.layers
     .dense({ name: 'output', units: 1, activation: 'sigmoid', kernelInitializer: init.output() })
@@ -233,11 +227,7 @@ export type TrainStep = (xs: tf.Tensor4D, ys: tf.Tensor) => number;
 export function makeTrainStep(model: tf.LayersModel, optimizer: tf.Optimizer): TrainStep {
   const varList = model.trainableWeights.map((w) => w.read() as tf.Variable);
   return (xs, ys) => {
-    const loss = optimizer.minimize(
-      () => binaryCrossEntropy(ys, model.apply(xs, { training: true }) as tf.Tensor),
-      true,
-      varList,
-    );
+    const loss = optimizer.minimize(() => binaryCrossEntropy(ys, model.apply(xs, { training: true }) as tf.Tensor), true, varList);
     if (!loss) throw new Error('optimizer.minimize returned no loss');
     const value = loss.dataSync()[0];
     loss.dispose();

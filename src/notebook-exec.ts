@@ -67,7 +67,10 @@ export function executeNotebook(file: string, opts: ExecuteOptions): Promise<Exe
   ];
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(jupyterExecutable() ?? 'jupyter', args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(jupyterExecutable() ?? 'jupyter', args, {
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.stdout.on('data', () => undefined);
@@ -82,7 +85,6 @@ export function executeNotebook(file: string, opts: ExecuteOptions): Promise<Exe
     });
   });
 }
-
 
 export const PARAMETERS_TAG = 'parameters';
 export const INJECTED_TAG = 'injected-parameters';
@@ -108,7 +110,10 @@ export function parametersCellIndex(nb: NotebookJson, name = 'notebook'): number
   const tagged = nb.cells.findIndex((c) => c.metadata?.tags?.includes(PARAMETERS_TAG));
   if (tagged >= 0) return tagged;
   const found = nb.cells.findIndex((c) => c.cell_type === 'code' && sourceOf(c).includes('notebookParams('));
-  if (found < 0) throw new Error(`${name} has no parameters cell (a code cell tagged 'parameters' or calling notebookParams()); add one to override its values.`);
+  if (found < 0)
+    throw new Error(
+      `${name} has no parameters cell (a code cell tagged 'parameters' or calling notebookParams()); add one to override its values.`,
+    );
   return found;
 }
 
@@ -144,7 +149,11 @@ export type ExecuteWithParametersOptions = ExecuteOptions;
  * `outDir/<name>.(ipynb|html)`; rejects with the failing cell's error. The copy to execute is written to a
  * temporary folder directly under the repository root, so the cells' `../dist/...` imports resolve as from notebooks/.
  */
-export async function executeWithParameters(file: string, overrides: Params, opts: ExecuteWithParametersOptions): Promise<ExecutedNotebook> {
+export async function executeWithParameters(
+  file: string,
+  overrides: Params,
+  opts: ExecuteWithParametersOptions,
+): Promise<ExecutedNotebook> {
   const name = path.basename(file);
   let nb: NotebookJson;
   try {

@@ -96,7 +96,9 @@ export function disposeNotebookModels(): void {
 export function notebookRunDir(cfg: PipelineConfig, paths: NotebookPaths): string {
   if (!paths.runDir) return newRunDir(cfg);
   if (isRunDir(paths.runDir)) {
-    throw new Error(`runDir ${paths.runDir} already holds a run, and runs are never overwritten; set runDir to '' (a new folder under ${paths.runsDir} each time) or to a new folder.`);
+    throw new Error(
+      `runDir ${paths.runDir} already holds a run, and runs are never overwritten; set runDir to '' (a new folder under ${paths.runsDir} each time) or to a new folder.`,
+    );
   }
   fs.mkdirSync(paths.runDir, { recursive: true });
   return paths.runDir;
@@ -123,7 +125,9 @@ export async function trainInNotebook(
 ): Promise<NotebookTraining> {
   const log = hooks.log ?? console.log;
   if (decoded.train.size !== cfg.imageSize) {
-    throw new Error(`The images were decoded at ${decoded.train.size}x${decoded.train.size} but imageSize is ${cfg.imageSize}: re-run the data cell after changing imageSize.`);
+    throw new Error(
+      `The images were decoded at ${decoded.train.size}x${decoded.train.size} but imageSize is ${cfg.imageSize}: re-run the data cell after changing imageSize.`,
+    );
   }
   replaceOwned('train', undefined);
   const runDir = notebookRunDir(cfg, paths);
@@ -137,7 +141,15 @@ export async function trainInNotebook(
     const trained = await trainModel(decoded, cfg, runDir, { progress: { mode: 'notebook' }, log, ...hooks });
     replaceOwned('train', trained.model);
     const r = trained.result;
-    return { runDir, config: cfg, model: trained.model, history: r.history, bestEpoch: trained.bestEpoch, stopReason: r.stopReason, seconds: (Date.now() - started) / 1000 };
+    return {
+      runDir,
+      config: cfg,
+      model: trained.model,
+      history: r.history,
+      bestEpoch: trained.bestEpoch,
+      stopReason: r.stopReason,
+      seconds: (Date.now() - started) / 1000,
+    };
   } finally {
     lock.release();
   }
@@ -158,7 +170,10 @@ export function describeTraining(t: NotebookTraining): string {
  */
 export function pickRun(paths: NotebookPaths, log: (line: string) => void = console.log): Run {
   if (paths.runDir) {
-    if (!isRunDir(paths.runDir)) throw new Error(`runDir ${paths.runDir} is not a run folder (no config.json); run 04-train first, or set runDir to '' for the newest run.`);
+    if (!isRunDir(paths.runDir))
+      throw new Error(
+        `runDir ${paths.runDir} is not a run folder (no config.json); run 04-train first, or set runDir to '' for the newest run.`,
+      );
     const run = readRun(paths.runDir);
     log(`run: ${run.name} (the runDir parameter)`);
     return run;
@@ -199,7 +214,9 @@ export async function evaluateInNotebook(run: Run, paths: NotebookPaths, thresho
       imageSize: cfg.imageSize,
       writtenBy: '05-evaluate',
     });
-    console.log(`model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on val)`);
+    console.log(
+      `model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on val)`,
+    );
     console.log(`test: ${result.test.count} images; metrics and predictions saved in ${run.dir}`);
     return { run: readRun(run.dir), config: cfg, model, decoded, result, metrics };
   } finally {

@@ -72,7 +72,10 @@ export function notebookParams<T extends Params>(defaults: T, env?: NodeJS.Proce
     const raw = source[envName];
     if (raw === undefined) continue;
     if (rerun) {
-      from.set(name, { source: 'env-ignored', detail: `${envName}=${JSON.stringify(raw)} ignored: the cell was re-run by hand, its value wins` });
+      from.set(name, {
+        source: 'env-ignored',
+        detail: `${envName}=${JSON.stringify(raw)} ignored: the cell was re-run by hand, its value wins`,
+      });
       continue;
     }
     out[name] = parseParam(name, raw, fallback);
@@ -95,7 +98,8 @@ export function applyOverrides(params: Params, overrides: Params, log: (line: st
       continue;
     }
     const fallback = params[name];
-    params[name] = value === null || typeof value === typeof fallback || fallback === null ? value : parseParam(name, String(value), fallback);
+    params[name] =
+      value === null || typeof value === typeof fallback || fallback === null ? value : parseParam(name, String(value), fallback);
     from.set(name, { source: 'injected', detail: 'from the injected-parameters cell' });
   }
   provenance.set(params, from);
@@ -161,4 +165,3 @@ export function requireOutput(file: string, madeBy: string): string {
   }
   return file;
 }
-

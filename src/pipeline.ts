@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import type { Dataset, DecodedImages, Label, Split, SplitName } from './types';
+import type { Dataset, Label, Split, SplitName } from './types';
 import { LABELS } from './types';
 import { discoverDataset } from './data/discover';
 import { assertNoPatientLeak, loadSplit, saveSplit, splitDataset, splitSummary } from './data/split';
@@ -144,7 +144,12 @@ export async function loadData(
   let ds = await discoverDataset(dataDir);
   log(`Data: ${ds.root}: ${ds.images.length} images (${countBy(ds.images)})`);
   if (ds.skipped.length) {
-    log(`  skipped ${ds.skipped.length} file(s): ${ds.skipped.slice(0, 3).map((s) => `${path.basename(s.path)} (${s.reason})`).join(', ')}${ds.skipped.length > 3 ? ', ...' : ''}`);
+    log(
+      `  skipped ${ds.skipped.length} file(s): ${ds.skipped
+        .slice(0, 3)
+        .map((s) => `${path.basename(s.path)} (${s.reason})`)
+        .join(', ')}${ds.skipped.length > 3 ? ', ...' : ''}`,
+    );
   }
   if (opts.limit) {
     ds = limitDataset(ds, opts.limit, opts.seed ?? 42);
@@ -159,9 +164,15 @@ export async function makeSplit(
   opts: PipelineConfig['split'] & { runDir?: string; log?: (line: string) => void },
 ): Promise<Split> {
   const log = opts.log ?? console.log;
-  const split = splitDataset(ds, { seed: opts.seed, valFraction: opts.valFraction, testFraction: opts.testFraction, valTimeFraction: opts.valTimeFraction });
+  const split = splitDataset(ds, {
+    seed: opts.seed,
+    valFraction: opts.valFraction,
+    testFraction: opts.testFraction,
+    valTimeFraction: opts.valTimeFraction,
+  });
   const { reusedOfficialIds } = assertNoPatientLeak(split);
-  if (reusedOfficialIds) log(`  note: ${reusedOfficialIds} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
+  if (reusedOfficialIds)
+    log(`  note: ${reusedOfficialIds} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
   const rows = splitSummary(split);
   for (const name of ['train', 'val', 'test'] as SplitName[]) {
     const part = rows.filter((r) => r.split === name);
@@ -198,7 +209,12 @@ export async function decode(
   log(
     `Decoded ${decoded.train.labels.length + decoded.val.labels.length + decoded.test.labels.length} images at ` +
       `${opts.imageSize}x${opts.imageSize} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
-      (skipped.length ? `; skipped ${skipped.length} undecodable: ${skipped.slice(0, 3).map((s) => `${path.basename(s.path)} (${s.reason})`).join(', ')}` : ''),
+      (skipped.length
+        ? `; skipped ${skipped.length} undecodable: ${skipped
+            .slice(0, 3)
+            .map((s) => `${path.basename(s.path)} (${s.reason})`)
+            .join(', ')}`
+        : ''),
   );
   return decoded;
 }
@@ -229,7 +245,9 @@ export async function trainModel(
   ];
 
   if (cfg.train.balance === 'oversample' && cfg.train.classWeights === 'balanced') {
-    log('Note: oversampling already balances the classes; balanced class weights on top correct the imbalance twice (use --class-weights none).');
+    log(
+      'Note: oversampling already balances the classes; balanced class weights on top correct the imbalance twice (use --class-weights none).',
+    );
   }
   let model: tf.LayersModel;
   let result: TrainResult;
@@ -265,7 +283,11 @@ export async function trainModel(
   const bestDir = path.join(runDir, RUN_FILES.model);
   if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
     // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
-    log(result.history.length ? 'No best checkpoint (validation loss never finite); keeping the final weights.' : 'No epoch completed, so there is no checkpoint yet.');
+    log(
+      result.history.length
+        ? 'No best checkpoint (validation loss never finite); keeping the final weights.'
+        : 'No epoch completed, so there is no checkpoint yet.',
+    );
     return { model, result, bestEpoch: null };
   }
   model.dispose();
@@ -321,17 +343,27 @@ export function summaryMarkdown(args: {
       lines.push(`  - ${name}: ${LABELS.map((l) => `${args.counts![name][l]} ${l}`).join(', ')}`);
     }
   }
-  if (args.testSource) lines.push(`- Test set: ${args.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train, grouped by patient'}`);
+  if (args.testSource)
+    lines.push(
+      `- Test set: ${args.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train, grouped by patient'}`,
+    );
   const t = config.train;
   lines.push(
-    `- Backend: ${args.backend.replace(/^backend:\s*/, "")}`,
+    `- Backend: ${args.backend.replace(/^backend:\s*/, '')}`,
     `- Model: ${config.variant} at ${config.imageSize}x${config.imageSize}; Adam lr ${t.learningRate}, batch ${t.batchSize}, ` +
       `class weights ${t.classWeights}, augment ${formatAugment(t.augment) || 'none'}, seed ${t.seed}`,
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
       `best epoch (lowest val_loss): ${args.bestEpoch ?? '-'}`,
   );
   if (args.interrupted || !ev) {
-    lines.push('', `Training was interrupted; no evaluation was done. Continue with:`, '', '```', `npm start -- --resume ${args.runDir}`, '```');
+    lines.push(
+      '',
+      `Training was interrupted; no evaluation was done. Continue with:`,
+      '',
+      '```',
+      `npm start -- --resume ${args.runDir}`,
+      '```',
+    );
     return lines.join('\n') + '\n';
   }
   const row = (name: string, m: SplitMetrics) =>
@@ -512,7 +544,16 @@ async function trainAndEvaluate(
   if (result.interrupted) {
     writeRun(runDir, base);
     log(`Interrupted after ${result.history.length} completed epoch(s). Resume with: npm start -- --resume ${runDir}`);
-    return { runDir, config: cfg, backend, history: result.history, bestEpoch: trained.bestEpoch, stopReason: result.stopReason, interrupted: true, model: trained.model };
+    return {
+      runDir,
+      config: cfg,
+      backend,
+      history: result.history,
+      bestEpoch: trained.bestEpoch,
+      stopReason: result.stopReason,
+      interrupted: true,
+      model: trained.model,
+    };
   }
   const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold);
   writeRun(runDir, { ...base, evaluation });

@@ -120,7 +120,10 @@ function dataSection(run: RunSummary): string {
         return `<tr><th>${label(name)}</th><td>${c.images.NORMAL}</td><td>${c.images.PNEUMONIA}</td><td>${total}</td><td>${c.patients}</td></tr>`;
       })
       .join('');
-    const fractions = cfg ? `, validation ${pct(cfg.config.split.valFraction)}%` + (s.testSource === 'carved' ? `, test ${pct(cfg.config.split.testFraction)}%` : '') : '';
+    const fractions = cfg
+      ? `, validation ${pct(cfg.config.split.valFraction)}%` +
+        (s.testSource === 'carved' ? `, test ${pct(cfg.config.split.testFraction)}%` : '')
+      : '';
     parts.push(
       `<p>Split grouped by patient (no patient is in two splits) and stratified by label, seed ${s.seed}${fractions}. ` +
         `Test set: ${s.testSource === 'official' ? "the dataset's own <code>test/</code> folder, never used for training or model selection" : 'carved from the training images, grouped by patient (the dataset has no test/ folder here)'}.</p>`,
@@ -138,10 +141,18 @@ function hyperparameterSection(run: RunSummary): string {
   const best = run.history?.length ? run.history.reduce((b, h) => (h.val_loss < b.val_loss ? h : b)).epoch : undefined;
   const rows: [string, string][] = [
     ['model', `${c.variant} CNN, ${c.imageSize}×${c.imageSize} grayscale input`],
-    ['epochs', epochsRun !== undefined ? `${epochsRun} run of ${t.epochs}${best !== undefined ? `, best by validation loss: epoch ${best}` : ''}` : String(t.epochs)],
+    [
+      'epochs',
+      epochsRun !== undefined
+        ? `${epochsRun} run of ${t.epochs}${best !== undefined ? `, best by validation loss: epoch ${best}` : ''}`
+        : String(t.epochs),
+    ],
     ['batch size', String(t.batchSize)],
     ['optimizer', `Adam, learning rate ${t.learningRate}`],
-    ['learning-rate schedule', `× ${c.reduceLR.factor} after ${c.reduceLR.patience} epochs without validation-loss improvement (min ${c.reduceLR.minLr})`],
+    [
+      'learning-rate schedule',
+      `× ${c.reduceLR.factor} after ${c.reduceLR.patience} epochs without validation-loss improvement (min ${c.reduceLR.minLr})`,
+    ],
     ['early stopping', c.patience ? `patience ${c.patience} epochs on validation loss` : 'off'],
     ['class weights', t.classWeights],
     ['augmentation', formatAugment(t.augment) || 'none'],
@@ -169,7 +180,10 @@ function metricsSection(run: RunSummary): string {
 
 function pageList(pages: ReportPage[]): string {
   return pages
-    .map((e) => `<li><a href="${encodeURI(e.page)}">${escapeHtml(e.title)}</a> <span class="meta">(${escapeHtml(e.name)}, executed in ${e.seconds.toFixed(0)} s)</span></li>`)
+    .map(
+      (e) =>
+        `<li><a href="${encodeURI(e.page)}">${escapeHtml(e.title)}</a> <span class="meta">(${escapeHtml(e.name)}, executed in ${e.seconds.toFixed(0)} s)</span></li>`,
+    )
     .join('\n');
 }
 

@@ -5,12 +5,12 @@
  * Each exported page would carry its own 10 MB copy of plotly.js; the report keeps one shared `plotly.js` file next
  * to the pages instead, so the folder stays small and still opens offline from disk (file://).
  */
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
-import { APT_HINT, hasJupyterCommand, jupyterExecutable, KERNEL_NAME, registerKernel, repoRoot } from './jupyter';
+import { APT_HINT, hasJupyterCommand, jupyterExecutable, registerKernel, repoRoot } from './jupyter';
 import { notebookPaths, paramEnvName, type NotebookPaths, type Params } from './notebook';
 import { listRuns } from './runs/read';
 import { executeWithParameters } from './notebook-exec';
@@ -118,7 +118,9 @@ function isExternal(url: string): boolean {
 export function dropExternalRefs(html: string): string {
   return html
     .replace(/<script\b[^>]*\ssrc\s*=\s*["']([^"']*)["'][^>]*>[\s\S]*?<\/script>/gi, (tag, src: string) => (isExternal(src) ? '' : tag))
-    .replace(/<link\b[^>]*\shref\s*=\s*["']([^"']*)["'][^>]*>/gi, (tag, href: string) => (/stylesheet|preload|modulepreload/i.test(tag) && isExternal(href) ? '' : tag))
+    .replace(/<link\b[^>]*\shref\s*=\s*["']([^"']*)["'][^>]*>/gi, (tag, href: string) =>
+      /stylesheet|preload|modulepreload/i.test(tag) && isExternal(href) ? '' : tag,
+    )
     .replace(/<script\b[^>]*>(?:(?!<\/script>)[\s\S])*?import\(\s*["']https?:[\s\S]*?<\/script>/gi, '');
 }
 
@@ -146,11 +148,14 @@ export interface PageLinks {
 
 /** Adds the report style and the navigation bar to one exported page. */
 export function decoratePage(html: string, links: PageLinks): string {
-  const link = (l: { page: string; title: string } | undefined, arrow: string) => (l ? `<a href="${encodeURI(l.page)}">${arrow} ${escapeHtml(l.title)}</a>` : '');
+  const link = (l: { page: string; title: string } | undefined, arrow: string) =>
+    l ? `<a href="${encodeURI(l.page)}">${arrow} ${escapeHtml(l.title)}</a>` : '';
   const nav = `<nav class="pneumo-nav"><a href="${encodeURI(links.index)}">Report summary</a>${link(links.prev, '←')}${link(links.next, '→')}</nav>`;
   const withStyle = html.includes('</head>') ? html.replace('</head>', `${PAGE_STYLE}\n</head>`) : PAGE_STYLE + html;
   const bodyOpen = /<body\b[^>]*>/i.exec(withStyle);
-  return bodyOpen ? withStyle.slice(0, bodyOpen.index + bodyOpen[0].length) + nav + withStyle.slice(bodyOpen.index + bodyOpen[0].length) : nav + withStyle;
+  return bodyOpen
+    ? withStyle.slice(0, bodyOpen.index + bodyOpen[0].length) + nav + withStyle.slice(bodyOpen.index + bodyOpen[0].length)
+    : nav + withStyle;
 }
 
 /**
@@ -257,7 +262,9 @@ export function selectNotebooks(notebooks: string[], prefixes: string[]): string
   const chosen = notebooks.filter((f) => prefixes.some((p) => path.basename(f).startsWith(p)));
   const unmatched = prefixes.filter((p) => !notebooks.some((f) => path.basename(f).startsWith(p)));
   if (unmatched.length) {
-    throw new Error(`No notebook matches ${unmatched.map((u) => `'${u}'`).join(', ')}; notebooks: ${notebooks.map((f) => path.basename(f, '.ipynb')).join(', ')}.`);
+    throw new Error(
+      `No notebook matches ${unmatched.map((u) => `'${u}'`).join(', ')}; notebooks: ${notebooks.map((f) => path.basename(f, '.ipynb')).join(', ')}.`,
+    );
   }
   return chosen;
 }
@@ -298,7 +305,13 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   for (const [i, file] of notebooks.entries()) {
     const name = path.basename(file, '.ipynb');
     opts.onStart?.(name, i, notebooks.length);
-    const run = await executeWithParameters(file, settingsParams(settings), { outDir, to: 'html', cellTimeoutS: opts.cellTimeoutS, template, noInput });
+    const run = await executeWithParameters(file, settingsParams(settings), {
+      outDir,
+      to: 'html',
+      cellTimeoutS: opts.cellTimeoutS,
+      template,
+      noInput,
+    });
     const { html, bundle } = externalizePlotly(fs.readFileSync(run.output, 'utf8'));
     if (bundle !== undefined && !plotly) {
       const minified = await minifyJs(bundle);
@@ -318,7 +331,9 @@ export async function buildReport(opts: ReportOptions): Promise<ReportResult> {
   for (const [i, e] of allEntries.entries()) {
     const file = path.join(outDir, e.page);
     const current = fs.readFileSync(file, 'utf8');
-    const bare = current.replace(/<nav class="pneumo-nav">[\s\S]*?<\/nav>/, '').replace(/<style id="pneumo-report-style">[\s\S]*?<\/style>\n?/, '');
+    const bare = current
+      .replace(/<nav class="pneumo-nav">[\s\S]*?<\/nav>/, '')
+      .replace(/<style id="pneumo-report-style">[\s\S]*?<\/style>\n?/, '');
     const near = (j: number) => (allEntries[j] ? { page: allEntries[j].page, title: allEntries[j].title } : undefined);
     const decorated = decoratePage(bare, { index: 'index.html', prev: near(i - 1), next: near(i + 1) });
     // A kept page (--only) is rewritten only if its links changed, so it stays exactly as it was executed.
@@ -349,7 +364,10 @@ const CHROMIUM_PATHS = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/
  */
 export async function screenshotReport(report: { outDir: string; entries: ReportEntry[] }, shotsDir: string): Promise<PageShot[]> {
   const executablePath = [process.env.PNEUMO_CHROMIUM, ...CHROMIUM_PATHS].find((p): p is string => !!p && fs.existsSync(p));
-  if (!executablePath) throw new Error(`No Chromium found (tried ${CHROMIUM_PATHS.join(', ')}; or set PNEUMO_CHROMIUM). Install it: sudo apt-get install chromium`);
+  if (!executablePath)
+    throw new Error(
+      `No Chromium found (tried ${CHROMIUM_PATHS.join(', ')}; or set PNEUMO_CHROMIUM). Install it: sudo apt-get install chromium`,
+    );
   let playwright: typeof import('playwright-core');
   try {
     playwright = await import('playwright-core');
@@ -359,7 +377,16 @@ export async function screenshotReport(report: { outDir: string; entries: Report
   fs.mkdirSync(shotsDir, { recursive: true });
   const browser = await playwright.chromium.launch({
     executablePath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   const shots: PageShot[] = [];
   try {
@@ -373,7 +400,9 @@ export async function screenshotReport(report: { outDir: string; entries: Report
       const count = () =>
         page.evaluate(() => ({
           figures: document.querySelectorAll('div.pneumo-figure').length,
-          drawn: Array.from(document.querySelectorAll('div.pneumo-figure')).filter((d) => d.querySelector('.main-svg g.trace, .main-svg g.hm')).length,
+          drawn: Array.from(document.querySelectorAll('div.pneumo-figure')).filter((d) =>
+            d.querySelector('.main-svg g.trace, .main-svg g.hm'),
+          ).length,
           images: document.querySelectorAll('.pneumo-images img').length,
         }));
       let seen = await count();

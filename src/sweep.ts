@@ -45,7 +45,10 @@ export interface SweepManifest {
 export function parseSweepAxis(spec: string): SweepAxis {
   const m = /^\s*([a-z][a-z-]*)\s*=\s*(.+)$/.exec(spec);
   if (!m) throw new Error(`--sweep ${spec}: expected FLAG=V1,V2,... (e.g. --sweep lr=1e-3,3e-4 or --sweep augment=default,seed).`);
-  const values = m[2].split(',').map((v) => v.trim()).filter(Boolean);
+  const values = m[2]
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
   if (values.length < 1) throw new Error(`--sweep ${spec}: give at least one value after '='.`);
   if (new Set(values).size !== values.length) throw new Error(`--sweep ${spec}: a value is repeated.`);
   return { flag: m[1], values };
@@ -54,7 +57,8 @@ export function parseSweepAxis(spec: string): SweepAxis {
 /** Every combination of the axes' values, first axis slowest, as grid points. */
 export function sweepGrid(axes: readonly SweepAxis[]): SweepPoint[] {
   const names = axes.map((a) => a.flag);
-  if (new Set(names).size !== names.length) throw new Error(`--sweep: an axis is given twice (${names.join(', ')}); give each flag once with all its values.`);
+  if (new Set(names).size !== names.length)
+    throw new Error(`--sweep: an axis is given twice (${names.join(', ')}); give each flag once with all its values.`);
   let combos: string[][] = [[]];
   for (const axis of axes) combos = combos.flatMap((c) => axis.values.map((v) => [...c, v]));
   return combos.map((values) => ({
@@ -119,7 +123,9 @@ export async function runSweep(dir: string, runner: SweepRunner, hooks: Pipeline
   try {
     const m = readSweep(dir);
     const done = m.points.filter((p) => p.status === 'done').length;
-    log(`Sweep ${dir}: ${m.points.length} run(s) (${m.axes.map((a) => `${a.flag} ${a.values.join('/')}`).join(' x ')}); ${done} already done.`);
+    log(
+      `Sweep ${dir}: ${m.points.length} run(s) (${m.axes.map((a) => `${a.flag} ${a.values.join('/')}`).join(' x ')}); ${done} already done.`,
+    );
     let interrupted = false;
     for (const [i, point] of m.points.entries()) {
       if (point.status === 'done') continue;
@@ -129,7 +135,9 @@ export async function runSweep(dir: string, runner: SweepRunner, hooks: Pipeline
       }
       let cfg = runner.configFor(m.base, point);
       if (point.runDir && hasCheckpoint(point.runDir)) {
-        log(`\n[${i + 1}/${m.points.length}] ${point.key}: continuing ${point.runDir} after ${readHistory(point.runDir).length} completed epoch(s)`);
+        log(
+          `\n[${i + 1}/${m.points.length}] ${point.key}: continuing ${point.runDir} after ${readHistory(point.runDir).length} completed epoch(s)`,
+        );
         cfg = { ...cfg, resume: point.runDir };
       } else {
         if (point.runDir && fs.existsSync(point.runDir)) {

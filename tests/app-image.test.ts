@@ -30,11 +30,16 @@ describe('checkImageBytes (before the page allocates any pixels)', () => {
     if (!huge.ok) expect(huge.message).toMatch(/^image is 20000x20000 pixels \(400 megapixels\); this page decodes at most 40 megapixels/);
     const over = checkImageBytes(pngHeaderClaiming(20001, 20000));
     expect(over).toEqual({ ok: false, message: 'image is 20001x20000 pixels, over the 20000x20000 limit' });
-    const jpeg = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+    const jpeg = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer();
     expect(checkImageBytes(jpeg)).toEqual({ ok: true, header: { format: 'jpeg', width: 40, height: 30, channels: 3, bitDepth: 8 } });
     const cmyk = await sharp(jpeg).toColourspace('cmyk').jpeg().toBuffer();
     expect(checkImageBytes(cmyk)).toMatchObject({ ok: false, message: expect.stringMatching(/^CMYK JPEG: browsers convert/) });
-    expect(checkImageBytes(jpeg.subarray(0, jpeg.length - 100))).toMatchObject({ ok: false, message: expect.stringMatching(/^truncated image/) });
+    expect(checkImageBytes(jpeg.subarray(0, jpeg.length - 100))).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/^truncated image/),
+    });
   });
 
   it('keeps the page limit below decode.ts limit and describes binary content in hex', () => {
@@ -50,7 +55,9 @@ describe('rgbaToModelInput', () => {
     const height = 121;
     const rgb = Buffer.alloc(width * height * 3);
     for (let i = 0; i < rgb.length; i++) rgb[i] = (i * 37 + (i % 7) * 11) % 256;
-    const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png().toBuffer();
+    const png = await sharp(rgb, { raw: { width, height, channels: 3 } })
+      .png()
+      .toBuffer();
     const expected = await decodeBuffer(png, 100, 'fill');
     const rgba = new Uint8ClampedArray(width * height * 4);
     for (let p = 0; p < width * height; p++) {

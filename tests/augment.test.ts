@@ -37,7 +37,15 @@ afterAll(async () => {
 });
 
 const IDENTITY: ImageAugmentParams = {
-  zoomX: 1, zoomY: 1, rotation: 0, shiftX: 0, shiftY: 0, hflip: false, vflip: false, brightness: 0, contrast: 1,
+  zoomX: 1,
+  zoomY: 1,
+  rotation: 0,
+  shiftX: 0,
+  shiftY: 0,
+  hflip: false,
+  vflip: false,
+  brightness: 0,
+  contrast: 1,
 };
 
 /** One image of zeros with bright pixels at the given (row, col) positions. */
@@ -64,7 +72,9 @@ function run(values: Float32Array, shape: [number, number, number, number], fn: 
 }
 
 function centroid(img: Float32Array, h: number, w: number): { row: number; col: number; mass: number } {
-  let mass = 0, row = 0, col = 0;
+  let mass = 0,
+    row = 0,
+    col = 0;
   for (let r = 0; r < h; r++) {
     for (let c = 0; c < w; c++) {
       const v = img[r * w + c];
@@ -91,12 +101,17 @@ describe('parseAugment / formatAugment', () => {
     const copy = parseAugment('default');
     copy.zoom = 0.9;
     expect(DEFAULT_AUGMENT.zoom).toBe(0.15);
-    expect(formatAugment(parseAugment('default'))).toBe('zoom=0.15,rotation=10,width-shift=0.1,height-shift=0.1,brightness=0.1,contrast=0.1');
+    expect(formatAugment(parseAugment('default'))).toBe(
+      'zoom=0.15,rotation=10,width-shift=0.1,height-shift=0.1,brightness=0.1,contrast=0.1',
+    );
   });
   it('parses the seed article config and CLI-style specs', () => {
     expect(parseAugment('zoom=0.3,vflip')).toEqual({ zoom: 0.3, vflip: true });
     expect(parseAugment('rotation=10,width-shift=0.1,hflip,brightness=0.1')).toEqual({
-      rotation: 10, widthShift: 0.1, hflip: true, brightness: 0.1,
+      rotation: 10,
+      widthShift: 0.1,
+      hflip: true,
+      brightness: 0.1,
     });
     expect(parseAugment(' height-shift = 0.05 , contrast=0.2, vflip=false ')).toEqual({ heightShift: 0.05, contrast: 0.2, vflip: false });
     expect(parseAugment('widthShift=0.1')).toEqual({ widthShift: 0.1 });
@@ -147,7 +162,16 @@ describe('parseAugment / formatAugment', () => {
 
 describe('sampleAugmentParams', () => {
   it('draws within the configured ranges and flips about half the images', () => {
-    const cfg: AugmentConfig = { zoom: 0.3, rotation: 10, widthShift: 0.1, heightShift: 0.2, hflip: true, vflip: true, brightness: 0.1, contrast: 0.2 };
+    const cfg: AugmentConfig = {
+      zoom: 0.3,
+      rotation: 10,
+      widthShift: 0.1,
+      heightShift: 0.2,
+      hflip: true,
+      vflip: true,
+      brightness: 0.1,
+      contrast: 0.2,
+    };
     const params = sampleAugmentParams(cfg, makeRng(3), 2000, 100, 50);
     for (const p of params) {
       expect(p.zoomX).toBeGreaterThanOrEqual(0.7);
@@ -213,11 +237,7 @@ describe.each(BACKENDS)('augmentBatch on %s', (backend) => {
     const img = dots(h, w, [[5, 6]]);
     const input = new Float32Array(3 * h * w);
     for (let i = 0; i < 3; i++) input.set(img, i * h * w);
-    const params = [
-      { ...IDENTITY, shiftX: 3, shiftY: -2 },
-      { ...IDENTITY, shiftX: -4, shiftY: 1 },
-      { ...IDENTITY },
-    ];
+    const params = [{ ...IDENTITY, shiftX: 3, shiftY: -2 }, { ...IDENTITY, shiftX: -4, shiftY: 1 }, { ...IDENTITY }];
     const out = run(input, [3, h, w, 1], (x) => applyAugmentParams(x, params, { widthShift: 0.3, heightShift: 0.3 }));
     const expected = [dots(h, w, [[3, 9]]), dots(h, w, [[6, 2]]), img];
     expected.forEach((e, i) => expect(Array.from(out.subarray(i * h * w, (i + 1) * h * w))).toEqual(Array.from(e)));
@@ -241,7 +261,10 @@ describe.each(BACKENDS)('augmentBatch on %s', (backend) => {
   it('zoom keeps the centre fixed and scales distances from it', () => {
     const [h, w] = [21, 21];
     // Centre pixel and one 4 px right of it; zoom 0.8 (zoom in) maps offset 4 to 4 / 0.8 = 5.
-    const input = dots(h, w, [[10, 10], [10, 14]]);
+    const input = dots(h, w, [
+      [10, 10],
+      [10, 14],
+    ]);
     const out = run(input, [1, h, w, 1], (x) => applyAugmentParams(x, [{ ...IDENTITY, zoomX: 0.8, zoomY: 0.8 }], { zoom: 0.3 }));
     expect(out[10 * w + 10]).toBeCloseTo(1, 6);
     expect(out[10 * w + 15]).toBeCloseTo(1, 6);
@@ -326,7 +349,13 @@ describe.each(BACKENDS)('augmentBatch on %s', (backend) => {
     const input = randomImages(4, 12, 10, 6);
     const x = tf.tensor4d(input, [4, 12, 10, 1]);
     const before = tf.memory().numTensors;
-    const configs: AugmentConfig[] = [SEED_AUGMENT, { brightness: 0.2 }, { contrast: 0.2 }, { zoom: 0.2, rotation: 20, widthShift: 0.1, heightShift: 0.1, hflip: true, vflip: true, brightness: 0.1, contrast: 0.1 }, {}];
+    const configs: AugmentConfig[] = [
+      SEED_AUGMENT,
+      { brightness: 0.2 },
+      { contrast: 0.2 },
+      { zoom: 0.2, rotation: 20, widthShift: 0.1, heightShift: 0.1, hflip: true, vflip: true, brightness: 0.1, contrast: 0.1 },
+      {},
+    ];
     for (const cfg of configs) augmentBatch(x, cfg, makeRng(2)).dispose();
     expect(tf.memory().numTensors).toBe(before);
     expect(Array.from(x.dataSync())).toEqual(Array.from(input));
@@ -338,20 +367,33 @@ describe('cpu and wasm agree', () => {
   it('full augmentation of a non-square batch matches within 1e-5', async () => {
     const [n, h, w] = [12, 23, 31];
     const input = randomImages(n, h, w, 77);
-    const cfg: AugmentConfig = { zoom: 0.3, rotation: 25, widthShift: 0.15, heightShift: 0.1, hflip: true, vflip: true, brightness: 0.2, contrast: 0.3 };
+    const cfg: AugmentConfig = {
+      zoom: 0.3,
+      rotation: 25,
+      widthShift: 0.15,
+      heightShift: 0.1,
+      hflip: true,
+      vflip: true,
+      brightness: 0.2,
+      contrast: 0.3,
+    };
     const results: Record<string, Float32Array> = {};
     for (const backend of BACKENDS) {
       await useBackend(backend);
       results[backend] = run(input, [n, h, w, 1], (x) => augmentBatch(x, cfg, makeRng(2024)));
       // Geometry alone too, so a clip cannot hide a warp difference.
-      results[`${backend}-geometry`] = run(input, [n, h, w, 1], (x) => augmentBatch(x, { ...cfg, brightness: undefined, contrast: undefined }, makeRng(2024)));
+      results[`${backend}-geometry`] = run(input, [n, h, w, 1], (x) =>
+        augmentBatch(x, { ...cfg, brightness: undefined, contrast: undefined }, makeRng(2024)),
+      );
     }
     await useBackend('cpu');
     expect(maxAbsDiff(results.cpu, results.wasm)).toBeLessThan(1e-5);
     expect(maxAbsDiff(results['cpu-geometry'], results['wasm-geometry'])).toBeLessThan(1e-5);
     // And the augmentation really changed every image (the tfjs cpu Transform kernel only warps image 0).
     for (let i = 0; i < n; i++) {
-      expect(maxAbsDiff(results.cpu.subarray(i * h * w, (i + 1) * h * w), input.subarray(i * h * w, (i + 1) * h * w))).toBeGreaterThan(0.05);
+      expect(maxAbsDiff(results.cpu.subarray(i * h * w, (i + 1) * h * w), input.subarray(i * h * w, (i + 1) * h * w))).toBeGreaterThan(
+        0.05,
+      );
     }
   });
 });
@@ -385,8 +427,9 @@ describe('warpBilinearNearest', () => {
     const [n, h, w, c] = [2, 8, 10, 3];
     const rgb = randomImages(n, h, w * c, 12); // n x h x w x c interleaved
     const transforms = new Float32Array(n * 8);
-    sampleAugmentParams({ zoom: 0.3, rotation: 30, widthShift: 0.2, hflip: true }, makeRng(4), n, h, w)
-      .forEach((p, i) => transforms.set(transformFor(p, h, w), i * 8));
+    sampleAugmentParams({ zoom: 0.3, rotation: 30, widthShift: 0.2, hflip: true }, makeRng(4), n, h, w).forEach((p, i) =>
+      transforms.set(transformFor(p, h, w), i * 8),
+    );
     const warped = warpBilinearNearest(rgb, [n, h, w, c], transforms);
     for (let ch = 0; ch < c; ch++) {
       const plane = rgb.filter((_, i) => i % c === ch);

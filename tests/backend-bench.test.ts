@@ -9,7 +9,23 @@ describe('bench-train', () => {
     const lines: string[] = [];
     const spy = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
     try {
-      const result = await runBenchTrain(['node', 'bench-train', '--variant', 'small', '--size', '32', '--batch', '4', '--steps', '2', '--warmup', '1', '--profile', '--backend', 'wasm']);
+      const result = await runBenchTrain([
+        'node',
+        'bench-train',
+        '--variant',
+        'small',
+        '--size',
+        '32',
+        '--batch',
+        '4',
+        '--steps',
+        '2',
+        '--warmup',
+        '1',
+        '--profile',
+        '--backend',
+        'wasm',
+      ]);
       const last = JSON.parse(lines[lines.length - 1]);
       expect(last).toEqual(result);
       expect(result.backend).toBe('wasm');
@@ -26,8 +42,19 @@ describe('bench-train', () => {
   });
 
   it('fails up front, naming the file, when the peer script is missing', async () => {
-    await expect(runBenchTrain(['node', 'bench-train', '--peer', '--peer-script', '/nonexistent/seed_cnn_torch.py', '--variant', 'small', '--size', '32']))
-      .rejects.toThrow(/peer script not found at \/nonexistent\/seed_cnn_torch.py/);
+    await expect(
+      runBenchTrain([
+        'node',
+        'bench-train',
+        '--peer',
+        '--peer-script',
+        '/nonexistent/seed_cnn_torch.py',
+        '--variant',
+        'small',
+        '--size',
+        '32',
+      ]),
+    ).rejects.toThrow(/peer script not found at \/nonexistent\/seed_cnn_torch.py/);
   });
 
   it('profileKernels counts each top-level kernel once and restores the registry', async () => {

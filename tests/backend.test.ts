@@ -82,7 +82,9 @@ describe('initBackend', () => {
     if (realTfjsNodeInstalled()) return expect(realTfjsNodeInstalled()).toBe(true);
     process.env.PNEUMO_BACKEND = 'tfjs-node';
     const { initBackend } = await freshSelect();
-    await expect(initBackend({ quiet: true })).rejects.toThrow(/Backend 'tfjs-node' was requested \(PNEUMO_BACKEND=tfjs-node\) but cannot load: .*choose another of: tfjs-node-gpu, native, wasm, cpu/);
+    await expect(initBackend({ quiet: true })).rejects.toThrow(
+      /Backend 'tfjs-node' was requested \(PNEUMO_BACKEND=tfjs-node\) but cannot load: .*choose another of: tfjs-node-gpu, native, wasm, cpu/,
+    );
   });
 
   it('rejects an unknown backend name', async () => {

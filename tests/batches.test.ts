@@ -24,10 +24,18 @@ function fixture(labels: number[], size = 4): DecodedImages {
 const labelsOf = (ones: number, zeros: number): number[] => [...Array(ones).fill(1), ...Array(zeros).fill(0)];
 
 /** Iterates an epoch, copying out what each batch held (the tensors themselves die with the iteration). */
-function collect(images: DecodedImages, opts: BatchOptions): Array<{ indices: number[]; xs: Float32Array; ys: Float32Array; shape: number[] }> {
+function collect(
+  images: DecodedImages,
+  opts: BatchOptions,
+): Array<{ indices: number[]; xs: Float32Array; ys: Float32Array; shape: number[] }> {
   const out = [];
   for (const b of epochBatches(images, opts)) {
-    out.push({ indices: b.indices, xs: (b.xs.dataSync() as Float32Array).slice(), ys: (b.ys.dataSync() as Float32Array).slice(), shape: b.xs.shape });
+    out.push({
+      indices: b.indices,
+      xs: (b.xs.dataSync() as Float32Array).slice(),
+      ys: (b.ys.dataSync() as Float32Array).slice(),
+      shape: b.xs.shape,
+    });
   }
   return out;
 }
@@ -111,7 +119,7 @@ describe('epochBatches', () => {
     // Non-uniform images so a flip is visible: row gradient plus the row id.
     const size = 6;
     const images = fixture(labelsOf(5, 5), size);
-    images.pixels.forEach((_, i) => (images.pixels[i] = Math.floor(i / size) % size * 40 + Math.floor(i / (size * size))));
+    images.pixels.forEach((_, i) => (images.pixels[i] = (Math.floor(i / size) % size) * 40 + Math.floor(i / (size * size))));
     const opts: BatchOptions = { batchSize: 4, seed: 5, epoch: 0, augment: { vflip: true, brightness: 0.05 } };
     const a = collect(images, opts);
     const b = collect(images, opts);

@@ -21,7 +21,12 @@ describe('the PyTorch peer', () => {
 
   it('finds the newest torch 2.x wheel and ignores 1.x wheels, other packages and missing folders', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wheels-'));
-    for (const f of ['torch-1.13.0-cp311-none-linux_x86_64.whl', 'torchvision-0.20.0-cp311.whl', 'torch-2.5.1+cpu-cp311.whl', 'torch-2.13.0+cpu-cp311.whl']) {
+    for (const f of [
+      'torch-1.13.0-cp311-none-linux_x86_64.whl',
+      'torchvision-0.20.0-cp311.whl',
+      'torch-2.5.1+cpu-cp311.whl',
+      'torch-2.13.0+cpu-cp311.whl',
+    ]) {
       fs.writeFileSync(path.join(dir, f), '');
     }
     expect(findTorchWheel([path.join(dir, 'absent'), dir])).toBe(path.join(dir, 'torch-2.13.0+cpu-cp311.whl'));

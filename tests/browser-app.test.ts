@@ -49,7 +49,11 @@ function capture() {
 function demoTestImages(): string[] {
   return ['NORMAL', 'PNEUMONIA'].flatMap((c) => {
     const folder = path.join(dataDir, 'test', c);
-    return fs.readdirSync(folder).filter((f) => f.endsWith('.jpeg')).sort().map((f) => path.join(folder, f));
+    return fs
+      .readdirSync(folder)
+      .filter((f) => f.endsWith('.jpeg'))
+      .sort()
+      .map((f) => path.join(folder, f));
   });
 }
 
@@ -57,7 +61,10 @@ function demoTestImages(): string[] {
 function sharedImages(count: number): string[] {
   if (!fs.existsSync(SHARED)) return [];
   return ['NORMAL', 'PNEUMONIA'].flatMap((c) => {
-    const names = fs.readdirSync(path.join(SHARED, c)).filter((f) => f.endsWith('.jpeg')).sort();
+    const names = fs
+      .readdirSync(path.join(SHARED, c))
+      .filter((f) => f.endsWith('.jpeg'))
+      .sort();
     const step = Math.floor(names.length / (count / 2));
     return Array.from({ length: count / 2 }, (_, i) => path.join(SHARED, c, names[i * step]));
   });
@@ -82,7 +89,10 @@ function hugePng(file: string): void {
   ihdr[8] = 1; // bit depth
   ihdr[9] = 0; // greyscale
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  fs.writeFileSync(file, Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]),
+  );
 }
 
 beforeAll(async () => {
@@ -110,7 +120,15 @@ describe('npm run app (building the folder)', () => {
     expect(appIndexFor(runDir)).toBe(path.join(runDir, 'app', 'index.html'));
     expect(appIndexFor(tmp)).toBeUndefined();
     const names = app.files.map((f) => f.name).sort();
-    expect(names).toEqual(['app.js', 'index.html', 'model.js', path.join('model', 'model.json'), path.join('model', 'weights.bin'), 'settings.json', 'wasm.js']);
+    expect(names).toEqual([
+      'app.js',
+      'index.html',
+      'model.js',
+      path.join('model', 'model.json'),
+      path.join('model', 'weights.bin'),
+      'settings.json',
+      'wasm.js',
+    ]);
     const html = fs.readFileSync(app.index, 'utf8');
     const metrics = JSON.parse(fs.readFileSync(path.join(runDir, 'metrics.json'), 'utf8'));
     expect(html).toContain(metrics.threshold.toFixed(4));
@@ -172,13 +190,19 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
   async function upload(page: Page, files: string[]): Promise<void> {
     const before = await page.locator('.result').count();
     await page.setInputFiles('#files', files);
-    await page.waitForFunction((n) => document.querySelectorAll('.result').length >= n && !document.body.dataset.busy, before + files.length, {
-      timeout: 180_000,
-    });
+    await page.waitForFunction(
+      (n) => document.querySelectorAll('.result').length >= n && !document.body.dataset.busy,
+      before + files.length,
+      {
+        timeout: 180_000,
+      },
+    );
   }
 
   async function pageProbabilities(page: Page): Promise<Map<string, number>> {
-    const rows = await page.$$eval('.result:not(.error)', (els) => els.map((e) => [(e as HTMLElement).dataset.file!, Number((e as HTMLElement).dataset.probability)] as const));
+    const rows = await page.$$eval('.result:not(.error)', (els) =>
+      els.map((e) => [(e as HTMLElement).dataset.file!, Number((e as HTMLElement).dataset.probability)] as const),
+    );
     return new Map(rows);
   }
 
@@ -206,14 +230,18 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     expect(worst).toBeLessThan(TOLERANCE);
 
     // The decision shown is the probability against the run's threshold.
-    const decisions = await page.$$eval('.result:not(.error)', (els) => els.map((e) => [Number((e as HTMLElement).dataset.probability), (e as HTMLElement).dataset.decision] as const));
+    const decisions = await page.$$eval('.result:not(.error)', (els) =>
+      els.map((e) => [Number((e as HTMLElement).dataset.probability), (e as HTMLElement).dataset.decision] as const),
+    );
     for (const [p, d] of decisions) expect(d).toBe(p >= app.settings.threshold ? 'PNEUMONIA' : 'NORMAL');
 
     // The canvases hold what Node computes: the model's input pixels and the same Grad-CAM blend.
     const file = files[files.length - 1];
     const drawn = await page.evaluate((name) => {
       const card = [...document.querySelectorAll<HTMLElement>('.result')].find((e) => e.dataset.file === name)!;
-      const [input, overlay] = [...card.querySelectorAll('canvas')].map((c) => Array.from(c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data));
+      const [input, overlay] = [...card.querySelectorAll('canvas')].map((c) =>
+        Array.from(c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data),
+      );
       return { input, overlay };
     }, path.basename(file));
     const { pixels } = await classifyFile(model, file, 'fill');
@@ -279,7 +307,9 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
       return dt;
     }, bytes);
     await page.dispatchEvent('#drop', 'drop', { dataTransfer });
-    await page.waitForFunction(() => document.querySelectorAll('.result').length === 1 && !document.body.dataset.busy, undefined, { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelectorAll('.result').length === 1 && !document.body.dataset.busy, undefined, {
+      timeout: 60_000,
+    });
     const shown = (await pageProbabilities(page)).get('dropped.jpeg');
     const { probability } = await classifyFile(model, file, 'fill');
     expect(Math.abs(shown! - probability)).toBeLessThan(TOLERANCE);
@@ -299,7 +329,9 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
     const started = Date.now();
     await upload(page, [text, empty, huge, good]);
     expect(Date.now() - started).toBeLessThan(30_000);
-    const messages = await page.$$eval('.result.error', (els) => els.map((e) => [(e as HTMLElement).dataset.file, e.querySelector('.message')!.textContent] as const));
+    const messages = await page.$$eval('.result.error', (els) =>
+      els.map((e) => [(e as HTMLElement).dataset.file, e.querySelector('.message')!.textContent] as const),
+    );
     expect(new Map(messages)).toEqual(
       new Map([
         ['notes.jpeg', 'Cannot use this file: not a JPEG or PNG image (content starts with text "These are my notes, not an X-ray...")'],
@@ -319,13 +351,17 @@ describe.skipIf(skip)(`the web app in Chromium, opened from file://${skip ? ` â€
   }, 300_000);
 
   const shared = sharedImages(50);
-  it.skipIf(shared.length === 0)(`50 shared Kaggle films on the wasm backend match npm run predict${shared.length ? '' : ` â€” SKIPPED: no ${SHARED}`}`, async () => {
-    const { page, errors } = await openApp('?backend=wasm');
-    await upload(page, shared);
-    const worst = await largestDifference(page, shared);
-    console.log(`wasm: largest |page - predict| over ${shared.length} shared films: ${worst.toExponential(2)}`);
-    expect(worst).toBeLessThan(WASM_TOLERANCE);
-    expect(errors).toEqual([]);
-    await page.close();
-  }, 300_000);
+  it.skipIf(shared.length === 0)(
+    `50 shared Kaggle films on the wasm backend match npm run predict${shared.length ? '' : ` â€” SKIPPED: no ${SHARED}`}`,
+    async () => {
+      const { page, errors } = await openApp('?backend=wasm');
+      await upload(page, shared);
+      const worst = await largestDifference(page, shared);
+      console.log(`wasm: largest |page - predict| over ${shared.length} shared films: ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThan(WASM_TOLERANCE);
+      expect(errors).toEqual([]);
+      await page.close();
+    },
+    300_000,
+  );
 });

@@ -27,16 +27,27 @@ import { demoReport, jupyterRequired, jupyterUnavailable, repoRoot, tinySettings
 import { notebookEnv } from '../src/report';
 
 /** JupyterLab where the chosen Jupyter has it, else the classic notebook. */
-const ui: 'lab' | 'classic' | null = jupyterUnavailable() ? null : hasJupyterCommand('lab') ? 'lab' : hasJupyterCommand('notebook') ? 'classic' : null;
+const ui: 'lab' | 'classic' | null = jupyterUnavailable()
+  ? null
+  : hasJupyterCommand('lab')
+    ? 'lab'
+    : hasJupyterCommand('notebook')
+      ? 'classic'
+      : null;
 const labVersion = ui === 'lab' ? jupyterVersion('lab') : null;
 const unavailable =
   jupyterUnavailable() ??
   (ui ? null : `neither JupyterLab nor the classic notebook is installed (${labInstallHint()}; or apt-get install jupyter-notebook)`) ??
-  (process.env.PNEUMO_REQUIRE_JUPYTERLAB === '1' && ui !== 'lab' ? `PNEUMO_REQUIRE_JUPYTERLAB=1 but ${jupyterExecutable()} has no JupyterLab` : null) ??
+  (process.env.PNEUMO_REQUIRE_JUPYTERLAB === '1' && ui !== 'lab'
+    ? `PNEUMO_REQUIRE_JUPYTERLAB=1 but ${jupyterExecutable()} has no JupyterLab`
+    : null) ??
   (chromiumPath() ? null : 'chromium is not installed (apt-get install chromium)');
 const skip = unavailable !== null && !jupyterRequired();
 const uiName = ui === 'lab' ? `JupyterLab ${labVersion}` : `the classic notebook, as ${jupyterExecutable()} has no JupyterLab`;
-if (ui === 'classic') console.log(`live notebook test: JupyterLab is not available, so it runs on the classic notebook. To install JupyterLab:\n  ${labInstallHint()}`);
+if (ui === 'classic')
+  console.log(
+    `live notebook test: JupyterLab is not available, so it runs on the classic notebook. To install JupyterLab:\n  ${labInstallHint()}`,
+  );
 /** The tslab kernel's display name (tslab's kernel.json), which the toolbar shows once the kernel is chosen. */
 const KERNEL_DISPLAY_NAME = 'TypeScript';
 /** The live test trains longer than the report's fixture, so the progress display is seen mid-training. */
@@ -78,7 +89,10 @@ async function waitForRunAll(page: Page, timeoutMs: number): Promise<void> {
     () => {
       type Cell = { cell_type: string; input_prompt_number?: unknown };
       const nb = (window as unknown as { Jupyter: { notebook: { get_cells(): Cell[] } } }).Jupyter.notebook;
-      const prompts = nb.get_cells().filter((c) => c.cell_type === 'code').map((c) => c.input_prompt_number);
+      const prompts = nb
+        .get_cells()
+        .filter((c) => c.cell_type === 'code')
+        .map((c) => c.input_prompt_number);
       const idle = document.querySelector('#kernel_indicator_icon')?.classList.contains('kernel_idle_icon');
       const failed = document.querySelector('#notebook .output_error') !== null;
       return idle && !prompts.includes('*') && (failed || prompts.every((p) => typeof p === 'number'));
@@ -96,8 +110,12 @@ async function waitForRunAll(page: Page, timeoutMs: number): Promise<void> {
 async function waitForLabRunAll(page: Page, timeoutMs: number): Promise<{ numbered: number; total: number }> {
   const handle = await page.waitForFunction(
     () => {
-      const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map((p) => p.textContent?.trim() ?? '');
-      const idle = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator')?.getAttribute('data-status') === 'idle';
+      const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(
+        (p) => p.textContent?.trim() ?? '',
+      );
+      const idle =
+        document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator')?.getAttribute('data-status') ===
+        'idle';
       const running = prompts.filter((p) => p.includes('*')).length;
       const numbered = prompts.filter((p) => /\[\d+\]/.test(p)).length;
       const w = window as unknown as { __pneumoIdleSince?: number };
@@ -129,10 +147,15 @@ function writeLabConfig(tmp: string): void {
   // Every cell stays in the page, so the checks and the full-page screenshots see all of them.
   put(path.join(settings, '@jupyterlab', 'notebook-extension', 'tracker.jupyterlab-settings'), { windowingMode: 'none' });
   // No "receive Jupyter news?" toast and no update check: a machine without internet would only log failures.
-  put(path.join(settings, '@jupyterlab', 'apputils-extension', 'notification.jupyterlab-settings'), { fetchNews: 'false', checkForUpdates: false });
+  put(path.join(settings, '@jupyterlab', 'apputils-extension', 'notification.jupyterlab-settings'), {
+    fetchNews: 'false',
+    checkForUpdates: false,
+  });
   // What `jupyter labextension disable` writes, scoped to this config dir. The debugger asks every new kernel for a
   // debug session; tslab has no debugger, and the extension logs "No active debugger session" errors.
-  put(path.join(tmp, 'jupyter-config', 'labconfig', 'page_config.json'), { disabledExtensions: { '@jupyterlab/debugger-extension': true } });
+  put(path.join(tmp, 'jupyter-config', 'labconfig', 'page_config.json'), {
+    disabledExtensions: { '@jupyterlab/debugger-extension': true },
+  });
 }
 
 describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${unavailable}` : ''}`, () => {
@@ -227,7 +250,10 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
     await page.click('.lm-Menu-item[data-command="runmenu:run-all"]');
     // Run All must have queued the cells; a click that went nowhere would otherwise look like a slow run.
     await page.waitForFunction(
-      () => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].some((p) => /\[(\*|\d+)\]/.test(p.textContent ?? '')),
+      () =>
+        [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].some((p) =>
+          /\[(\*|\d+)\]/.test(p.textContent ?? ''),
+        ),
       undefined,
       { timeout: 30_000, polling: 100 },
     );
@@ -235,8 +261,12 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
     const result = await waitForLabRunAll(page, 5 * 60_000);
     await running;
     if (result.numbered < result.total) {
-      const stderr = await page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) [data-mime-type="application/vnd.jupyter.stderr"]').allTextContents();
-      throw new Error(`${name}: Run All stopped after ${result.numbered} of ${result.total} code cells:\n${stderr.join('\n').slice(0, 4000)}`);
+      const stderr = await page
+        .locator('.jp-NotebookPanel:not(.lm-mod-hidden) [data-mime-type="application/vnd.jupyter.stderr"]')
+        .allTextContents();
+      throw new Error(
+        `${name}: Run All stopped after ${result.numbered} of ${result.total} code cells:\n${stderr.join('\n').slice(0, 4000)}`,
+      );
     }
     return { page, errors };
   }
@@ -262,7 +292,8 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
     // The kernel must be connected before Run All, or the executions are dropped.
     await page.waitForFunction(
       () => {
-        const kernel = (window as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean } } } }).Jupyter?.notebook?.kernel;
+        const kernel = (window as unknown as { Jupyter?: { notebook?: { kernel?: { is_connected(): boolean } } } }).Jupyter?.notebook
+          ?.kernel;
         return Boolean(kernel?.is_connected()) && document.querySelector('#kernel_indicator_icon.kernel_idle_icon') !== null;
       },
       undefined,
@@ -282,7 +313,8 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
     ui === 'lab'
       ? {
           root: '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook',
-          error: '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-child:has(.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]):has-text("Error")',
+          error:
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-child:has(.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]):has-text("Error")',
           html: '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedHTMLCommon',
           text: '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedText',
         }
@@ -300,72 +332,85 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
       await labScreenshot(page, shot(name));
     } else {
       // The classic notebook scrolls inside #site; let the page grow so the full-page screenshot shows every cell.
-      await page.addStyleTag({ content: '#site { height: auto !important; overflow: visible !important; } body { overflow: visible !important; }' });
+      await page.addStyleTag({
+        content: '#site { height: auto !important; overflow: visible !important; } body { overflow: visible !important; }',
+      });
       await page.screenshot({ path: shot(name), fullPage: true });
     }
     expect(charts.charts, `${name}: charts drawn vs figure containers`).toBe(expected);
     expect(charts.empty, `${name}: charts without data traces`).toBe(0);
     expect(images.every(Boolean), `${name}: an image failed to load`).toBe(true);
     // Anything but the notebook page's own known noise came from an output (e.g. plotly failing).
-    if (errors.ignored.length) console.log(`${name}: set aside as ${ui === 'lab' ? "JupyterLab's" : "the classic notebook's"} own page noise:\n  ${errors.ignored.join('\n  ')}`);
+    if (errors.ignored.length)
+      console.log(
+        `${name}: set aside as ${ui === 'lab' ? "JupyterLab's" : "the classic notebook's"} own page noise:\n  ${errors.ignored.join('\n  ')}`,
+      );
     expect(errors.errors, `${name}: console errors`).toEqual([]);
     return { charts: charts.charts, images: images.length };
   }
 
-  it(`04-train in ${uiName}: Run All trains with the live progress display updated in place, then the loss/accuracy and LR charts`, async () => {
-    let midTraining = '';
-    const { page, errors } = await runNotebook('04-train.ipynb', async (p) => {
-      // Record every state the live display passes through, straight from the DOM, while training runs.
-      await p.evaluate((htmlSel) => {
-        const w = window as unknown as { __pneumoProgress: string[] };
-        w.__pneumoProgress = [];
-        const record = () => {
-          const bar = document.querySelector(`${htmlSel} progress`);
-          const text = bar?.parentElement?.textContent?.replace(/\s+/g, ' ').trim();
-          if (text && w.__pneumoProgress[w.__pneumoProgress.length - 1] !== text) w.__pneumoProgress.push(text);
-        };
-        new MutationObserver(record).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
-      }, sel.html);
-      // A few epochs in, so the screenshot shows the bar and finished rows; training that ends first also ends the wait.
-      await p.waitForFunction(
-        (htmlSel) => {
-          const text = document.querySelector(`${htmlSel} progress`)?.parentElement?.textContent ?? '';
-          const epoch = Number(/Epoch (\d+)\//.exec(text)?.[1] ?? 0);
-          return epoch >= 3 || [...document.querySelectorAll(htmlSel)].some((el) => el.textContent?.includes('Done: '));
-        },
-        sel.html,
-        { timeout: 4 * 60_000, polling: 'raf' },
-      );
-      const bar = p.locator(`${sel.html} progress`).first();
-      if ((await bar.count()) > 0) await bar.scrollIntoViewIfNeeded();
-      const file = shot('04-train-mid-training');
-      await p.screenshot({ path: file });
-      midTraining = (await p.locator(`${sel.html} progress`).count()) > 0 ? file : '';
-    });
-    const result = await assertRendered(page, '04-train.ipynb', errors);
-    expect(result.charts).toBe(2);
-    const states = await page.evaluate(() => (window as unknown as { __pneumoProgress: string[] }).__pneumoProgress);
-    console.log(`04-train live display went through ${states.length} states, e.g.:\n  ${states.slice(0, 4).join('\n  ')}`);
-    console.log(midTraining ? `mid-training screenshot: ${midTraining}` : 'training ended before the mid-training screenshot was taken');
-    // One display, redrawn: it showed several epochs' progress bars, and ended as a single table with a row per epoch.
-    expect(new Set(states.map((s) => /Epoch (\d+)\//.exec(s)?.[1]).filter(Boolean)).size).toBeGreaterThanOrEqual(2);
-    // The epoch table of the live display (history.csv's own table further down is a .pneumo-table).
-    const progressTables = page.locator(`${sel.html} table:not(.pneumo-table):has(th:text-is("val_auc"))`);
-    expect(await progressTables.count(), 'the progress display was appended to instead of updated in place').toBe(1);
-    expect(await progressTables.first().locator('tr').count()).toBe(LIVE_EPOCHS + 1);
-    expect(await page.locator(`${sel.html}:has-text("Done: ${LIVE_EPOCHS} epoch(s)")`).count()).toBe(1);
-    expect(fs.existsSync(path.join(tmp, 'run', 'model', 'model.json'))).toBe(true);
-    await page.close();
-  }, 6 * 60_000);
+  it(
+    `04-train in ${uiName}: Run All trains with the live progress display updated in place, then the loss/accuracy and LR charts`,
+    async () => {
+      let midTraining = '';
+      const { page, errors } = await runNotebook('04-train.ipynb', async (p) => {
+        // Record every state the live display passes through, straight from the DOM, while training runs.
+        await p.evaluate((htmlSel) => {
+          const w = window as unknown as { __pneumoProgress: string[] };
+          w.__pneumoProgress = [];
+          const record = () => {
+            const bar = document.querySelector(`${htmlSel} progress`);
+            const text = bar?.parentElement?.textContent?.replace(/\s+/g, ' ').trim();
+            if (text && w.__pneumoProgress[w.__pneumoProgress.length - 1] !== text) w.__pneumoProgress.push(text);
+          };
+          new MutationObserver(record).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+        }, sel.html);
+        // A few epochs in, so the screenshot shows the bar and finished rows; training that ends first also ends the wait.
+        await p.waitForFunction(
+          (htmlSel) => {
+            const text = document.querySelector(`${htmlSel} progress`)?.parentElement?.textContent ?? '';
+            const epoch = Number(/Epoch (\d+)\//.exec(text)?.[1] ?? 0);
+            return epoch >= 3 || [...document.querySelectorAll(htmlSel)].some((el) => el.textContent?.includes('Done: '));
+          },
+          sel.html,
+          { timeout: 4 * 60_000, polling: 'raf' },
+        );
+        const bar = p.locator(`${sel.html} progress`).first();
+        if ((await bar.count()) > 0) await bar.scrollIntoViewIfNeeded();
+        const file = shot('04-train-mid-training');
+        await p.screenshot({ path: file });
+        midTraining = (await p.locator(`${sel.html} progress`).count()) > 0 ? file : '';
+      });
+      const result = await assertRendered(page, '04-train.ipynb', errors);
+      expect(result.charts).toBe(2);
+      const states = await page.evaluate(() => (window as unknown as { __pneumoProgress: string[] }).__pneumoProgress);
+      console.log(`04-train live display went through ${states.length} states, e.g.:\n  ${states.slice(0, 4).join('\n  ')}`);
+      console.log(midTraining ? `mid-training screenshot: ${midTraining}` : 'training ended before the mid-training screenshot was taken');
+      // One display, redrawn: it showed several epochs' progress bars, and ended as a single table with a row per epoch.
+      expect(new Set(states.map((s) => /Epoch (\d+)\//.exec(s)?.[1]).filter(Boolean)).size).toBeGreaterThanOrEqual(2);
+      // The epoch table of the live display (history.csv's own table further down is a .pneumo-table).
+      const progressTables = page.locator(`${sel.html} table:not(.pneumo-table):has(th:text-is("val_auc"))`);
+      expect(await progressTables.count(), 'the progress display was appended to instead of updated in place').toBe(1);
+      expect(await progressTables.first().locator('tr').count()).toBe(LIVE_EPOCHS + 1);
+      expect(await page.locator(`${sel.html}:has-text("Done: ${LIVE_EPOCHS} epoch(s)")`).count()).toBe(1);
+      expect(fs.existsSync(path.join(tmp, 'run', 'model', 'model.json'))).toBe(true);
+      await page.close();
+    },
+    6 * 60_000,
+  );
 
-  it(`05-evaluate in ${uiName}: Run All on the model 04 just trained shows the confusion matrix, ROC, PR, probability histogram and comparison charts and Grad-CAM images`, async () => {
-    const { page, errors } = await runNotebook('05-evaluate.ipynb');
-    const result = await assertRendered(page, '05-evaluate.ipynb', errors);
-    expect(result.charts).toBe(5);
-    expect(await page.locator(`${sel.root} .js-plotly-plot .main-svg g.hm`).count()).toBe(1); // the confusion heatmap
-    const mistakes = await page.locator(`${sel.root} .pneumo-images img`).count();
-    const noMistakes = await page.locator(`${sel.text}:has-text("No test mistakes")`).count();
-    expect(mistakes > 0 || noMistakes > 0).toBe(true);
-    await page.close();
-  }, 6 * 60_000);
+  it(
+    `05-evaluate in ${uiName}: Run All on the model 04 just trained shows the confusion matrix, ROC, PR, probability histogram and comparison charts and Grad-CAM images`,
+    async () => {
+      const { page, errors } = await runNotebook('05-evaluate.ipynb');
+      const result = await assertRendered(page, '05-evaluate.ipynb', errors);
+      expect(result.charts).toBe(5);
+      expect(await page.locator(`${sel.root} .js-plotly-plot .main-svg g.hm`).count()).toBe(1); // the confusion heatmap
+      const mistakes = await page.locator(`${sel.root} .pneumo-images img`).count();
+      const noMistakes = await page.locator(`${sel.text}:has-text("No test mistakes")`).count();
+      expect(mistakes > 0 || noMistakes > 0).toBe(true);
+      await page.close();
+    },
+    6 * 60_000,
+  );
 });

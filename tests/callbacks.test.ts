@@ -4,14 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { DEFAULT_TRAIN, EpochLogs, TrainConfig, TrainContext, getLearningRate, setLearningRate, train } from '../src/train/train';
-import {
-  Callback,
-  earlyStopping,
-  historyWriter,
-  loadLatestCheckpoint,
-  modelCheckpoint,
-  reduceLROnPlateau,
-} from '../src/train/callbacks';
+import { Callback, earlyStopping, historyWriter, loadLatestCheckpoint, modelCheckpoint, reduceLROnPlateau } from '../src/train/callbacks';
 import { progress } from '../src/train/progress';
 import { RUN_FILES, loadModel, saveModel } from '../src/run-dir';
 import { syntheticImages, tinyModel, weightsOf } from './train-fixtures';

@@ -38,7 +38,18 @@ describe('npm start (cli/run)', () => {
     const runs = fs.readdirSync(runsDir);
     expect(runs.length).toBe(1);
     const runDir = path.join(runsDir, runs[0]);
-    for (const f of ['config.json', 'split.json', 'history.json', 'history.csv', 'metrics.json', 'predictions.csv', 'summary.md', 'model/model.json', 'model/weights.bin', 'checkpoints/latest/state.json']) {
+    for (const f of [
+      'config.json',
+      'split.json',
+      'history.json',
+      'history.csv',
+      'metrics.json',
+      'predictions.csv',
+      'summary.md',
+      'model/model.json',
+      'model/weights.bin',
+      'checkpoints/latest/state.json',
+    ]) {
       expect(fs.existsSync(path.join(runDir, f)), f).toBe(true);
     }
     const config = JSON.parse(fs.readFileSync(path.join(runDir, 'config.json'), 'utf8'));
@@ -56,10 +67,15 @@ describe('npm start (cli/run)', () => {
     // A second writer while another process holds the run: refused, naming that process; the run is untouched.
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     try {
-      fs.writeFileSync(path.join(runDir, '.lock'), JSON.stringify({ pid: holder.pid, host: os.hostname(), startedAt: '2026-12-01T10:00:00.000Z', command: 'npm start' }));
+      fs.writeFileSync(
+        path.join(runDir, '.lock'),
+        JSON.stringify({ pid: holder.pid, host: os.hostname(), startedAt: '2026-12-01T10:00:00.000Z', command: 'npm start' }),
+      );
       const second = capture();
       expect(await runMain(['--resume', runDir, '--epochs', '3'], second.io, { handleSigint: false })).toBe(1);
-      expect(second.err.join('\n')).toMatch(new RegExp(`start: .* is being written by process ${holder.pid} on ${os.hostname()} \\(npm start, since`));
+      expect(second.err.join('\n')).toMatch(
+        new RegExp(`start: .* is being written by process ${holder.pid} on ${os.hostname()} \\(npm start, since`),
+      );
       expect(second.err.join('\n')).not.toMatch(/\n\s+at /);
       expect((JSON.parse(fs.readFileSync(path.join(runDir, 'history.json'), 'utf8')) as EpochLogs[]).length).toBe(2);
     } finally {

@@ -12,7 +12,10 @@ const repoRoot = path.resolve(__dirname, '..');
  */
 export async function compiledCli(name: string, sources: string[], buildRoot: string): Promise<string> {
   const built = path.join(repoRoot, 'dist', 'cli', `${name}.js`);
-  const builtAt = await fs.stat(built).then((s) => s.mtimeMs, () => -1);
+  const builtAt = await fs.stat(built).then(
+    (s) => s.mtimeMs,
+    () => -1,
+  );
   const sourceTimes = await Promise.all(sources.map((f) => fs.stat(path.join(repoRoot, f)).then((s) => s.mtimeMs)));
   if (builtAt > Math.max(...sourceTimes)) return built;
   const buildDir = path.join(buildRoot, 'build');

@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { acquisitionKey, earliestPatients, holdOutEarliest } from '../src/data/acquisition';
@@ -40,24 +41,37 @@ describe('earliestPatients', () => {
     expect(() => earliestPatients(patients, 1)).toThrow(/\[0, 1\)/);
   });
 
-  it.skipIf(!fs.existsSync(SHARED_TRAIN))('on the shared NORMAL films: every held-out film is earlier than every kept one of its series', () => {
-    const files = fs.readdirSync(path.join(SHARED_TRAIN, 'NORMAL')).filter((f) => f.endsWith('.jpeg'));
-    const byPatient = new Map<string, string[]>();
-    for (const f of files) byPatient.set(patientId(f), [...(byPatient.get(patientId(f)) ?? []), f]);
-    const held = earliestPatients([...byPatient].map(([id, fs]) => ({ id, fileName: fs[0], images: fs.length })), 0.15);
-    for (const series of ['IM', 'NORMAL2-IM']) {
-      const numbers = (heldOut: boolean) =>
-        files.filter((f) => acquisitionKey(f)!.series === series && held.has(patientId(f)) === heldOut).map((f) => acquisitionKey(f)!.number);
-      const [heldNumbers, keptNumbers] = [numbers(true), numbers(false)];
-      expect(heldNumbers.length / (heldNumbers.length + keptNumbers.length)).toBeCloseTo(0.15, 1);
-      expect(Math.max(...heldNumbers)).toBeLessThan(Math.min(...keptNumbers));
-    }
-  });
+  it.skipIf(!fs.existsSync(SHARED_TRAIN))(
+    'on the shared NORMAL films: every held-out film is earlier than every kept one of its series',
+    () => {
+      const files = fs.readdirSync(path.join(SHARED_TRAIN, 'NORMAL')).filter((f) => f.endsWith('.jpeg'));
+      const byPatient = new Map<string, string[]>();
+      for (const f of files) byPatient.set(patientId(f), [...(byPatient.get(patientId(f)) ?? []), f]);
+      const held = earliestPatients(
+        [...byPatient].map(([id, fs]) => ({ id, fileName: fs[0], images: fs.length })),
+        0.15,
+      );
+      for (const series of ['IM', 'NORMAL2-IM']) {
+        const numbers = (heldOut: boolean) =>
+          files
+            .filter((f) => acquisitionKey(f)!.series === series && held.has(patientId(f)) === heldOut)
+            .map((f) => acquisitionKey(f)!.number);
+        const [heldNumbers, keptNumbers] = [numbers(true), numbers(false)];
+        expect(heldNumbers.length / (heldNumbers.length + keptNumbers.length)).toBeCloseTo(0.15, 1);
+        expect(Math.max(...heldNumbers)).toBeLessThan(Math.min(...keptNumbers));
+      }
+    },
+  );
 });
 
 describe('holdOutEarliest', () => {
   it('moves whole early patients of each series and keeps every image exactly once', () => {
-    const rec = (file: string, patient: string, label: 'NORMAL' | 'PNEUMONIA') => ({ path: `/d/train/${label}/${file}`, label, patient, source: 'train' as const });
+    const rec = (file: string, patient: string, label: 'NORMAL' | 'PNEUMONIA') => ({
+      path: `/d/train/${label}/${file}`,
+      label,
+      patient,
+      source: 'train' as const,
+    });
     const images = [
       rec('IM-0200-0001.jpeg', 'IM-0200', 'NORMAL'),
       rec('IM-0100-0001.jpeg', 'IM-0100', 'NORMAL'),
@@ -84,11 +98,20 @@ describe('splitDataset with an out-of-time validation part', () => {
     const ds = { root: '/d', images, skipped: [], sources: ['train' as const] };
     const split = splitDataset(ds, { seed: 1, valFraction: 0.1, testFraction: 0.15, valTimeFraction: 0.2 });
     const held = split.valTime!;
-    expect(held.filter((r) => r.label === 'NORMAL').map((r) => r.patient)).toEqual(['IM-0100', 'IM-0101', 'IM-0102', 'IM-0103', 'IM-0104', 'IM-0105', 'IM-0106', 'IM-0107']);
+    expect(held.filter((r) => r.label === 'NORMAL').map((r) => r.patient)).toEqual([
+      'IM-0100',
+      'IM-0101',
+      'IM-0102',
+      'IM-0103',
+      'IM-0104',
+      'IM-0105',
+      'IM-0106',
+      'IM-0107',
+    ]);
     expect(held.filter((r) => r.label === 'PNEUMONIA')).toHaveLength(12);
     expect(patientsShared(split)).toEqual([]);
     expect(split.train.length + split.val.length + split.test.length + held.length).toBe(100);
-    const file = path.join(fs.mkdtempSync(path.join(require('os').tmpdir(), 'split-')), 'split.json');
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'split-')), 'split.json');
     await saveSplit(split, file);
     expect((await loadSplit(file)).valTime).toEqual(held);
     expect(splitDataset(ds, { seed: 1 }).valTime).toBeUndefined();

@@ -43,17 +43,7 @@ function pngHeaderClaiming(width: number, height: number): Buffer {
   return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk, Buffer.alloc(64)]);
 }
 
-const good = [
-  'rgb.jpeg',
-  'gray.jpeg',
-  'cmyk.jpeg',
-  'rgb.png',
-  'rgba.png',
-  'palette.png',
-  'gray16.png',
-  'wide.png',
-  'big.jpeg',
-];
+const good = ['rgb.jpeg', 'gray.jpeg', 'cmyk.jpeg', 'rgb.png', 'rgba.png', 'palette.png', 'gray16.png', 'wide.png', 'big.jpeg'];
 const bad = ['zero.jpeg', 'text.jpeg', 'truncated.jpeg', 'corrupt.png', 'huge.png', 'missing.jpeg'];
 
 beforeAll(async () => {
@@ -199,7 +189,9 @@ describe('decodeImages', () => {
 
     // Rewriting a file with other content and a new mtime must not serve stale pixels.
     const target = path.join(tmp, 'rgb.png');
-    await sharp({ create: { width: 224, height: 224, channels: 3, background: '#ffffff' } }).png().toFile(target);
+    await sharp({ create: { width: 224, height: 224, channels: 3, background: '#ffffff' } })
+      .png()
+      .toFile(target);
     const later = new Date(Date.now() + 5000);
     await fsp.utimes(target, later, later);
     const third = await decodeImages(records, { size: 40, cacheDir, progress: (d) => calls.push(d) });
@@ -222,7 +214,9 @@ describe('decodeImages', () => {
     expect(parts.train.skipped.map((s) => path.basename(s.path))).toEqual(['text.jpeg']);
     expect(Array.from(parts.val.labels)).toEqual([1]);
     expect(parts.test.pixels).toHaveLength(2 * 256);
-    expect(Buffer.from(parts.test.pixels.subarray(256)).equals(Buffer.from(await decodeFile(rec('palette.png').path, { size: 16 })))).toBe(true);
+    expect(Buffer.from(parts.test.pixels.subarray(256)).equals(Buffer.from(await decodeFile(rec('palette.png').path, { size: 16 })))).toBe(
+      true,
+    );
   });
 });
 
@@ -231,13 +225,15 @@ const hasNative = nativeJpeg() !== null;
 const distDecode = path.join(repoRoot, 'dist', 'data', 'decode.js');
 
 describe('two runs sharing one decode cache', () => {
-  it.skipIf(!existsSync(distDecode))('decode into the same cache at once: both get the right pixels, one whole cache file, no temp files left', async () => {
-    const cacheDir = path.join(tmp, 'shared-by-two');
-    const records = good.map((f) => rec(f));
-    const reference = await decodeImages(records, { size: 40, cacheDir: null });
-    const expected = Buffer.from(reference.pixels).toString('base64');
-    // Each process decodes three times; the first pass of both writes the same cache file at the same moment.
-    const script = `
+  it.skipIf(!existsSync(distDecode))(
+    'decode into the same cache at once: both get the right pixels, one whole cache file, no temp files left',
+    async () => {
+      const cacheDir = path.join(tmp, 'shared-by-two');
+      const records = good.map((f) => rec(f));
+      const reference = await decodeImages(records, { size: 40, cacheDir: null });
+      const expected = Buffer.from(reference.pixels).toString('base64');
+      // Each process decodes three times; the first pass of both writes the same cache file at the same moment.
+      const script = `
       const { decodeImages } = require(${JSON.stringify(distDecode)});
       (async () => {
         const out = [];
@@ -247,26 +243,34 @@ describe('two runs sharing one decode cache', () => {
         }
         process.stdout.write(JSON.stringify(out));
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const run = () =>
-      new Promise<{ out: string; err: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, ['-e', script]);
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d) => (out += d));
-        child.stderr.on('data', (d) => (err += d));
-        child.on('exit', (code) => (code === 0 ? resolve({ out, err }) : reject(new Error(`decoder process failed: ${err}`))));
+      const run = () =>
+        new Promise<{ out: string; err: string }>((resolve, reject) => {
+          const child = spawn(process.execPath, ['-e', script]);
+          let out = '';
+          let err = '';
+          child.stdout.on('data', (d) => (out += d));
+          child.stderr.on('data', (d) => (err += d));
+          child.on('exit', (code) => (code === 0 ? resolve({ out, err }) : reject(new Error(`decoder process failed: ${err}`))));
+        });
+      const results = await Promise.all([run(), run()]);
+      for (const r of results) {
+        expect(r.err).not.toMatch(/could not write cache/);
+        expect(JSON.parse(r.out)).toEqual([expected, expected, expected]);
+      }
+      const names = await fsp.readdir(cacheDir);
+      expect(names.filter((n) => n.endsWith('.tmp'))).toEqual([]);
+      expect(names.filter((n) => n.endsWith('.bin'))).toHaveLength(1);
+      const again = await decodeImages(records, {
+        size: 40,
+        cacheDir,
+        progress: () => {
+          throw new Error('cache miss: the shared cache file was not whole');
+        },
       });
-    const results = await Promise.all([run(), run()]);
-    for (const r of results) {
-      expect(r.err).not.toMatch(/could not write cache/);
-      expect(JSON.parse(r.out)).toEqual([expected, expected, expected]);
-    }
-    const names = await fsp.readdir(cacheDir);
-    expect(names.filter((n) => n.endsWith('.tmp'))).toEqual([]);
-    expect(names.filter((n) => n.endsWith('.bin'))).toHaveLength(1);
-    const again = await decodeImages(records, { size: 40, cacheDir, progress: () => { throw new Error('cache miss: the shared cache file was not whole'); } });
-    expect(Buffer.from(again.pixels).toString('base64')).toBe(expected);
-  }, 60_000);
+      expect(Buffer.from(again.pixels).toString('base64')).toBe(expected);
+    },
+    60_000,
+  );
 });
 
 describe.skipIf(!hasNative)('native libjpeg-turbo fast path (skipped unless built: npm run build:jpeg)', () => {

@@ -46,7 +46,6 @@ async function snapshot(dir: string): Promise<Map<string, Buffer>> {
   return out;
 }
 
-
 function patientOf(file: string): string {
   return file.replace(/\.jpeg$/, '').replace(/[-_]?\d+$/, '');
 }
@@ -67,7 +66,11 @@ describe('rendering one image', () => {
     const corner = (px[0] + px[size - 1] + px[size * (size - 1)] + px[size * size - 1]) / 4;
     let lung = 0;
     let lungN = 0;
-    for (let i = 0; i < px.length; i++) if (mask[i]) (lung += px[i]), lungN++;
+    for (let i = 0; i < px.length; i++) {
+      if (!mask[i]) continue;
+      lung += px[i];
+      lungN++;
+    }
     // The spine column at mid-height, a bright structure between the lungs.
     const spine = px[Math.round(size * 0.5) * size + Math.round(params.spineX * size - 0.5)];
     expect(lungN).toBeGreaterThan(size * size * 0.08);
@@ -85,7 +88,11 @@ describe('rendering one image', () => {
         const mask = lungFieldMask(params, size);
         let sum = 0;
         let n = 0;
-        for (let k = 0; k < px.length; k++) if (mask[k]) (sum += px[k]), n++;
+        for (let k = 0; k < px.length; k++) {
+          if (!mask[k]) continue;
+          sum += px[k];
+          n++;
+        }
         return sum / n;
       });
     const normal = lungMeans('NORMAL');
@@ -235,7 +242,11 @@ describe('data:demo CLI', () => {
   });
 
   it('runs as a compiled program', async () => {
-    const program = await compiledCli('data-demo', ['src/cli/data-demo.ts', 'src/cli/common.ts', 'src/data/demo.ts', 'src/random.ts', 'src/types.ts'], workDir);
+    const program = await compiledCli(
+      'data-demo',
+      ['src/cli/data-demo.ts', 'src/cli/common.ts', 'src/data/demo.ts', 'src/random.ts', 'src/types.ts'],
+      workDir,
+    );
     const outDir = path.join(workDir, 'compiled');
     const { stdout } = await run(
       process.execPath,

@@ -79,7 +79,7 @@ async function makeCorruptZip(): Promise<Buffer> {
 
 let server: http.Server;
 let baseUrl: string;
-let slowResponses: http.ServerResponse[] = [];
+const slowResponses: http.ServerResponse[] = [];
 
 function serve(req: http.IncomingMessage, res: http.ServerResponse): void {
   const send = (status: number, body: Buffer, headers: Record<string, string> = {}) => {
@@ -132,15 +132,22 @@ let parent: string;
 let dest: string;
 
 beforeAll(async () => {
-  jpegA = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#404040' } }).jpeg().toBuffer();
-  jpegB = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c0c0c0' } }).jpeg().toBuffer();
+  jpegA = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#404040' } })
+    .jpeg()
+    .toBuffer();
+  jpegB = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c0c0c0' } })
+    .jpeg()
+    .toBuffer();
   const junk: Array<[string, Buffer]> = [
     ['__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg', Buffer.from('mac resource fork')],
     ['chest_xray/train/.DS_Store', Buffer.from('finder')],
   ];
   mendeleyZip = await zipBuffer([...datasetEntries('chest_xray/'), ...junk]);
   kaggleZip = await zipBuffer([...datasetEntries('chest_xray/'), ...datasetEntries('chest_xray/chest_xray/'), ...junk]);
-  wrongLayoutZip = await zipBuffer([['images/a.jpeg', jpegA], ['images/b.jpeg', jpegB]]);
+  wrongLayoutZip = await zipBuffer([
+    ['images/a.jpeg', jpegA],
+    ['images/b.jpeg', jpegB],
+  ]);
   slipZip = await makeSlipZip();
   corruptZip = await makeCorruptZip();
   server = http.createServer(serve);
@@ -197,9 +204,7 @@ describe('findDatasetRoot / isJunkEntry', () => {
 
   it("prefers the shallower of Kaggle's two identical copies, and the fuller one when they differ", () => {
     expect(findDatasetRoot([...files('chest_xray/chest_xray/'), ...files('chest_xray/')])).toBe('chest_xray/');
-    expect(findDatasetRoot([...files('chest_xray/chest_xray/'), ...files('chest_xray/').slice(0, 4)])).toBe(
-      'chest_xray/chest_xray/',
-    );
+    expect(findDatasetRoot([...files('chest_xray/chest_xray/'), ...files('chest_xray/').slice(0, 4)])).toBe('chest_xray/chest_xray/');
   });
 
   it('ignores __MACOSX copies and needs both classes under train/', () => {
@@ -439,7 +444,6 @@ describe('import with --from', () => {
 });
 
 const repoRoot = path.resolve(__dirname, '..');
-
 
 describe('data:get as a program', () => {
   it('on Ctrl-C (SIGINT) mid-download removes its partial files and exits with 130', async () => {

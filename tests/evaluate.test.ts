@@ -1,13 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  evaluate,
-  evaluateProbabilities,
-  hardestMistakes,
-  predictionsToCsv,
-  predictProbabilities,
-  PredictionRow,
-} from '../src/evaluate';
+import { evaluate, evaluateProbabilities, hardestMistakes, predictionsToCsv, predictProbabilities, PredictionRow } from '../src/evaluate';
 import { confusionAt } from '../src/metrics';
 import { DecodedImages, LABELS } from '../src/types';
 

@@ -49,7 +49,12 @@ describe('batch-norm moving statistics after a short run', () => {
     const model = buildModel({ variant: 'small', imageSize: 32, seed: 42 });
     const bn = model.getLayer('block2_bn');
     // The statistics the step will see: block2_bn's input on the whole (only) batch, with the weights before the step.
-    const xs = tf.tidy(() => tf.tensor4d(Float32Array.from(data.pixels, (v) => v / 255), [16, 32, 32, 1]));
+    const xs = tf.tidy(() =>
+      tf.tensor4d(
+        Float32Array.from(data.pixels, (v) => v / 255),
+        [16, 32, 32, 1],
+      ),
+    );
     const probe = tf.model({ inputs: model.inputs, outputs: bn.input as tf.SymbolicTensor });
     const { mean, variance } = tf.tidy(() => tf.moments(probe.predict(xs) as tf.Tensor, [0, 1, 2]));
     const [expectedMean, expectedVar] = [await mean.data(), await variance.data()];

@@ -16,7 +16,10 @@ function randomImage(size: number, seed: number): Uint8Array {
 
 function predict(model: tf.LayersModel, image: Uint8Array, size: number): number {
   return tf.tidy(() => {
-    const x = tf.tensor4d(Float32Array.from(image, (v) => v / 255), [1, size, size, 1]);
+    const x = tf.tensor4d(
+      Float32Array.from(image, (v) => v / 255),
+      [1, size, size, 1],
+    );
     return (model.predict(x) as tf.Tensor).dataSync()[0];
   });
 }
@@ -59,10 +62,7 @@ describe('gradCam against a hand computation', () => {
     const rng = makeRng(11);
     // Channel means of opposite signs, so the sign of the channel weights matters.
     const channelBias = [0.3, -0.3, 0.1];
-    const weights = Float32Array.from(
-      { length: SIZE * SIZE * CHANNELS },
-      (_, i) => (rng() - 0.5 + channelBias[i % CHANNELS]) * denseScale,
-    );
+    const weights = Float32Array.from({ length: SIZE * SIZE * CHANNELS }, (_, i) => (rng() - 0.5 + channelBias[i % CHANNELS]) * denseScale);
     tf.tidy(() => dense.setWeights([tf.tensor2d(weights, [SIZE * SIZE * CHANNELS, 1]), tf.tensor1d([0.1])]));
     const featureModel = tf.model({ inputs: input, outputs: features });
     return { model, featureModel, weights };
@@ -70,7 +70,14 @@ describe('gradCam against a hand computation', () => {
 
   function reference(featureModel: tf.LayersModel, weights: Float32Array, image: Uint8Array): number[] {
     const activations = tf.tidy(() =>
-      (featureModel.predict(tf.tensor4d(Float32Array.from(image, (v) => v / 255), [1, SIZE, SIZE, 1])) as tf.Tensor).dataSync(),
+      (
+        featureModel.predict(
+          tf.tensor4d(
+            Float32Array.from(image, (v) => v / 255),
+            [1, SIZE, SIZE, 1],
+          ),
+        ) as tf.Tensor
+      ).dataSync(),
     );
     const channelWeights = Array.from({ length: CHANNELS }, (_, k) => {
       let sum = 0;
@@ -78,7 +85,10 @@ describe('gradCam against a hand computation', () => {
       return sum / (SIZE * SIZE);
     });
     const cam = Array.from({ length: SIZE * SIZE }, (_, p) =>
-      Math.max(0, channelWeights.reduce((acc, w, k) => acc + w * activations[p * CHANNELS + k], 0)),
+      Math.max(
+        0,
+        channelWeights.reduce((acc, w, k) => acc + w * activations[p * CHANNELS + k], 0),
+      ),
     );
     const max = Math.max(...cam);
     return cam.map((v) => v / max);
@@ -216,8 +226,7 @@ describe('gradCam on the project model', () => {
     const bn = model.getLayer('block5_bn');
     const channels = bn.getWeights()[0].shape[0];
     const rng = makeRng(4);
-    const values = (low: number, high: number) =>
-      tf.tensor1d(Array.from({ length: channels }, () => low + rng() * (high - low)));
+    const values = (low: number, high: number) => tf.tensor1d(Array.from({ length: channels }, () => low + rng() * (high - low)));
     // gamma, beta, moving mean, moving variance
     tf.tidy(() => bn.setWeights([values(0.5, 1.5), values(-0.5, 0.5), values(-0.5, 0.5), values(0.3, 2)]));
     const image = randomImage(size, 9);

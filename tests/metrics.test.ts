@@ -1,13 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  averagePrecision,
-  chooseThreshold,
-  classificationMetrics,
-  confusionAt,
-  prCurve,
-  rocAuc,
-  rocCurve,
-} from '../src/metrics';
+import { averagePrecision, chooseThreshold, classificationMetrics, confusionAt, prCurve, rocAuc, rocCurve } from '../src/metrics';
 import { makeRng } from '../src/random';
 
 /** P(score_pos > score_neg) + 0.5 P(tie), over all positive/negative pairs: the definition AUC must equal. */
@@ -117,7 +109,12 @@ describe('rocCurve / rocAuc', () => {
     expect(rocAuc(labels, same)).toBe(0.5);
     const perfect = [0.1, 0.9, 0.2, 0.8, 0.7];
     expect(rocAuc(labels, perfect)).toBe(1);
-    expect(rocAuc(labels, perfect.map((p) => 1 - p))).toBe(0);
+    expect(
+      rocAuc(
+        labels,
+        perfect.map((p) => 1 - p),
+      ),
+    ).toBe(0);
   });
 
   it('returns NaN AUC and NaN rates when only one class is present', () => {

@@ -2,14 +2,7 @@
 import { beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { makeRng } from '../src/random';
 import * as tf from '@tensorflow/tfjs';
-import {
-  DEFAULT_MODEL,
-  LAST_CONV_LAYER,
-  buildModel,
-  makeTrainStep,
-  modelSummary,
-  modelSummaryRows,
-} from '../src/model';
+import { DEFAULT_MODEL, LAST_CONV_LAYER, buildModel, makeTrainStep, modelSummary, modelSummaryRows } from '../src/model';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -27,7 +20,14 @@ describe('buildModel', () => {
     expect(names).toContain('block5_dropout');
     expect(names).not.toContain('block3_dropout');
     expect(names.slice(-8)).toEqual([
-      'flatten', 'dense_512', 'dense_512_dropout', 'dense_128', 'dense_128_dropout', 'dense_64', 'dense_64_dropout', 'output',
+      'flatten',
+      'dense_512',
+      'dense_512_dropout',
+      'dense_128',
+      'dense_128_dropout',
+      'dense_64',
+      'dense_64_dropout',
+      'output',
     ]);
     expect(model.getLayer('block5_sepconv2').getClassName()).toBe('SeparableConv2D');
     expect(model.getLayer('block5_pool').outputShape).toEqual([null, 4, 4, 256]);

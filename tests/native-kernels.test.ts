@@ -85,9 +85,18 @@ const convCases: ConvCase[] = [
 
 function convInputs(rng: Rng, c: ConvCase, depthwise: boolean) {
   const x = { shape: [c.batch, c.side[0], c.side[1], c.inC], data: new Float32Array(0) };
-  x.data = randomArray(rng, x.shape.reduce((a, b) => a * b));
+  x.data = randomArray(
+    rng,
+    x.shape.reduce((a, b) => a * b),
+  );
   const wShape = [c.k[0], c.k[1], c.inC, depthwise ? c.outC : c.outC];
-  const w = { shape: wShape, data: randomArray(rng, wShape.reduce((a, b) => a * b)) };
+  const w = {
+    shape: wShape,
+    data: randomArray(
+      rng,
+      wShape.reduce((a, b) => a * b),
+    ),
+  };
   const bShape = [depthwise ? c.inC * c.outC : c.outC];
   const b = { shape: bShape, data: randomArray(rng, bShape[0]) };
   return { x, w, b };
@@ -113,13 +122,24 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     const dil = c.dilation ?? 1;
     await expectSame([x, w], (xt, wt) => tf.conv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, c.stride, c.pad, 'NHWC', dil));
     await expectSame([x, w, b], (xt, wt, bt) =>
-      tf.fused.conv2d({ x: xt as tf.Tensor4D, filter: wt as tf.Tensor4D, bias: bt, strides: c.stride, pad: c.pad, dilations: dil, activation: 'relu' }),
+      tf.fused.conv2d({
+        x: xt as tf.Tensor4D,
+        filter: wt as tf.Tensor4D,
+        bias: bt,
+        strides: c.stride,
+        pad: c.pad,
+        dilations: dil,
+        activation: 'relu',
+      }),
     );
     if (dil === 1) {
       // Gradients through a non-linear loss so dy is not constant.
       await expectSame([x, w, b], (xt, wt, bt) => {
         const loss = (xx: tf.Tensor, ww: tf.Tensor) =>
-          tf.fused.conv2d({ x: xx as tf.Tensor4D, filter: ww as tf.Tensor4D, bias: bt, strides: c.stride, pad: c.pad, activation: 'relu' }).square().sum();
+          tf.fused
+            .conv2d({ x: xx as tf.Tensor4D, filter: ww as tf.Tensor4D, bias: bt, strides: c.stride, pad: c.pad, activation: 'relu' })
+            .square()
+            .sum();
         return tf.grads(loss)([xt, wt]);
       });
     }
@@ -133,12 +153,23 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     const stride = dil > 1 ? 1 : c.stride;
     await expectSame([x, w], (xt, wt) => tf.depthwiseConv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, stride, c.pad, 'NHWC', dil));
     await expectSame([x, w, b], (xt, wt, bt) =>
-      tf.fused.depthwiseConv2d({ x: xt as tf.Tensor4D, filter: wt as tf.Tensor4D, bias: bt, strides: stride, pad: c.pad, dilations: dil, activation: 'relu' }),
+      tf.fused.depthwiseConv2d({
+        x: xt as tf.Tensor4D,
+        filter: wt as tf.Tensor4D,
+        bias: bt,
+        strides: stride,
+        pad: c.pad,
+        dilations: dil,
+        activation: 'relu',
+      }),
     );
     if (dil > 1) return; // tfjs has no depthwise gradient for dilation > 1 on any backend
     await expectSame([x, w], (xt, wt) => {
       const loss = (xx: tf.Tensor, ww: tf.Tensor) =>
-        tf.depthwiseConv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, stride, c.pad, 'NHWC', dil).square().sum();
+        tf
+          .depthwiseConv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, stride, c.pad, 'NHWC', dil)
+          .square()
+          .sum();
       return tf.grads(loss)([xt, wt]);
     });
   });
@@ -152,15 +183,33 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [4, 150, 150, 16], size: 2, stride: 2, pad: 'valid' as const },
   ])('max pool forward and gradient: %o', async (p) => {
     const rng = makeRng(13);
-    const x = { shape: p.shape, data: randomArray(rng, p.shape.reduce((a, b) => a * b)) };
+    const x = {
+      shape: p.shape,
+      data: randomArray(
+        rng,
+        p.shape.reduce((a, b) => a * b),
+      ),
+    };
     await expectSame([x], (xt) => tf.maxPool(xt as tf.Tensor4D, p.size, p.stride, p.pad));
-    await expectSame([x], (xt) => tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, p.size, p.stride, p.pad).square().sum())(xt));
+    await expectSame([x], (xt) =>
+      tf.grad((xx: tf.Tensor) =>
+        tf
+          .maxPool(xx as tf.Tensor4D, p.size, p.stride, p.pad)
+          .square()
+          .sum(),
+      )(xt),
+    );
   });
 
   it('max pool gradient picks the first of tied maxima, like cpu', async () => {
     const data = new Float32Array([1, 1, 1, 1, 2, 2, 0, 2, 3, 3, 3, 3, 0, 0, 0, 0]);
     await expectSame([{ shape: [1, 4, 4, 1], data }], (xt) =>
-      tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, 2, 2, 'valid').mul(tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1])).sum())(xt),
+      tf.grad((xx: tf.Tensor) =>
+        tf
+          .maxPool(xx as tf.Tensor4D, 2, 2, 'valid')
+          .mul(tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]))
+          .sum(),
+      )(xt),
     );
   });
 
@@ -173,8 +222,20 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { a: [2, 3, 5, 6], b: [2, 3, 6, 4], ta: false, tb: false },
   ])('matmul and fused matmul (bias+relu): %o', async (m) => {
     const rng = makeRng(14);
-    const a = { shape: m.a, data: randomArray(rng, m.a.reduce((x, y) => x * y)) };
-    const b = { shape: m.b, data: randomArray(rng, m.b.reduce((x, y) => x * y)) };
+    const a = {
+      shape: m.a,
+      data: randomArray(
+        rng,
+        m.a.reduce((x, y) => x * y),
+      ),
+    };
+    const b = {
+      shape: m.b,
+      data: randomArray(
+        rng,
+        m.b.reduce((x, y) => x * y),
+      ),
+    };
     const n = m.tb ? m.b[m.b.length - 2] : m.b[m.b.length - 1];
     const bias = { shape: [n], data: randomArray(rng, n) };
     await expectSame([a, b], (at, bt) => tf.matMul(at, bt, m.ta, m.tb));
@@ -217,8 +278,20 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { a: [5, 8], b: [8] },
   ])('add, sub, mul, div, squared difference with broadcasting: %o', async (c) => {
     const rng = makeRng(17);
-    const a = { shape: c.a, data: randomArray(rng, c.a.reduce((x, y) => x * y, 1)) };
-    const b = { shape: c.b, data: randomArray(rng, c.b.reduce((x, y) => x * y, 1)).map((v) => v + 3) };
+    const a = {
+      shape: c.a,
+      data: randomArray(
+        rng,
+        c.a.reduce((x, y) => x * y, 1),
+      ),
+    };
+    const b = {
+      shape: c.b,
+      data: randomArray(
+        rng,
+        c.b.reduce((x, y) => x * y, 1),
+      ).map((v) => v + 3),
+    };
     await expectSame([a, b], (x, y) => [tf.add(x, y), tf.sub(x, y), tf.mul(x, y), tf.div(x, y), tf.squaredDifference(x, y)], 1e-6);
   });
 
@@ -229,7 +302,15 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     data[1] = 0;
     data[2] = -0;
     const x = { shape: [40003], data };
-    const [native, cpu] = await onBoth([x], (t) => [tf.relu(t), tf.step(t, 0.3), tf.square(t), tf.neg(t), tf.sqrt(tf.abs(t)), tf.rsqrt(tf.abs(t).add(0.1)), tf.floor(t.mul(3))]);
+    const [native, cpu] = await onBoth([x], (t) => [
+      tf.relu(t),
+      tf.step(t, 0.3),
+      tf.square(t),
+      tf.neg(t),
+      tf.sqrt(tf.abs(t)),
+      tf.rsqrt(tf.abs(t).add(0.1)),
+      tf.floor(t.mul(3)),
+    ]);
     native.forEach((n, i) => expect(Array.from(n)).toEqual(Array.from(cpu[i])));
   });
 
@@ -244,7 +325,10 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     xData[3] = -1;
     dyData[3] = Infinity;
     dyData[4] = NaN;
-    const inputs = [{ shape: [n], data: xData }, { shape: [n], data: dyData }];
+    const inputs = [
+      { shape: [n], data: xData },
+      { shape: [n], data: dyData },
+    ];
     const [native, cpu] = await onBoth(inputs, (x, dy) => tf.grad((t: tf.Tensor) => tf.relu(t))(x, dy));
     expect(Array.from(native[0])).toEqual(Array.from(cpu[0]));
     expect(Object.is(native[0][2], cpu[0][2])).toBe(true);
@@ -266,7 +350,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [9], axis: -1, keepDims: false },
   ])('sum and mean: %o', async (c) => {
     const rng = makeRng(19);
-    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    const x = {
+      shape: c.shape,
+      data: randomArray(
+        rng,
+        c.shape.reduce((p, q) => p * q),
+      ),
+    };
     const axis = c.axis === null ? undefined : c.axis;
     await expectSame([x], (t) => [tf.sum(t, axis, c.keepDims), tf.mean(t, axis, c.keepDims)], 1e-5);
   });
@@ -277,7 +367,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [7], reps: [3] },
   ])('tile: %o', async (c) => {
     const rng = makeRng(20);
-    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    const x = {
+      shape: c.shape,
+      data: randomArray(
+        rng,
+        c.shape.reduce((p, q) => p * q),
+      ),
+    };
     await expectSame([x], (t) => tf.tile(t, c.reps), 0);
   });
 
@@ -287,7 +383,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     { shape: [9, 3], stats: [1], withScale: true },
   ])('fused batch norm: %o', async (c) => {
     const rng = makeRng(21);
-    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)) };
+    const x = {
+      shape: c.shape,
+      data: randomArray(
+        rng,
+        c.shape.reduce((p, q) => p * q),
+      ),
+    };
     const n = c.stats[0];
     const stat = (shift: number) => ({ shape: c.stats, data: randomArray(rng, n).map((v) => v + shift) });
     const [mean, variance, offset, scale] = [stat(0), stat(1.5), stat(0), stat(1)];
@@ -303,7 +405,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
   ])('fused batch norm gradient (every input, statistics from moments as in training): %o', async (c) => {
     const rng = makeRng(23);
     const channels = c.shape[c.shape.length - 1];
-    const x = { shape: c.shape, data: randomArray(rng, c.shape.reduce((p, q) => p * q)).map((v) => v * 3 + 1) };
+    const x = {
+      shape: c.shape,
+      data: randomArray(
+        rng,
+        c.shape.reduce((p, q) => p * q),
+      ).map((v) => v * 3 + 1),
+    };
     const dy = { shape: c.shape, data: randomArray(rng, x.data.length) };
     const vec = (shift: number) => ({ shape: [channels], data: randomArray(rng, channels).map((v) => v + shift) });
     const [variance, offset, scale] = [vec(1.5), vec(0), vec(1)];

@@ -17,13 +17,24 @@ if (skipWhy) console.warn(`[native tests skipped] ${skipWhy}`);
 function tinyNet(seed: number): tf.LayersModel {
   const init = (s: number) => tf.initializers.glorotUniform({ seed: seed + s });
   const input = tf.input({ shape: [12, 12, 1] });
-  let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(input) as tf.SymbolicTensor;
+  let x = tf.layers
+    .conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(1) })
+    .apply(input) as tf.SymbolicTensor;
   x = tf.layers.maxPooling2d({ poolSize: 2 }).apply(x) as tf.SymbolicTensor;
   x = tf.layers
-    .separableConv2d({ filters: 6, kernelSize: 3, padding: 'same', activation: 'relu', depthwiseInitializer: init(2), pointwiseInitializer: init(3) })
+    .separableConv2d({
+      filters: 6,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      depthwiseInitializer: init(2),
+      pointwiseInitializer: init(3),
+    })
     .apply(x) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization().apply(x) as tf.SymbolicTensor;
-  x = tf.layers.conv2d({ filters: 5, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: init(4) }).apply(x) as tf.SymbolicTensor;
+  x = tf.layers
+    .conv2d({ filters: 5, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: init(4) })
+    .apply(x) as tf.SymbolicTensor;
   x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
   x = tf.layers.dense({ units: 8, activation: 'relu', kernelInitializer: init(5) }).apply(x) as tf.SymbolicTensor;
   const out = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: init(6) }).apply(x) as tf.SymbolicTensor;
@@ -38,7 +49,8 @@ function batch(seed: number, n: number): { xs: Float32Array; ys: Float32Array } 
     ys[i] = i % 2;
     // Class 1 images are brighter in the centre, so the net has something to learn.
     for (let p = 0; p < 144; p++) {
-      const r = Math.floor(p / 12), c = p % 12;
+      const r = Math.floor(p / 12),
+        c = p % 12;
       const centre = r > 3 && r < 8 && c > 3 && c < 8 ? 0.6 * ys[i] : 0;
       xs[i * 144 + p] = rng() * 0.5 + centre;
     }

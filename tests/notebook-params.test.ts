@@ -18,7 +18,9 @@ describe('parameters: the cell wins when run by hand', () => {
       expect(describeParams(first)).toMatch(/warmupEpochs\s+2\s+\(from PNEUMO_WARMUP_EPOCHS\)/);
       const rerun = notebookParams({ warmupEpochs: 7, warmupName: 'a' });
       expect(rerun.warmupEpochs).toBe(7);
-      expect(describeParams(rerun)).toMatch(/warmupEpochs\s+7\s+\(PNEUMO_WARMUP_EPOCHS="2" ignored: the cell was re-run by hand, its value wins\)/);
+      expect(describeParams(rerun)).toMatch(
+        /warmupEpochs\s+7\s+\(PNEUMO_WARMUP_EPOCHS="2" ignored: the cell was re-run by hand, its value wins\)/,
+      );
     } finally {
       if (saved === undefined) delete process.env.PNEUMO_WARMUP_EPOCHS;
       else process.env.PNEUMO_WARMUP_EPOCHS = saved;
@@ -50,7 +52,7 @@ describe('injectParameters', () => {
     metadata: {},
     cells: [
       { cell_type: 'markdown', source: '# title' },
-      { cell_type: 'code', source: "const params = notebookParams({ epochs: 10 });", metadata: { tags: ['parameters'] } },
+      { cell_type: 'code', source: 'const params = notebookParams({ epochs: 10 });', metadata: { tags: ['parameters'] } },
       { cell_type: 'code', source: 'train(params)' },
     ],
   });
@@ -79,15 +81,43 @@ describe('comparison table', () => {
     const dir = path.join(out, name);
     fs.mkdirSync(dir, { recursive: true });
     const config = { ...DEFAULT_PIPELINE, train: { ...DEFAULT_PIPELINE.train, learningRate: lr } };
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ config, backend: 'cpu', dataRoot: '/d', createdAt: `2026-12-01T10:00:0${name.length % 10}Z`, tfjs: '4' }));
+    fs.writeFileSync(
+      path.join(dir, 'config.json'),
+      JSON.stringify({ config, backend: 'cpu', dataRoot: '/d', createdAt: `2026-12-01T10:00:0${name.length % 10}Z`, tfjs: '4' }),
+    );
     const history = valLoss.map((v, i) => ({ epoch: i + 1, loss: 0.7, acc: 0.5, val_loss: v, val_acc: 0.6, val_auc: 0.7, lr, seconds: 1 }));
     fs.writeFileSync(path.join(dir, 'history.json'), JSON.stringify(history));
-    const split = (auc: number) => ({ accuracy: 0.8, precision: 0.8, recall: 0.9, specificity: 0.7, f1: 0.85, auc, averagePrecision: 0.8, count: 10, confusion: { tp: 1, fp: 1, tn: 1, fn: 1 }, roc: { fpr: [0, 1], tpr: [0, 1], thresholds: [null, 0] }, pr: { precision: [1], recall: [0], thresholds: [] } });
-    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ schema: 1, threshold: 0.5, thresholdRule: { kind: 'youden' }, val: split(0.8), test: split(testAuc), bestEpoch: 1, epochsRun: valLoss.length, imageSize: 150, writtenBy: 'test' }));
+    const split = (auc: number) => ({
+      accuracy: 0.8,
+      precision: 0.8,
+      recall: 0.9,
+      specificity: 0.7,
+      f1: 0.85,
+      auc,
+      averagePrecision: 0.8,
+      count: 10,
+      confusion: { tp: 1, fp: 1, tn: 1, fn: 1 },
+      roc: { fpr: [0, 1], tpr: [0, 1], thresholds: [null, 0] },
+      pr: { precision: [1], recall: [0], thresholds: [] },
+    });
+    fs.writeFileSync(
+      path.join(dir, 'metrics.json'),
+      JSON.stringify({
+        schema: 1,
+        threshold: 0.5,
+        thresholdRule: { kind: 'youden' },
+        val: split(0.8),
+        test: split(testAuc),
+        bestEpoch: 1,
+        epochsRun: valLoss.length,
+        imageSize: 150,
+        writtenBy: 'test',
+      }),
+    );
     return dir;
   }
 
-  it('ranks by the best epoch\'s validation loss, even when another run has the better test AUC', () => {
+  it("ranks by the best epoch's validation loss, even when another run has the better test AUC", () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pneumo-compare-'));
     try {
       const a = readRun(fakeRun(out, 'a-lr1e-3', 1e-3, [0.6, 0.4, 0.5], 0.7));

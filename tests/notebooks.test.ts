@@ -47,23 +47,33 @@ describe('committed notebooks', () => {
       .map((c, i) => ({ i, c }))
       .filter(({ c }) => c.cell_type === 'code' && ((c.outputs?.length ?? 0) > 0 || (c.execution_count ?? null) !== null));
     // Commit notebooks cleared (Cell > All Output > Clear): outputs hold 10 MB of plotly.js and machine-specific paths.
-    expect(dirty.map(({ i }) => `cell ${i}`), `${path.basename(file)} has outputs; clear them before committing`).toEqual([]);
+    expect(
+      dirty.map(({ i }) => `cell ${i}`),
+      `${path.basename(file)} has outputs; clear them before committing`,
+    ).toEqual([]);
   });
 
   it.each(notebooks.map((f) => [path.basename(f), f]))('%s has one parameters cell first, and imports src through ../dist', (_, file) => {
-    const code = read(file).cells.filter((c) => c.cell_type === 'code').map(source);
+    const code = read(file)
+      .cells.filter((c) => c.cell_type === 'code')
+      .map(source);
     expect(code[0]).toContain('notebookParams(');
     expect(code.slice(1).some((s) => s.includes('notebookParams('))).toBe(false);
     expect(code.join('\n')).not.toMatch(/from '\.\.\/src\//);
     // Tagged for papermill-style injection; nothing computed from params there, or an injected value would miss it.
     const first = read(file).cells.find((c) => c.cell_type === 'code') as Cell & { metadata?: { tags?: string[] } };
     expect(first.metadata?.tags).toContain('parameters');
-    expect(code[0].split('\n').filter((l) => /^(const|let) /.test(l)).map((l) => l.split(/[ =]/)[1])).toEqual(['params']);
+    expect(
+      code[0]
+        .split('\n')
+        .filter((l) => /^(const|let) /.test(l))
+        .map((l) => l.split(/[ =]/)[1]),
+    ).toEqual(['params']);
   });
 
   it.each(notebooks.map((f) => [path.basename(f), f]))('%s keeps its logic in src/: no code cell over 15 lines', (_, file) => {
-    const long = read(file).cells
-      .map((c, i) => ({ i, lines: c.cell_type === 'code' ? source(c).split('\n').length : 0 }))
+    const long = read(file)
+      .cells.map((c, i) => ({ i, lines: c.cell_type === 'code' ? source(c).split('\n').length : 0 }))
       .filter((c) => c.lines > 15);
     expect(long.map((c) => `cell ${c.i}: ${c.lines} lines`)).toEqual([]);
   });
@@ -141,7 +151,10 @@ describe('executing the notebooks with injected parameters (executeWithParameter
       await generateDemoDataset({ outDir: data, perClass: 12, testPerClass: 4, size: 64, seed: 3 });
       overrides = { ...tinySettings(data, path.join(tmp, 'work')) } as Record<string, string | number>;
       for (const name of ['02-split-and-augment', '04-train', '05-evaluate', '06-compare-runs']) {
-        await executeWithParameters(path.join(repoRoot, 'notebooks', `${name}.ipynb`), overrides, { outDir: path.join(tmp, 'executed'), cellTimeoutS: 300 });
+        await executeWithParameters(path.join(repoRoot, 'notebooks', `${name}.ipynb`), overrides, {
+          outDir: path.join(tmp, 'executed'),
+          cellTimeoutS: 300,
+        });
       }
       // The injected cell sits right after the parameters cell and says what it applied and what it ignored.
       const nb = executed('04-train');
@@ -163,14 +176,21 @@ describe('executing the notebooks with injected parameters (executeWithParameter
       expect(run.config.variant).toBe('small');
       expect(run.name).toMatch(/^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-small-32px-e1-b16-aug-seed-seed7$/);
       const metrics = readMetrics(path.join(run.dir, 'metrics.json'));
-      expect(metrics).toMatchObject({ writtenBy: '05-evaluate', imageSize: 32, epochsRun: 1, thresholdRule: { kind: 'recall', target: 0.98 } });
+      expect(metrics).toMatchObject({
+        writtenBy: '05-evaluate',
+        imageSize: 32,
+        epochsRun: 1,
+        thresholdRule: { kind: 'recall', target: 0.98 },
+      });
       expect(outputText(executed('05-evaluate').cells[5] as never)).toMatch(new RegExp(`run: ${run.name} \\(the newest of 1 trained run`));
 
       // predict on the notebook's run: the threshold and rule come from its metrics.json (was "rule ?").
       const lines: string[] = [];
       const image = path.join(data, 'test', 'NORMAL', fs.readdirSync(path.join(data, 'test', 'NORMAL'))[0]);
       const code = await predictMain(['--model', run.dir, image], { out: (l) => lines.push(l), err: (l) => lines.push(l) });
-      expect(lines.join('\n')).toMatch(new RegExp(`threshold ${metrics.threshold.toFixed(4)} from .*metrics.json \\(rule recall=0.98, chosen on validation\\)`));
+      expect(lines.join('\n')).toMatch(
+        new RegExp(`threshold ${metrics.threshold.toFixed(4)} from .*metrics.json \\(rule recall=0.98, chosen on validation\\)`),
+      );
       expect(code).toBe(0);
 
       expect(outputText(executed('06-compare-runs').cells[5] as never)).toMatch(new RegExp(`best by validation: ${run.name}`));
@@ -189,7 +209,10 @@ describe('re-running cells in one kernel (04-train: parameters cell + training c
       const work = path.join(tmp, 'work');
       await generateDemoDataset({ outDir: data, perClass: 12, testPerClass: 4, size: 64, seed: 3 });
       const settings = tinySettings(data, work) as Record<string, string | number>;
-      await executeWithParameters(path.join(repoRoot, 'notebooks', '02-split-and-augment.ipynb'), settings, { outDir: path.join(tmp, 'executed'), cellTimeoutS: 300 });
+      await executeWithParameters(path.join(repoRoot, 'notebooks', '02-split-and-augment.ipynb'), settings, {
+        outDir: path.join(tmp, 'executed'),
+        cellTimeoutS: 300,
+      });
 
       // 04 as a person would use it: run it once, then edit the parameters cell (another learning rate) and re-run
       // it and the training cell, five times. The cells are 04's own, so this measures the committed code.
@@ -199,8 +222,11 @@ describe('re-running cells in one kernel (04-train: parameters cell + training c
       const rates = [3e-3, 1e-3, 3e-4, 1e-4, 3e-5];
       const edited = (lr: number) =>
         paramsCell
-          .replace(/imageSize: \d+/, 'imageSize: 32').replace(/model: '\w+'/, "model: 'small'").replace(/epochs: \d+/, 'epochs: 1')
-          .replace(/batchSize: \d+/, 'batchSize: 16').replace(/learningRate: [\d.e-]+/, `learningRate: ${lr}`)
+          .replace(/imageSize: \d+/, 'imageSize: 32')
+          .replace(/model: '\w+'/, "model: 'small'")
+          .replace(/epochs: \d+/, 'epochs: 1')
+          .replace(/batchSize: \d+/, 'batchSize: 16')
+          .replace(/learningRate: [\d.e-]+/, `learningRate: ${lr}`)
           .replace(/out: '[^']*'/, `out: ${JSON.stringify(work)}`);
       const measure = [
         'const weight = trained.model.getWeights()[0];',
@@ -215,15 +241,23 @@ describe('re-running cells in one kernel (04-train: parameters cell + training c
         cell(dataCell),
         ...rates.flatMap((lr) => [cell(edited(lr)), cell(trainCell), cell(measure)]),
         // The same trainings from one cell: what the kernel's RSS does without tslab compiling new cells.
-        cell(`for (const lr of ${JSON.stringify(rates)}) {\n  params.learningRate = lr;\n  await trainInNotebook(split, decoded, notebookTrainConfig(params, split, paths), paths, { log: () => undefined });\n  console.log('LOOP ' + JSON.stringify({ lr, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6) }));\n}`),
+        cell(
+          `for (const lr of ${JSON.stringify(rates)}) {\n  params.learningRate = lr;\n  await trainInNotebook(split, decoded, notebookTrainConfig(params, split, paths), paths, { log: () => undefined });\n  console.log('LOOP ' + JSON.stringify({ lr, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6) }));\n}`,
+        ),
       ];
       const file = path.join(tmp, '04-train-rerun.ipynb');
       fs.writeFileSync(file, JSON.stringify(nb));
       // A PNEUMO_ variable set for the kernel must not override what the person typed on a re-run.
-      const run = await executeWithParameters(file, settings, { outDir: path.join(tmp, 'executed'), cellTimeoutS: 300, env: { PNEUMO_LEARNING_RATE: '0.5' } });
+      const run = await executeWithParameters(file, settings, {
+        outDir: path.join(tmp, 'executed'),
+        cellTimeoutS: 300,
+        env: { PNEUMO_LEARNING_RATE: '0.5' },
+      });
       const executed = JSON.parse(fs.readFileSync(run.output, 'utf8')) as NotebookJson;
       const text = executed.cells.map((c) => outputText(c as never)).join('\n');
-      const rows = [...text.matchAll(/MEASURE (\{.*\})/g)].map((m) => JSON.parse(m[1]) as { lr: number; runDir: string; numTensors: number; rssMB: number; previousDisposed: boolean | null });
+      const rows = [...text.matchAll(/MEASURE (\{.*\})/g)].map(
+        (m) => JSON.parse(m[1]) as { lr: number; runDir: string; numTensors: number; rssMB: number; previousDisposed: boolean | null },
+      );
       console.log(`re-runs (lr, tensors, RSS MB): ${rows.map((r) => `${r.lr}: ${r.numTensors} / ${r.rssMB}`).join('; ')}`);
       expect(rows.map((r) => r.lr)).toEqual(rates);
       expect(text).toMatch(/learningRate\s+0\.0003\s+\(PNEUMO_LEARNING_RATE="0\.5" ignored: the cell was re-run by hand, its value wins\)/);

@@ -82,7 +82,9 @@ describe('runPipeline', () => {
 
   it('resume continues an interrupted run from its last completed epoch with the saved split', async () => {
     const controller = new AbortController();
-    const abortInEpoch2 = { onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 1 && controller.abort()) };
+    const abortInEpoch2 = {
+      onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 1 && controller.abort()),
+    };
     const first = await runPipeline(config({ name: 'resume', train: { ...config().train, epochs: 3 } }), {
       log: () => undefined,
       progress: false,
@@ -115,7 +117,15 @@ describe('runPipeline', () => {
     const decoded = await decode(split, { imageSize: cfg.imageSize, cacheDir: null, log });
     const trained = await trainModel(decoded, cfg, runDir, { log, progress: false });
     const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold);
-    writeRun(runDir, { config: cfg, backend: 'wasm', history: trained.result.history, bestEpoch: trained.bestEpoch, interrupted: false, evaluation, decoded });
+    writeRun(runDir, {
+      config: cfg,
+      backend: 'wasm',
+      history: trained.result.history,
+      bestEpoch: trained.bestEpoch,
+      interrupted: false,
+      evaluation,
+      decoded,
+    });
     for (const f of ['config.json', 'split.json', 'history.json', 'metrics.json', 'predictions.csv', 'summary.md', 'model/model.json']) {
       expect(fs.existsSync(path.join(runDir, f)), f).toBe(true);
     }

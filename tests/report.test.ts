@@ -56,7 +56,8 @@ describe('report assembly', () => {
 
   it('shares large inline styles as one file per content, keeping small and our own ones inline', () => {
     const theme = `.jp-Cell{color:red}${' '.repeat(9000)}`;
-    const page = (extra: string) => `<head><style type="text/css">${theme}</style><style>.small{}</style><style id="pneumo-report-style">${' '.repeat(9000)}</style>${extra}</head>`;
+    const page = (extra: string) =>
+      `<head><style type="text/css">${theme}</style><style>.small{}</style><style id="pneumo-report-style">${' '.repeat(9000)}</style>${extra}</head>`;
     const a = externalizeStyles(page('a'));
     const b = externalizeStyles(page('b'));
     expect(a.sheets).toHaveLength(1);
@@ -81,7 +82,9 @@ describe('report assembly', () => {
       next: { page: '05-evaluate.html', title: 'Evaluate' },
     });
     expect(page).toMatch(/<style id="pneumo-report-style">[\s\S]*white-space: pre-wrap[\s\S]*<\/style>\n<\/head>/);
-    expect(page).toContain('<body class="jp-Notebook"><nav class="pneumo-nav"><a href="index.html">Report summary</a><a href="03-model.html">← The &lt;model&gt;</a><a href="05-evaluate.html">→ Evaluate</a></nav><p>x</p>');
+    expect(page).toContain(
+      '<body class="jp-Notebook"><nav class="pneumo-nav"><a href="index.html">Report summary</a><a href="03-model.html">← The &lt;model&gt;</a><a href="05-evaluate.html">→ Evaluate</a></nav><p>x</p>',
+    );
   });
 
   it('minifies JavaScript with esbuild, keeping what it does', async () => {
@@ -122,7 +125,8 @@ describe('report assembly', () => {
   });
 
   it('keeps the failing cell from nbconvert stderr', () => {
-    const stderr = 'Traceback (most recent call last):\n  File x\nAn error occurred while executing the following cell:\n------\nthrow 1\n------\nError: boom';
+    const stderr =
+      'Traceback (most recent call last):\n  File x\nAn error occurred while executing the following cell:\n------\nthrow 1\n------\nError: boom';
     const text = summarizeNbconvertError(stderr);
     expect(text.startsWith('An error occurred')).toBe(true);
     expect(text).toContain('Error: boom');
@@ -144,8 +148,17 @@ describe('the summary page', () => {
     { name: '06-compare-runs', title: 'Compare runs', page: '06-compare-runs.html', seconds: 4 },
   ];
   const metrics = (accuracy: number) => ({
-    accuracy, precision: 0.9, recall: 0.98, specificity: 0.8, f1: 0.94, auc: 0.975, averagePrecision: 0.97, count: 100,
-    confusion: { tp: 60, fp: 5, tn: 30, fn: 5 }, roc: { fpr: [], tpr: [], thresholds: [] }, pr: { precision: [], recall: [], thresholds: [] },
+    accuracy,
+    precision: 0.9,
+    recall: 0.98,
+    specificity: 0.8,
+    f1: 0.94,
+    auc: 0.975,
+    averagePrecision: 0.97,
+    count: 100,
+    confusion: { tp: 60, fp: 5, tn: 30, fn: 5 },
+    roc: { fpr: [], tpr: [], thresholds: [] },
+    pr: { precision: [], recall: [], thresholds: [] },
   });
   const run: RunSummary = {
     runDir: '/r/run',
@@ -169,15 +182,31 @@ describe('the summary page', () => {
   });
 
   it('says where a runs comparison will go when there is none, and has no app link without an app', () => {
-    const html = summaryHtml({ pages: pages.slice(0, 1), run: { ...run, app: undefined }, outDir: '/r/report', generatedAt: new Date(0), settings: {} });
+    const html = summaryHtml({
+      pages: pages.slice(0, 1),
+      run: { ...run, app: undefined },
+      outDir: '/r/report',
+      generatedAt: new Date(0),
+      settings: {},
+    });
     expect(html).toContain('No runs-comparison notebook in this report yet');
     expect(html).not.toContain('Try the model');
   });
 
   it('lists the out-of-time validation part in the split table when the split has one', () => {
     const c = (n: number, p: number, patients: number) => ({ images: { NORMAL: n, PNEUMONIA: p }, patients });
-    const split = { seed: 1, testSource: 'carved' as const, counts: { train: c(8, 9, 15), val: c(2, 2, 4), test: c(3, 3, 6), valTime: c(1, 2, 3) } };
-    const html = summaryHtml({ pages: pages.slice(0, 1), run: { ...run, split }, outDir: '/r/report', generatedAt: new Date(0), settings: {} });
+    const split = {
+      seed: 1,
+      testSource: 'carved' as const,
+      counts: { train: c(8, 9, 15), val: c(2, 2, 4), test: c(3, 3, 6), valTime: c(1, 2, 3) },
+    };
+    const html = summaryHtml({
+      pages: pages.slice(0, 1),
+      run: { ...run, split },
+      outDir: '/r/report',
+      generatedAt: new Date(0),
+      settings: {},
+    });
     expect(html).toContain('<tr><th>out-of-time val</th><td>1</td><td>2</td><td>3</td><td>3</td></tr>');
     expect(html).toContain('<tr><th>train</th><td>8</td><td>9</td><td>17</td><td>15</td></tr>');
   });
@@ -190,7 +219,17 @@ describe('the summary page', () => {
 
   it('reads a run folder, naming files it cannot read', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-summary-'));
-    const file = { schema: 1, threshold: 0.5, thresholdRule: { kind: 'youden' }, val: metrics(0.9), test: metrics(0.8), bestEpoch: 2, epochsRun: 3, imageSize: 64, writtenBy: 'test' };
+    const file = {
+      schema: 1,
+      threshold: 0.5,
+      thresholdRule: { kind: 'youden' },
+      val: metrics(0.9),
+      test: metrics(0.8),
+      bestEpoch: 2,
+      epochsRun: 3,
+      imageSize: 64,
+      writtenBy: 'test',
+    };
     fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(file));
     fs.writeFileSync(path.join(dir, 'history.json'), '{not json');
     fs.mkdirSync(path.join(dir, 'app'));
@@ -201,7 +240,10 @@ describe('the summary page', () => {
     expect(summary.app).toBe(path.join(dir, 'app', 'index.html'));
     expect(summary.problems).toEqual([expect.stringMatching(/^history\.json: .*not valid JSON/)]);
     // The summary reads metrics.json with the one reader: an older shape is named, not shown half-read.
-    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ threshold: 0.5, rule: 'youden', val: metrics(0.9), test: metrics(0.8) }));
+    fs.writeFileSync(
+      path.join(dir, 'metrics.json'),
+      JSON.stringify({ threshold: 0.5, rule: 'youden', val: metrics(0.9), test: metrics(0.8) }),
+    );
     const old = await readRunSummary(dir);
     expect(old.metrics).toBeUndefined();
     expect(old.problems).toContainEqual(expect.stringMatching(/^metrics\.json: .*an older 05-evaluate wrote it/));
@@ -210,13 +252,19 @@ describe('the summary page', () => {
 
 describe('npm run report without Jupyter', () => {
   const cli = path.resolve(__dirname, '..', 'dist', 'cli', 'report.js');
-  it.skipIf(!fs.existsSync(cli))(`says which apt package installs nbconvert${fs.existsSync(cli) ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
-    const r = spawnSync(process.execPath, [cli, '--epochs', '1'], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' } });
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/jupyter is not installed/);
-    expect(r.stderr).toMatch(/apt-get install jupyter-nbconvert/);
-    expect(r.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
-  });
+  it.skipIf(!fs.existsSync(cli))(
+    `says which apt package installs nbconvert${fs.existsSync(cli) ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`,
+    () => {
+      const r = spawnSync(process.execPath, [cli, '--epochs', '1'], {
+        encoding: 'utf8',
+        env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/jupyter is not installed/);
+      expect(r.stderr).toMatch(/apt-get install jupyter-nbconvert/);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+    },
+  );
 
   it.skipIf(!fs.existsSync(cli))('rejects a bad flag value with a clear message', () => {
     const r = spawnSync(process.execPath, [cli, '--epochs', 'many'], { encoding: 'utf8' });
@@ -230,7 +278,10 @@ describe('npm run lab / npm run kernel without Jupyter', () => {
   const built = fs.existsSync(path.join(dist, 'lab.js'));
   it.skipIf(!built)(`explain how to install Jupyter${built ? '' : ' — SKIPPED: dist/ not built (npm run build)'}`, () => {
     for (const cli of ['lab.js', 'kernel.js']) {
-      const r = spawnSync(process.execPath, [path.join(dist, cli)], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' } });
+      const r = spawnSync(process.execPath, [path.join(dist, cli)], {
+        encoding: 'utf8',
+        env: { ...process.env, PATH: '/nonexistent', PNEUMO_JUPYTER_VENV: '/nonexistent' },
+      });
       expect(r.status, cli).toBe(1);
       expect(r.stderr, cli).toMatch(/apt-get install jupyter-notebook/);
       expect(r.stderr, cli).toMatch(/pip install jupyterlab/);

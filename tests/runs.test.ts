@@ -79,7 +79,10 @@ function deadPid(): number {
 
 function writeLock(dir: string, pid: number, host = os.hostname()): void {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, RUN_FILES.lock), JSON.stringify({ pid, host, startedAt: '2026-12-01T10:00:00.000Z', command: 'npm start -- --epochs 10' }));
+  fs.writeFileSync(
+    path.join(dir, RUN_FILES.lock),
+    JSON.stringify({ pid, host, startedAt: '2026-12-01T10:00:00.000Z', command: 'npm start -- --epochs 10' }),
+  );
 }
 
 describe('run lock', () => {
@@ -95,7 +98,11 @@ describe('run lock', () => {
         error = err;
       }
       expect(error).toBeInstanceOf(RunLockedError);
-      expect((error as Error).message).toMatch(new RegExp(`being written by process ${holder.pid} on ${os.hostname()} \\(npm start -- --epochs 10, since 2026-12-01T10:00:00.000Z\\)`));
+      expect((error as Error).message).toMatch(
+        new RegExp(
+          `being written by process ${holder.pid} on ${os.hostname()} \\(npm start -- --epochs 10, since 2026-12-01T10:00:00.000Z\\)`,
+        ),
+      );
       expect(readLock(dir)!.pid).toBe(holder.pid); // left alone
     } finally {
       holder.stop();
@@ -131,13 +138,29 @@ describe('run lock', () => {
 });
 
 const split = (over: Record<string, unknown> = {}) => ({
-  accuracy: 0.9, precision: 0.9, recall: 0.95, specificity: 0.8, f1: 0.92, auc: null, averagePrecision: 0.9, count: 10,
-  confusion: { tp: 5, fp: 1, tn: 3, fn: 1 }, roc: { fpr: [0, 1], tpr: [0, 1], thresholds: [null, 0] },
-  pr: { precision: [1], recall: [0], thresholds: [] }, ...over,
+  accuracy: 0.9,
+  precision: 0.9,
+  recall: 0.95,
+  specificity: 0.8,
+  f1: 0.92,
+  auc: null,
+  averagePrecision: 0.9,
+  count: 10,
+  confusion: { tp: 5, fp: 1, tn: 3, fn: 1 },
+  roc: { fpr: [0, 1], tpr: [0, 1], thresholds: [null, 0] },
+  pr: { precision: [1], recall: [0], thresholds: [] },
+  ...over,
 });
 const goodMetrics = () => ({
-  schema: 1, threshold: 0.4, thresholdRule: { kind: 'recall', target: 0.98 }, val: split(), test: split(),
-  bestEpoch: 2, epochsRun: 2, imageSize: 64, writtenBy: 'test',
+  schema: 1,
+  threshold: 0.4,
+  thresholdRule: { kind: 'recall', target: 0.98 },
+  val: split(),
+  test: split(),
+  bestEpoch: 2,
+  epochsRun: 2,
+  imageSize: 64,
+  writtenBy: 'test',
 });
 
 describe('metrics.json reader', () => {
@@ -153,16 +176,20 @@ describe('metrics.json reader', () => {
     // What 05-evaluate used to write: `rule` as a string, no schema, no thresholdRule, bestEpoch or imageSize.
     fs.writeFileSync(file, JSON.stringify({ threshold: 0.4, rule: 'youden', val: split(), test: split() }));
     expect(() => readMetrics(file)).toThrow(
-      new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: schema is undefined, expected 1 \\(it has 'rule' but no 'thresholdRule'.*re-evaluate the run`),
+      new RegExp(
+        `${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: schema is undefined, expected 1 \\(it has 'rule' but no 'thresholdRule'.*re-evaluate the run`,
+      ),
     );
   });
 
+  // A metrics.json object to break one field of, whatever its type.
+  type BrokenMetrics = Record<string, unknown> & { test: Record<string, unknown>; val: Record<string, unknown> };
   it.each([
-    [(m: any) => (m.threshold = 1.5), /field 'threshold' must be a number in \[0, 1\]/],
-    [(m: any) => (m.thresholdRule = { kind: 'best' }), /field 'thresholdRule' .* is not youden/],
-    [(m: any) => delete m.test.f1, /field 'test.f1' is missing or not a number/],
-    [(m: any) => (m.val.confusion = { tp: 1 }), /field 'val.confusion' must hold numbers tp, fp, tn, fn/],
-    [(m: any) => (m.bestEpoch = 'two'), /field 'bestEpoch'/],
+    [(m: BrokenMetrics) => (m.threshold = 1.5), /field 'threshold' must be a number in \[0, 1\]/],
+    [(m: BrokenMetrics) => (m.thresholdRule = { kind: 'best' }), /field 'thresholdRule' .* is not youden/],
+    [(m: BrokenMetrics) => delete m.test.f1, /field 'test.f1' is missing or not a number/],
+    [(m: BrokenMetrics) => (m.val.confusion = { tp: 1 }), /field 'val.confusion' must hold numbers tp, fp, tn, fn/],
+    [(m: BrokenMetrics) => (m.bestEpoch = 'two'), /field 'bestEpoch'/],
   ])('a broken field is named: %#', (breakIt, message) => {
     const m = goodMetrics();
     breakIt(m);

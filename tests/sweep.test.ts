@@ -44,7 +44,12 @@ const capture = () => {
 describe('sweep grid', () => {
   it('parses axes and makes every combination, first axis slowest; bad specs are named', () => {
     const grid = sweepGrid([parseSweepAxis('lr=1e-3,3e-4'), parseSweepAxis('augment=default,seed')]);
-    expect(grid.map((p) => p.key)).toEqual(['lr=1e-3 augment=default', 'lr=1e-3 augment=seed', 'lr=3e-4 augment=default', 'lr=3e-4 augment=seed']);
+    expect(grid.map((p) => p.key)).toEqual([
+      'lr=1e-3 augment=default',
+      'lr=1e-3 augment=seed',
+      'lr=3e-4 augment=default',
+      'lr=3e-4 augment=seed',
+    ]);
     expect(grid[1].argv).toEqual(['--lr', '1e-3', '--augment', 'seed']);
     expect(() => parseSweepAxis('lr')).toThrow(/--sweep lr: expected FLAG=V1,V2/);
     expect(() => parseSweepAxis('lr=1e-3,1e-3')).toThrow(/repeated/);
@@ -79,7 +84,8 @@ describe('a sweep killed in the middle and resumed', () => {
     let started = 0;
     const killer = {
       onTrainBegin: () => void started++,
-      onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (started === 2 && ctx.history.length === 1 && controller.abort()),
+      onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) =>
+        void (started === 2 && ctx.history.length === 1 && controller.abort()),
     };
     const first = await runSweep(dir, runner, { log: () => undefined, progress: false, signal: controller.signal, callbacks: [killer] });
     expect(first.interrupted).toBe(true);
@@ -133,14 +139,34 @@ describe('a sweep killed in the middle and resumed', () => {
   it('npm start --sweep runs the grid and ends with the table; npm run runs lists, filters and groups it', async () => {
     const out = path.join(tmp, 'cli-sweep');
     const c = capture();
-    const argv = ['--data', dataDir, '--out', out, '--epochs', '1', '--image-size', '32', '--model', 'small', '--backend', 'wasm', '--limit', '8', '--sweep', 'lr=1e-3,3e-4'];
+    const argv = [
+      '--data',
+      dataDir,
+      '--out',
+      out,
+      '--epochs',
+      '1',
+      '--image-size',
+      '32',
+      '--model',
+      'small',
+      '--backend',
+      'wasm',
+      '--limit',
+      '8',
+      '--sweep',
+      'lr=1e-3,3e-4',
+    ];
     expect(await runMain(argv, c.io, { handleSigint: false })).toBe(0);
     const text = c.out.join('\n');
     expect(text).toMatch(/Sweep .*-sweep-lr: 2 of 2 run\(s\) done/);
     expect(text).toMatch(/^rank\s+run\s+lr\s+status/m);
     expect(text).toMatch(/Best by validation: /);
     const [sweepDir] = fs.readdirSync(out);
-    expect(readSweep(path.join(out, sweepDir)).points.map((p) => [p.key, p.status])).toEqual([['lr=1e-3', 'done'], ['lr=3e-4', 'done']]);
+    expect(readSweep(path.join(out, sweepDir)).points.map((p) => [p.key, p.status])).toEqual([
+      ['lr=1e-3', 'done'],
+      ['lr=3e-4', 'done'],
+    ]);
     // Continuing a finished sweep trains nothing and prints the table again; extra flags are refused.
     const again = capture();
     expect(await runMain(['--resume', path.join(out, sweepDir)], again.io, { handleSigint: false })).toBe(0);

@@ -67,7 +67,14 @@ describe('figure builders', () => {
       ],
       ['NORMAL', 'PNEUMONIA'],
     );
-    expect(fig.data[0]).toMatchObject({ type: 'heatmap', z: [[50, 10], [5, 135]], x: ['NORMAL', 'PNEUMONIA'] });
+    expect(fig.data[0]).toMatchObject({
+      type: 'heatmap',
+      z: [
+        [50, 10],
+        [5, 135],
+      ],
+      x: ['NORMAL', 'PNEUMONIA'],
+    });
     const notes = fig.layout.annotations!;
     expect(notes).toHaveLength(4);
     const fn = notes.find((a) => a.y === 'PNEUMONIA' && a.x === 'NORMAL')!;
@@ -158,7 +165,13 @@ describe('display helpers', () => {
 
   it('image grid: one data-URI <img> per item with escaped captions', () => {
     const png = Buffer.from([0x89, 0x50, 0x4e, 0x47]);
-    const html = imagesHtml([{ png, caption: 'a<b' }, { png, caption: 'c' }], 2);
+    const html = imagesHtml(
+      [
+        { png, caption: 'a<b' },
+        { png, caption: 'c' },
+      ],
+      2,
+    );
     expect(html.match(/<img /g)).toHaveLength(2);
     expect(html).toContain(`data:image/png;base64,${png.toString('base64')}`);
     expect(html).toContain('a&lt;b');
@@ -169,14 +182,20 @@ describe('display helpers', () => {
     const fromRows = tableHtml([{ split: 'train', n: 3, frac: 0.123456 }], 'Sizes');
     expect(fromRows).toContain('<caption');
     expect(fromRows).toContain('<td style="text-align:right;padding:2px 10px">0.1235</td>');
-    const frame = tableHtml({ columns: ['a', 'b'], values: [[1, null], [2, 'x']], index: ['r1', 'r2'] });
+    const frame = tableHtml({
+      columns: ['a', 'b'],
+      values: [
+        [1, null],
+        [2, 'x'],
+      ],
+      index: ['r1', 'r2'],
+    });
     expect(frame.match(/<tr>/g)).toHaveLength(3);
     expect(frame).toContain('>r1</th>');
     expect(frame).toContain('–');
   });
 
   it('renders a real danfo DataFrame', () => {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     const dfd = require('danfojs-node');
     const df = new dfd.DataFrame([{ split: 'train', NORMAL: 3, PNEUMONIA: 5 }]);
     const html = tableHtml(df);
@@ -220,10 +239,19 @@ describe('run comparison figures', () => {
     historySeries([1, 2].map((epoch) => ({ epoch, loss: base / epoch, acc: 0.5, val_loss: base / epoch + 0.1, val_acc: 0.6, lr: 1e-3 })));
 
   it('curves: per run a train and a val line on loss and on accuracy, one colour per run, val dashed', () => {
-    const fig = runCurvesFigure([{ name: 'lr1e-3', history: history(1) }, { name: 'lr3e-4', history: history(2) }]);
+    const fig = runCurvesFigure([
+      { name: 'lr1e-3', history: history(1) },
+      { name: 'lr3e-4', history: history(2) },
+    ]);
     expect(fig.data.map((t) => t.name)).toEqual([
-      'lr1e-3 · train loss', 'lr1e-3 · val loss', 'lr1e-3 · train acc', 'lr1e-3 · val acc',
-      'lr3e-4 · train loss', 'lr3e-4 · val loss', 'lr3e-4 · train acc', 'lr3e-4 · val acc',
+      'lr1e-3 · train loss',
+      'lr1e-3 · val loss',
+      'lr1e-3 · train acc',
+      'lr1e-3 · val acc',
+      'lr3e-4 · train loss',
+      'lr3e-4 · val loss',
+      'lr3e-4 · train acc',
+      'lr3e-4 · val acc',
     ]);
     expect(fig.data[1].y).toEqual([1.1, 0.6]);
     expect(fig.data[1].line).toMatchObject({ dash: 'dash' });

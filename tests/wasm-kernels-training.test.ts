@@ -27,7 +27,11 @@ function netValues(): Values {
   const out = {} as Values;
   let seed = 100;
   for (const [k, shape] of Object.entries(SHAPES)) {
-    out[k as keyof Values] = randomArray((shape as readonly number[]).reduce((a, b) => a * b, 1), seed++, 0.5);
+    out[k as keyof Values] = randomArray(
+      (shape as readonly number[]).reduce((a, b) => a * b, 1),
+      seed++,
+      0.5,
+    );
   }
   return out;
 }

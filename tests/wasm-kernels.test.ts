@@ -59,12 +59,27 @@ async function expectSameOnBoth(
 /** Output spatial size of a conv, as tfjs computes it. */
 function outShape(x: number[], f: number[], stride: number, pad: Pad, depthwise: boolean, dilation = 1): number[] {
   const info = tf.backend_util.computeConv2DInfo(
-    x as [number, number, number, number], f as [number, number, number, number], stride, dilation, pad, undefined, depthwise,
+    x as [number, number, number, number],
+    f as [number, number, number, number],
+    stride,
+    dilation,
+    pad,
+    undefined,
+    depthwise,
   );
   return info.outShape;
 }
 
-interface Case { n: number; h: number; w: number; ci: number; co: number; k: [number, number]; stride: number; pad: Pad }
+interface Case {
+  n: number;
+  h: number;
+  w: number;
+  ci: number;
+  co: number;
+  k: [number, number];
+  stride: number;
+  pad: Pad;
+}
 
 const CONV_CASES: Case[] = [
   { n: 2, h: 7, w: 9, ci: 3, co: 5, k: [3, 3], stride: 1, pad: 'same' },
@@ -97,18 +112,50 @@ describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {
 
     it(`filter gradient ${label}`, async () => {
       const dyShape = outShape(xShape, fShape, c.stride, c.pad, false);
-      await expectSameOnBoth('Conv2DBackpropFilter', {
-        x: { shape: xShape, values: randomArray(xShape.reduce((a, b) => a * b), 1) },
-        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 2) },
-      }, { ...attrs, filterShape: fShape });
+      await expectSameOnBoth(
+        'Conv2DBackpropFilter',
+        {
+          x: {
+            shape: xShape,
+            values: randomArray(
+              xShape.reduce((a, b) => a * b),
+              1,
+            ),
+          },
+          dy: {
+            shape: dyShape,
+            values: randomArray(
+              dyShape.reduce((a, b) => a * b),
+              2,
+            ),
+          },
+        },
+        { ...attrs, filterShape: fShape },
+      );
     });
 
     it(`input gradient ${label}`, async () => {
       const dyShape = outShape(xShape, fShape, c.stride, c.pad, false);
-      await expectSameOnBoth('Conv2DBackpropInput', {
-        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 3) },
-        filter: { shape: fShape, values: randomArray(fShape.reduce((a, b) => a * b), 4) },
-      }, { ...attrs, inputShape: xShape });
+      await expectSameOnBoth(
+        'Conv2DBackpropInput',
+        {
+          dy: {
+            shape: dyShape,
+            values: randomArray(
+              dyShape.reduce((a, b) => a * b),
+              3,
+            ),
+          },
+          filter: {
+            shape: fShape,
+            values: randomArray(
+              fShape.reduce((a, b) => a * b),
+              4,
+            ),
+          },
+        },
+        { ...attrs, inputShape: xShape },
+      );
     });
   }
 });
@@ -134,43 +181,109 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
 
     it(`filter gradient ${label}`, async () => {
       const dyShape = outShape(xShape, fShape, c.stride, c.pad, true);
-      await expectSameOnBoth('DepthwiseConv2dNativeBackpropFilter', {
-        x: { shape: xShape, values: randomArray(xShape.reduce((a, b) => a * b), 5) },
-        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 6) },
-      }, { ...attrs, filterShape: fShape });
+      await expectSameOnBoth(
+        'DepthwiseConv2dNativeBackpropFilter',
+        {
+          x: {
+            shape: xShape,
+            values: randomArray(
+              xShape.reduce((a, b) => a * b),
+              5,
+            ),
+          },
+          dy: {
+            shape: dyShape,
+            values: randomArray(
+              dyShape.reduce((a, b) => a * b),
+              6,
+            ),
+          },
+        },
+        { ...attrs, filterShape: fShape },
+      );
     });
 
     it(`input gradient ${label}`, async () => {
       const dyShape = outShape(xShape, fShape, c.stride, c.pad, true);
-      await expectSameOnBoth('DepthwiseConv2dNativeBackpropInput', {
-        dy: { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 7) },
-        filter: { shape: fShape, values: randomArray(fShape.reduce((a, b) => a * b), 8) },
-      }, { ...attrs, inputShape: xShape });
+      await expectSameOnBoth(
+        'DepthwiseConv2dNativeBackpropInput',
+        {
+          dy: {
+            shape: dyShape,
+            values: randomArray(
+              dyShape.reduce((a, b) => a * b),
+              7,
+            ),
+          },
+          filter: {
+            shape: fShape,
+            values: randomArray(
+              fShape.reduce((a, b) => a * b),
+              8,
+            ),
+          },
+        },
+        { ...attrs, inputShape: xShape },
+      );
     });
   }
 
   // The cpu backprop kernels ignore dilation (tfjs gradients refuse dilation > 1), so the reference for a
   // dilated filter is the cpu kernel applied to the equivalent zero-inserted filter with dilation 1.
-  for (const [pad, ch] of [['same', 3], ['valid', 3], ['same', 4], ['valid', 8]] as Array<[Pad, number]>) {
+  for (const [pad, ch] of [
+    ['same', 3],
+    ['valid', 3],
+    ['same', 4],
+    ['valid', 8],
+  ] as Array<[Pad, number]>) {
     it(`dilation 2 matches the zero-inserted filter (${pad}, ${ch} channels)`, async () => {
       const xShape = [1, 9, 8, ch];
       const fShape = [3, 3, ch, 1];
       const bigShape = [5, 5, ch, 1];
       const dyShape = outShape(xShape, fShape, 1, pad, true, 2);
       const x = { shape: xShape, values: randomArray(9 * 8 * ch, 9) };
-      const dy = { shape: dyShape, values: randomArray(dyShape.reduce((a, b) => a * b), 10) };
+      const dy = {
+        shape: dyShape,
+        values: randomArray(
+          dyShape.reduce((a, b) => a * b),
+          10,
+        ),
+      };
       const filter = randomArray(9 * ch, 11);
       const bigFilter = new Float32Array(25 * ch);
-      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < ch; c++) bigFilter[((2 * i) * 5 + 2 * j) * ch + c] = filter[(i * 3 + j) * ch + c];
+      for (let i = 0; i < 3; i++)
+        for (let j = 0; j < 3; j++) for (let c = 0; c < ch; c++) bigFilter[(2 * i * 5 + 2 * j) * ch + c] = filter[(i * 3 + j) * ch + c];
       const base = { strides: [1, 1], pad, dimRoundingMode: undefined };
 
-      const bigGrad = await runOn('cpu', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [1, 1], filterShape: bigShape });
+      const bigGrad = await runOn(
+        'cpu',
+        'DepthwiseConv2dNativeBackpropFilter',
+        { x, dy },
+        { ...base, dilations: [1, 1], filterShape: bigShape },
+      );
       const sampled = new Float32Array(9 * ch);
-      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < ch; c++) sampled[(i * 3 + j) * ch + c] = bigGrad.values[((2 * i) * 5 + 2 * j) * ch + c];
-      await expectSameOnBoth('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...base, dilations: [2, 2], filterShape: fShape }, { shape: fShape, values: sampled });
+      for (let i = 0; i < 3; i++)
+        for (let j = 0; j < 3; j++)
+          for (let c = 0; c < ch; c++) sampled[(i * 3 + j) * ch + c] = bigGrad.values[(2 * i * 5 + 2 * j) * ch + c];
+      await expectSameOnBoth(
+        'DepthwiseConv2dNativeBackpropFilter',
+        { x, dy },
+        { ...base, dilations: [2, 2], filterShape: fShape },
+        { shape: fShape, values: sampled },
+      );
 
-      const dx = await runOn('cpu', 'DepthwiseConv2dNativeBackpropInput', { dy, filter: { shape: bigShape, values: bigFilter } }, { ...base, dilations: [1, 1], inputShape: xShape });
-      await expectSameOnBoth('DepthwiseConv2dNativeBackpropInput', { dy, filter: { shape: fShape, values: filter } }, { ...base, dilations: [2, 2], inputShape: xShape }, dx);
+      const dx = await runOn(
+        'cpu',
+        'DepthwiseConv2dNativeBackpropInput',
+        { dy, filter: { shape: bigShape, values: bigFilter } },
+        { ...base, dilations: [1, 1], inputShape: xShape },
+      );
+      await expectSameOnBoth(
+        'DepthwiseConv2dNativeBackpropInput',
+        { dy, filter: { shape: fShape, values: filter } },
+        { ...base, dilations: [2, 2], inputShape: xShape },
+        dx,
+      );
     });
   }
 });
@@ -198,11 +311,15 @@ describe('MaxPoolGrad on wasm matches cpu (the stock wasm kernel does not)', () 
       const yShape = tf.tidy(() => tf.maxPool(tf.tensor4d(input, c.shape as [number, number, number, number]), c.k, c.s, c.pad).shape);
       const ySize = yShape.reduce((a, b) => a * b);
       const output = await runOn('cpu', 'MaxPool', { x: { shape: c.shape, values: input } }, { filterSize: c.k, strides: c.s, pad: c.pad });
-      await expectSameOnBoth('MaxPoolGrad', {
-        dy: { shape: yShape, values: randomArray(ySize, 13) },
-        input: { shape: c.shape, values: input },
-        output,
-      }, { filterSize: [c.k, c.k], strides: [c.s, c.s], pad: c.pad, dimRoundingMode: undefined });
+      await expectSameOnBoth(
+        'MaxPoolGrad',
+        {
+          dy: { shape: yShape, values: randomArray(ySize, 13) },
+          input: { shape: c.shape, values: input },
+          output,
+        },
+        { filterSize: [c.k, c.k], strides: [c.s, c.s], pad: c.pad, dimRoundingMode: undefined },
+      );
     });
   }
 });
@@ -216,7 +333,19 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
   ];
   for (const c of tileCases) {
     it(`Tile ${c.shape.join('x')} by ${c.reps.join('x')}`, async () => {
-      await expectSameOnBoth('Tile', { x: { shape: c.shape, values: randomArray(c.shape.reduce((a, b) => a * b), 20) } }, { reps: c.reps });
+      await expectSameOnBoth(
+        'Tile',
+        {
+          x: {
+            shape: c.shape,
+            values: randomArray(
+              c.shape.reduce((a, b) => a * b),
+              20,
+            ),
+          },
+        },
+        { reps: c.reps },
+      );
     });
   }
 
@@ -236,7 +365,19 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
   for (const kernel of ['Sum', 'Mean']) {
     for (const c of reduceCases) {
       it(`${kernel} ${c.shape.join('x')} over ${JSON.stringify(c.axis)} keepDims ${c.keepDims}`, async () => {
-        await expectSameOnBoth(kernel, { x: { shape: c.shape, values: randomArray(c.shape.reduce((a, b) => a * b), 21) } }, { axis: c.axis, keepDims: c.keepDims });
+        await expectSameOnBoth(
+          kernel,
+          {
+            x: {
+              shape: c.shape,
+              values: randomArray(
+                c.shape.reduce((a, b) => a * b),
+                21,
+              ),
+            },
+          },
+          { axis: c.axis, keepDims: c.keepDims },
+        );
       });
     }
   }
@@ -250,12 +391,31 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
   ];
   for (const kernel of ['Multiply', 'Add', 'Sub']) {
     for (const c of mulCases) {
-      for (const [a, b] of [[c.a, c.b], [c.b, c.a]]) {
+      for (const [a, b] of [
+        [c.a, c.b],
+        [c.b, c.a],
+      ]) {
         it(`${kernel} ${a.join('x')} with ${b.join('x')}`, async () => {
-          await expectSameOnBoth(kernel, {
-            a: { shape: a, values: randomArray(a.reduce((x, y) => x * y), 24) },
-            b: { shape: b, values: randomArray(b.reduce((x, y) => x * y), 25) },
-          }, {});
+          await expectSameOnBoth(
+            kernel,
+            {
+              a: {
+                shape: a,
+                values: randomArray(
+                  a.reduce((x, y) => x * y),
+                  24,
+                ),
+              },
+              b: {
+                shape: b,
+                values: randomArray(
+                  b.reduce((x, y) => x * y),
+                  25,
+                ),
+              },
+            },
+            {},
+          );
         });
       }
     }
@@ -272,7 +432,13 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
       const n = c.vector.reduce((x, y) => x * y);
       const variance = randomArray(n, 28).map((v) => Math.abs(v) + 0.1);
       const inputs: Record<string, { shape: number[]; values: Float32Array }> = {
-        x: { shape: c.shape, values: randomArray(c.shape.reduce((x, y) => x * y), 26) },
+        x: {
+          shape: c.shape,
+          values: randomArray(
+            c.shape.reduce((x, y) => x * y),
+            26,
+          ),
+        },
         mean: { shape: c.vector, values: randomArray(n, 27) },
         variance: { shape: c.vector, values: variance },
       };
@@ -292,10 +458,26 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
   ];
   for (const c of mmCases) {
     it(`BatchMatMul ${c.a.join('x')}${c.ta ? 'ᵀ' : ''} @ ${c.b.join('x')}${c.tb ? 'ᵀ' : ''}`, async () => {
-      await expectSameOnBoth('BatchMatMul', {
-        a: { shape: c.a, values: randomArray(c.a.reduce((x, y) => x * y), 22) },
-        b: { shape: c.b, values: randomArray(c.b.reduce((x, y) => x * y), 23) },
-      }, { transposeA: c.ta, transposeB: c.tb });
+      await expectSameOnBoth(
+        'BatchMatMul',
+        {
+          a: {
+            shape: c.a,
+            values: randomArray(
+              c.a.reduce((x, y) => x * y),
+              22,
+            ),
+          },
+          b: {
+            shape: c.b,
+            values: randomArray(
+              c.b.reduce((x, y) => x * y),
+              23,
+            ),
+          },
+        },
+        { transposeA: c.ta, transposeB: c.tb },
+      );
     });
   }
 });

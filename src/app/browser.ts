@@ -25,7 +25,6 @@ function useProjectMaxPoolGrad(): void {
 /** Fastest first; each is tried for real (a tiny computation), since a registered backend may still fail to start. */
 const BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
 const OVERLAY_ALPHA = 0.4;
-const DISPLAY_SIZE = 224;
 
 type Globals = Record<string, unknown>;
 
@@ -113,7 +112,11 @@ async function pickBackend(): Promise<{ name: string; skipped: string[] }> {
   throw new Error(`no tfjs backend started (${skipped.join('; ')})`);
 }
 
-function element<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> = {}, text?: string): HTMLElementTagNameMap[K] {
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: Partial<HTMLElementTagNameMap[K]> = {},
+  text?: string,
+): HTMLElementTagNameMap[K] {
   const el = Object.assign(document.createElement(tag), props);
   if (text !== undefined) el.textContent = text;
   return el;
@@ -154,7 +157,10 @@ async function decodeRgba(bytes: Uint8Array): Promise<{ rgba: Uint8ClampedArray;
 
 function predictProbability(model: tf.LayersModel, pixels: Uint8Array, size: number, channels: number): number {
   return tf.tidy(() => {
-    const gray = tf.tensor4d(Float32Array.from(pixels, (v) => v / 255), [1, size, size, 1]);
+    const gray = tf.tensor4d(
+      Float32Array.from(pixels, (v) => v / 255),
+      [1, size, size, 1],
+    );
     const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
     return (model.predict(x) as tf.Tensor).dataSync()[0];
   });
@@ -167,7 +173,8 @@ interface Analysis {
 }
 
 async function analyse(file: File, model: tf.LayersModel, s: AppSettings): Promise<Analysis> {
-  if (file.size > PAGE_MAX_BYTES) throw new Error(`file is ${(file.size / 2 ** 20).toFixed(0)} MB; the page reads at most ${PAGE_MAX_BYTES / 2 ** 20} MB`);
+  if (file.size > PAGE_MAX_BYTES)
+    throw new Error(`file is ${(file.size / 2 ** 20).toFixed(0)} MB; the page reads at most ${PAGE_MAX_BYTES / 2 ** 20} MB`);
   const bytes = new Uint8Array(await file.arrayBuffer());
   const check = checkImageBytes(bytes);
   if (!check.ok) throw new Error(check.message);

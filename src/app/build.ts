@@ -250,9 +250,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<BuildAppResult> {
   try {
     const weights = opts.quantize === 8 ? 'uint8' : opts.quantize === 16 ? 'uint16' : 'float32';
     const base = appSettingsFor(runDir, floatModel, weights);
-    const quantization = opts.quantize
-      ? await measureQuantization(runDir, floatModel, appModel, base, opts.quantize)
-      : undefined;
+    const quantization = opts.quantize ? await measureQuantization(runDir, floatModel, appModel, base, opts.quantize) : undefined;
     const settings: AppSettings = quantization
       ? { ...base, quantization: pickFields(quantization, ['images', 'floatAccuracy', 'quantizedAccuracy', 'decisionsChanged']) }
       : base;

@@ -4,7 +4,16 @@
  * checks, grayscale and resize are decode.ts's own functions (src/data/pixels.ts), so the page gives the model
  * the pixels `npm run predict` gives it.
  */
-import { MAX_INPUT_PIXELS, MAX_INPUT_SIDE, type ImageHeader, type ResizeFit, looksTruncated, resizeGray, sniffImageHeader, toLuma } from '../data/pixels';
+import {
+  MAX_INPUT_PIXELS,
+  MAX_INPUT_SIDE,
+  type ImageHeader,
+  type ResizeFit,
+  looksTruncated,
+  resizeGray,
+  sniffImageHeader,
+  toLuma,
+} from '../data/pixels';
 
 /**
  * The page decodes to RGBA in memory (4 bytes a pixel, plus a grey copy): beyond this a tab could run out of
@@ -55,7 +64,8 @@ export function checkImageBytes(buf: Uint8Array, maxPixels = PAGE_MAX_PIXELS): I
     // Measured on one film: 0.06 in the page against 0.25 from npm run predict (libvips converts CMYK with its profile).
     return {
       ok: false,
-      message: "CMYK JPEG: browsers convert its colours differently from the training decoder; save it as RGB or greyscale, or use 'npm run predict'",
+      message:
+        "CMYK JPEG: browsers convert its colours differently from the training decoder; save it as RGB or greyscale, or use 'npm run predict'",
     };
   }
   if (looksTruncated(buf, header)) {
@@ -65,7 +75,13 @@ export function checkImageBytes(buf: Uint8Array, maxPixels = PAGE_MAX_PIXELS): I
 }
 
 /** RGBA pixels as the browser decodes them to the model's size x size grey input (alpha ignored, like PIL's 'L'). */
-export function rgbaToModelInput(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number, size: number, fit: ResizeFit): Uint8Array {
+export function rgbaToModelInput(
+  rgba: Uint8Array | Uint8ClampedArray,
+  width: number,
+  height: number,
+  size: number,
+  fit: ResizeFit,
+): Uint8Array {
   if (rgba.length !== width * height * 4) {
     throw new Error(`expected ${width}x${height} RGBA pixels (${width * height * 4} bytes), got ${rgba.length}`);
   }

@@ -41,11 +41,7 @@ export function quantizeValues(values: Float32Array, bits: QuantizeBits, min: nu
  * Weights of a model quantized to `bits`: float32 tensors become uint8/uint16 codes with their scale and
  * offset in the spec; other dtypes (int32 counters, say) are copied as they are.
  */
-export function quantizeWeights(
-  specs: WeightSpec[],
-  data: ArrayBuffer,
-  bits: QuantizeBits,
-): { specs: WeightSpec[]; data: ArrayBuffer } {
+export function quantizeWeights(specs: WeightSpec[], data: ArrayBuffer, bits: QuantizeBits): { specs: WeightSpec[]; data: ArrayBuffer } {
   const parts: Uint8Array[] = [];
   const outSpecs: WeightSpec[] = [];
   let offset = 0;

@@ -47,9 +47,26 @@ export interface NativeAddon {
   /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
   /** One Adam step; p = [beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, epsilon, -learningRate]. */
-  adam(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, p: Float64Array, wOut: Float32Array, mOut: Float32Array, vOut: Float32Array): void;
+  adam(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    p: Float64Array,
+    wOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+  ): void;
   /** Channels-last batch-norm; the four vectors hold one value per channel. */
-  batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, scale: Float32Array, offset: Float32Array, eps: number, y: Float32Array): void;
+  batchNorm(
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    scale: Float32Array,
+    offset: Float32Array,
+    eps: number,
+    y: Float32Array,
+  ): void;
 }
 
 export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
@@ -84,7 +101,6 @@ export function loadNativeAddon(): { addon: NativeAddon } | { why: string } {
     // process) needs; sleeping at once measured faster on these 2-core machines. libgomp reads
     // this when the addon loads it, so it must be set first; an explicit setting wins.
     process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     addon = require(file) as NativeAddon;
     return { addon };
   } catch (err) {
@@ -254,10 +270,23 @@ function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Ar
   const bottom = (info.outHeight - 1) * info.strideHeight + info.effectiveFilterHeight - info.inHeight - p.top;
   const right = (info.outWidth - 1) * info.strideWidth + info.effectiveFilterWidth - info.inWidth - p.left;
   return Int32Array.from([
-    info.batchSize, info.inHeight, info.inWidth, info.inChannels,
-    info.outHeight, info.outWidth, info.outChannels,
-    info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth,
-    info.dilationHeight, info.dilationWidth, p.top, p.left, bottom, right,
+    info.batchSize,
+    info.inHeight,
+    info.inWidth,
+    info.inChannels,
+    info.outHeight,
+    info.outWidth,
+    info.outChannels,
+    info.filterHeight,
+    info.filterWidth,
+    info.strideHeight,
+    info.strideWidth,
+    info.dilationHeight,
+    info.dilationWidth,
+    p.top,
+    p.left,
+    bottom,
+    right,
     depthwise ? info.outChannels / info.inChannels : 0,
   ]);
 }
@@ -265,9 +294,20 @@ function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Ar
 /** Pool geometry: N H W C OH OW KH KW SH SW DH DW PT PL. */
 function poolGeom(info: tf.backend_util.Conv2DInfo): Int32Array {
   return Int32Array.from([
-    info.batchSize, info.inHeight, info.inWidth, info.inChannels, info.outHeight, info.outWidth,
-    info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth,
-    info.dilationHeight, info.dilationWidth, info.padInfo.top, info.padInfo.left,
+    info.batchSize,
+    info.inHeight,
+    info.inWidth,
+    info.inChannels,
+    info.outHeight,
+    info.outWidth,
+    info.filterHeight,
+    info.filterWidth,
+    info.strideHeight,
+    info.strideWidth,
+    info.dilationHeight,
+    info.dilationWidth,
+    info.padInfo.top,
+    info.padInfo.left,
   ]);
 }
 
@@ -304,22 +344,23 @@ function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): Native
       return cpu({ inputs, backend, attrs } as never) as Info;
     }
     const y = uninitialised(size(info.outShape));
-    a.convForward(
-      values(backend, x), values(backend, filter), bias ? values(backend, bias) : null, y,
-      convGeom(info, depthwise), act,
-    );
+    a.convForward(values(backend, x), values(backend, filter), bias ? values(backend, bias) : null, y, convGeom(info, depthwise), act);
     return output(backend, info.outShape, y);
   };
 }
 
 /** The convolution geometry a backprop kernel's attributes describe (tfjs passes no dilation for plain conv grads). */
 function backpropConvInfo(
-  inputShape: number[], filterShape: number[], attrs: NonNullable<KernelArgs['attrs']>, depthwise: boolean,
+  inputShape: number[],
+  filterShape: number[],
+  attrs: NonNullable<KernelArgs['attrs']>,
+  depthwise: boolean,
 ): tf.backend_util.Conv2DInfo {
   return tf.backend_util.computeConv2DInfo(
-    inputShape as [number, number, number, number], filterShape as [number, number, number, number],
+    inputShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
     attrs.strides as number | [number, number],
-    (depthwise ? attrs.dilations ?? 1 : 1) as number | [number, number],
+    (depthwise ? (attrs.dilations ?? 1) : 1) as number | [number, number],
     attrs.pad as 'same' | 'valid' | number,
     attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
     depthwise,
@@ -414,8 +455,12 @@ function matMul(a: NativeAddon, fused: boolean): NativeKernel {
     const outShape = [...batches.outer, m, n];
     const c = uninitialised(size(outShape));
     a.matMul(
-      values(backend, lhs), values(backend, rhs), c, bias ? values(backend, bias) : null,
-      Int32Array.from([batches.batchA, batches.batchB, m, k, n, transA ? 1 : 0, transB ? 1 : 0]), act,
+      values(backend, lhs),
+      values(backend, rhs),
+      c,
+      bias ? values(backend, bias) : null,
+      Int32Array.from([batches.batchA, batches.batchB, m, k, n, transA ? 1 : 0, transB ? 1 : 0]),
+      act,
     );
     return output(backend, outShape, c);
   };
@@ -489,9 +534,7 @@ function reduce(a: NativeAddon, mean: boolean): NativeKernel {
     if (!leading && !trailing) return fallback();
     const reduced = size(axes.map((ax) => x.shape[ax]));
     const kept = size(x.shape) / Math.max(reduced, 1);
-    const outShape = attrs?.keepDims
-      ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
-      : x.shape.filter((_, i) => !axes.includes(i));
+    const outShape = attrs?.keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
     if (reduced === 0) return fallback();
     const y = uninitialised(kept);
     const scale = mean ? 1 / reduced : 1;
@@ -584,9 +627,16 @@ function registerBatchNormGradient(a: NativeAddon): void {
       const [x, mean, variance, scale] = saved;
       const channels = x.shape[x.shape.length - 1];
       const perChannel = (t: tf.Tensor | undefined | null) => t == null || (t.shape.length === 1 && t.shape[0] === channels);
-      const fused = tf.getBackend() === NATIVE_BACKEND && allFloat32(dyT, x, mean, variance, scale ?? undefined)
-        && x.shape.length >= 2 && channels > 0 && tf.util.arraysEqual(dyT.shape, x.shape)
-        && mean.shape.length === 1 && perChannel(mean) && perChannel(variance) && perChannel(scale);
+      const fused =
+        tf.getBackend() === NATIVE_BACKEND &&
+        allFloat32(dyT, x, mean, variance, scale ?? undefined) &&
+        x.shape.length >= 2 &&
+        channels > 0 &&
+        tf.util.arraysEqual(dyT.shape, x.shape) &&
+        mean.shape.length === 1 &&
+        perChannel(mean) &&
+        perChannel(variance) &&
+        perChannel(scale);
       if (!fused) return original.gradFunc(dy, saved, attrs);
       const backend = tf.backend() as Backend;
       // Tensors still held by another backend (made before a setBackend) take tfjs's path, which moves them.
@@ -630,8 +680,16 @@ function adamKernel(a: NativeAddon): NativeKernel {
     const { value, gradient, m, v } = inputs;
     const n = size(value.shape);
     const [w2, m2, v2] = [uninitialised(n), uninitialised(n), uninitialised(n)];
-    a.adam(values(backend, value), values(backend, gradient), values(backend, m), values(backend, v),
-      Float64Array.from(attrs!.params as number[]), w2, m2, v2);
+    a.adam(
+      values(backend, value),
+      values(backend, gradient),
+      values(backend, m),
+      values(backend, v),
+      Float64Array.from(attrs!.params as number[]),
+      w2,
+      m2,
+      v2,
+    );
     return [w2, m2, v2].map((d) => output(backend, [...value.shape], d));
   };
 }
@@ -663,8 +721,11 @@ function registerFusedAdam(): void {
   proto.applyGradients = function (this: AdamInternals, variableGradients) {
     const named = Array.isArray(variableGradients);
     const grads = named ? variableGradients.map((v) => v.tensor) : Object.values(variableGradients);
-    const ok = tf.getBackend() === NATIVE_BACKEND && grads.every((g) => g == null || g.dtype === 'float32')
-      && Array.isArray(this.accumulatedFirstMoment) && this.accBeta1 instanceof tf.Variable;
+    const ok =
+      tf.getBackend() === NATIVE_BACKEND &&
+      grads.every((g) => g == null || g.dtype === 'float32') &&
+      Array.isArray(this.accumulatedFirstMoment) &&
+      this.accBeta1 instanceof tf.Variable;
     if (!ok) return original.call(this, variableGradients);
     const varNames = named ? variableGradients.map((v) => v.name) : Object.keys(variableGradients);
     tf.tidy(() => {
@@ -767,17 +828,19 @@ function registerKernels(a: NativeAddon): void {
   tf.registerKernel({
     kernelName: NATIVE_RELU_GRAD,
     backendName: NATIVE_BACKEND,
-    kernelFunc: (args) => reluGradKernel(args as unknown as KernelArgs, () => {
-      throw new Error(`${NATIVE_RELU_GRAD} has no CPU fallback`);
-    }) as tf.TensorInfo,
+    kernelFunc: (args) =>
+      reluGradKernel(args as unknown as KernelArgs, () => {
+        throw new Error(`${NATIVE_RELU_GRAD} has no CPU fallback`);
+      }) as tf.TensorInfo,
   });
   const adam = adamKernel(a);
   tf.registerKernel({
     kernelName: NATIVE_ADAM,
     backendName: NATIVE_BACKEND,
-    kernelFunc: (args) => adam(args as unknown as KernelArgs, () => {
-      throw new Error(`${NATIVE_ADAM} has no CPU fallback`);
-    }) as tf.TensorInfo[],
+    kernelFunc: (args) =>
+      adam(args as unknown as KernelArgs, () => {
+        throw new Error(`${NATIVE_ADAM} has no CPU fallback`);
+      }) as tf.TensorInfo[],
   });
   const overrides = nativeKernels(a);
   for (const config of tf.getKernelsForBackend('cpu')) {

@@ -122,7 +122,6 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
     case 'native': {
       let mod: NativeModule;
       try {
-        // eslint-disable-next-line @typescript-eslint/no-require-imports
         mod = require('./native') as NativeModule;
       } catch (err) {
         const code = (err as { code?: string }).code;

@@ -31,7 +31,12 @@ function pipConfig(): string {
 export function findTorchWheel(dirs: readonly string[]): string | undefined {
   const wheels = dirs
     .filter((d) => fs.existsSync(d) && fs.statSync(d).isDirectory())
-    .flatMap((d) => fs.readdirSync(d).filter((f) => /^torch-2\.\d+.*\.whl$/.test(f)).map((f) => path.join(d, f)));
+    .flatMap((d) =>
+      fs
+        .readdirSync(d)
+        .filter((f) => /^torch-2\.\d+.*\.whl$/.test(f))
+        .map((f) => path.join(d, f)),
+    );
   const version = (wheel: string) => (/^torch-(\d+)\.(\d+)\.?(\d*)/.exec(path.basename(wheel)) ?? []).slice(1).map(Number);
   const newer = (a: string, b: string) => {
     const [va, vb] = [version(a), version(b)];
@@ -93,8 +98,12 @@ export function setupPeerVenv(repoRoot: string, log: (line: string) => void = co
     run('python3', ['-m', 'venv', venv]);
   }
   // A local index replaces the network one, so nothing waits on an unreachable host.
-  const localIndex = [...pipConfigValues(config, 'index-url'), ...pipConfigValues(config, 'extra-index-url')].filter((u) => u.startsWith('file:'));
-  const indexArgs = localIndex.length ? ['--index-url', localIndex[0], ...localIndex.slice(1).flatMap((u) => ['--extra-index-url', u])] : [];
+  const localIndex = [...pipConfigValues(config, 'index-url'), ...pipConfigValues(config, 'extra-index-url')].filter((u) =>
+    u.startsWith('file:'),
+  );
+  const indexArgs = localIndex.length
+    ? ['--index-url', localIndex[0], ...localIndex.slice(1).flatMap((u) => ['--extra-index-url', u])]
+    : [];
   log(`installing ${path.basename(wheel)}, numpy and pillow into ${venv}${localIndex.length ? ` (index ${localIndex.join(' ')})` : ''}`);
   run(python, ['-m', 'pip', 'install', '--quiet', ...indexArgs, wheel, 'numpy', 'pillow']);
   const torch = torchVersion(python);

@@ -28,10 +28,13 @@ function pct(x: number): string {
 /** The lines the command prints about a built app. */
 export function describeBuild(result: BuildAppResult): string[] {
   const lines = [`App: ${result.outDir}`];
-  for (const f of [...result.files].sort((a, b) => a.name.localeCompare(b.name))) lines.push(`  ${f.name.padEnd(22)} ${megabytes(f.bytes)}`);
+  for (const f of [...result.files].sort((a, b) => a.name.localeCompare(b.name)))
+    lines.push(`  ${f.name.padEnd(22)} ${megabytes(f.bytes)}`);
   lines.push(`  total                  ${megabytes(result.totalBytes)}`);
   const s = result.settings;
-  lines.push(`Model ${s.imageSize}x${s.imageSize} (${s.fit}), ${s.weights} weights, threshold ${s.threshold.toFixed(4)} (${s.thresholdRule})`);
+  lines.push(
+    `Model ${s.imageSize}x${s.imageSize} (${s.fit}), ${s.weights} weights, threshold ${s.threshold.toFixed(4)} (${s.thresholdRule})`,
+  );
   const q = result.quantization;
   if (q) {
     const diff = q.quantizedAccuracy - q.floatAccuracy;

@@ -151,10 +151,7 @@ async function main(): Promise<void> {
       ['ours, cold (decode + cache write)', `${coldSeconds.toFixed(2)} s = ${ours.toFixed(0)} img/s (all ${os.cpus().length} cores)`],
       ['ours, warm (cache hit)', `${warmSeconds.toFixed(3)} s`],
       ['ours, sharp only (no addon, no cache)', sharpOnly ? `${sharpOnly.toFixed(0)} img/s` : 'n/a'],
-      [
-        'PIL (1 thread)',
-        pil ? `${pil.seconds.toFixed(2)} s = ${pilRate!.toFixed(0)} img/s` : `not run${pilError ? `: ${pilError}` : ''}`,
-      ],
+      ['PIL (1 thread)', pil ? `${pil.seconds.toFixed(2)} s = ${pilRate!.toFixed(0)} img/s` : `not run${pilError ? `: ${pilError}` : ''}`],
       ['ours / PIL', pilRate ? `${(ours / pilRate).toFixed(2)}x` : 'n/a'],
       ['pixels vs PIL', diff ? `mean |diff| ${diff.mean.toFixed(2)}, max ${diff.max} (of 255)` : 'n/a'],
       ['load average at end', `${load.toFixed(2)} (other work on the machine slows both sides)`],

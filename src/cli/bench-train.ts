@@ -102,7 +102,10 @@ function formatProfile(rows: ProfileRow[], top = 15): string {
   const total = rows.reduce((s, r) => s + r.ms, 0);
   const lines = rows
     .slice(0, top)
-    .map((r) => `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms cpu ${r.wallMs.toFixed(1).padStart(9)} ms wall ${String(r.calls).padStart(5)} calls ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
+    .map(
+      (r) =>
+        `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms cpu ${r.wallMs.toFixed(1).padStart(9)} ms wall ${String(r.calls).padStart(5)} calls ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
+    );
   const wall = rows.reduce((s, r) => s + r.wallMs, 0);
   return [
     `kernel time of one training step: ${total.toFixed(0)} ms CPU (all threads), ${wall.toFixed(0)} ms wall (top ${Math.min(top, rows.length)} kernels by CPU)`,
@@ -124,13 +127,30 @@ function checkPeerScript(opts: BenchOptions): void {
 }
 
 function runPeer(opts: BenchOptions, python: string): PeerResult {
-  const args = [opts.peerScript, 'bench', '--size', String(opts.size), '--channels', String(opts.channels),
-    '--batch', String(opts.batch), '--steps', String(opts.steps)];
+  const args = [
+    opts.peerScript,
+    'bench',
+    '--size',
+    String(opts.size),
+    '--channels',
+    String(opts.channels),
+    '--batch',
+    String(opts.batch),
+    '--steps',
+    String(opts.steps),
+  ];
   const res = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
-  if (res.error) throw new Error(`--peer: could not run ${python} (${res.error.message}); run 'npm run bench:peer-setup' or pass --peer-python.`);
-  const lastJson = res.stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (res.error)
+    throw new Error(`--peer: could not run ${python} (${res.error.message}); run 'npm run bench:peer-setup' or pass --peer-python.`);
+  const lastJson = res.stdout
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   if (res.status !== 0 || !lastJson) {
-    throw new Error(`--peer: '${python} ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    throw new Error(
+      `--peer: '${python} ${args.join(' ')}' failed (exit ${res.status}): ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    );
   }
   return JSON.parse(lastJson) as PeerResult;
 }
@@ -148,7 +168,9 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const step = makeTrainStep(model, optimizer);
   const xs = tf.randomUniform([opts.batch, opts.size, opts.size, opts.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
   const ys = tf.tensor1d(Array.from({ length: opts.batch }, (_, i) => i % 2));
-  console.log(`seed CNN '${opts.variant}' ${opts.size}x${opts.size}x${opts.channels}, batch ${opts.batch}, ${model.countParams().toLocaleString('en-US')} params`);
+  console.log(
+    `seed CNN '${opts.variant}' ${opts.size}x${opts.size}x${opts.channels}, batch ${opts.batch}, ${model.countParams().toLocaleString('en-US')} params`,
+  );
 
   for (let i = 0; i < opts.warmup; i++) step(xs, ys);
   if (opts.profile) console.log(formatProfile(profileKernels(() => step(xs, ys))));

@@ -23,10 +23,18 @@ function parseWhere(spec: string): { column: string; value: string } {
   return { column: spec.slice(0, at).trim(), value: spec.slice(at + 1).trim() };
 }
 
-export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, mode: 'runs' | 'compare' = 'compare'): Promise<number> {
+export async function main(
+  argv: string[] = process.argv.slice(2),
+  io: CliIo = defaultIo,
+  mode: 'runs' | 'compare' = 'compare',
+): Promise<number> {
   const program = new Command()
     .name(mode === 'runs' ? 'npm run runs --' : 'npm run compare --')
-    .description(mode === 'runs' ? 'List the runs under --out, ranked on validation.' : 'Compare runs: hyperparameters that differ, validation (ranked) and test (shown) metrics.')
+    .description(
+      mode === 'runs'
+        ? 'List the runs under --out, ranked on validation.'
+        : 'Compare runs: hyperparameters that differ, validation (ranked) and test (shown) metrics.',
+    )
     .option('--out <dir>', 'folder holding the run folders', DEFAULT_RUNS_DIR)
     .option('--where <column=value>', 'keep the rows where a column has this value (e.g. status=evaluated, lr=0.001)')
     .option('--group-by <hyperparameter>', 'also show mean validation numbers per value of a hyperparameter (e.g. lr)')

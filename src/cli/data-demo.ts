@@ -41,7 +41,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
       seed: flags.seed,
     });
     const total = Object.values(result.counts).reduce((a, b) => a + b, 0);
-    io.out(`Wrote ${total} synthetic images (${flags.size}x${flags.size}, seed ${flags.seed}) to ${result.root} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    io.out(
+      `Wrote ${total} synthetic images (${flags.size}x${flags.size}, seed ${flags.seed}) to ${result.root} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
     for (const [key, n] of Object.entries(result.counts)) io.out(`  ${key}: ${n}`);
     io.out(DEMO_DISCLAIMER);
     return 0;

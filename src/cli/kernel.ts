@@ -5,7 +5,9 @@ import { jupyterExecutable, registerKernel } from '../jupyter';
 
 const program = new Command()
   .name('kernel')
-  .description("Registers the tslab TypeScript kernel with the chosen Jupyter (the checkout's .venv-jupyter, else the first on PATH with JupyterLab, else with nbconvert; PNEUMO_JUPYTER overrides), pointing at this checkout's tslab (idempotent).")
+  .description(
+    "Registers the tslab TypeScript kernel with the chosen Jupyter (the checkout's .venv-jupyter, else the first on PATH with JupyterLab, else with nbconvert; PNEUMO_JUPYTER overrides), pointing at this checkout's tslab (idempotent).",
+  )
   .action(() => {
     try {
       const reg = registerKernel();

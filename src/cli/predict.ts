@@ -62,7 +62,7 @@ export function runThreshold(runDir: string | undefined): { threshold: number; s
 
 /** The run's resize fit from config.json ('fill' when the model has no run around it). */
 export function runFit(runDir: string | undefined): ResizeFit {
-  return runDir && isRunDir(runDir) ? readRunConfig(runDir).fit ?? 'fill' : 'fill';
+  return runDir && isRunDir(runDir) ? (readRunConfig(runDir).fit ?? 'fill') : 'fill';
 }
 
 function unitInterval(value: string): number {
@@ -80,7 +80,10 @@ export function modelInputSize(model: tf.LayersModel): number {
 export function predictPixels(model: tf.LayersModel, pixels: Uint8Array): number {
   const [, size, , channels] = model.inputs[0].shape as number[];
   return tf.tidy(() => {
-    const gray = tf.tensor4d(Float32Array.from(pixels, (v) => v / 255), [1, size, size, 1]);
+    const gray = tf.tensor4d(
+      Float32Array.from(pixels, (v) => v / 255),
+      [1, size, size, 1],
+    );
     const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
     return (model.predict(x) as tf.Tensor).dataSync()[0];
   });
@@ -131,7 +134,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     const fromRun = runThreshold(resolved.runDir);
     threshold = flags.threshold ?? fromRun.threshold;
     fit = runFit(resolved.runDir);
-    io.err(`Model: ${resolved.modelDir}; threshold ${threshold.toFixed(4)} from ${flags.threshold !== undefined ? '--threshold' : fromRun.source}`);
+    io.err(
+      `Model: ${resolved.modelDir}; threshold ${threshold.toFixed(4)} from ${flags.threshold !== undefined ? '--threshold' : fromRun.source}`,
+    );
     if (flags.gradcam) fs.mkdirSync(flags.gradcam, { recursive: true });
   } catch (err) {
     io.err(`predict: ${(err as Error)?.message ?? String(err)}`);

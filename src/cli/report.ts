@@ -40,7 +40,10 @@ const program = new Command()
   })
   .option('--work <dir>', 'where notebooks keep split.json, caches and the run (PNEUMO_OUT)')
   .option('--out <dir>', 'report folder', DEFAULT_REPORT_DIR)
-  .option('--only <names...>', "re-execute only these notebooks (e.g. '05'), reusing earlier notebooks' saved outputs and the report's other pages")
+  .option(
+    '--only <names...>',
+    "re-execute only these notebooks (e.g. '05'), reusing earlier notebooks' saved outputs and the report's other pages",
+  )
   .option('--no-input', 'hide the code cells: charts, tables and text only (default: code shown, wrapped)')
   .option('--screenshots [dir]', 'also save a full-page screenshot of each page (headless Chromium)')
   .option('--cell-timeout <s>', 'per-cell time limit in seconds', positiveInt, 3600)
@@ -70,14 +73,19 @@ const program = new Command()
           console.log(`[${i + 1}/${total}] ${name} ...`);
           // nbconvert prints nothing while a long cell (training) runs: say it is still alive once a minute.
           const started = Date.now();
-          heartbeat = setInterval(() => console.log(`[${i + 1}/${total}] ${name} still running (${Math.round((Date.now() - started) / 60_000)} min)`), 60_000);
+          heartbeat = setInterval(
+            () => console.log(`[${i + 1}/${total}] ${name} still running (${Math.round((Date.now() - started) / 60_000)} min)`),
+            60_000,
+          );
         },
         onDone: (e, i, total) => {
           clearInterval(heartbeat);
           console.log(`[${i + 1}/${total}] ${e.name} done in ${e.seconds.toFixed(1)} s -> ${e.page}`);
         },
       });
-      console.log(`Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s; nbconvert template ${result.template ?? 'default'})`);
+      console.log(
+        `Report: ${result.index}  (${result.entries.length} notebooks, ${formatBytes(result.bytes)}, ${result.seconds.toFixed(0)} s; nbconvert template ${result.template ?? 'default'})`,
+      );
       if (result.plotly) {
         console.log(
           result.plotly.minified
@@ -87,10 +95,17 @@ const program = new Command()
       }
       console.log('Open it in a browser; it works offline.');
       if (opts.screenshots) {
-        const dir = typeof opts.screenshots === 'string' ? path.resolve(opts.screenshots) : path.join(path.dirname(path.resolve(opts.out)), 'screenshots', 'report');
+        const dir =
+          typeof opts.screenshots === 'string'
+            ? path.resolve(opts.screenshots)
+            : path.join(path.dirname(path.resolve(opts.out)), 'screenshots', 'report');
         for (const shot of await screenshotReport(result, dir)) {
-          const problems = [shot.drawn < shot.figures ? `${shot.figures - shot.drawn} chart(s) did not draw` : '', ...shot.errors].filter(Boolean);
-          console.log(`screenshot ${shot.file}: ${shot.drawn}/${shot.figures} charts, ${shot.images} images${problems.length ? ` — ${problems.join('; ')}` : ''}`);
+          const problems = [shot.drawn < shot.figures ? `${shot.figures - shot.drawn} chart(s) did not draw` : '', ...shot.errors].filter(
+            Boolean,
+          );
+          console.log(
+            `screenshot ${shot.file}: ${shot.drawn}/${shot.figures} charts, ${shot.images} images${problems.length ? ` — ${problems.join('; ')}` : ''}`,
+          );
           if (problems.length) process.exitCode = 1;
         }
       }

@@ -67,34 +67,70 @@ interface Flags {
 }
 
 /** Flags a sweep may vary; the rest (data, out, limit, ...) are one per sweep. */
-export const SWEEPABLE = ['epochs', 'batch-size', 'image-size', 'lr', 'augment', 'class-weights', 'balance', 'variant', 'model', 'seed', 'val-fraction', 'patience', 'threshold'] as const;
+export const SWEEPABLE = [
+  'epochs',
+  'batch-size',
+  'image-size',
+  'lr',
+  'augment',
+  'class-weights',
+  'balance',
+  'variant',
+  'model',
+  'seed',
+  'val-fraction',
+  'patience',
+  'threshold',
+] as const;
 
 export function buildProgram(io: CliIo): Command {
   const d = DEFAULT_PIPELINE;
   return new Command()
     .name('npm start --')
     .description('Train and evaluate the pneumonia CNN; writes a run folder under outputs/runs/.')
-    .option('--data <dir>', `dataset root (default: $PNEUMO_DATA, else ${REAL_DATA_DIR} if present, else the synthetic demo set in ${DEMO_DATA_DIR})`)
+    .option(
+      '--data <dir>',
+      `dataset root (default: $PNEUMO_DATA, else ${REAL_DATA_DIR} if present, else the synthetic demo set in ${DEMO_DATA_DIR})`,
+    )
     .option('--epochs <n>', `epochs (default ${d.train.epochs})`, wholeNumber(1))
     .option('--batch-size <n>', `batch size (default ${d.train.batchSize})`, wholeNumber(1))
     .option('--image-size <px>', `input side in pixels, >= 32 (default ${d.imageSize})`, wholeNumber(32))
     .option('--lr <rate>', `Adam learning rate (default ${d.train.learningRate})`, positiveNumber)
-    .option('--augment <spec>', "augmentation: 'default' (zoom=0.15,rotation=10,width-shift=0.1,height-shift=0.1,brightness=0.1,contrast=0.1), 'seed' (the article's zoom=0.3,vflip), 'none', or a spec like 'zoom=0.2,hflip'", asArgument(parseAugment))
+    .option(
+      '--augment <spec>',
+      "augmentation: 'default' (zoom=0.15,rotation=10,width-shift=0.1,height-shift=0.1,brightness=0.1,contrast=0.1), 'seed' (the article's zoom=0.3,vflip), 'none', or a spec like 'zoom=0.2,hflip'",
+      asArgument(parseAugment),
+    )
     .addOption(new Option('--class-weights <mode>', `loss class weights (default ${d.train.classWeights})`).choices(['balanced', 'none']))
     .addOption(new Option('--balance <mode>', 'oversample the minority class in each epoch (default none)').choices(['none', 'oversample']))
     .addOption(new Option('--variant <name>', `model variant (default ${d.variant})`).choices(['seed', 'small']))
     .addOption(new Option('--model <name>', 'the same as --variant (the notebooks call it model)').choices(['seed', 'small']))
     .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
     .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
-    .option('--val-time <f>', `share of each acquisition series held out, earliest patients first, as the out-of-time validation split; 0 = none (default ${d.split.valTimeFraction})`, fraction)
+    .option(
+      '--val-time <f>',
+      `share of each acquisition series held out, earliest patients first, as the out-of-time validation split; 0 = none (default ${d.split.valTimeFraction})`,
+      fraction,
+    )
     .option('--patience <n>', `early-stopping patience in epochs, 0 = off (default ${d.patience})`, wholeNumber(0))
     .option('--out <dir>', `parent folder for run folders (default ${d.out})`)
     .option('--name <name>', 'run name (folder suffix)')
-    .option('--threshold <rule>', "threshold rule, chosen on validation: 'youden', 'recall=0.97' or 'fixed=0.5' (default recall=0.98)", asArgument(parseThresholdRule))
+    .option(
+      '--threshold <rule>',
+      "threshold rule, chosen on validation: 'youden', 'recall=0.97' or 'fixed=0.5' (default recall=0.98)",
+      asArgument(parseThresholdRule),
+    )
     .option('--limit <n>', 'use at most N images per folder and class (quick runs)', wholeNumber(1))
     .addOption(new Option('--backend <name>', 'tfjs backend (default: best available)').choices([...BACKEND_ORDER]))
-    .option('--resume <dir>', 'continue an interrupted run from its last completed epoch, or a killed sweep with the runs it has not finished')
-    .option('--sweep <flag=values>', `train a grid, one run after another (repeat for more axes), e.g. --sweep lr=1e-3,3e-4 --sweep augment=default,seed; flags: ${SWEEPABLE.join(', ')}`, (v: string, all: string[] = []) => [...all, v])
+    .option(
+      '--resume <dir>',
+      'continue an interrupted run from its last completed epoch, or a killed sweep with the runs it has not finished',
+    )
+    .option(
+      '--sweep <flag=values>',
+      `train a grid, one run after another (repeat for more axes), e.g. --sweep lr=1e-3,3e-4 --sweep augment=default,seed; flags: ${SWEEPABLE.join(', ')}`,
+      (v: string, all: string[] = []) => [...all, v],
+    )
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 }
@@ -108,7 +144,9 @@ export async function resolveDataDir(flag: string | undefined, io: CliIo, env: N
     io.out(`No dataset given and ${REAL_DATA_DIR} not found: generating the synthetic demo dataset in ${DEMO_DATA_DIR} ...`);
     await generateDemoDataset({ outDir: DEMO_DATA_DIR });
   }
-  io.out(`Using the synthetic demo dataset in ${DEMO_DATA_DIR}: synthetic drawings, not radiographs. Get the real data with 'npm run data:get'.`);
+  io.out(
+    `Using the synthetic demo dataset in ${DEMO_DATA_DIR}: synthetic drawings, not radiographs. Get the real data with 'npm run data:get'.`,
+  );
   return DEMO_DATA_DIR;
 }
 
@@ -168,7 +206,7 @@ async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Prom
   let sigints = 0;
   const onSigint = () => {
     if (++sigints > 1) process.exit(130);
-    io.out('\nCtrl-C: stopping the sweep after saving the current run\'s completed epochs. Press Ctrl-C again to quit at once.');
+    io.out("\nCtrl-C: stopping the sweep after saving the current run's completed epochs. Press Ctrl-C again to quit at once.");
     controller.abort();
   };
   if (handleSigint) process.on('SIGINT', onSigint);
@@ -188,7 +226,11 @@ async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Prom
 const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'valTime', 'limit'];
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
-export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo, opts: { handleSigint?: boolean } = {}): Promise<number> {
+export async function main(
+  argv: string[] = process.argv.slice(2),
+  io: CliIo = defaultIo,
+  opts: { handleSigint?: boolean } = {},
+): Promise<number> {
   const program = buildProgram(io);
   const usageExit = parseCommand(program, argv);
   if (usageExit !== undefined) return usageExit;
@@ -198,7 +240,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     if (flags.resume && isSweepDir(flags.resume)) {
       const extra = (Object.keys(flags) as Array<keyof Flags>).filter((k) => k !== 'resume' && given(k));
       if (extra.length) {
-        io.err(`start: --resume of a sweep continues it with its own settings; drop ${extra.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}.`);
+        io.err(
+          `start: --resume of a sweep continues it with its own settings; drop ${extra.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}.`,
+        );
         return 2;
       }
       return await sweepCommand(flags.resume, io, opts.handleSigint ?? true);
@@ -211,7 +255,11 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
       const axes = flags.sweep.map(parseSweepAxis);
       checkAxes(axes);
       const sweptFlags = new Set(axes.map((a) => a.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())));
-      const base = applyFlags({ ...DEFAULT_PIPELINE, data: await resolveDataDir(flags.data, io) }, flags, (k) => k !== 'data' && !sweptFlags.has(k) && given(k));
+      const base = applyFlags(
+        { ...DEFAULT_PIPELINE, data: await resolveDataDir(flags.data, io) },
+        flags,
+        (k) => k !== 'data' && !sweptFlags.has(k) && given(k),
+      );
       // Every point is checked before anything trains: a typo in the last value must not surface hours later.
       for (const point of sweepGrid(axes)) sweepPointConfig(base, point);
       const dir = createSweep(base, axes);
@@ -221,7 +269,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     if (flags.resume) {
       const changed = FIXED_ON_RESUME.filter(given);
       if (changed.length) {
-        io.err(`start: --resume keeps the run's ${changed.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}; drop those flags or start a new run.`);
+        io.err(
+          `start: --resume keeps the run's ${changed.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}; drop those flags or start a new run.`,
+        );
         return 2;
       }
       cfg = applyFlags(readRunConfig(flags.resume), flags, given);

@@ -89,7 +89,6 @@ export function nativeJpeg(): NativeJpeg | null {
   ];
   for (const file of candidates) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       nativeAddon = require(file) as NativeJpeg;
       break;
     } catch {

@@ -4,7 +4,13 @@
  * the checkpoint keeps); test metrics are shown for reading, never used to pick a run.
  */
 import * as path from 'path';
-import { HYPERPARAMETER_NAMES, changedHyperparameters, hyperparameters, type HyperparameterName, type HyperparameterSource } from './naming';
+import {
+  HYPERPARAMETER_NAMES,
+  changedHyperparameters,
+  hyperparameters,
+  type HyperparameterName,
+  type HyperparameterSource,
+} from './naming';
 import { bestEpoch, listRuns, readRun, resolveRun, type Run } from './read';
 import { historySeries, type RunCurves, type RunRoc } from '../viz/figures';
 
@@ -81,14 +87,20 @@ export interface Comparison {
 /** The comparison of `runs` as a danfo DataFrame, sorted on validation loss (best first). */
 export function compareRuns(runs: readonly Run[], defaults: HyperparameterSource): Comparison {
   const ranked = runs.filter((r) => bestEpoch(r.history));
-  const unranked = runs.filter((r) => !bestEpoch(r.history)).map((r) => ({ run: r.name, why: `no epoch finished with a validation loss (${r.status})` }));
+  const unranked = runs
+    .filter((r) => !bestEpoch(r.history))
+    .map((r) => ({ run: r.name, why: `no epoch finished with a validation loss (${r.status})` }));
   const varied = variedHyperparameters(ranked.length ? ranked : runs, defaults);
   const dfd = danfo();
   if (!ranked.length) return { runs: [...runs], varied, frame: new dfd.DataFrame([]), unranked, ranked: [] };
   const frame = new dfd.DataFrame(ranked.map((r) => comparisonRow(r, varied)));
   // resetIndex: danfo's query() after sortValues() matches rows by position, not label, without it.
   const sorted = frame.sortValues(RANK_BY, { ascending: true }).resetIndex();
-  sorted.addColumn('rank', Array.from({ length: sorted.shape[0] }, (_, i) => i + 1), { inplace: true, atIndex: 0 });
+  sorted.addColumn(
+    'rank',
+    Array.from({ length: sorted.shape[0] }, (_, i) => i + 1),
+    { inplace: true, atIndex: 0 },
+  );
   const order = sorted['run'].values as string[];
   const inOrder = order.map((name) => ranked.find((r) => r.name === name)!);
   return { runs: [...runs], varied, frame: sorted, unranked, ranked: inOrder, best: inOrder[0] };
@@ -105,7 +117,9 @@ export function filterRows(frame: DataFrame, column: string, value: Cell): DataF
 /** Mean validation numbers (and the run count) per value of one hyperparameter. */
 export function groupByHyperparameter(frame: DataFrame, name: string): DataFrame {
   if (!frame.columns.includes(name)) {
-    throw new Error(`'${name}' is not a column of the comparison (only hyperparameters that differ between the runs are); columns: ${frame.columns.join(', ')}.`);
+    throw new Error(
+      `'${name}' is not a column of the comparison (only hyperparameters that differ between the runs are); columns: ${frame.columns.join(', ')}.`,
+    );
   }
   const aggs: Record<string, string> = { run: 'count', [RANK_BY]: 'mean', 'val acc': 'mean', 'val AUC': 'mean' };
   return frame.groupby([name]).agg(aggs);
@@ -131,7 +145,11 @@ const cellText = (v: Cell): string => (typeof v === 'number' ? (Number.isNaN(v) 
 export function textTable(rows: readonly ComparisonRow[], columns = rows.length ? Object.keys(rows[0]) : []): string {
   const cells = [columns, ...rows.map((r) => columns.map((c) => cellText(r[c] ?? '')))];
   const widths = columns.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd();
   return [line(cells[0]), line(widths.map((w) => '-'.repeat(w))), ...cells.slice(1).map(line)].join('\n');
 }
 

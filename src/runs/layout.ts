@@ -41,12 +41,19 @@ function tempSibling(target: string): string {
 
 /** `2026-11-26T01-02-03` — sortable, and safe in file names on every OS. */
 export function timestampForPath(date = new Date()): string {
-  return date.toISOString().replace(/\.\d+Z$/, '').replace(/:/g, '-');
+  return date
+    .toISOString()
+    .replace(/\.\d+Z$/, '')
+    .replace(/:/g, '-');
 }
 
 /** Turns a free-form run name into something safe for a folder name. */
 export function sanitizeName(name: string): string {
-  return name.trim().replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+  return name
+    .trim()
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 60);
 }
 
 /**

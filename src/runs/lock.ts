@@ -135,7 +135,11 @@ export function acquireRunLock(runDir: string, command = process.argv.slice(1).j
 }
 
 /** Runs `fn` holding the run's lock, and releases it however `fn` ends. */
-export async function withRunLock<T>(runDir: string, fn: (lock: RunLock) => Promise<T>, opts: { command?: string; log?: (line: string) => void } = {}): Promise<T> {
+export async function withRunLock<T>(
+  runDir: string,
+  fn: (lock: RunLock) => Promise<T>,
+  opts: { command?: string; log?: (line: string) => void } = {},
+): Promise<T> {
   const lock = acquireRunLock(runDir, opts.command);
   if (lock.tookOver) (opts.log ?? console.log)(lock.tookOver);
   try {

@@ -103,7 +103,8 @@ export function parseMetrics(value: unknown, file: string): MetricsFile {
   if (typeof m.threshold !== 'number' || !(m.threshold >= 0 && m.threshold <= 1)) {
     throw new MetricsError(file, `field 'threshold' must be a number in [0, 1] (got ${JSON.stringify(m.threshold)})`);
   }
-  if (!(m.bestEpoch === null || Number.isInteger(m.bestEpoch))) throw new MetricsError(file, "field 'bestEpoch' must be a whole number or null");
+  if (!(m.bestEpoch === null || Number.isInteger(m.bestEpoch)))
+    throw new MetricsError(file, "field 'bestEpoch' must be a whole number or null");
   for (const key of ['epochsRun', 'imageSize'] as const) {
     if (!Number.isInteger(m[key])) throw new MetricsError(file, `field '${key}' must be a whole number`);
   }

@@ -21,8 +21,19 @@ export interface HyperparameterSource {
 export type Hyperparameters = Record<HyperparameterName, string | number>;
 
 export const HYPERPARAMETER_NAMES = [
-  'model', 'imageSize', 'epochs', 'batchSize', 'lr', 'augment', 'classWeights', 'balance', 'seed', 'limit',
-  'threshold', 'patience', 'valFraction',
+  'model',
+  'imageSize',
+  'epochs',
+  'batchSize',
+  'lr',
+  'augment',
+  'classWeights',
+  'balance',
+  'seed',
+  'limit',
+  'threshold',
+  'patience',
+  'valFraction',
 ] as const;
 export type HyperparameterName = (typeof HYPERPARAMETER_NAMES)[number];
 
@@ -77,7 +88,9 @@ function shortForm(name: HyperparameterName, value: string | number): string {
     case 'batchSize':
       return `b${value}`;
     case 'lr':
-      return `lr${Number(value).toExponential().replace(/\.?0*e\+?/, 'e')}`;
+      return `lr${Number(value)
+        .toExponential()
+        .replace(/\.?0*e\+?/, 'e')}`;
     case 'augment':
       return `aug-${value}`;
     case 'classWeights':

@@ -155,10 +155,15 @@ export function resolveRun(ref: string, out: string = DEFAULT_RUNS_DIR): string 
   const names = dirs.map((d) => path.relative(out, d));
   const matches = dirs.filter((d) => path.basename(d).includes(ref));
   if (matches.length === 1) return matches[0];
-  if (matches.length > 1) throw new Error(`'${ref}' matches ${matches.length} runs under ${out}: ${matches.map((d) => path.basename(d)).join(', ')}; give more of the name.`);
+  if (matches.length > 1)
+    throw new Error(
+      `'${ref}' matches ${matches.length} runs under ${out}: ${matches.map((d) => path.basename(d)).join(', ')}; give more of the name.`,
+    );
   throw new Error(
     `No run '${ref}' (not a run folder, nor a run under ${out})` +
-      (names.length ? `; runs there: ${names.slice(-8).join(', ')}` : `; ${out} holds no runs yet (train one with npm start or notebook 04)`) +
+      (names.length
+        ? `; runs there: ${names.slice(-8).join(', ')}`
+        : `; ${out} holds no runs yet (train one with npm start or notebook 04)`) +
       '.',
   );
 }
@@ -167,7 +172,9 @@ export function resolveRun(ref: string, out: string = DEFAULT_RUNS_DIR): string 
 export async function loadRunModel(runDir: string): Promise<tf.LayersModel> {
   const dir = path.join(runDir, RUN_FILES.model);
   if (!fs.existsSync(path.join(dir, 'model.json'))) {
-    throw new Error(`${runDir} has no trained model (${path.join(RUN_FILES.model, 'model.json')}); train it first (npm start -- --resume ${runDir}, or notebook 04).`);
+    throw new Error(
+      `${runDir} has no trained model (${path.join(RUN_FILES.model, 'model.json')}); train it first (npm start -- --resume ${runDir}, or notebook 04).`,
+    );
   }
   return loadModel(dir);
 }

@@ -320,7 +320,9 @@ export function reduceLROnPlateau(opts: ReduceLROptions = {}): Callback {
         const next = Math.max(old * factor, minLr);
         if (next < old) {
           ctx.setLearningRate(next);
-          opts.log?.(`Epoch ${epoch}: ${monitor} plateaued for ${s.wait} epoch(s); learning rate ${old.toExponential(2)} -> ${next.toExponential(2)}`);
+          opts.log?.(
+            `Epoch ${epoch}: ${monitor} plateaued for ${s.wait} epoch(s); learning rate ${old.toExponential(2)} -> ${next.toExponential(2)}`,
+          );
         }
         s.wait = 0;
       }
@@ -335,23 +337,16 @@ export function reduceLROnPlateau(opts: ReduceLROptions = {}): Callback {
 // ---------------------------------------------------------------------------------------------------------
 // History files
 
-export const HISTORY_COLUMNS: readonly (keyof EpochLogs)[] = [
-  'epoch',
-  'loss',
-  'acc',
-  'val_loss',
-  'val_acc',
-  'val_auc',
-  'lr',
-  'seconds',
-];
+export const HISTORY_COLUMNS: readonly (keyof EpochLogs)[] = ['epoch', 'loss', 'acc', 'val_loss', 'val_acc', 'val_auc', 'lr', 'seconds'];
 
 /** Written only by runs that have an out-of-time validation split. */
 export const VAL_TIME_COLUMNS: readonly (keyof EpochLogs)[] = ['val_time_loss', 'val_time_acc', 'val_time_auc'];
 
 export function writeHistory(dir: string, history: readonly EpochLogs[]): void {
   writeJsonAtomic(path.join(dir, RUN_FILES.historyJson), history);
-  const columns = history.some((h) => h.val_time_auc !== undefined) ? [...HISTORY_COLUMNS.slice(0, -2), ...VAL_TIME_COLUMNS, ...HISTORY_COLUMNS.slice(-2)] : HISTORY_COLUMNS;
+  const columns = history.some((h) => h.val_time_auc !== undefined)
+    ? [...HISTORY_COLUMNS.slice(0, -2), ...VAL_TIME_COLUMNS, ...HISTORY_COLUMNS.slice(-2)]
+    : HISTORY_COLUMNS;
   writeCsvAtomic(path.join(dir, RUN_FILES.historyCsv), history as unknown as Record<string, unknown>[], columns as string[]);
 }
 

@@ -38,7 +38,6 @@ export function notebookDisplay(): NotebookDisplay | undefined {
     const cached = require.cache[require.resolve('tslab/dist/jupyter')];
     const jupyter = cached?.exports as { lastWriteDisplayData?: unknown } | undefined;
     if (jupyter?.lastWriteDisplayData == null) return undefined;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return (require('tslab') as { newDisplay(): NotebookDisplay }).newDisplay();
   } catch {
     return undefined;
@@ -158,7 +157,7 @@ function lineProgress(write: (line: string) => void, intervalMs: number): Callba
       lastLine = now;
       const total = expectedBatches(ctx);
       const done = batch + 1;
-      const eta = ((now - epochStart) / done) * Math.max(total - done, 0) / 1000;
+      const eta = (((now - epochStart) / done) * Math.max(total - done, 0)) / 1000;
       write(`  batch ${done}/${total}  loss ${fmt(lossSum / seen)}  ETA ${formatDuration(eta)}`);
     },
     onEpochEnd(_epoch, logs, ctx) {

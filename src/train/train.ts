@@ -140,11 +140,7 @@ const EPS = 1e-7;
  * Mean binary cross-entropy of sigmoid probabilities; with class weights each sample's term is scaled by its
  * class weight (the Keras `class_weight` definition: sum(w_i * bce_i) / batch size).
  */
-export function weightedBinaryCrossEntropy(
-  labels: tf.Tensor,
-  probs: tf.Tensor,
-  classWeights?: readonly [number, number],
-): tf.Scalar {
+export function weightedBinaryCrossEntropy(labels: tf.Tensor, probs: tf.Tensor, classWeights?: readonly [number, number]): tf.Scalar {
   return tf.tidy(() => {
     const p = tf.clipByValue(probs.reshape([-1]), EPS, 1 - EPS);
     const y = labels.reshape([-1]).toFloat();
@@ -177,19 +173,18 @@ export function lossAccAuc(labels: ArrayLike<number>, probs: ArrayLike<number>):
   return { loss: loss / labels.length, acc: correct / labels.length, auc: rocAuc(labels, probs) };
 }
 
-async function runCallbacks(
-  callbacks: readonly Callback[],
-  call: (cb: Callback) => void | Promise<void> | undefined,
-): Promise<void> {
+async function runCallbacks(callbacks: readonly Callback[], call: (cb: Callback) => void | Promise<void> | undefined): Promise<void> {
   for (const cb of callbacks) await call(cb);
 }
 
 function checkConfig(config: TrainConfig, data: { train: DecodedImages; val: DecodedImages }): void {
   const problems: string[] = [];
   if (!(Number.isInteger(config.epochs) && config.epochs >= 1)) problems.push(`epochs must be an integer >= 1 (got ${config.epochs})`);
-  if (!(Number.isInteger(config.batchSize) && config.batchSize >= 1)) problems.push(`batchSize must be an integer >= 1 (got ${config.batchSize})`);
+  if (!(Number.isInteger(config.batchSize) && config.batchSize >= 1))
+    problems.push(`batchSize must be an integer >= 1 (got ${config.batchSize})`);
   if (!(config.learningRate > 0)) problems.push(`learningRate must be > 0 (got ${config.learningRate})`);
-  if (config.classWeights !== 'balanced' && config.classWeights !== 'none') problems.push(`classWeights must be 'balanced' or 'none' (got ${config.classWeights})`);
+  if (config.classWeights !== 'balanced' && config.classWeights !== 'none')
+    problems.push(`classWeights must be 'balanced' or 'none' (got ${config.classWeights})`);
   if (data.train.labels.length === 0) problems.push('the training split is empty');
   if (problems.length) throw new Error(`Invalid training setup: ${problems.join('; ')}.`);
 }
@@ -303,9 +298,7 @@ export async function train(
             varList,
           ),
         );
-        const hits = tf.tidy(() =>
-          tf.sum(tf.equal(tf.greaterEqual(probs!.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())),
-        );
+        const hits = tf.tidy(() => tf.sum(tf.equal(tf.greaterEqual(probs!.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())));
         const [lossValue] = await loss!.data();
         const [hitCount] = await hits.data();
         tf.dispose([loss!, hits, probs!]);
@@ -323,7 +316,9 @@ export async function train(
 
       const valProbs = data.val.labels.length ? await predictProbabilities(model, data.val) : new Float32Array(0);
       const val = lossAccAuc(data.val.labels, valProbs);
-      const valTime = data.valTime?.labels.length ? lossAccAuc(data.valTime.labels, await predictProbabilities(model, data.valTime)) : undefined;
+      const valTime = data.valTime?.labels.length
+        ? lossAccAuc(data.valTime.labels, await predictProbabilities(model, data.valTime))
+        : undefined;
       const logs: EpochLogs = {
         epoch: epochNumber,
         loss: seen ? lossSum / seen : NaN,

@@ -98,7 +98,6 @@ export function figureHtml(fig: Figure, opts: FigureHtmlOptions): string {
 
 function tslabDisplay(): HtmlSink {
   // Required lazily: tslab only works inside its kernel, and figures.ts users outside a notebook never load it.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
   return require('tslab').display as HtmlSink;
 }
 
@@ -149,7 +148,9 @@ export interface TableLike {
 export type Row = Record<string, unknown>;
 
 function isTableLike(x: unknown): x is TableLike {
-  return typeof x === 'object' && x !== null && Array.isArray((x as TableLike).columns) && 'values' in x && Array.isArray((x as TableLike).index);
+  return (
+    typeof x === 'object' && x !== null && Array.isArray((x as TableLike).columns) && 'values' in x && Array.isArray((x as TableLike).index)
+  );
 }
 
 function formatCell(v: unknown): string {

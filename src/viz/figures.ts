@@ -143,7 +143,9 @@ export interface EpochHistory {
 }
 
 /** The columns of a training history, as the figure builders take them. */
-export function historySeries(rows: ReadonlyArray<{ epoch: number; loss: number; acc: number; val_loss: number; val_acc: number; lr: number }>): EpochHistory {
+export function historySeries(
+  rows: ReadonlyArray<{ epoch: number; loss: number; acc: number; val_loss: number; val_acc: number; lr: number }>,
+): EpochHistory {
   return {
     epoch: rows.map((h) => h.epoch),
     loss: rows.map((h) => h.loss),
@@ -153,7 +155,6 @@ export function historySeries(rows: ReadonlyArray<{ epoch: number; loss: number;
     lr: rows.map((h) => h.lr),
   };
 }
-
 
 /** Loss on top, accuracy below, per epoch: the layout of every training-curve figure. */
 function lossAccuracyLayout(heading: string, lossTitle: string, height: number): Figure['layout'] {
@@ -191,7 +192,11 @@ export function trainingHistoryFigure(h: EpochHistory, heading = 'Training histo
 export function learningRateFigure(epochs: number[], lr: number[], heading = 'Learning rate'): Figure {
   return {
     data: [{ type: 'scatter', mode: 'lines+markers', name: 'learning rate', x: epochs, y: lr, line: { shape: 'hv', color: '#2ca02c' } }],
-    layout: { title: title(heading), xaxis: { title: { text: 'epoch' }, dtick: 1 }, yaxis: { title: { text: 'learning rate' }, type: 'log' } },
+    layout: {
+      title: title(heading),
+      xaxis: { title: { text: 'epoch' }, dtick: 1 },
+      yaxis: { title: { text: 'learning rate' }, type: 'log' },
+    },
   };
 }
 
@@ -273,7 +278,12 @@ function thresholdMarker(curve: CurvePoints, threshold: number, xName: string, y
 }
 
 /** ROC curve with the AUC in the legend, the chance diagonal, and the chosen threshold marked. */
-export function rocFigure(roc: { fpr: number[]; tpr: number[]; thresholds: number[] }, auc: number, threshold: number, heading = 'ROC curve'): Figure {
+export function rocFigure(
+  roc: { fpr: number[]; tpr: number[]; thresholds: number[] },
+  auc: number,
+  threshold: number,
+  heading = 'ROC curve',
+): Figure {
   const curve = { x: roc.fpr, y: roc.tpr, thresholds: roc.thresholds };
   return {
     data: [
@@ -300,9 +310,18 @@ export function precisionRecallFigure(
   heading = 'Precision-recall curve',
 ): Figure {
   const curve = { x: pr.recall, y: pr.precision, thresholds: pr.thresholds };
-  const data: Trace[] = [{ type: 'scatter', mode: 'lines', name: 'precision-recall', x: pr.recall, y: pr.precision, line: { color: TRAIN_COLOR } }];
+  const data: Trace[] = [
+    { type: 'scatter', mode: 'lines', name: 'precision-recall', x: pr.recall, y: pr.precision, line: { color: TRAIN_COLOR } },
+  ];
   if (baseRate !== undefined) {
-    data.push({ type: 'scatter', mode: 'lines', name: `base rate ${baseRate.toFixed(2)}`, x: [0, 1], y: [baseRate, baseRate], line: { dash: 'dash', color: 'gray' } });
+    data.push({
+      type: 'scatter',
+      mode: 'lines',
+      name: `base rate ${baseRate.toFixed(2)}`,
+      x: [0, 1],
+      y: [baseRate, baseRate],
+      line: { dash: 'dash', color: 'gray' },
+    });
   }
   // PR operating points sit towards high recall (right): label below-left stays inside the plot.
   data.push(thresholdMarker(curve, threshold, 'recall', 'precision', 'bottom left'));
@@ -344,7 +363,12 @@ export function metricsComparisonFigure(sets: MetricSet[], heading = 'Test metri
   });
   return {
     data,
-    layout: { title: title(heading), barmode: 'group', yaxis: { title: { text: '%' }, range: [0, 105] }, xaxis: { categoryarray: metrics } },
+    layout: {
+      title: title(heading),
+      barmode: 'group',
+      yaxis: { title: { text: '%' }, range: [0, 105] },
+      xaxis: { categoryarray: metrics },
+    },
   };
 }
 
@@ -438,7 +462,15 @@ export function rocOverlayFigure(runs: readonly RunRoc[], heading = 'ROC curves 
     y: run.roc.tpr,
     line: { color: RUN_COLORS[i % RUN_COLORS.length] },
   }));
-  data.push({ type: 'scatter', mode: 'lines', name: 'chance', x: [0, 1], y: [0, 1], line: { color: '#999', dash: 'dot' }, showlegend: false });
+  data.push({
+    type: 'scatter',
+    mode: 'lines',
+    name: 'chance',
+    x: [0, 1],
+    y: [0, 1],
+    line: { color: '#999', dash: 'dot' },
+    showlegend: false,
+  });
   return {
     data,
     layout: {

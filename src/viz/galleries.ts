@@ -18,8 +18,13 @@ import { grayPng, unitFloatPng } from './images';
 
 /** The transforms 02 shows one at a time, then the run's own augmentation. */
 export const GALLERY_TRANSFORMS: ReadonlyArray<[string, string]> = [
-  ['original', 'none'], ['zoom ±30%', 'zoom=0.3'], ['vertical flip', 'vflip'], ['rotation ±15°', 'rotation=15'],
-  ['shift ±10%', 'width-shift=0.1,height-shift=0.1'], ['brightness ±0.2', 'brightness=0.2'], ['contrast ±30%', 'contrast=0.3'],
+  ['original', 'none'],
+  ['zoom ±30%', 'zoom=0.3'],
+  ['vertical flip', 'vflip'],
+  ['rotation ±15°', 'rotation=15'],
+  ['shift ±10%', 'width-shift=0.1,height-shift=0.1'],
+  ['brightness ±0.2', 'brightness=0.2'],
+  ['contrast ±30%', 'contrast=0.3'],
 ];
 
 /** The first `perClass` records of each class, NORMAL first. */
@@ -31,7 +36,11 @@ export function examplesPerClass(records: readonly ImageRecord[], perClass: numb
  * Each decoded image before and after each transform (and `runAugment` last), row by row, seeded so a re-run
  * shows the same pictures. Tensors are disposed before returning.
  */
-export async function augmentationGallery(decoded: DecodedImages, runAugment: string, seed: number): Promise<{ items: ImageItem[]; columns: number }> {
+export async function augmentationGallery(
+  decoded: DecodedImages,
+  runAugment: string,
+  seed: number,
+): Promise<{ items: ImageItem[]; columns: number }> {
   const transforms = [...GALLERY_TRANSFORMS, [`this run (${runAugment})`, runAugment] as [string, string]];
   const size = decoded.size;
   const perImage = size * size;
@@ -91,7 +100,10 @@ export async function mistakeTiles(model: tf.LayersModel, test: DecodedImages, m
     if (i < 0) throw new Error(`mistakeTiles: ${m.file} is not among the decoded test images.`);
     const pixels = test.pixels.subarray(i * size * size, (i + 1) * size * size);
     const cam = await gradCam(model, pixels, size);
-    tiles.push({ png: await grayPng(pixels, size), caption: `${m.label} called ${m.predicted}, P(pneumonia) ${m.probability.toFixed(3)} · ${path.basename(m.file)}` });
+    tiles.push({
+      png: await grayPng(pixels, size),
+      caption: `${m.label} called ${m.predicted}, P(pneumonia) ${m.probability.toFixed(3)} · ${path.basename(m.file)}`,
+    });
     tiles.push({ png: await gradCamOverlayPng(pixels, cam.heatmap, size, { outSize: Math.max(size, 160) }), caption: 'Grad-CAM' });
   }
   return tiles;
@@ -101,12 +113,22 @@ const METRIC_NAMES = ['accuracy', 'precision', 'recall', 'specificity', 'f1'] as
 const pct = (v: number) => (Number.isFinite(v) ? Number((100 * v).toFixed(1)) : null);
 
 /** This run's test and validation metrics beside the seed article's, as a table (percent) and as figure sets. */
-export function seedArticleComparison(ev: Pick<EvalResult, 'val' | 'test'>): { rows: Array<Record<string, string | number | null>>; sets: MetricSet[] } {
+export function seedArticleComparison(ev: Pick<EvalResult, 'val' | 'test'>): {
+  rows: Array<Record<string, string | number | null>>;
+  sets: MetricSet[];
+} {
   const rows = [
-    ...METRIC_NAMES.map((m) => ({ metric: m, 'this run, test %': pct(ev.test[m]), 'this run, val %': pct(ev.val[m]), 'seed article %': SEED_ARTICLE_METRICS[m] as number | null })),
+    ...METRIC_NAMES.map((m) => ({
+      metric: m,
+      'this run, test %': pct(ev.test[m]),
+      'this run, val %': pct(ev.val[m]),
+      'seed article %': SEED_ARTICLE_METRICS[m] as number | null,
+    })),
     { metric: 'AUC', 'this run, test %': pct(ev.test.auc), 'this run, val %': pct(ev.val.auc), 'seed article %': null },
   ];
-  const article = Object.fromEntries(METRIC_NAMES.map((m) => [m, SEED_ARTICLE_METRICS[m] === null ? null : (SEED_ARTICLE_METRICS[m] as number) / 100]));
+  const article = Object.fromEntries(
+    METRIC_NAMES.map((m) => [m, SEED_ARTICLE_METRICS[m] === null ? null : (SEED_ARTICLE_METRICS[m] as number) / 100]),
+  );
   const sets: MetricSet[] = [
     { name: 'this run (test)', values: { ...Object.fromEntries(METRIC_NAMES.map((m) => [m, ev.test[m]])), auc: ev.test.auc } },
     { name: 'seed article', values: article },

@@ -139,7 +139,11 @@ function batchMatMul(args: KernelArgs): TensorInfo {
     const n = b.shape[b.shape.length - 2];
     if (m * k + m * n < n * k) {
       const aT = swapLastTwo(backend, a);
-      const outT = callStock('BatchMatMul', { inputs: { a: b, b: aT }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
+      const outT = callStock('BatchMatMul', {
+        inputs: { a: b, b: aT },
+        backend,
+        attrs: { ...attrs, transposeA: false, transposeB: false },
+      });
       const out = swapLastTwo(backend, outT);
       release(backend, aT, outT);
       return out;
@@ -166,8 +170,13 @@ function identity({ inputs, backend }: KernelArgs): TensorInfo {
 /** True when `small` is a per-channel vector for `big`: [C] or [1, ..., 1, C] with C = big's last dim. */
 function isChannelVector(small: TensorInfo, big: TensorInfo): boolean {
   const c = big.shape[big.shape.length - 1];
-  return small.shape.length >= 1 && small.shape.length <= big.shape.length && big.shape.length >= 2 &&
-    small.shape[small.shape.length - 1] === c && sizeOf(small.shape) === c;
+  return (
+    small.shape.length >= 1 &&
+    small.shape.length <= big.shape.length &&
+    big.shape.length >= 2 &&
+    small.shape[small.shape.length - 1] === c &&
+    sizeOf(small.shape) === c
+  );
 }
 
 type RowOp = 'rowscale' | 'rowadd' | 'rowsub';
@@ -201,8 +210,13 @@ function fusedBatchNorm(args: KernelArgs): TensorInfo {
   const loops = simdLoops(backend.wasm.sharedMemory);
   const c = x.shape[x.shape.length - 1];
   const vectors = [mean, variance, offset, scale].filter((t): t is TensorInfo => t !== undefined);
-  if (!loops || c % 4 !== 0 || x.dtype !== 'float32' || sizeOf(x.shape) <= c ||
-      !vectors.every((t) => t.dtype === 'float32' && isChannelVector(t, x))) {
+  if (
+    !loops ||
+    c % 4 !== 0 ||
+    x.dtype !== 'float32' ||
+    sizeOf(x.shape) <= c ||
+    !vectors.every((t) => t.dtype === 'float32' && isChannelVector(t, x))
+  ) {
     return callStock('FusedBatchNorm', args);
   }
   const epsilon = (attrs.varianceEpsilon as number | undefined) ?? 0.001;

@@ -80,12 +80,7 @@ export function reshaped(info: TensorInfo, shape: number[]): TensorInfo {
 type KernelFn = (args: { inputs: Record<string, TensorInfo>; backend: unknown; attrs: NamedAttrMap }) => TensorInfo;
 
 /** Calls a kernel registered for wasm directly (no engine, no tape): the output is a raw TensorInfo we own. */
-export function runKernel(
-  name: string,
-  backend: WasmBackend,
-  inputs: Record<string, TensorInfo>,
-  attrs: NamedAttrMap = {},
-): TensorInfo {
+export function runKernel(name: string, backend: WasmBackend, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap = {}): TensorInfo {
   const kernel = tf.getKernel(name, 'wasm');
   if (!kernel) throw new Error(`wasm kernel '${name}' is not registered`);
   return (kernel.kernelFunc as unknown as KernelFn)({ inputs, backend, attrs });

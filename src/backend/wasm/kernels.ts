@@ -16,25 +16,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
-import {
-  WasmBackend,
-  allocate,
-  alias,
-  byteOffset,
-  copyIntoGrid,
-  release,
-  releaseAlias,
-  reshaped,
-  runKernel,
-  view,
-} from './heap';
+import { WasmBackend, allocate, alias, byteOffset, copyIntoGrid, release, releaseAlias, reshaped, runKernel, view } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
 import { SimdLoops, simdLoops } from './simd';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
-
 
 function requireChannelsLast(info: Conv2DInfo, kernel: string): void {
   if (info.dataFormat !== 'channelsLast') {
@@ -96,8 +84,17 @@ function inputOnGridChannelMajor(backend: WasmBackend, x: TensorInfo, info: Conv
 
 /** NHWC `src` -> [c, n*hp*wp] (+ `slack` zeros), each image placed at (top, left) on a zero grid of hp x wp. */
 function channelMajorGrid(
-  backend: WasmBackend, srcInfo: TensorInfo,
-  n: number, h: number, w: number, c: number, hp: number, wp: number, top: number, left: number, slack: number,
+  backend: WasmBackend,
+  srcInfo: TensorInfo,
+  n: number,
+  h: number,
+  w: number,
+  c: number,
+  hp: number,
+  wp: number,
+  top: number,
+  left: number,
+  slack: number,
 ): TensorInfo {
   const positions = n * hp * wp;
   const out = allocate(backend, [c * positions + slack]);
@@ -260,7 +257,12 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
  * packed each time; the SIMD depthwise loop does it in one pass over dy per output row.
  */
 function singleChannelFilterGradSimd(
-  backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, attrs: NamedAttrMap, loops: SimdLoops,
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: Conv2DInfo,
+  attrs: NamedAttrMap,
+  loops: SimdLoops,
 ): TensorInfo {
   const { batchSize, inHeight, inWidth, outChannels: co, filterHeight: fh, filterWidth: fw } = info;
   const repeated = allocate(backend, [batchSize, inHeight, inWidth, co]);
@@ -284,7 +286,12 @@ function transposedPadding(info: Conv2DInfo): ExplicitPadding {
   const left = effW - info.padInfo.left;
   const bottom = info.inHeight - info.outHeight - top + effH;
   const right = info.inWidth - info.outWidth - left + effW;
-  return [[0, 0], [top, bottom], [left, right], [0, 0]];
+  return [
+    [0, 0],
+    [top, bottom],
+    [left, right],
+    [0, 0],
+  ];
 }
 
 function paddingIsNonNegative(pad: ExplicitPadding): boolean {
@@ -321,7 +328,10 @@ function conv2DBackpropInput(args: KernelArgs): TensorInfo {
   }
   const flipped = flippedSwappedFilter(backend, filter);
   const dx = runKernel('Conv2D', backend, { x: dy, filter: flipped }, {
-    strides: [1, 1], pad, dataFormat: 'NHWC', dilations: [1, 1],
+    strides: [1, 1],
+    pad,
+    dataFormat: 'NHWC',
+    dilations: [1, 1],
   } as unknown as NamedAttrMap);
   release(backend, flipped);
   return dx;
@@ -409,7 +419,18 @@ function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: Tensor
   const gridSize = batchSize * hp * wp * c;
   const grid = allocate(backend, [gridSize]);
   const scratch = allocate(backend, [taps * c + taps]); // float32 partial sums, then the taps' byte shifts (int32)
-  copyIntoGrid(view(backend, x), view(backend, grid), batchSize, info.inHeight, info.inWidth, c, hp, wp, info.padInfo.top, info.padInfo.left);
+  copyIntoGrid(
+    view(backend, x),
+    view(backend, grid),
+    batchSize,
+    info.inHeight,
+    info.inWidth,
+    c,
+    hp,
+    wp,
+    info.padInfo.top,
+    info.padInfo.left,
+  );
   const scratchView = view(backend, scratch);
   const shifts = new Int32Array(scratchView.buffer, scratchView.byteOffset + taps * c * 4, taps);
   for (let i = 0; i < fh; i++) {
@@ -490,9 +511,16 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
   if (info.strideHeight === 1 && info.strideWidth === 1 && multiplier === 1 && paddingIsNonNegative(pad)) {
     // Channel multiplier 1: the flipped filter keeps its [fh, fw, c, 1] layout.
     const flipped = flippedSwappedFilter(backend, reshaped(filter, [filter.shape[0], filter.shape[1], 1, info.inChannels]));
-    const dx = runKernel('DepthwiseConv2dNative', backend, { x: dy, filter: reshaped(flipped, [filter.shape[0], filter.shape[1], info.inChannels, 1]) }, {
-      strides: [1, 1], pad, dilations: [info.dilationHeight, info.dilationWidth],
-    } as unknown as NamedAttrMap);
+    const dx = runKernel(
+      'DepthwiseConv2dNative',
+      backend,
+      { x: dy, filter: reshaped(flipped, [filter.shape[0], filter.shape[1], info.inChannels, 1]) },
+      {
+        strides: [1, 1],
+        pad,
+        dilations: [info.dilationHeight, info.dilationWidth],
+      } as unknown as NamedAttrMap,
+    );
     release(backend, flipped);
     return dx;
   }
@@ -577,8 +605,15 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
 
 /** The common 2x2 / stride 2 / unpadded case: windows do not overlap, so every input is written once. */
 function maxPoolGrad2x2(
-  xs: Float32Array, dys: Float32Array, out: Float32Array,
-  batchSize: number, inHeight: number, inWidth: number, c: number, outHeight: number, outWidth: number,
+  xs: Float32Array,
+  dys: Float32Array,
+  out: Float32Array,
+  batchSize: number,
+  inHeight: number,
+  inWidth: number,
+  c: number,
+  outHeight: number,
+  outWidth: number,
 ): void {
   if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
   const row = inWidth * c;
@@ -592,7 +627,10 @@ function maxPoolGrad2x2(
         const p2 = p0 + row;
         const p3 = p2 + c;
         for (let k = 0; k < c; k++, g++) {
-          const v0 = xs[p0 + k], v1 = xs[p1 + k], v2 = xs[p2 + k], v3 = xs[p3 + k];
+          const v0 = xs[p0 + k],
+            v1 = xs[p1 + k],
+            v2 = xs[p2 + k],
+            v3 = xs[p3 + k];
           out[p0 + k] = 0;
           out[p1 + k] = 0;
           out[p2 + k] = 0;
@@ -600,9 +638,17 @@ function maxPoolGrad2x2(
           // First maximum in row-major order wins ties, as on the cpu backend.
           let at = p0 + k;
           let best = v0;
-          if (v1 > best) { best = v1; at = p1 + k; }
-          if (v2 > best) { best = v2; at = p2 + k; }
-          if (v3 > best) { at = p3 + k; }
+          if (v1 > best) {
+            best = v1;
+            at = p1 + k;
+          }
+          if (v2 > best) {
+            best = v2;
+            at = p2 + k;
+          }
+          if (v3 > best) {
+            at = p3 + k;
+          }
           out[at] = dys[g];
         }
       }
@@ -629,12 +675,31 @@ export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name)
  * any of the fast paths above.
  */
 const MINIMAL_KERNELS: Array<[string, Impl]> = [
-  ['Conv2DBackpropFilter', ({ inputs, backend, attrs }) =>
-    conv2DBackpropFilterLoops(backend, inputs.x, inputs.dy, conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, false))],
-  ['DepthwiseConv2dNativeBackpropFilter', ({ inputs, backend, attrs }) =>
-    depthwiseFilterGradLoops(backend, inputs.x, inputs.dy, conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, true, (attrs.dilations as [number, number]) ?? 1))],
-  ['DepthwiseConv2dNativeBackpropInput', ({ inputs, backend, attrs }) =>
-    depthwiseInputGradLoops(backend, inputs.dy, inputs.filter, conv2dInfo(attrs.inputShape as number[], inputs.filter.shape, attrs, true, (attrs.dilations as [number, number]) ?? 1))],
+  [
+    'Conv2DBackpropFilter',
+    ({ inputs, backend, attrs }) =>
+      conv2DBackpropFilterLoops(backend, inputs.x, inputs.dy, conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, false)),
+  ],
+  [
+    'DepthwiseConv2dNativeBackpropFilter',
+    ({ inputs, backend, attrs }) =>
+      depthwiseFilterGradLoops(
+        backend,
+        inputs.x,
+        inputs.dy,
+        conv2dInfo(inputs.x.shape, attrs.filterShape as number[], attrs, true, (attrs.dilations as [number, number]) ?? 1),
+      ),
+  ],
+  [
+    'DepthwiseConv2dNativeBackpropInput',
+    ({ inputs, backend, attrs }) =>
+      depthwiseInputGradLoops(
+        backend,
+        inputs.dy,
+        inputs.filter,
+        conv2dInfo(attrs.inputShape as number[], inputs.filter.shape, attrs, true, (attrs.dilations as [number, number]) ?? 1),
+      ),
+  ],
 ];
 
 let registered: 'full' | 'minimal' | undefined;

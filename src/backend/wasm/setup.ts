@@ -157,14 +157,18 @@ export async function startWasmBackend(opts: WasmStartOptions = {}): Promise<Was
   if (threads > 1 && !alreadyRunning) {
     const stock = registeredFactory();
     tf.removeBackend('wasm');
-    tf.registerBackend('wasm', async () => {
-      const module = await instantiateThreaded();
-      attachTfjsApi(module);
-      wasmPackage.setThreadsCount(threads);
-      const backend = new wasmPackage.BackendWasm(module as never); // starts the thread pool
-      unrefWorkers(module);
-      return backend;
-    }, WASM_PRIORITY);
+    tf.registerBackend(
+      'wasm',
+      async () => {
+        const module = await instantiateThreaded();
+        attachTfjsApi(module);
+        wasmPackage.setThreadsCount(threads);
+        const backend = new wasmPackage.BackendWasm(module as never); // starts the thread pool
+        unrefWorkers(module);
+        return backend;
+      },
+      WASM_PRIORITY,
+    );
     const why = await activate();
     if (why) {
       singleThreadReason = `threaded wasm failed to start: ${why.split('\n')[0]}`;
@@ -178,7 +182,8 @@ export async function startWasmBackend(opts: WasmStartOptions = {}): Promise<Was
   }
   await tf.ready();
   const actual = wasmPackage.getThreadsCount();
-  if (actual > 1) singleThreadReason = undefined; // e.g. the running backend is our threaded one
+  if (actual > 1)
+    singleThreadReason = undefined; // e.g. the running backend is our threaded one
   else if (!singleThreadReason) singleThreadReason = 'thread pool reported 1 thread';
   started = { threads: actual, kernels, singleThreadReason };
   return started;

@@ -76,11 +76,16 @@ function bump(local: number, step: number | { local: number }): number[] {
 /** while (counter < limit) { body; } with the loop's break at depth 1. */
 function whileBelow(counter: number, limit: number, body: number[]): number[] {
   return [
-    ...op.block, ...op.loop,
-    ...op.get(counter), ...op.get(limit), ...op.geU, ...op.brIf(1),
+    ...op.block,
+    ...op.loop,
+    ...op.get(counter),
+    ...op.get(limit),
+    ...op.geU,
+    ...op.brIf(1),
     ...body,
     ...op.br(0),
-    ...op.end, ...op.end,
+    ...op.end,
+    ...op.end,
   ];
 }
 
@@ -88,9 +93,17 @@ function whileBelow(counter: number, limit: number, body: number[]): number[] {
 function colsumBody(): number[] {
   const [src, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5];
   const inner = whileBelow(k, colsBytes, [
-    ...op.get(dst), ...op.get(k), ...op.add,
-    ...op.get(dst), ...op.get(k), ...op.add, ...op.v128Load,
-    ...op.get(src), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(dst),
+    ...op.get(k),
+    ...op.add,
+    ...op.get(dst),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
+    ...op.get(src),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
     ...op.f32x4Add,
     ...op.v128Store,
     ...bump(k, 16),
@@ -103,25 +116,47 @@ function colsumBody(): number[] {
 function dwgradBody(): number[] {
   const [x, dy, acc, n, cBytes, shifts, taps, p, t, k, xs, a] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
   const channels = whileBelow(k, cBytes, [
-    ...op.get(a), ...op.get(k), ...op.add,
-    ...op.get(a), ...op.get(k), ...op.add, ...op.v128Load,
-    ...op.get(xs), ...op.get(k), ...op.add, ...op.v128Load,
-    ...op.get(dy), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(a),
+    ...op.get(k),
+    ...op.add,
+    ...op.get(a),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
+    ...op.get(xs),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
+    ...op.get(dy),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
     ...op.f32x4Mul,
     ...op.f32x4Add,
     ...op.v128Store,
     ...bump(k, 16),
   ]);
   const tapsLoop = whileBelow(t, taps, [
-    ...op.get(x), ...op.get(shifts), ...op.get(t), ...op.i32(2), ...op.shl, ...op.add, ...op.load, ...op.add, ...op.set(xs),
-    ...op.i32(0), ...op.set(k),
+    ...op.get(x),
+    ...op.get(shifts),
+    ...op.get(t),
+    ...op.i32(2),
+    ...op.shl,
+    ...op.add,
+    ...op.load,
+    ...op.add,
+    ...op.set(xs),
+    ...op.i32(0),
+    ...op.set(k),
     ...channels,
     ...bump(a, { local: cBytes }),
     ...bump(t, 1),
   ]);
   const code = whileBelow(p, n, [
-    ...op.i32(0), ...op.set(t),
-    ...op.get(acc), ...op.set(a),
+    ...op.i32(0),
+    ...op.set(t),
+    ...op.get(acc),
+    ...op.set(a),
     ...tapsLoop,
     ...bump(x, { local: cBytes }),
     ...bump(dy, { local: cBytes }),
@@ -133,24 +168,40 @@ function dwgradBody(): number[] {
 // maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
 // v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
 function maxpoolBody(): number[] {
-  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] =
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+  ];
   const at = (base: number, ...offsets: number[]) => [...op.get(base), ...offsets.flatMap((l) => [...op.get(l), ...op.add])];
   const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
   // w = x[offsets] > best; best = w ? x[offsets] : best
   const challenge = (w: number, ...offsets: number[]) => [
-    ...load(...offsets), ...op.get(best), ...op.f32x4Gt, ...op.set(w),
-    ...load(...offsets), ...op.get(best), ...op.get(w), ...op.bitselect, ...op.set(best),
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w),
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.get(w),
+    ...op.bitselect,
+    ...op.set(best),
   ];
   const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
   const lanes = whileBelow(k, cBytes, [
-    ...at(xRow, k), ...op.set(a),
-    ...at(outRow, k), ...op.set(o),
-    ...load(), ...op.set(best),
+    ...at(xRow, k),
+    ...op.set(a),
+    ...at(outRow, k),
+    ...op.set(o),
+    ...load(),
+    ...op.set(best),
     ...challenge(w1, cBytes),
     ...challenge(w2, rowBytes),
-    ...load(rowBytes, cBytes), ...op.get(best), ...op.f32x4Gt, ...op.set(w3),
-    ...at(dyRow, k), ...op.v128Load, ...op.set(g),
+    ...load(rowBytes, cBytes),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w3),
+    ...at(dyRow, k),
+    ...op.v128Load,
+    ...op.set(g),
     // The last window element that beat every earlier one gets the gradient; the others get zero.
     ...store([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
     ...store([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
@@ -159,9 +210,13 @@ function maxpoolBody(): number[] {
     ...bump(k, 16),
   ]);
   const code = [
-    ...op.get(cBytes), ...op.get(cBytes), ...op.add, ...op.set(c2),
+    ...op.get(cBytes),
+    ...op.get(cBytes),
+    ...op.add,
+    ...op.set(c2),
     ...whileBelow(ox, outW, [
-      ...op.i32(0), ...op.set(k),
+      ...op.i32(0),
+      ...op.set(k),
       ...lanes,
       ...bump(xRow, { local: c2 }),
       ...bump(outRow, { local: c2 }),
@@ -169,23 +224,42 @@ function maxpoolBody(): number[] {
       ...bump(ox, 1),
     ]),
   ];
-  return [...vec([[5, I32], [5, V128]]), ...code, ...op.end];
+  return [
+    ...vec([
+      [5, I32],
+      [5, V128],
+    ]),
+    ...code,
+    ...op.end,
+  ];
 }
 
 /** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
 function rowBinaryBody(vectorOp: number[]): number[] {
   const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
   const inner = whileBelow(k, colsBytes, [
-    ...op.get(dst), ...op.get(k), ...op.add,
-    ...op.get(src), ...op.get(k), ...op.add, ...op.v128Load,
-    ...op.get(v), ...op.get(k), ...op.add, ...op.v128Load,
+    ...op.get(dst),
+    ...op.get(k),
+    ...op.add,
+    ...op.get(src),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
+    ...op.get(v),
+    ...op.get(k),
+    ...op.add,
+    ...op.v128Load,
     ...vectorOp,
     ...op.v128Store,
     ...bump(k, 16),
   ]);
   const code = whileBelow(r, rows, [
-    ...op.i32(0), ...op.set(k), ...inner,
-    ...bump(src, { local: colsBytes }), ...bump(dst, { local: colsBytes }), ...bump(r, 1),
+    ...op.i32(0),
+    ...op.set(k),
+    ...inner,
+    ...bump(src, { local: colsBytes }),
+    ...bump(dst, { local: colsBytes }),
+    ...bump(r, 1),
   ]);
   return [...vec([[2, I32]]), ...code, ...op.end];
 }
@@ -196,15 +270,27 @@ function rowAffineBody(): number[] {
   const at = (base: number) => [...op.get(base), ...op.get(k), ...op.add];
   const inner = whileBelow(k, colsBytes, [
     ...at(dst),
-    ...at(src), ...op.v128Load, ...at(m), ...op.v128Load, ...op.f32x4Sub,
-    ...at(a), ...op.v128Load, ...op.f32x4Mul,
-    ...at(o), ...op.v128Load, ...op.f32x4Add,
+    ...at(src),
+    ...op.v128Load,
+    ...at(m),
+    ...op.v128Load,
+    ...op.f32x4Sub,
+    ...at(a),
+    ...op.v128Load,
+    ...op.f32x4Mul,
+    ...at(o),
+    ...op.v128Load,
+    ...op.f32x4Add,
     ...op.v128Store,
     ...bump(k, 16),
   ]);
   const code = whileBelow(r, rows, [
-    ...op.i32(0), ...op.set(k), ...inner,
-    ...bump(src, { local: colsBytes }), ...bump(dst, { local: colsBytes }), ...bump(r, 1),
+    ...op.i32(0),
+    ...op.set(k),
+    ...inner,
+    ...bump(src, { local: colsBytes }),
+    ...bump(dst, { local: colsBytes }),
+    ...bump(r, 1),
   ]);
   return [...vec([[2, I32]]), ...code, ...op.end];
 }
@@ -221,14 +307,39 @@ function moduleBytes(shared: boolean): Uint8Array {
   const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
   const affine = rowAffineBody();
   return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, vec([type4, type7, type6, type5])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
     ...section(3, vec([[0], [1], [2], [3], [3], [3], [1]])),
-    ...section(7, vec([[...name('colsum'), 0x00, 0], [...name('dwgrad'), 0x00, 1], [...name('maxpool2x2'), 0x00, 2],
-      [...name('rowscale'), 0x00, 3], [...name('rowadd'), 0x00, 4], [...name('rowsub'), 0x00, 5], [...name('rowaffine'), 0x00, 6]])),
-    ...section(10, vec([[...leb(colsum.length), ...colsum], [...leb(dwgrad.length), ...dwgrad], [...leb(maxpool.length), ...maxpool],
-      ...rows.map((b) => [...leb(b.length), ...b]), [...leb(affine.length), ...affine]])),
+    ...section(
+      7,
+      vec([
+        [...name('colsum'), 0x00, 0],
+        [...name('dwgrad'), 0x00, 1],
+        [...name('maxpool2x2'), 0x00, 2],
+        [...name('rowscale'), 0x00, 3],
+        [...name('rowadd'), 0x00, 4],
+        [...name('rowsub'), 0x00, 5],
+        [...name('rowaffine'), 0x00, 6],
+      ]),
+    ),
+    ...section(
+      10,
+      vec([
+        [...leb(colsum.length), ...colsum],
+        [...leb(dwgrad.length), ...dwgrad],
+        [...leb(maxpool.length), ...maxpool],
+        ...rows.map((b) => [...leb(b.length), ...b]),
+        [...leb(affine.length), ...affine],
+      ]),
+    ),
   ]);
 }
 
