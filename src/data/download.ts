@@ -253,10 +253,14 @@ async function fetchToFile(
   try {
     await fs.mkdir(path.dirname(dest), { recursive: true });
     opts.onProgress?.(0, total);
+    const out = createWriteStream(partFile);
     try {
       const body = Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>);
-      await pipeline(body, meter, createWriteStream(partFile), { signal });
+      await pipeline(body, meter, out, { signal });
     } catch (err) {
+      // pipeline rejects as soon as the body fails, while the file may still be opening: removing it before the
+      // stream has closed left a .part file behind now and then.
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
       const aborted = abortReason();
       if (aborted) throw aborted;
       const got = `${formatBytes(meter.received)}${total === undefined ? '' : ` of ${formatBytes(total)}`}`;
