@@ -318,6 +318,7 @@ export function parseThresholdRule(spec: string): ThresholdRule {
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : '-');
+const auc = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
 
 /** summary.md: what ran, on what, and how the test metrics compare with the seed article. */
 export function summaryMarkdown(args: {
@@ -367,7 +368,7 @@ export function summaryMarkdown(args: {
     return lines.join('\n') + '\n';
   }
   const row = (name: string, m: SplitMetrics) =>
-    `| ${name} | ${pct(m.accuracy)} | ${pct(m.precision)} | ${pct(m.recall)} | ${pct(m.specificity)} | ${pct(m.f1)} | ${Number.isFinite(m.auc) ? m.auc.toFixed(3) : '-'} |`;
+    `| ${name} | ${pct(m.accuracy)} | ${pct(m.precision)} | ${pct(m.recall)} | ${pct(m.specificity)} | ${pct(m.f1)} | ${auc(m.auc)} |`;
   const a = SEED_ARTICLE_METRICS;
   lines.push(
     `- Threshold: ${ev.threshold.toFixed(4)} (rule ${formatThresholdRule(ev.thresholdRule)}, chosen on validation only)`,
@@ -560,13 +561,13 @@ async function trainAndEvaluate(
   const t = evaluation.test;
   log(
     `Test (threshold ${evaluation.threshold.toFixed(3)} from val): accuracy ${pct(t.accuracy)}%, precision ${pct(t.precision)}%, ` +
-      `recall ${pct(t.recall)}%, specificity ${pct(t.specificity)}%, F1 ${pct(t.f1)}%, AUC ${Number.isFinite(t.auc) ? t.auc.toFixed(3) : '-'}`,
+      `recall ${pct(t.recall)}%, specificity ${pct(t.specificity)}%, F1 ${pct(t.f1)}%, AUC ${auc(t.auc)}`,
   );
   const vt = evaluation.valTime;
   if (vt) {
     log(
       `Out-of-time validation (same threshold): accuracy ${pct(vt.accuracy)}%, recall ${pct(vt.recall)}%, ` +
-        `specificity ${pct(vt.specificity)}%, AUC ${Number.isFinite(vt.auc) ? vt.auc.toFixed(3) : '-'}`,
+        `specificity ${pct(vt.specificity)}%, AUC ${auc(vt.auc)}`,
     );
   }
   log(`Wrote ${runDir}`);

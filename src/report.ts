@@ -14,6 +14,7 @@ import { APT_HINT, hasJupyterCommand, jupyterExecutable, registerKernel, repoRoo
 import { notebookPaths, paramEnvName, type NotebookPaths, type Params } from './notebook';
 import { listRuns } from './runs/read';
 import { executeWithParameters } from './notebook-exec';
+import { launchChromium } from './chromium';
 import { readRunSummary, summaryHtml } from './report-summary';
 import { PLOTLY_SCRIPT_ID } from './viz/display';
 
@@ -356,38 +357,13 @@ export interface PageShot {
   errors: string[];
 }
 
-const CHROMIUM_PATHS = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
-
 /**
  * Opens each report page offline in headless Chromium (Debian's `chromium`, driven by playwright-core), waits for
  * every chart to draw, and saves a full-page screenshot: a quick visual check of a report, and proof it renders.
  */
 export async function screenshotReport(report: { outDir: string; entries: ReportEntry[] }, shotsDir: string): Promise<PageShot[]> {
-  const executablePath = [process.env.PNEUMO_CHROMIUM, ...CHROMIUM_PATHS].find((p): p is string => !!p && fs.existsSync(p));
-  if (!executablePath)
-    throw new Error(
-      `No Chromium found (tried ${CHROMIUM_PATHS.join(', ')}; or set PNEUMO_CHROMIUM). Install it: sudo apt-get install chromium`,
-    );
-  let playwright: typeof import('playwright-core');
-  try {
-    playwright = await import('playwright-core');
-  } catch {
-    throw new Error('playwright-core is not installed (it is a dev dependency): run `npm install` without --omit=dev.');
-  }
   fs.mkdirSync(shotsDir, { recursive: true });
-  const browser = await playwright.chromium.launch({
-    executablePath,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launchChromium();
   const shots: PageShot[] = [];
   try {
     for (const entry of report.entries) {

@@ -1,37 +1,9 @@
 /** Headless Chromium for the browser tests: Debian's chromium driven by playwright-core (no browser download). */
 import * as fs from 'fs';
 import * as path from 'path';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 
-export const CHROMIUM_CANDIDATES = [
-  process.env.PNEUMO_CHROMIUM,
-  '/usr/bin/chromium',
-  '/usr/bin/chromium-browser',
-  '/usr/bin/google-chrome',
-].filter((p): p is string => Boolean(p));
-
-export function chromiumPath(): string | null {
-  return CHROMIUM_CANDIDATES.find((p) => fs.existsSync(p)) ?? null;
-}
-
-export async function launchChromium(): Promise<Browser> {
-  const executablePath = chromiumPath();
-  if (!executablePath) throw new Error(`No Chromium found (tried ${CHROMIUM_CANDIDATES.join(', ')}): apt-get install chromium`);
-  const { chromium } = await import('playwright-core');
-  return chromium.launch({
-    executablePath,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-}
+export { CHROMIUM_CANDIDATES, chromiumPath, launchChromium } from '../src/chromium';
 
 /** A console error the page itself logs whatever our outputs do, with the reason it is not ours. */
 export interface PageNoise {
