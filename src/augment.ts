@@ -6,7 +6,7 @@
  * Randomness comes only from the caller's Rng, so a batch is reproducible from (seed, config) on every backend.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Rng } from './random';
+import { makeRng, type Rng } from './random';
 
 export interface AugmentConfig {
   /** 0.3 = each axis scaled by an independent factor in [0.7, 1.3] (Keras zoom_range; >1 zooms out). */
@@ -25,6 +25,12 @@ export interface AugmentConfig {
   brightness?: number;
   /** Maximum contrast change: pixels move away from / towards the image mean by a factor in [1-c, 1+c]. */
   contrast?: number;
+  /** Maximum gamma change: pixels become x^g with g in [1-gamma, 1+gamma] (exposure curves differ between devices). */
+  gamma?: number;
+  /** Maximum Gaussian blur sigma in pixels; each image draws a sigma in [0, blur] (focus and detector blur). */
+  blur?: number;
+  /** Maximum standard deviation of added Gaussian noise (pixels in [0,1]); each image draws one in [0, noise]. */
+  noise?: number;
 }
 
 export const NO_AUGMENT: AugmentConfig = Object.freeze({});
@@ -53,7 +59,7 @@ export const AUGMENT_PRESETS: Readonly<Record<string, AugmentConfig>> = Object.f
   none: NO_AUGMENT,
 });
 
-type NumericKey = 'zoom' | 'rotation' | 'widthShift' | 'heightShift' | 'brightness' | 'contrast';
+type NumericKey = 'zoom' | 'rotation' | 'widthShift' | 'heightShift' | 'brightness' | 'contrast' | 'gamma' | 'blur' | 'noise';
 type FlagKey = 'hflip' | 'vflip';
 
 interface NumericOption {
@@ -83,6 +89,9 @@ const OPTIONS: readonly Option[] = [
   { kind: 'flag', key: 'vflip', cli: 'vflip' },
   { kind: 'number', key: 'brightness', cli: 'brightness', min: 0, max: 1, maxInclusive: true, unit: 'fraction' },
   { kind: 'number', key: 'contrast', cli: 'contrast', min: 0, max: 1, maxInclusive: false, unit: 'fraction' },
+  { kind: 'number', key: 'gamma', cli: 'gamma', min: 0, max: 1, maxInclusive: false, unit: 'fraction' },
+  { kind: 'number', key: 'blur', cli: 'blur', min: 0, max: 5, maxInclusive: true, unit: 'pixels' },
+  { kind: 'number', key: 'noise', cli: 'noise', min: 0, max: 0.5, maxInclusive: true, unit: 'fraction' },
 ];
 
 function validKeysText(): string {
@@ -197,7 +206,12 @@ export function isGeometric(cfg: AugmentConfig): boolean {
 
 /** True when the config does anything at all. */
 export function isAugmenting(cfg: AugmentConfig): boolean {
-  return isGeometric(cfg) || Boolean(cfg.brightness || cfg.contrast);
+  return isGeometric(cfg) || Boolean(cfg.brightness || cfg.contrast) || isFilmLike(cfg);
+}
+
+/** True when the config changes the exposure curve, sharpness or noise (applied in JS on every backend). */
+export function isFilmLike(cfg: AugmentConfig): boolean {
+  return Boolean(cfg.gamma || cfg.blur || cfg.noise);
 }
 
 /** The random draw for one image; exported so tests and notebooks can show exactly what happened. */
@@ -216,6 +230,13 @@ export interface ImageAugmentParams {
   brightness: number;
   /** Deviation from the image mean is multiplied by this. */
   contrast: number;
+  /** Exponent of the exposure curve (1 = unchanged). */
+  gamma: number;
+  /** Gaussian blur sigma in pixels (0 = none). */
+  blurSigma: number;
+  /** Standard deviation of the added noise and the seed of its pixels. */
+  noiseStd: number;
+  noiseSeed: number;
 }
 
 const uniform = (rng: Rng, max: number): number => (2 * rng() - 1) * max;
@@ -237,6 +258,10 @@ export function sampleAugmentParams(cfg: AugmentConfig, rng: Rng, count: number,
       vflip: false,
       brightness: 0,
       contrast: 1,
+      gamma: 1,
+      blurSigma: 0,
+      noiseStd: 0,
+      noiseSeed: 0,
     };
     if (cfg.zoom) {
       // Independent per axis, as Keras does.
@@ -250,6 +275,12 @@ export function sampleAugmentParams(cfg: AugmentConfig, rng: Rng, count: number,
     if (cfg.vflip) p.vflip = rng() < 0.5;
     if (cfg.brightness) p.brightness = uniform(rng, cfg.brightness);
     if (cfg.contrast) p.contrast = 1 + uniform(rng, cfg.contrast);
+    if (cfg.gamma) p.gamma = 1 + uniform(rng, cfg.gamma);
+    if (cfg.blur) p.blurSigma = rng() * cfg.blur;
+    if (cfg.noise) {
+      p.noiseStd = rng() * cfg.noise;
+      p.noiseSeed = Math.floor(rng() * 2 ** 31);
+    }
     out.push(p);
   }
   return out;
@@ -375,6 +406,53 @@ export function adjustBrightnessContrast(values: Float32Array, imageSize: number
   });
 }
 
+/** One image's separable Gaussian blur with clamped edges, in place. */
+function blurImage(values: Float32Array, start: number, h: number, w: number, sigma: number): void {
+  const radius = Math.max(1, Math.ceil(2 * sigma));
+  const kernel = new Float32Array(2 * radius + 1);
+  let total = 0;
+  for (let k = -radius; k <= radius; k++) total += kernel[k + radius] = Math.exp(-(k * k) / (2 * sigma * sigma));
+  for (let k = 0; k < kernel.length; k++) kernel[k] /= total;
+  const tmp = new Float32Array(h * w);
+  const clamp = (v: number, hi: number) => (v < 0 ? 0 : v > hi ? hi : v);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      let acc = 0;
+      for (let k = -radius; k <= radius; k++) acc += kernel[k + radius] * values[start + y * w + clamp(x + k, w - 1)];
+      tmp[y * w + x] = acc;
+    }
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      let acc = 0;
+      for (let k = -radius; k <= radius; k++) acc += kernel[k + radius] * tmp[clamp(y + k, h - 1) * w + x];
+      values[start + y * w + x] = acc;
+    }
+}
+
+/**
+ * Gamma, blur, then Gaussian noise, clipped to [0,1], in place on single-channel images (`[n, h, w, 1]`): the
+ * differences between one device's films and another's that brightness and contrast alone do not cover.
+ */
+export function applyFilmLike(values: Float32Array, h: number, w: number, params: readonly ImageAugmentParams[]): void {
+  params.forEach((p, b) => {
+    const start = b * h * w;
+    const end = start + h * w;
+    if (p.gamma !== 1) for (let i = start; i < end; i++) values[i] = Math.pow(values[i] < 0 ? 0 : values[i], p.gamma);
+    if (p.blurSigma > 0.05) blurImage(values, start, h, w, p.blurSigma);
+    if (p.noiseStd > 0) {
+      const rng = makeRng(p.noiseSeed);
+      for (let i = start; i < end; i += 2) {
+        // Box-Muller: two normal draws per pair of uniforms.
+        const r = Math.sqrt(-2 * Math.log(1 - rng())) * p.noiseStd;
+        const t = 2 * Math.PI * rng();
+        values[i] += r * Math.cos(t);
+        if (i + 1 < end) values[i + 1] += r * Math.sin(t);
+      }
+    }
+    for (let i = start; i < end; i++) values[i] = values[i] < 0 ? 0 : values[i] > 1 ? 1 : values[i];
+  });
+}
+
 function transformsFor(params: readonly ImageAugmentParams[], height: number, width: number): Float32Array {
   const transforms = new Float32Array(params.length * 8);
   params.forEach((p, i) => transforms.set(transformFor(p, height, width), i * 8));
@@ -393,6 +471,10 @@ function augmentInJs(xs: tf.Tensor4D, params: readonly ImageAugmentParams[], cfg
   if (cfg.brightness || cfg.contrast) {
     values ??= input.slice(); // never write into the input tensor's storage
     adjustBrightnessContrast(values, h * w * c, params);
+  }
+  if (isFilmLike(cfg)) {
+    values ??= input.slice();
+    applyFilmLike(values, h, w, params);
   }
   return tf.tensor4d(values ?? input.slice(), [n, h, w, c], 'float32');
 }
@@ -430,7 +512,15 @@ export function applyAugmentParams(xs: tf.Tensor4D, params: readonly ImageAugmen
     throw new Error(`applyAugmentParams: ${params.length} parameter sets for a batch of ${xs.shape[0]}.`);
   }
   if (xs.dtype !== 'float32') throw new Error(`applyAugmentParams: expected float32 images in [0,1], got ${xs.dtype}.`);
-  return usesCpuKernels() ? augmentInJs(xs, params, cfg) : augmentWithOps(xs, params, cfg);
+  if (isFilmLike(cfg) && xs.shape[3] !== 1) throw new Error('applyAugmentParams: gamma, blur and noise support grayscale images only.');
+  if (usesCpuKernels()) return augmentInJs(xs, params, cfg);
+  const out = augmentWithOps(xs, params, cfg);
+  if (!isFilmLike(cfg)) return out;
+  const [n, h, w, c] = xs.shape;
+  const values = out.dataSync().slice() as Float32Array;
+  out.dispose();
+  applyFilmLike(values, h, w, params);
+  return tf.tensor4d(values, [n, h, w, c], 'float32');
 }
 
 /**

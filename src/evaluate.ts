@@ -18,6 +18,7 @@ import {
   ThresholdRule,
 } from './metrics';
 import { toTensor } from './data/batches';
+import { applyAugmentParams, type ImageAugmentParams } from './augment';
 import { DecodedImages, Label, LABELS, SplitName } from './types';
 
 export interface SplitMetrics extends ClassificationMetrics {
@@ -47,10 +48,23 @@ export interface PredictionRow {
   correct: boolean;
 }
 
+/** The validation split a threshold rule is applied to; `pooled` is val and valTime together. */
+export type ThresholdSplit = 'val' | 'valTime' | 'pooled';
+export const THRESHOLD_SPLITS: readonly ThresholdSplit[] = ['val', 'valTime', 'pooled'];
+export const THRESHOLD_SPLIT_NAMES: Record<ThresholdSplit, string> = {
+  val: 'validation split',
+  valTime: 'out-of-time validation split',
+  pooled: 'two validation splits together',
+};
+
 export interface EvalResult {
-  /** Chosen on val with `thresholdRule`; predict PNEUMONIA when probability >= threshold. */
+  /** Chosen on validation with `thresholdRule`; predict PNEUMONIA when probability >= threshold. */
   threshold: number;
   thresholdRule: ThresholdRule;
+  /** Where the threshold was chosen (absent: val). */
+  thresholdOn?: ThresholdSplit;
+  /** Test-time augmentation views averaged (absent: 1). */
+  tta?: number;
   val: SplitMetrics;
   test: SplitMetrics;
   /** The out-of-time validation split at the same threshold, when the split has one. */
@@ -100,29 +114,87 @@ function checkDecodedImages(images: DecodedImages): void {
 }
 
 /**
- * PNEUMONIA probability for every image, in record order. Runs the model in inference mode (dropout off,
- * batch-norm on moving statistics) batch by batch, so memory stays bounded on large splits.
+ * The fixed views test-time augmentation averages over, in order (`tta: n` uses the first n): the image, then
+ * small zooms and shifts well inside the training augmentation's range, so every view is a film the model has
+ * learnt to read. Shifts are fractions of the side.
  */
-export async function predictProbabilities(model: tf.LayersModel, images: DecodedImages, batchSize = 64): Promise<Float32Array> {
+export const TTA_VIEWS: readonly Partial<ImageAugmentParams>[] = [
+  {},
+  { zoomX: 0.92, zoomY: 0.92 },
+  { shiftX: -0.05 },
+  { shiftX: 0.05 },
+  { zoomX: 1.08, zoomY: 1.08 },
+  { shiftY: -0.05 },
+  { shiftY: 0.05 },
+  { rotation: 5 },
+];
+
+const IDENTITY_VIEW: ImageAugmentParams = {
+  zoomX: 1,
+  zoomY: 1,
+  rotation: 0,
+  shiftX: 0,
+  shiftY: 0,
+  hflip: false,
+  vflip: false,
+  brightness: 0,
+  contrast: 1,
+  gamma: 1,
+  blurSigma: 0,
+  noiseStd: 0,
+  noiseSeed: 0,
+};
+
+/** One view of a batch; the caller disposes the result. */
+function viewBatch(x: tf.Tensor4D, view: Partial<ImageAugmentParams>): tf.Tensor4D {
+  const side = x.shape[1];
+  const params: ImageAugmentParams = { ...IDENTITY_VIEW, ...view, shiftX: (view.shiftX ?? 0) * side, shiftY: (view.shiftY ?? 0) * side };
+  // Any geometric key routes applyAugmentParams through its warp; the values come from `params`.
+  return applyAugmentParams(
+    x,
+    Array.from({ length: x.shape[0] }, () => params),
+    { zoom: 0.1 },
+  );
+}
+
+export function checkTta(tta: number): void {
+  if (!(Number.isInteger(tta) && tta >= 1 && tta <= TTA_VIEWS.length)) {
+    throw new Error(`test-time augmentation takes 1 to ${TTA_VIEWS.length} views (got ${tta}).`);
+  }
+}
+
+/**
+ * PNEUMONIA probability for every image, in record order. Runs the model in inference mode (dropout off,
+ * batch-norm on moving statistics) batch by batch, so memory stays bounded on large splits. With `tta` > 1 the
+ * probability is the mean over the first `tta` of TTA_VIEWS.
+ */
+export async function predictProbabilities(model: tf.LayersModel, images: DecodedImages, batchSize = 64, tta = 1): Promise<Float32Array> {
   checkDecodedImages(images);
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`predictProbabilities: batchSize must be a positive integer, got ${batchSize}`);
   }
+  checkTta(tta);
   const { channels } = modelInputShape(model, images);
   const n = images.records.length;
   const out = new Float32Array(n);
   for (let start = 0; start < n; start += batchSize) {
     const end = Math.min(n, start + batchSize);
-    const probs = tf.tidy(() => {
-      const x = batchTensor(images, start, end, channels);
-      const y = model.predict(x, { batchSize: end - start }) as tf.Tensor;
-      if (y.size !== end - start) {
-        throw new Error(`predictProbabilities: model output shape ${JSON.stringify(y.shape)} is not one probability per image`);
-      }
-      return y.reshape([end - start]);
-    });
-    out.set(await probs.data(), start);
-    probs.dispose();
+    const x = batchTensor(images, start, end, channels);
+    for (let v = 0; v < tta; v++) {
+      const input = v === 0 ? x : viewBatch(x, TTA_VIEWS[v]);
+      const probs = tf.tidy(() => {
+        const y = model.predict(input, { batchSize: end - start }) as tf.Tensor;
+        if (y.size !== end - start) {
+          throw new Error(`predictProbabilities: model output shape ${JSON.stringify(y.shape)} is not one probability per image`);
+        }
+        return y.reshape([end - start]);
+      });
+      const values = await probs.data();
+      for (let i = 0; i < values.length; i++) out[start + i] += values[i] / tta;
+      probs.dispose();
+      if (input !== x) input.dispose();
+    }
+    x.dispose();
   }
   return out;
 }
@@ -169,26 +241,36 @@ function predictionRows(split: EvaluatedPart, images: DecodedImages, probs: Floa
 export async function evaluate(
   model: tf.LayersModel,
   data: { val: DecodedImages; test: DecodedImages; valTime?: DecodedImages },
-  opts: { rule?: ThresholdRule; batchSize?: number } = {},
+  opts: { rule?: ThresholdRule; batchSize?: number; thresholdOn?: ThresholdSplit; tta?: number } = {},
 ): Promise<EvalResult> {
   const rule: ThresholdRule = opts.rule ?? { kind: 'youden' };
+  const thresholdOn = opts.thresholdOn ?? 'val';
+  const tta = opts.tta ?? 1;
   for (const split of ['val', 'test'] as const) {
     if (data[split].records.length === 0) {
       throw new Error(`evaluate: the ${split} split has no images; check the split and the decode skips`);
     }
   }
-  const valProbs = await predictProbabilities(model, data.val, opts.batchSize);
-  const testProbs = await predictProbabilities(model, data.test, opts.batchSize);
+  if (thresholdOn !== 'val' && !data.valTime?.records.length) {
+    throw new Error(
+      `evaluate: the threshold is to be chosen on ${thresholdOn}, but there is no out-of-time validation split (--val-time 0?)`,
+    );
+  }
+  const valProbs = await predictProbabilities(model, data.val, opts.batchSize, tta);
+  const testProbs = await predictProbabilities(model, data.test, opts.batchSize, tta);
+  const valTimeProbs = data.valTime?.records.length ? await predictProbabilities(model, data.valTime, opts.batchSize, tta) : undefined;
+  const chooser = thresholdSource(thresholdOn, data, valProbs, valTimeProbs);
   let threshold: number;
   try {
-    threshold = chooseThreshold(data.val.labels, valProbs, rule);
+    threshold = chooseThreshold(chooser.labels, chooser.probs, rule);
   } catch (err) {
-    throw new Error(`evaluate: cannot choose the threshold on the validation split: ${(err as Error).message}`);
+    throw new Error(`evaluate: cannot choose the threshold on the ${THRESHOLD_SPLIT_NAMES[thresholdOn]}: ${(err as Error).message}`);
   }
-  const valTimeProbs = data.valTime?.records.length ? await predictProbabilities(model, data.valTime, opts.batchSize) : undefined;
   return {
     threshold,
     thresholdRule: rule,
+    ...(thresholdOn !== 'val' ? { thresholdOn } : {}),
+    ...(tta > 1 ? { tta } : {}),
     val: evaluateProbabilities(data.val.labels, valProbs, threshold),
     test: evaluateProbabilities(data.test.labels, testProbs, threshold),
     ...(valTimeProbs ? { valTime: evaluateProbabilities(data.valTime!.labels, valTimeProbs, threshold) } : {}),
@@ -198,6 +280,18 @@ export async function evaluate(
       ...predictionRows('test', data.test, testProbs, threshold),
     ],
   };
+}
+
+/** The labels and probabilities a threshold rule sees. */
+export function thresholdSource(
+  on: ThresholdSplit,
+  data: { val: DecodedImages; valTime?: DecodedImages },
+  valProbs: Float32Array,
+  valTimeProbs?: Float32Array,
+): { labels: ArrayLike<number>; probs: ArrayLike<number> } {
+  if (on === 'val' || !valTimeProbs || !data.valTime) return { labels: data.val.labels, probs: valProbs };
+  if (on === 'valTime') return { labels: data.valTime.labels, probs: valTimeProbs };
+  return { labels: [...data.val.labels, ...data.valTime.labels], probs: [...valProbs, ...valTimeProbs] };
 }
 
 const CSV_COLUMNS: Array<keyof PredictionRow> = ['split', 'file', 'patient', 'label', 'probability', 'predicted', 'correct'];

@@ -5,6 +5,7 @@
  * (LAST_CONV_LAYER), and summaries/reports print them.
  */
 import * as tf from '@tensorflow/tfjs';
+import { PerImageNormalization, type InputNormalization } from './normalization';
 
 export type ModelVariant = 'seed' | 'small';
 
@@ -19,6 +20,8 @@ export interface ModelConfig {
    * their masks step by step from the run's seed (src/train/step-layers.ts).
    */
   seed?: number;
+  /** Per-image intensity normalization as the first layer (src/normalization.ts); default none. */
+  normalize?: InputNormalization;
 }
 
 export const DEFAULT_MODEL: ModelConfig = { variant: 'seed', imageSize: 150, channels: 1, seed: 42 };
@@ -107,6 +110,9 @@ export function buildModel(cfg: ModelConfig): tf.LayersModel {
 
   const input = tf.input({ shape: [cfg.imageSize, cfg.imageSize, channels], name: 'input' });
   let x: tf.SymbolicTensor = input;
+  if (cfg.normalize && cfg.normalize !== 'none') {
+    x = new PerImageNormalization({ mode: cfg.normalize, name: 'input_normalization' }).apply(x) as tf.SymbolicTensor;
+  }
 
   for (const i of [1, 2]) {
     x = tf.layers

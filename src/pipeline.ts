@@ -14,8 +14,9 @@ import { assertNoPatientLeak, loadSplit, saveSplit, splitDataset, splitSummary }
 import { decodeSplit, type DecodedParts, type ResizeFit } from './data/decode';
 import { buildModel, type ModelVariant } from './model';
 import { initBackend, describeBackend, backendInfo, type BackendInfo, type BackendName } from './backend/select';
-import { evaluate, predictionsToCsv, type EvalResult, type SplitMetrics } from './evaluate';
+import { evaluate, predictionsToCsv, type EvalResult, type SplitMetrics, THRESHOLD_SPLIT_NAMES, type ThresholdSplit } from './evaluate';
 import type { ThresholdRule } from './metrics';
+import type { InputNormalization } from './normalization';
 import { formatAugment } from './augment';
 import { makeRng, shuffled } from './random';
 import { DEFAULT_TRAIN, train, type EpochLogs, type TrainConfig, type TrainResult } from './train/train';
@@ -59,9 +60,20 @@ export interface PipelineConfig {
   cacheDir?: string | null;
   /** Early-stopping patience in epochs on val_loss; 0 disables. */
   patience: number;
-  /** ReduceLROnPlateau on val_loss. */
+  /** ReduceLROnPlateau on the monitored loss. */
   reduceLR: { factor: number; patience: number; minLr: number };
+  /** Per-image intensity normalization, the model's first layer (src/normalization.ts). */
+  normalize?: InputNormalization;
+  /** The loss that picks the best epoch, stops early and lowers the learning rate. */
+  monitor?: MonitoredLoss;
+  /** Which validation split the threshold rule is applied to (`pooled`: both validation splits together). */
+  thresholdOn?: ThresholdSplit;
+  /** Test-time augmentation: average the probabilities over this many fixed views (1 = the image only). */
+  tta?: number;
 }
+
+/** val_time_loss needs an out-of-time split (split.valTimeFraction > 0). */
+export type MonitoredLoss = 'val_loss' | 'val_time_loss';
 
 export const DEFAULT_PIPELINE: PipelineConfig = {
   data: path.join('data', 'chest_xray'),
@@ -75,6 +87,10 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   patience: 5,
   reduceLR: { factor: 0.3, patience: 2, minLr: 1e-6 },
   fit: 'fill',
+  normalize: 'none',
+  monitor: 'val_loss',
+  thresholdOn: 'val',
+  tta: 1,
 };
 
 /** The seed article's test metrics (percent), for the summary table; specificity was not reported. */
@@ -234,11 +250,15 @@ export async function trainModel(
   hooks: PipelineHooks = {},
 ): Promise<TrainedModel> {
   const log = hooks.log ?? console.log;
-  const checkpoint = modelCheckpoint({ dir: runDir, monitor: 'val_loss' });
+  const monitor = cfg.monitor ?? 'val_loss';
+  if (monitor === 'val_time_loss' && !decoded.valTime?.labels.length) {
+    throw new Error('--monitor val_time_loss needs an out-of-time validation split; set --val-time above 0.');
+  }
+  const checkpoint = modelCheckpoint({ dir: runDir, monitor });
   const callbacks: Callback[] = [
     historyWriter({ dir: runDir }),
-    ...(cfg.patience > 0 ? [earlyStopping({ monitor: 'val_loss', patience: cfg.patience })] : []),
-    reduceLROnPlateau({ monitor: 'val_loss', ...cfg.reduceLR, log }),
+    ...(cfg.patience > 0 ? [earlyStopping({ monitor, patience: cfg.patience })] : []),
+    reduceLROnPlateau({ monitor, ...cfg.reduceLR, log }),
     checkpoint,
     ...(hooks.progress === false ? [] : [progress(hooks.progress ?? {})]),
     ...(hooks.callbacks ?? []),
@@ -274,7 +294,7 @@ export async function trainModel(
       tf.dispose(ckpt.optimizerState.map((t) => t.tensor));
     }
   } else {
-    model = buildModel({ variant: cfg.variant, imageSize: cfg.imageSize, seed: cfg.train.seed });
+    model = buildModel({ variant: cfg.variant, imageSize: cfg.imageSize, seed: cfg.train.seed, normalize: cfg.normalize });
     result = await train(model, decoded, cfg.train, callbacks, { signal: hooks.signal, handleSigint: hooks.handleSigint });
   }
   result.optimizer.dispose();
@@ -295,13 +315,14 @@ export async function trainModel(
   return { model: best, result, bestEpoch: checkpoint.bestEpoch };
 }
 
-/** Step 5: threshold chosen on val, applied to test. */
+/** Step 5: threshold chosen on validation (`thresholdOn`), applied to test. */
 export async function evaluateRun(
   model: tf.LayersModel,
   decoded: Pick<DecodedSplit, 'val' | 'test' | 'valTime'>,
   rule: ThresholdRule,
+  opts: { thresholdOn?: ThresholdSplit; tta?: number } = {},
 ): Promise<EvalResult> {
-  return evaluate(model, { val: decoded.val, test: decoded.test, valTime: decoded.valTime }, { rule });
+  return evaluate(model, { val: decoded.val, test: decoded.test, valTime: decoded.valTime }, { rule, ...opts });
 }
 
 /** Parses `youden`, `recall=0.97` or `fixed=0.5`. */
@@ -352,9 +373,13 @@ export function summaryMarkdown(args: {
   lines.push(
     `- Backend: ${args.backend.replace(/^backend:\s*/, '')}`,
     `- Model: ${config.variant} at ${config.imageSize}x${config.imageSize}; Adam lr ${t.learningRate}, batch ${t.batchSize}, ` +
-      `class weights ${t.classWeights}, augment ${formatAugment(t.augment) || 'none'}, seed ${t.seed}`,
+      `class weights ${t.classWeights}, augment ${formatAugment(t.augment) || 'none'}, seed ${t.seed}` +
+      (config.normalize && config.normalize !== 'none' ? `, normalize ${config.normalize}` : '') +
+      (t.labelSmoothing ? `, label smoothing ${t.labelSmoothing}` : '') +
+      (t.mixup ? `, mixup ${t.mixup}` : '') +
+      (config.tta && config.tta > 1 ? `, test-time augmentation ${config.tta} views` : ''),
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
-      `best epoch (lowest val_loss): ${args.bestEpoch ?? '-'}`,
+      `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}`,
   );
   if (args.interrupted || !ev) {
     lines.push(
@@ -371,7 +396,7 @@ export function summaryMarkdown(args: {
     `| ${name} | ${pct(m.accuracy)} | ${pct(m.precision)} | ${pct(m.recall)} | ${pct(m.specificity)} | ${pct(m.f1)} | ${auc(m.auc)} |`;
   const a = SEED_ARTICLE_METRICS;
   lines.push(
-    `- Threshold: ${ev.threshold.toFixed(4)} (rule ${formatThresholdRule(ev.thresholdRule)}, chosen on validation only)`,
+    `- Threshold: ${ev.threshold.toFixed(4)} (rule ${formatThresholdRule(ev.thresholdRule)}, chosen on the ${THRESHOLD_SPLIT_NAMES[ev.thresholdOn ?? 'val']} only)`,
     '',
     '| | Accuracy % | Precision % | Recall % | Specificity % | F1 % | AUC |',
     '|---|---|---|---|---|---|---|',
@@ -556,11 +581,11 @@ async function trainAndEvaluate(
       model: trained.model,
     };
   }
-  const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold);
+  const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold, { thresholdOn: cfg.thresholdOn, tta: cfg.tta });
   writeRun(runDir, { ...base, evaluation });
   const t = evaluation.test;
   log(
-    `Test (threshold ${evaluation.threshold.toFixed(3)} from val): accuracy ${pct(t.accuracy)}%, precision ${pct(t.precision)}%, ` +
+    `Test (threshold ${evaluation.threshold.toFixed(3)} from ${cfg.thresholdOn ?? 'val'}): accuracy ${pct(t.accuracy)}%, precision ${pct(t.precision)}%, ` +
       `recall ${pct(t.recall)}%, specificity ${pct(t.specificity)}%, F1 ${pct(t.f1)}%, AUC ${auc(t.auc)}`,
   );
   const vt = evaluation.valTime;

@@ -9,7 +9,9 @@ import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { parseAugment } from '../augment';
 import { BACKEND_ORDER, type BackendName } from '../backend/select';
 import { generateDemoDataset } from '../data/demo';
-import { DEFAULT_PIPELINE, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
+import { DEFAULT_PIPELINE, type MonitoredLoss, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
+import { checkTta, THRESHOLD_SPLITS, type ThresholdSplit } from '../evaluate';
+import { INPUT_NORMALIZATIONS, type InputNormalization } from '../normalization';
 import { compareRuns, formatComparison } from '../runs/compare';
 import { readRun } from '../runs/read';
 import { createSweep, isSweepDir, parseSweepAxis, runSweep, sweepGrid, type SweepAxis, type SweepPoint } from '../sweep';
@@ -22,6 +24,12 @@ export const DEMO_DATA_DIR = path.join('data', 'demo');
 function positiveNumber(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number > 0.');
+  return n;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0.');
   return n;
 }
 
@@ -64,6 +72,13 @@ interface Flags {
   resume?: string;
   patience?: number;
   sweep?: string[];
+  normalize?: InputNormalization;
+  labelSmoothing?: number;
+  mixup?: number;
+  tta?: number;
+  monitor?: MonitoredLoss;
+  thresholdOn?: ThresholdSplit;
+  splitSeed?: number;
 }
 
 /** Flags a sweep may vary; the rest (data, out, limit, ...) are one per sweep. */
@@ -81,6 +96,13 @@ export const SWEEPABLE = [
   'val-fraction',
   'patience',
   'threshold',
+  'normalize',
+  'label-smoothing',
+  'mixup',
+  'tta',
+  'monitor',
+  'threshold-on',
+  'split-seed',
 ] as const;
 
 export function buildProgram(io: CliIo): Command {
@@ -105,7 +127,27 @@ export function buildProgram(io: CliIo): Command {
     .addOption(new Option('--balance <mode>', 'oversample the minority class in each epoch (default none)').choices(['none', 'oversample']))
     .addOption(new Option('--variant <name>', `model variant (default ${d.variant})`).choices(['seed', 'small']))
     .addOption(new Option('--model <name>', 'the same as --variant (the notebooks call it model)').choices(['seed', 'small']))
-    .option('--seed <k>', `seed for split, shuffling, augmentation and init (default ${d.train.seed})`, wholeNumber(0))
+    .option('--seed <k>', `seed for split, shuffling, augmentation, dropout and init (default ${d.train.seed})`, wholeNumber(0))
+    .option('--split-seed <k>', 'seed for the split alone (default: --seed), so runs of several seeds share one split', wholeNumber(0))
+    .addOption(
+      new Option('--normalize <mode>', `per-image intensity normalization, the model's first layer (default ${d.normalize})`).choices([
+        ...INPUT_NORMALIZATIONS,
+      ]),
+    )
+    .option('--label-smoothing <eps>', 'label smoothing: targets eps/2 and 1-eps/2 (default 0)', fraction)
+    .option('--mixup <alpha>', 'mixup with Beta(alpha, alpha) blends of each batch, 0 = off (default 0)', nonNegativeNumber)
+    .option('--tta <views>', `test-time augmentation: average over this many fixed views, 1 = off (default ${d.tta})`, wholeNumber(1))
+    .addOption(
+      new Option('--monitor <loss>', `the loss that picks the best epoch, stops early and lowers the rate (default ${d.monitor})`).choices([
+        'val_loss',
+        'val_time_loss',
+      ]),
+    )
+    .addOption(
+      new Option('--threshold-on <split>', `the validation split the threshold rule is applied to (default ${d.thresholdOn})`).choices([
+        ...THRESHOLD_SPLITS,
+      ]),
+    )
     .option('--val-fraction <f>', `share of train patients held out for validation (default ${d.split.valFraction})`, fraction)
     .option(
       '--val-time <f>',
@@ -170,6 +212,16 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
     cfg.train.seed = v;
     cfg.split.seed = v;
   });
+  set('splitSeed', (v) => (cfg.split.seed = v));
+  set('normalize', (v) => (cfg.normalize = v));
+  set('labelSmoothing', (v) => (cfg.train.labelSmoothing = v));
+  set('mixup', (v) => (cfg.train.mixup = v));
+  set('tta', (v) => {
+    checkTta(v);
+    cfg.tta = v;
+  });
+  set('monitor', (v) => (cfg.monitor = v));
+  set('thresholdOn', (v) => (cfg.thresholdOn = v));
   set('valFraction', (v) => (cfg.split.valFraction = v));
   set('valTime', (v) => (cfg.split.valTimeFraction = v));
   set('patience', (v) => (cfg.patience = v));
@@ -223,7 +275,18 @@ async function sweepCommand(dir: string, io: CliIo, handleSigint: boolean): Prom
 }
 
 /** Settings a resumed run must keep, or its checkpoint and split no longer fit. */
-const FIXED_ON_RESUME: Array<keyof Flags> = ['data', 'imageSize', 'variant', 'model', 'seed', 'valFraction', 'valTime', 'limit'];
+const FIXED_ON_RESUME: Array<keyof Flags> = [
+  'data',
+  'imageSize',
+  'variant',
+  'model',
+  'seed',
+  'splitSeed',
+  'valFraction',
+  'valTime',
+  'limit',
+  'normalize',
+];
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage, 130 interrupted). */
 export async function main(

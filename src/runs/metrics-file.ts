@@ -4,7 +4,7 @@
  * `rule: "youden"` instead of `thresholdRule`) fails with the file's name and the fix instead of printing "rule ?".
  */
 import * as fs from 'fs';
-import type { EvalResult, SplitMetrics } from '../evaluate';
+import type { EvalResult, SplitMetrics, ThresholdSplit } from '../evaluate';
 import type { ThresholdRule } from '../metrics';
 import { writeJsonAtomic } from './layout';
 
@@ -15,6 +15,10 @@ export interface MetricsFile {
   /** Chosen on validation with `thresholdRule`; predict PNEUMONIA when probability >= threshold. */
   threshold: number;
   thresholdRule: ThresholdRule;
+  /** The validation split the rule was applied to; absent: val. */
+  thresholdOn?: ThresholdSplit;
+  /** Test-time augmentation views averaged; absent: 1. */
+  tta?: number;
   val: SplitMetrics;
   test: SplitMetrics;
   /** The out-of-time validation split at the same threshold; absent when the run had none. */
@@ -36,6 +40,8 @@ export function toMetricsFile(
     schema: METRICS_SCHEMA,
     threshold: ev.threshold,
     thresholdRule: ev.thresholdRule,
+    ...(ev.thresholdOn ? { thresholdOn: ev.thresholdOn } : {}),
+    ...(ev.tta ? { tta: ev.tta } : {}),
     val: ev.val,
     test: ev.test,
     ...(ev.valTime ? { valTime: ev.valTime } : {}),
@@ -112,6 +118,8 @@ export function parseMetrics(value: unknown, file: string): MetricsFile {
     schema: METRICS_SCHEMA,
     threshold: m.threshold,
     thresholdRule: checkRule(m.thresholdRule, file),
+    ...(m.thresholdOn === 'valTime' || m.thresholdOn === 'pooled' ? { thresholdOn: m.thresholdOn } : {}),
+    ...(Number.isInteger(m.tta) && (m.tta as number) > 1 ? { tta: m.tta as number } : {}),
     val: checkSplit(m.val, 'val', file),
     test: checkSplit(m.test, 'test', file),
     ...(m.valTime !== undefined ? { valTime: checkSplit(m.valTime, 'valTime', file) } : {}),

@@ -16,6 +16,10 @@ export interface HyperparameterSource {
   patience: number;
   limit?: number;
   split: { seed: number; valFraction: number };
+  normalize?: string;
+  monitor?: string;
+  thresholdOn?: string;
+  tta?: number;
 }
 
 export type Hyperparameters = Record<HyperparameterName, string | number>;
@@ -34,6 +38,13 @@ export const HYPERPARAMETER_NAMES = [
   'threshold',
   'patience',
   'valFraction',
+  'splitSeed',
+  'normalize',
+  'labelSmoothing',
+  'mixup',
+  'tta',
+  'monitor',
+  'thresholdOn',
 ] as const;
 export type HyperparameterName = (typeof HYPERPARAMETER_NAMES)[number];
 
@@ -66,6 +77,14 @@ export function hyperparameters(cfg: HyperparameterSource): Hyperparameters {
     threshold: formatThresholdRule(cfg.threshold),
     patience: cfg.patience,
     valFraction: cfg.split.valFraction,
+    // Runs written before a setting existed read as its default, so they compare as the same experiment.
+    splitSeed: cfg.split.seed === t.seed ? 'seed' : cfg.split.seed,
+    normalize: cfg.normalize ?? 'none',
+    labelSmoothing: t.labelSmoothing ?? 0,
+    mixup: t.mixup ?? 0,
+    tta: cfg.tta ?? 1,
+    monitor: cfg.monitor ?? 'val_loss',
+    thresholdOn: cfg.thresholdOn ?? 'val',
   };
 }
 
@@ -101,6 +120,16 @@ function shortForm(name: HyperparameterName, value: string | number): string {
       return `seed${value}`;
     case 'valFraction':
       return `val${value}`;
+    case 'splitSeed':
+      return `split${value}`;
+    case 'normalize':
+      return `norm-${value}`;
+    case 'labelSmoothing':
+      return `ls${value}`;
+    case 'monitor':
+      return value === 'val_time_loss' ? 'sel-valtime' : 'sel-val';
+    case 'thresholdOn':
+      return `thr-on-${value}`;
     default:
       return `${name}-${value}`.replace(/=/g, '');
   }

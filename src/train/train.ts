@@ -15,6 +15,7 @@ import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
 import type { Callback } from './callbacks';
 import { withStepLayers } from './step-layers';
+import { deriveSeed, makeRng, shuffled, type Rng } from '../random';
 import type { NamedTensor } from '../run-dir';
 
 export interface TrainConfig {
@@ -28,6 +29,10 @@ export interface TrainConfig {
   balance?: 'none' | 'oversample';
   /** Seeds shuffling, augmentation and dropout masks; each epoch (and step) derives its own stream from it. */
   seed: number;
+  /** Targets move from 0/1 to eps/2 and 1-eps/2, so the model is not pushed to certainty on training films. */
+  labelSmoothing?: number;
+  /** mixup's Beta(alpha, alpha): each batch is blended with a shuffled copy of itself; 0 or absent = off. */
+  mixup?: number;
 }
 
 export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
@@ -38,6 +43,8 @@ export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
   augment: DEFAULT_AUGMENT,
   balance: 'none',
   seed: 42,
+  labelSmoothing: 0,
+  mixup: 0,
 }) as TrainConfig;
 
 /** One row of the training history. Epochs are 1-based, as printed. */
@@ -135,6 +142,8 @@ export function balancedClassWeights(labels: ArrayLike<number>): [number, number
 }
 
 const EPS = 1e-7;
+/** Stream tag for mixup's draws (dropout, order and augmentation have their own). */
+const MIXUP_STREAM = 4;
 
 /**
  * Mean binary cross-entropy of sigmoid probabilities; with class weights each sample's term is scaled by its
@@ -148,6 +157,56 @@ export function weightedBinaryCrossEntropy(labels: tf.Tensor, probs: tf.Tensor, 
     if (!classWeights) return tf.mean(perItem) as tf.Scalar;
     const w = tf.add(tf.mul(y, classWeights[1]), tf.mul(tf.sub(1, y), classWeights[0]));
     return tf.mean(tf.mul(perItem, w)) as tf.Scalar;
+  });
+}
+
+/** y * (1 - eps) + eps / 2: the binary form of Keras's label_smoothing. */
+export function smoothLabels(labels: tf.Tensor, eps: number): tf.Tensor {
+  if (!eps) return labels;
+  return tf.tidy(() => tf.add(tf.mul(labels.toFloat(), 1 - eps), eps / 2));
+}
+
+/** A Beta(a, a) draw via two Gamma(a) draws (Marsaglia-Tsang; a < 1 boosted by U^(1/a)). */
+export function sampleBeta(alpha: number, rng: Rng): number {
+  const gamma = (a: number): number => {
+    if (a < 1) return gamma(a + 1) * Math.pow(rng(), 1 / a);
+    const d = a - 1 / 3;
+    const c = 1 / Math.sqrt(9 * d);
+    for (;;) {
+      let x: number;
+      let v: number;
+      do {
+        // Box-Muller normal
+        x = Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
+        v = 1 + c * x;
+      } while (v <= 0);
+      v = v * v * v;
+      const u = rng();
+      if (u < 1 - 0.0331 * x ** 4 || Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v))) return d * v;
+    }
+  };
+  const g1 = gamma(alpha);
+  const g2 = gamma(alpha);
+  return g1 / (g1 + g2);
+}
+
+/**
+ * mixup (Zhang et al. 2018): the batch blended with a shuffled copy, lambda ~ Beta(alpha, alpha) taken as
+ * max(lambda, 1 - lambda) so each blend stays closer to its own image; labels blend the same way. Caller disposes.
+ */
+export function mixupBatch(xs: tf.Tensor4D, ys: tf.Tensor, alpha: number, rng: Rng): { xs: tf.Tensor4D; ys: tf.Tensor; lambda: number } {
+  const raw = sampleBeta(alpha, rng);
+  const lambda = Math.max(raw, 1 - raw);
+  const order = shuffled(
+    Array.from({ length: xs.shape[0] }, (_, i) => i),
+    rng,
+  );
+  return tf.tidy(() => {
+    const index = tf.tensor1d(order, 'int32');
+    const mixedXs = tf.add(tf.mul(xs, lambda), tf.mul(tf.gather(xs, index), 1 - lambda)) as tf.Tensor4D;
+    const y = ys.toFloat();
+    const mixedYs = tf.add(tf.mul(y, lambda), tf.mul(tf.gather(y, index), 1 - lambda));
+    return { xs: mixedXs, ys: mixedYs, lambda };
   });
 }
 
@@ -186,6 +245,10 @@ function checkConfig(config: TrainConfig, data: { train: DecodedImages; val: Dec
   if (config.classWeights !== 'balanced' && config.classWeights !== 'none')
     problems.push(`classWeights must be 'balanced' or 'none' (got ${config.classWeights})`);
   if (data.train.labels.length === 0) problems.push('the training split is empty');
+  const smoothing = config.labelSmoothing ?? 0;
+  if (!(smoothing >= 0 && smoothing < 1)) problems.push(`labelSmoothing must be in [0, 1) (got ${smoothing})`);
+  const mixup = config.mixup ?? 0;
+  if (!(mixup >= 0 && Number.isFinite(mixup))) problems.push(`mixup must be a number >= 0 (got ${mixup})`);
   if (problems.length) throw new Error(`Invalid training setup: ${problems.join('; ')}.`);
 }
 
@@ -284,20 +347,27 @@ export async function train(
         augment: config.augment,
         balance: config.balance ?? 'none',
       });
-      for (const { xs, ys } of batches) {
+      for (const { xs: batchXs, ys } of batches) {
         if (ctx.interrupted) break;
         let probs: tf.Tensor | undefined;
-        const loss = withStepLayers(model, epoch * ctx.batchesPerEpoch + batch, config.seed, () =>
+        const step = epoch * ctx.batchesPerEpoch + batch;
+        const mixed = config.mixup
+          ? mixupBatch(batchXs, ys, config.mixup, makeRng(deriveSeed(config.seed, MIXUP_STREAM, step)))
+          : undefined;
+        const xs = mixed?.xs ?? batchXs;
+        const targets = mixed?.ys ?? ys;
+        const loss = withStepLayers(model, step, config.seed, () =>
           optimizer.minimize(
             () => {
               const p = model.apply(xs, { training: true }) as tf.Tensor;
               probs = tf.keep(p);
-              return weightedBinaryCrossEntropy(ys, p, weights);
+              return weightedBinaryCrossEntropy(smoothLabels(targets, config.labelSmoothing ?? 0), p, weights);
             },
             true,
             varList,
           ),
         );
+        if (mixed) tf.dispose([mixed.xs, mixed.ys]);
         const hits = tf.tidy(() => tf.sum(tf.equal(tf.greaterEqual(probs!.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())));
         const [lossValue] = await loss!.data();
         const [hitCount] = await hits.data();
