@@ -65,6 +65,8 @@ export interface EvalResult {
   thresholdOn?: ThresholdSplit;
   /** Test-time augmentation views averaged (absent: 1). */
   tta?: number;
+  /** Models whose probabilities were averaged (an ensemble; absent: 1). */
+  models?: number;
   val: SplitMetrics;
   test: SplitMetrics;
   /** The out-of-time validation split at the same threshold, when the split has one. */
@@ -199,6 +201,22 @@ export async function predictProbabilities(model: tf.LayersModel, images: Decode
   return out;
 }
 
+/** The mean probability of several models (an ensemble), each with the same test-time augmentation. */
+export async function predictMean(
+  models: readonly tf.LayersModel[],
+  images: DecodedImages,
+  batchSize = 64,
+  tta = 1,
+): Promise<Float32Array> {
+  if (models.length === 0) throw new Error('predictMean: no models given');
+  const mean = new Float32Array(images.records.length);
+  for (const model of models) {
+    const probs = await predictProbabilities(model, images, batchSize, tta);
+    for (let i = 0; i < mean.length; i++) mean[i] += probs[i] / models.length;
+  }
+  return mean;
+}
+
 /** All metrics of one split at a fixed threshold. */
 export function evaluateProbabilities(labels: ArrayLike<number>, probs: ArrayLike<number>, threshold: number): SplitMetrics {
   if (labels.length === 0) throw new Error('evaluateProbabilities: the split has no images to evaluate');
@@ -239,7 +257,7 @@ function predictionRows(split: EvaluatedPart, images: DecodedImages, probs: Floa
  * (and to the out-of-time validation split, when given).
  */
 export async function evaluate(
-  model: tf.LayersModel,
+  model: tf.LayersModel | readonly tf.LayersModel[],
   data: { val: DecodedImages; test: DecodedImages; valTime?: DecodedImages },
   opts: { rule?: ThresholdRule; batchSize?: number; thresholdOn?: ThresholdSplit; tta?: number } = {},
 ): Promise<EvalResult> {
@@ -256,9 +274,11 @@ export async function evaluate(
       `evaluate: the threshold is to be chosen on ${thresholdOn}, but there is no out-of-time validation split (--val-time 0?)`,
     );
   }
-  const valProbs = await predictProbabilities(model, data.val, opts.batchSize, tta);
-  const testProbs = await predictProbabilities(model, data.test, opts.batchSize, tta);
-  const valTimeProbs = data.valTime?.records.length ? await predictProbabilities(model, data.valTime, opts.batchSize, tta) : undefined;
+  const models = Array.isArray(model) ? model : [model as tf.LayersModel];
+  const predict = (images: DecodedImages) => predictMean(models, images, opts.batchSize, tta);
+  const valProbs = await predict(data.val);
+  const testProbs = await predict(data.test);
+  const valTimeProbs = data.valTime?.records.length ? await predict(data.valTime) : undefined;
   const chooser = thresholdSource(thresholdOn, data, valProbs, valTimeProbs);
   let threshold: number;
   try {
@@ -271,6 +291,7 @@ export async function evaluate(
     thresholdRule: rule,
     ...(thresholdOn !== 'val' ? { thresholdOn } : {}),
     ...(tta > 1 ? { tta } : {}),
+    ...(models.length > 1 ? { models: models.length } : {}),
     val: evaluateProbabilities(data.val.labels, valProbs, threshold),
     test: evaluateProbabilities(data.test.labels, testProbs, threshold),
     ...(valTimeProbs ? { valTime: evaluateProbabilities(data.valTime!.labels, valTimeProbs, threshold) } : {}),

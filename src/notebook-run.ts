@@ -205,7 +205,7 @@ export async function evaluateInNotebook(run: Run, paths: NotebookPaths, thresho
   const model = await loadRunModel(run.dir);
   replaceOwned('evaluate', model);
   const rule = parseThresholdRule(threshold);
-  const result = await evaluateRun(model, decoded, rule);
+  const result = await evaluateRun(model, decoded, rule, { thresholdOn: cfg.thresholdOn, tta: cfg.tta });
   const lock = acquireRunLock(run.dir, 'notebook 05-evaluate');
   try {
     const metrics = writeEvaluation(run.dir, result, {
@@ -215,7 +215,7 @@ export async function evaluateInNotebook(run: Run, paths: NotebookPaths, thresho
       writtenBy: '05-evaluate',
     });
     console.log(
-      `model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on val)`,
+      `model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on ${cfg.thresholdOn ?? 'val'})`,
     );
     console.log(`test: ${result.test.count} images; metrics and predictions saved in ${run.dir}`);
     return { run: readRun(run.dir), config: cfg, model, decoded, result, metrics };

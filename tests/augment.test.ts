@@ -46,6 +46,10 @@ const IDENTITY: ImageAugmentParams = {
   vflip: false,
   brightness: 0,
   contrast: 1,
+  gamma: 1,
+  blurSigma: 0,
+  noiseStd: 0,
+  noiseSeed: 0,
 };
 
 /** One image of zeros with bright pixels at the given (row, col) positions. */
@@ -376,6 +380,9 @@ describe('cpu and wasm agree', () => {
       vflip: true,
       brightness: 0.2,
       contrast: 0.3,
+      gamma: 0.3,
+      blur: 1.5,
+      noise: 0.05,
     };
     const results: Record<string, Float32Array> = {};
     for (const backend of BACKENDS) {
@@ -383,7 +390,11 @@ describe('cpu and wasm agree', () => {
       results[backend] = run(input, [n, h, w, 1], (x) => augmentBatch(x, cfg, makeRng(2024)));
       // Geometry alone too, so a clip cannot hide a warp difference.
       results[`${backend}-geometry`] = run(input, [n, h, w, 1], (x) =>
-        augmentBatch(x, { ...cfg, brightness: undefined, contrast: undefined }, makeRng(2024)),
+        augmentBatch(
+          x,
+          { ...cfg, brightness: undefined, contrast: undefined, gamma: undefined, blur: undefined, noise: undefined },
+          makeRng(2024),
+        ),
       );
     }
     await useBackend('cpu');

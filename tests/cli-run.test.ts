@@ -121,6 +121,10 @@ describe('npm start (cli/run)', () => {
       [['--data', path.join(tmp, 'missing'), '--out', runsDir], 1, /No dataset at .*missing/],
       [['--resume', path.join(tmp, 'missing-run')], 1, /no config\.json/],
       [['--resume', tmp, '--image-size', '64'], 2, /--resume keeps the run's --image-size/],
+      [['--normalize', 'clahe'], 2, /--normalize.*none, standardize, equalize/],
+      [['--tta', '9', '--data', dataDir, '--out', runsDir], 1, /test-time augmentation takes 1 to 8 views/],
+      [['--label-smoothing', '1'], 2, /--label-smoothing.*\[0, 1\)/],
+      [['--data', dataDir, '--out', runsDir, '--monitor', 'val_time_loss', ...quick], 1, /needs an out-of-time validation split/],
     ];
     for (const [argv, code, message] of cases) {
       const c = capture();
@@ -129,6 +133,56 @@ describe('npm start (cli/run)', () => {
       expect(text).toMatch(message);
       expect(text).not.toMatch(/\n\s+at /);
     }
+  });
+
+  it('npm run evaluate scores runs again without writing to them: an ensemble of one split, stress, JSON', async () => {
+    const evalRuns = path.join(tmp, 'eval-runs');
+    const train = async (name: string, extra: string[]) => {
+      const c = capture();
+      const argv = ['--data', dataDir, '--out', evalRuns, '--name', name, ...quick, ...extra];
+      expect(await runMain(argv, c.io, { handleSigint: false }), c.err.join('\n')).toBe(0);
+      return path.join(
+        evalRuns,
+        fs.readdirSync(evalRuns).find((d) => d.endsWith(name))!,
+      );
+    };
+    const a = await train('a', [
+      '--seed',
+      '1',
+      '--split-seed',
+      '5',
+      '--normalize',
+      'equalize',
+      '--label-smoothing',
+      '0.1',
+      '--mixup',
+      '0.2',
+    ]);
+    const b = await train('b', ['--seed', '2', '--split-seed', '5', '--augment', 'gamma=0.3,blur=1,noise=0.02', '--tta', '2']);
+    const other = await train('c', ['--seed', '3']);
+    expect(JSON.parse(fs.readFileSync(path.join(a, 'config.json'), 'utf8')).config).toMatchObject({
+      normalize: 'equalize',
+      split: { seed: 5 },
+      train: { seed: 1, labelSmoothing: 0.1, mixup: 0.2 },
+    });
+    expect(JSON.parse(fs.readFileSync(path.join(b, 'metrics.json'), 'utf8')).tta).toBe(2);
+    const before = fs.readdirSync(a).map((f) => [f, fs.statSync(path.join(a, f)).mtimeMs]);
+
+    const { main: evaluateMain } = await import('../src/cli/evaluate');
+    const json = path.join(tmp, 'ensemble.json');
+    const c = capture();
+    expect(await evaluateMain([a, b, '--stress', '--threshold', 'fixed=0.5', '--json', json], c.io), c.err.join('\n')).toBe(0);
+    const report = JSON.parse(fs.readFileSync(json, 'utf8'));
+    expect(report.runs).toEqual([a, b]);
+    expect(report.threshold).toBe(0.5);
+    expect(report.parts.test.count).toBe(16);
+    expect(report.stress.map((r: { shift: string }) => r.shift)).toContain('gamma 0.8');
+    expect(c.out.join('\n')).toMatch(/Ensemble of 2 runs: threshold 0.500 \(fixed=0.5 on val\)/);
+    expect(fs.readdirSync(a).map((f) => [f, fs.statSync(path.join(a, f)).mtimeMs])).toEqual(before);
+
+    const mismatch = capture();
+    expect(await evaluateMain([a, other], mismatch.io)).toBe(1);
+    expect(mismatch.err.join('\n')).toMatch(/was split differently .* same --split-seed/);
   });
 
   it('predict without any run explains how to get one', async () => {

@@ -1,0 +1,179 @@
+/**
+ * `npm run evaluate -- RUN [RUN...] [--tta N] [--threshold RULE] [--threshold-on SPLIT] [--stress] [--json FILE]`
+ *
+ * Scores trained runs again without touching them: another threshold rule or split, test-time augmentation, an
+ * ensemble (several runs that share one split: their probabilities are averaged), and the exposure stress test.
+ * The run folders are read only; `--json` writes the numbers where you say.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command, Option } from 'commander';
+import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
+import { initBackend, describeBackend } from '../backend/select';
+import { loadSplit } from '../data/split';
+import { evaluate, evaluateProbabilities, predictMean, THRESHOLD_SPLITS, type EvalResult, type ThresholdSplit } from '../evaluate';
+import type { ThresholdRule } from '../metrics';
+import { decode, parseThresholdRule } from '../pipeline';
+import { DEFAULT_RUNS_DIR, RUN_FILES } from '../runs/layout';
+import { formatThresholdRule } from '../runs/naming';
+import { loadRunModel, readRunConfig, resolveRun } from '../runs/read';
+import { EXPOSURE_SHIFTS, shiftExposure } from '../stress';
+import type { DecodedImages } from '../types';
+
+interface Flags {
+  tta?: number;
+  threshold?: ThresholdRule;
+  thresholdOn?: ThresholdSplit;
+  stress?: boolean;
+  json?: string;
+  runs?: string;
+}
+
+export interface StressRow {
+  shift: string;
+  part: 'valTime' | 'val';
+  specificity: number;
+  recall: number;
+  auc: number;
+}
+
+export interface EvaluateReport {
+  runs: string[];
+  threshold: number;
+  thresholdRule: string;
+  thresholdOn: ThresholdSplit;
+  tta: number;
+  parts: Record<
+    string,
+    { count: number; accuracy: number; precision: number; recall: number; specificity: number; f1: number; auc: number }
+  >;
+  stress?: StressRow[];
+}
+
+function buildProgram(io: CliIo): Command {
+  return new Command()
+    .name('npm run evaluate --')
+    .description('Score trained runs again (threshold rule, test-time augmentation, ensembles, exposure stress); runs are only read.')
+    .argument('<runs...>', 'run folders or names (several: an ensemble; they must share one split)')
+    .option('--tta <views>', 'test-time augmentation views (default: the run config, else 1)', wholeNumber(1))
+    .option('--threshold <rule>', "threshold rule: 'youden', 'recall=0.97' or 'fixed=0.5' (default: the run's)", parseThresholdRule)
+    .addOption(
+      new Option('--threshold-on <split>', "validation split the rule is applied to (default: the run's)").choices([...THRESHOLD_SPLITS]),
+    )
+    .option('--stress', 'also score the validation splits under fixed exposure shifts (src/stress.ts)')
+    .option('--json <file>', 'write the numbers as JSON')
+    .option('--runs <dir>', `where run names are looked up (default ${DEFAULT_RUNS_DIR})`)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+}
+
+const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : '-');
+
+function summarize(ev: EvalResult): EvaluateReport['parts'] {
+  const out: EvaluateReport['parts'] = {};
+  for (const [name, m] of [
+    ['val', ev.val],
+    ['valTime', ev.valTime],
+    ['test', ev.test],
+  ] as const) {
+    if (!m) continue;
+    out[name] = {
+      count: m.count,
+      accuracy: m.accuracy,
+      precision: m.precision,
+      recall: m.recall,
+      specificity: m.specificity,
+      f1: m.f1,
+      auc: m.auc,
+    };
+  }
+  return out;
+}
+
+/** Every run must have been split the same way, or averaging their test probabilities mixes different films. */
+function sameSplit(runDirs: string[]): void {
+  const read = (dir: string) => fs.readFileSync(path.join(dir, RUN_FILES.split), 'utf8');
+  const first = read(runDirs[0]);
+  for (const dir of runDirs.slice(1)) {
+    if (read(dir) !== first) {
+      throw new Error(
+        `${dir} was split differently from ${runDirs[0]}; an ensemble needs runs with one split (train them with the same --split-seed).`,
+      );
+    }
+  }
+}
+
+export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo): Promise<number> {
+  const program = buildProgram(io);
+  const usageExit = parseCommand(program, argv);
+  if (usageExit !== undefined) return usageExit;
+  const flags = program.opts<Flags>();
+  try {
+    const runDirs = program.args.map((ref) =>
+      fs.existsSync(path.join(ref, RUN_FILES.config)) ? path.resolve(ref) : resolveRun(ref, flags.runs),
+    );
+    sameSplit(runDirs);
+    const configs = runDirs.map(readRunConfig);
+    const cfg = configs[0];
+    if (configs.some((c) => c.imageSize !== cfg.imageSize)) throw new Error('the runs use different input sizes; an ensemble needs one.');
+    const backend = await initBackend({ prefer: cfg.backend, quiet: true });
+    io.out(describeBackend(backend));
+    const split = await loadSplit(path.join(runDirs[0], RUN_FILES.split));
+    const decoded = await decode(split, { imageSize: cfg.imageSize, fit: cfg.fit, log: io.out });
+    const models = await Promise.all(runDirs.map(loadRunModel));
+    const rule = flags.threshold ?? cfg.threshold;
+    const thresholdOn = flags.thresholdOn ?? cfg.thresholdOn ?? 'val';
+    const tta = flags.tta ?? cfg.tta ?? 1;
+    const ev = await evaluate(models, decoded, { rule, thresholdOn, tta });
+    const report: EvaluateReport = {
+      runs: runDirs,
+      threshold: ev.threshold,
+      thresholdRule: formatThresholdRule(rule),
+      thresholdOn,
+      tta,
+      parts: summarize(ev),
+    };
+    io.out(
+      `${runDirs.length > 1 ? `Ensemble of ${runDirs.length} runs` : path.basename(runDirs[0])}: threshold ${ev.threshold.toFixed(3)} ` +
+        `(${report.thresholdRule} on ${thresholdOn}), ${tta} view(s)`,
+    );
+    io.out('part      n     acc%   prec%  recall%  spec%   AUC');
+    for (const [name, m] of Object.entries(report.parts)) {
+      io.out(
+        `${name.padEnd(8)} ${String(m.count).padStart(4)}  ${pct(m.accuracy).padStart(6)} ${pct(m.precision).padStart(6)} ${pct(m.recall).padStart(7)} ${pct(m.specificity).padStart(6)}  ${m.auc.toFixed(3)}`,
+      );
+    }
+    if (flags.stress) {
+      report.stress = [];
+      io.out('exposure stress (same threshold):');
+      for (const shift of EXPOSURE_SHIFTS) {
+        for (const part of ['valTime', 'val'] as const) {
+          const images: DecodedImages | undefined = decoded[part];
+          if (!images?.records.length) continue;
+          const probs = await predictMean(models, shiftExposure(images, shift), 64, tta);
+          const m = evaluateProbabilities(images.labels, probs, ev.threshold);
+          report.stress.push({ shift: shift.name, part, specificity: m.specificity, recall: m.recall, auc: m.auc });
+          io.out(
+            `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${pct(m.specificity).padStart(5)}%  recall ${pct(m.recall).padStart(5)}%  AUC ${m.auc.toFixed(3)}`,
+          );
+        }
+      }
+    }
+    if (flags.json) {
+      fs.mkdirSync(path.dirname(path.resolve(flags.json)), { recursive: true });
+      fs.writeFileSync(flags.json, JSON.stringify(report, null, 2) + '\n');
+      io.out(`Wrote ${flags.json}`);
+    }
+    models.forEach((m) => m.dispose());
+    return 0;
+  } catch (err) {
+    io.err(`evaluate: ${(err as Error)?.message ?? String(err)}`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main().then((code) => {
+    process.exitCode = code;
+  });
+}
