@@ -239,6 +239,23 @@ export interface ImageAugmentParams {
   noiseSeed: number;
 }
 
+/** The draw that changes nothing; a fixed view (test-time augmentation) overrides some of it. */
+export const IDENTITY_PARAMS: Readonly<ImageAugmentParams> = Object.freeze({
+  zoomX: 1,
+  zoomY: 1,
+  rotation: 0,
+  shiftX: 0,
+  shiftY: 0,
+  hflip: false,
+  vflip: false,
+  brightness: 0,
+  contrast: 1,
+  gamma: 1,
+  blurSigma: 0,
+  noiseStd: 0,
+  noiseSeed: 0,
+});
+
 const uniform = (rng: Rng, max: number): number => (2 * rng() - 1) * max;
 
 /**
@@ -248,21 +265,7 @@ const uniform = (rng: Rng, max: number): number => (2 * rng() - 1) * max;
 export function sampleAugmentParams(cfg: AugmentConfig, rng: Rng, count: number, height: number, width: number): ImageAugmentParams[] {
   const out: ImageAugmentParams[] = [];
   for (let i = 0; i < count; i++) {
-    const p: ImageAugmentParams = {
-      zoomX: 1,
-      zoomY: 1,
-      rotation: 0,
-      shiftX: 0,
-      shiftY: 0,
-      hflip: false,
-      vflip: false,
-      brightness: 0,
-      contrast: 1,
-      gamma: 1,
-      blurSigma: 0,
-      noiseStd: 0,
-      noiseSeed: 0,
-    };
+    const p: ImageAugmentParams = { ...IDENTITY_PARAMS };
     if (cfg.zoom) {
       // Independent per axis, as Keras does.
       p.zoomX = 1 + uniform(rng, cfg.zoom);

@@ -18,7 +18,7 @@ import {
   ThresholdRule,
 } from './metrics';
 import { toTensor } from './data/batches';
-import { applyAugmentParams, type ImageAugmentParams } from './augment';
+import { applyAugmentParams, IDENTITY_PARAMS, type ImageAugmentParams } from './augment';
 import { DecodedImages, Label, LABELS, SplitName } from './types';
 
 export interface SplitMetrics extends ClassificationMetrics {
@@ -131,26 +131,10 @@ export const TTA_VIEWS: readonly Partial<ImageAugmentParams>[] = [
   { rotation: 5 },
 ];
 
-const IDENTITY_VIEW: ImageAugmentParams = {
-  zoomX: 1,
-  zoomY: 1,
-  rotation: 0,
-  shiftX: 0,
-  shiftY: 0,
-  hflip: false,
-  vflip: false,
-  brightness: 0,
-  contrast: 1,
-  gamma: 1,
-  blurSigma: 0,
-  noiseStd: 0,
-  noiseSeed: 0,
-};
-
 /** One view of a batch; the caller disposes the result. */
 function viewBatch(x: tf.Tensor4D, view: Partial<ImageAugmentParams>): tf.Tensor4D {
   const side = x.shape[1];
-  const params: ImageAugmentParams = { ...IDENTITY_VIEW, ...view, shiftX: (view.shiftX ?? 0) * side, shiftY: (view.shiftY ?? 0) * side };
+  const params: ImageAugmentParams = { ...IDENTITY_PARAMS, ...view, shiftX: (view.shiftX ?? 0) * side, shiftY: (view.shiftY ?? 0) * side };
   // Any geometric key routes applyAugmentParams through its warp; the values come from `params`.
   return applyAugmentParams(
     x,

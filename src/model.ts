@@ -210,33 +210,3 @@ export function modelSummary(model: tf.LayersModel): string {
     `Non-trainable params: ${(total - trainable).toLocaleString('en-US')}`,
   ].join('\n');
 }
-
-/** Binary cross-entropy on sigmoid probabilities, clipped like Keras so log(0) never occurs. */
-export function binaryCrossEntropy(labels: tf.Tensor, probs: tf.Tensor): tf.Scalar {
-  return tf.tidy(() => {
-    const eps = 1e-7;
-    const p = tf.clipByValue(probs, eps, 1 - eps);
-    const y = labels.reshape(p.shape);
-    const perItem = tf.neg(tf.add(tf.mul(y, tf.log(p)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, p)))));
-    return tf.mean(perItem) as tf.Scalar;
-  });
-}
-
-/** One optimiser step on a batch; returns the batch loss. Inputs are not disposed. */
-export type TrainStep = (xs: tf.Tensor4D, ys: tf.Tensor) => number;
-
-/**
- * The training step every caller shares (benchmark and real training), so what is benchmarked is
- * what trains: forward in training mode (dropout on, batch-norm batch statistics and moving-average
- * updates), binary cross-entropy, gradients of the trainable weights only, optimiser update.
- */
-export function makeTrainStep(model: tf.LayersModel, optimizer: tf.Optimizer): TrainStep {
-  const varList = model.trainableWeights.map((w) => w.read() as tf.Variable);
-  return (xs, ys) => {
-    const loss = optimizer.minimize(() => binaryCrossEntropy(ys, model.apply(xs, { training: true }) as tf.Tensor), true, varList);
-    if (!loss) throw new Error('optimizer.minimize returned no loss');
-    const value = loss.dataSync()[0];
-    loss.dispose();
-    return value;
-  };
-}

@@ -11,7 +11,7 @@ import { buildModel } from '../src/model';
 import { equalizeImages, parseInputNormalization, PerImageNormalization, standardizeImages } from '../src/normalization';
 import { makeRng } from '../src/random';
 import { exposureTable, shiftExposure } from '../src/stress';
-import { mixupBatch, sampleBeta, smoothLabels } from '../src/train/train';
+import { mixupBatch, sampleBeta, smoothLabels } from '../src/train/loss';
 import { syntheticImages, tinyModel } from './train-fixtures';
 
 beforeAll(async () => {

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { DEFAULT_TRAIN, TrainConfig, balancedClassWeights, lossAccAuc, train, weightedBinaryCrossEntropy } from '../src/train/train';
+import { DEFAULT_TRAIN, TrainConfig, lossAccAuc, train } from '../src/train/train';
+import { balancedClassWeights, weightedBinaryCrossEntropy } from '../src/train/loss';
 import type { Callback } from '../src/train/callbacks';
 import { syntheticImages, tinyModel, weightsOf } from './train-fixtures';
 

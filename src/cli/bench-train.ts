@@ -13,7 +13,10 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
-import { ModelVariant, buildModel, makeTrainStep } from '../model';
+import { ModelVariant, buildModel } from '../model';
+import { makeTrainStep, runStep } from '../train/step';
+import { balancedClassWeights } from '../train/loss';
+import { DEFAULT_TRAIN } from '../train/train';
 import { findPeerPython } from '../bench/peer';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -165,9 +168,18 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const backend = await initBackend({ prefer: opts.backend });
   const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
   const optimizer = tf.train.adam(1e-3);
-  const step = makeTrainStep(model, optimizer);
   const xs = tf.randomUniform([opts.batch, opts.size, opts.size, opts.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
-  const ys = tf.tensor1d(Array.from({ length: opts.batch }, (_, i) => i % 2));
+  const labels = Array.from({ length: opts.batch }, (_, i) => (i % 4 === 0 ? 0 : 1));
+  const ys = tf.tensor1d(labels);
+  // train()'s step with the default recipe's settings: class weights as the default's 'balanced' computes them.
+  const trainStep = makeTrainStep(model, optimizer, {
+    seed: DEFAULT_TRAIN.seed,
+    classWeights: DEFAULT_TRAIN.classWeights === 'balanced' ? balancedClassWeights(labels) : undefined,
+    labelSmoothing: DEFAULT_TRAIN.labelSmoothing,
+    mixup: DEFAULT_TRAIN.mixup,
+  });
+  let stepIndex = 0;
+  const step = (x: tf.Tensor4D, y: tf.Tensor) => runStep(trainStep, x, y, stepIndex++);
   console.log(
     `seed CNN '${opts.variant}' ${opts.size}x${opts.size}x${opts.channels}, batch ${opts.batch}, ${model.countParams().toLocaleString('en-US')} params`,
   );
