@@ -1,0 +1,95 @@
+/** The files a run writes into its folder: config.json, metrics.json, predictions.csv, history, summary.md. */
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import type { Label, Split, SplitName } from '../types';
+import { describeBackend, backendInfo, type BackendInfo, type BackendName } from '../backend/select';
+import { predictionsToCsv, type EvalResult } from '../evaluate';
+import { type EpochLogs } from '../train/train';
+import { writeHistory } from '../train/callbacks';
+import { RUN_FILES, createRunDir, writeFileAtomic, writeJsonAtomic } from '../runs/layout';
+import { runLabel } from '../runs/naming';
+import { toMetricsFile, writeMetrics, type MetricsFile } from '../runs/metrics-file';
+import { type RunConfigFile } from '../runs/read';
+import { DEFAULT_PIPELINE, type PipelineConfig } from './config';
+import type { DecodedSplit } from './steps';
+import { summaryMarkdown } from './summary';
+
+function countsOf(decoded: DecodedSplit): Record<SplitName, Record<Label, number>> {
+  const out = {} as Record<SplitName, Record<Label, number>>;
+  for (const name of ['train', 'val', 'test'] as SplitName[]) {
+    const positives = decoded[name].labels.reduce((s, v) => s + v, 0);
+    out[name] = { NORMAL: decoded[name].labels.length - positives, PNEUMONIA: positives };
+  }
+  return out;
+}
+
+/**
+ * metrics.json and predictions.csv of an evaluated run: the one writer `npm start` and notebook 05 share, so
+ * predict, the comparison and the report read one schema.
+ */
+export function writeEvaluation(
+  runDir: string,
+  evaluation: EvalResult,
+  run: { bestEpoch: number | null; epochsRun: number; imageSize: number; writtenBy: string },
+): MetricsFile {
+  const metrics = toMetricsFile(evaluation, run);
+  writeMetrics(path.join(runDir, RUN_FILES.metrics), metrics);
+  writeFileAtomic(path.join(runDir, RUN_FILES.predictions), predictionsToCsv(evaluation.predictions));
+  return metrics;
+}
+
+/** Step 6: metrics.json, predictions.csv, history files and summary.md. */
+export function writeRun(
+  runDir: string,
+  args: {
+    config: PipelineConfig;
+    backend: string;
+    history: EpochLogs[];
+    bestEpoch: number | null;
+    stopReason?: string;
+    interrupted: boolean;
+    evaluation?: EvalResult;
+    decoded?: DecodedSplit;
+    testSource?: Split['testSource'];
+  },
+): void {
+  writeHistory(runDir, args.history);
+  if (args.evaluation) {
+    writeEvaluation(runDir, args.evaluation, {
+      bestEpoch: args.bestEpoch,
+      epochsRun: args.history.length,
+      imageSize: args.config.imageSize,
+      writtenBy: 'npm start',
+    });
+  }
+  writeFileAtomic(
+    path.join(runDir, RUN_FILES.summary),
+    summaryMarkdown({ ...args, runDir, counts: args.decoded ? countsOf(args.decoded) : undefined }),
+  );
+}
+
+/** config.json; `resume` is left out so the stored settings start the same run again. */
+export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: BackendInfo, dataRoot: string): void {
+  const { resume: _resume, ...settings } = cfg;
+  const file: RunConfigFile = {
+    config: settings,
+    backend: describeBackend(backend),
+    dataRoot,
+    createdAt: new Date().toISOString(),
+    tfjs: tf.version.tfjs,
+  };
+  writeJsonAtomic(path.join(runDir, RUN_FILES.config), file);
+}
+
+/** A new run folder under `cfg.out`, named by time and the hyperparameters that differ from the defaults. */
+export function newRunDir(cfg: PipelineConfig): string {
+  return createRunDir(cfg.out, runLabel(cfg, DEFAULT_PIPELINE));
+}
+
+/** For notebooks: creates the run folder and writes config.json (call after initBackend). Returns the folder. */
+export function startRun(cfg: PipelineConfig, dataRoot: string = cfg.data): string {
+  const runDir = newRunDir(cfg);
+  const backend = backendInfo() ?? { name: tf.getBackend() as BackendName, threads: 1, skipped: [] };
+  writeRunConfig(runDir, cfg, backend, dataRoot);
+  return runDir;
+}

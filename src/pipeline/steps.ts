@@ -1,0 +1,227 @@
+/**
+ * The steps of a run, each its own function so a notebook can run them one per cell: load the data, split it by
+ * patient (plus the out-of-time split), decode, train with the standard callbacks, evaluate.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import type { Dataset, Split, SplitName } from '../types';
+import { LABELS } from '../types';
+import { discoverDataset } from '../data/discover';
+import { assertNoPatientLeak, saveSplit, splitDataset, splitSummary } from '../data/split';
+import { decodeSplit, type DecodedParts, type ResizeFit } from '../data/decode';
+import { buildModel } from '../model';
+import { evaluate, type EvalResult, type ThresholdSplit } from '../evaluate';
+import type { ThresholdRule } from '../metrics';
+import { makeRng, shuffled } from '../random';
+import { train, type TrainResult } from '../train/train';
+import {
+  type Callback,
+  earlyStopping,
+  historyWriter,
+  loadLatestCheckpoint,
+  modelCheckpoint,
+  reduceLROnPlateau,
+  writeHistory,
+} from '../train/callbacks';
+import { progress } from '../train/progress';
+import { RUN_FILES, loadModel } from '../runs/layout';
+import type { PipelineConfig, PipelineHooks } from './config';
+
+/** Up to `limit` images per (source folder, class), chosen with the seed so quick runs are reproducible. */
+export function limitDataset(ds: Dataset, limit: number, seed: number): Dataset {
+  if (!(Number.isInteger(limit) && limit >= 1)) throw new Error(`limit must be a whole number >= 1 (got ${limit}).`);
+  const rng = makeRng(seed);
+  const keep = new Set<string>();
+  const groups = new Map<string, Dataset['images']>();
+  for (const img of ds.images) {
+    const key = `${img.source}/${img.label}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key)!.push(img);
+  }
+  for (const key of [...groups.keys()].sort()) {
+    const sorted = [...groups.get(key)!].sort((a, b) => a.path.localeCompare(b.path));
+    for (const img of shuffled(sorted, rng).slice(0, limit)) keep.add(img.path);
+  }
+  return { ...ds, images: ds.images.filter((img) => keep.has(img.path)) };
+}
+
+function countBy(images: Dataset['images']): string {
+  const counts = new Map<string, number>();
+  for (const img of images) counts.set(`${img.source}/${img.label}`, (counts.get(`${img.source}/${img.label}`) ?? 0) + 1);
+  return [...counts.entries()].map(([k, n]) => `${k} ${n}`).join(', ');
+}
+
+/** Step 1: discover the dataset (and optionally cut it down for a quick run). */
+export async function loadData(
+  dataDir: string,
+  opts: { limit?: number; seed?: number; log?: (line: string) => void } = {},
+): Promise<Dataset> {
+  const log = opts.log ?? console.log;
+  let ds = await discoverDataset(dataDir);
+  log(`Data: ${ds.root}: ${ds.images.length} images (${countBy(ds.images)})`);
+  if (ds.skipped.length) {
+    log(
+      `  skipped ${ds.skipped.length} file(s): ${ds.skipped
+        .slice(0, 3)
+        .map((s) => `${path.basename(s.path)} (${s.reason})`)
+        .join(', ')}${ds.skipped.length > 3 ? ', ...' : ''}`,
+    );
+  }
+  if (opts.limit) {
+    ds = limitDataset(ds, opts.limit, opts.seed ?? 42);
+    log(`  --limit ${opts.limit}: using ${ds.images.length} images (${countBy(ds.images)})`);
+  }
+  return ds;
+}
+
+/** Step 2: the patient-grouped split; saved to `<runDir>/split.json` when a run directory is given. */
+export async function makeSplit(
+  ds: Dataset,
+  opts: PipelineConfig['split'] & { runDir?: string; log?: (line: string) => void },
+): Promise<Split> {
+  const log = opts.log ?? console.log;
+  const split = splitDataset(ds, {
+    seed: opts.seed,
+    valFraction: opts.valFraction,
+    testFraction: opts.testFraction,
+    valTimeFraction: opts.valTimeFraction,
+  });
+  const { reusedOfficialIds } = assertNoPatientLeak(split);
+  if (reusedOfficialIds)
+    log(`  note: ${reusedOfficialIds} patient id(s) of the official test/ also occur in train/val; test/ is kept as published.`);
+  const rows = splitSummary(split);
+  for (const name of ['train', 'val', 'test'] as SplitName[]) {
+    const part = rows.filter((r) => r.split === name);
+    log(`Split ${name}: ${part.map((r) => `${r.label} ${r.images} (${r.patients} patients)`).join(', ')}`);
+  }
+  if (split.valTime?.length) {
+    const counts = LABELS.map((l) => {
+      const part = split.valTime!.filter((r) => r.label === l);
+      return `${l} ${part.length} (${new Set(part.map((r) => r.patient)).size} patients)`;
+    });
+    log(`Split valTime (out of time: each series' earliest-numbered patients): ${counts.join(', ')}`);
+  }
+  log(`  test set: ${split.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train by patient'}`);
+  if (opts.runDir) await saveSplit(split, path.join(opts.runDir, RUN_FILES.split));
+  return split;
+}
+
+export type DecodedSplit = DecodedParts;
+
+/** Step 3: decode all three parts to grayscale squares (cached on disk). */
+export async function decode(
+  split: Split,
+  opts: { imageSize: number; fit?: ResizeFit; cacheDir?: string | null; progress?: boolean; log?: (line: string) => void },
+): Promise<DecodedSplit> {
+  const log = opts.log ?? console.log;
+  const started = Date.now();
+  const decoded = await decodeSplit(split, {
+    size: opts.imageSize,
+    fit: opts.fit,
+    ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir } : {}),
+    progress: opts.progress ?? false,
+  });
+  const skipped = (['train', 'val', 'test'] as SplitName[]).flatMap((n) => decoded[n].skipped);
+  log(
+    `Decoded ${decoded.train.labels.length + decoded.val.labels.length + decoded.test.labels.length} images at ` +
+      `${opts.imageSize}x${opts.imageSize} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+      (skipped.length
+        ? `; skipped ${skipped.length} undecodable: ${skipped
+            .slice(0, 3)
+            .map((s) => `${path.basename(s.path)} (${s.reason})`)
+            .join(', ')}`
+        : ''),
+  );
+  return decoded;
+}
+
+export interface TrainedModel {
+  /** The best model by val_loss (its weights restored from the checkpoint). */
+  model: tf.LayersModel;
+  result: TrainResult;
+  bestEpoch: number | null;
+}
+
+/** Step 4: build (or resume) the model and train it with the standard callbacks; returns the best model. */
+export async function trainModel(
+  decoded: Pick<DecodedSplit, 'train' | 'val' | 'valTime'>,
+  cfg: PipelineConfig,
+  runDir: string,
+  hooks: PipelineHooks = {},
+): Promise<TrainedModel> {
+  const log = hooks.log ?? console.log;
+  const monitor = cfg.monitor ?? 'val_loss';
+  if (monitor === 'val_time_loss' && !decoded.valTime?.labels.length) {
+    throw new Error('--monitor val_time_loss needs an out-of-time validation split; set --val-time above 0.');
+  }
+  const checkpoint = modelCheckpoint({ dir: runDir, monitor });
+  const callbacks: Callback[] = [
+    historyWriter({ dir: runDir }),
+    ...(cfg.patience > 0 ? [earlyStopping({ monitor, patience: cfg.patience })] : []),
+    reduceLROnPlateau({ monitor, ...cfg.reduceLR, log }),
+    checkpoint,
+    ...(hooks.progress === false ? [] : [progress(hooks.progress ?? {})]),
+    ...(hooks.callbacks ?? []),
+  ];
+
+  if (cfg.train.balance === 'oversample' && cfg.train.classWeights === 'balanced') {
+    log(
+      'Note: oversampling already balances the classes; balanced class weights on top correct the imbalance twice (use --class-weights none).',
+    );
+  }
+  let model: tf.LayersModel;
+  let result: TrainResult;
+  if (cfg.resume) {
+    const ckpt = await loadLatestCheckpoint(runDir);
+    model = ckpt.model;
+    const done = ckpt.state.epoch;
+    if (done >= cfg.train.epochs) {
+      log(`Resume: all ${done} epoch(s) already completed (pass a larger --epochs to train further).`);
+    } else {
+      log(`Resume: continuing ${runDir} after epoch ${done} of ${cfg.train.epochs}`);
+    }
+    try {
+      result = await train(model, decoded, cfg.train, callbacks, {
+        initialEpoch: done,
+        history: ckpt.state.history,
+        optimizerState: ckpt.optimizerState,
+        learningRate: ckpt.state.learningRate,
+        callbackStates: ckpt.state.callbackStates,
+        signal: hooks.signal,
+        handleSigint: hooks.handleSigint,
+      });
+    } finally {
+      tf.dispose(ckpt.optimizerState.map((t) => t.tensor));
+    }
+  } else {
+    model = buildModel({ variant: cfg.variant, imageSize: cfg.imageSize, seed: cfg.train.seed, normalize: cfg.normalize });
+    result = await train(model, decoded, cfg.train, callbacks, { signal: hooks.signal, handleSigint: hooks.handleSigint });
+  }
+  result.optimizer.dispose();
+  writeHistory(runDir, result.history);
+
+  const bestDir = path.join(runDir, RUN_FILES.model);
+  if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
+    // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
+    log(
+      result.history.length
+        ? 'No best checkpoint (validation loss never finite); keeping the final weights.'
+        : 'No epoch completed, so there is no checkpoint yet.',
+    );
+    return { model, result, bestEpoch: null };
+  }
+  model.dispose();
+  const best = await loadModel(bestDir);
+  return { model: best, result, bestEpoch: checkpoint.bestEpoch };
+}
+
+/** Step 5: threshold chosen on validation (`thresholdOn`), applied to test. */
+export async function evaluateRun(
+  model: tf.LayersModel,
+  decoded: Pick<DecodedSplit, 'val' | 'test' | 'valTime'>,
+  rule: ThresholdRule,
+  opts: { thresholdOn?: ThresholdSplit; tta?: number } = {},
+): Promise<EvalResult> {
+  return evaluate(model, { val: decoded.val, test: decoded.test, valTime: decoded.valTime }, { rule, ...opts });
+}
