@@ -5,8 +5,9 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { repoRoot } from './paths';
 
-export const repoRoot = path.resolve(__dirname, '..');
+export { repoRoot };
 export const KERNEL_NAME = 'tslab';
 
 /** Debian packages that provide each Jupyter piece; named in every "missing" message. */

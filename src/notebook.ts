@@ -5,6 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { repoRoot } from './paths';
 
 export type ParamValue = string | number | boolean | null;
 export type Params = Record<string, ParamValue>;
@@ -126,8 +127,7 @@ export function describeParams(params: Params, env?: NodeJS.ProcessEnv): string 
     .join('\n');
 }
 
-/** The repository root, found from this compiled module (dist/notebook.js) so notebooks work from any cwd. */
-export const repoRoot = path.resolve(__dirname, '..');
+export { repoRoot };
 
 /** Resolves a path parameter against the repository root (not the notebook folder) when it is relative. */
 export function repoPath(p: string): string {

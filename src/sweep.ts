@@ -7,7 +7,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { PipelineConfig, PipelineHooks, RunResult } from './pipeline';
-import { RUN_FILES, SWEEP_FILE, createRunDir, readJson, writeJsonAtomic } from './runs/layout';
+import { RUN_FILES, SWEEP_FILE, createRunDir } from './runs/layout';
+import { readJson, writeJsonAtomic } from './files';
 import { acquireRunLock } from './runs/lock';
 import { readHistory } from './runs/read';
 

@@ -17,7 +17,7 @@ import { classifyFile } from '../src/cli/predict';
 import { main as appMain } from '../src/cli/app';
 import { appIndexFor, buildApp, type BuildAppResult } from '../src/app/build';
 import { gradCam, overlayRgb } from '../src/gradcam';
-import { loadModel } from '../src/run-dir';
+import { loadModel } from '../src/runs/model-files';
 import { chromiumPath, launchChromium, screenshotDir, watchPageErrors } from './browser-helpers';
 import { jupyterRequired, repoRoot } from './report-fixture';
 

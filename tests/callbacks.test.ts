@@ -6,7 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import { DEFAULT_TRAIN, EpochLogs, TrainConfig, TrainContext, getLearningRate, setLearningRate, train } from '../src/train/train';
 import { Callback, earlyStopping, historyWriter, loadLatestCheckpoint, modelCheckpoint, reduceLROnPlateau } from '../src/train/callbacks';
 import { progress } from '../src/train/progress';
-import { RUN_FILES, loadModel, saveModel } from '../src/run-dir';
+import { RUN_FILES } from '../src/runs/layout';
+import { loadModel, saveModel } from '../src/runs/model-files';
 import { syntheticImages, tinyModel, weightsOf } from './train-fixtures';
 
 const config: TrainConfig = { ...DEFAULT_TRAIN, epochs: 4, batchSize: 8, learningRate: 1e-2, augment: { vflip: true }, seed: 5 };

@@ -22,7 +22,8 @@ import {
 import { initBackend } from '../src/backend/select';
 import { discoverDataset } from '../src/data/discover';
 import { loadSplit } from '../src/data/split';
-import { RUN_FILES, findLatestRun } from '../src/run-dir';
+import { RUN_FILES } from '../src/runs/layout';
+import { findLatestRun } from '../src/runs/read';
 import type { EpochLogs } from '../src/train/train';
 
 let tmp: string;

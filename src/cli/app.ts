@@ -9,7 +9,8 @@ import { type CliIo, defaultIo, parseCommand } from './common';
 import { initBackend } from '../backend/select';
 import { buildApp, checkRunDir, type BuildAppResult } from '../app/build';
 import { QUANTIZE_BITS, type QuantizeBits } from '../app/quantize';
-import { DEFAULT_RUNS_DIR, findLatestRun } from '../run-dir';
+import { DEFAULT_RUNS_DIR } from '../runs/layout';
+import { findLatestRun } from '../runs/read';
 
 function quantizeBits(value: string): QuantizeBits {
   const n = Number(value) as QuantizeBits;

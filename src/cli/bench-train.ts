@@ -10,6 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { repoRoot } from '../paths';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
@@ -18,8 +19,6 @@ import { makeTrainStep, runStep } from '../train/step';
 import { balancedClassWeights } from '../train/loss';
 import { DEFAULT_TRAIN } from '../train/train';
 import { findPeerPython } from '../bench/peer';
-
-const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
 interface BenchOptions {
   steps: number;
@@ -163,7 +162,7 @@ export type BenchResult = Record<string, string | number>;
 async function bench(opts: BenchOptions): Promise<BenchResult> {
   // Fail before minutes of benchmarking, not after.
   if (opts.peer) checkPeerScript(opts);
-  const peerPython = opts.peer ? findPeerPython(REPO_ROOT, opts.peerPython) : undefined;
+  const peerPython = opts.peer ? findPeerPython(repoRoot, opts.peerPython) : undefined;
   if (peerPython) console.log(`peer: PyTorch ${peerPython.torch} (${peerPython.python})`);
   const backend = await initBackend({ prefer: opts.backend });
   const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });

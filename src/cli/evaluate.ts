@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { formatAuc, formatPercent } from '../format';
 import { Command, Option } from 'commander';
 import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { initBackend, describeBackend } from '../backend/select';
@@ -67,7 +68,7 @@ function buildProgram(io: CliIo): Command {
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 }
 
-const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : '-');
+const pct = formatPercent;
 
 function summarize(ev: EvalResult): EvaluateReport['parts'] {
   const out: EvaluateReport['parts'] = {};
@@ -140,7 +141,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     io.out('part      n     acc%   prec%  recall%  spec%   AUC');
     for (const [name, m] of Object.entries(report.parts)) {
       io.out(
-        `${name.padEnd(8)} ${String(m.count).padStart(4)}  ${pct(m.accuracy).padStart(6)} ${pct(m.precision).padStart(6)} ${pct(m.recall).padStart(7)} ${pct(m.specificity).padStart(6)}  ${m.auc.toFixed(3)}`,
+        `${name.padEnd(8)} ${String(m.count).padStart(4)}  ${pct(m.accuracy).padStart(6)} ${pct(m.precision).padStart(6)} ${pct(m.recall).padStart(7)} ${pct(m.specificity).padStart(6)}  ${formatAuc(m.auc)}`,
       );
     }
     if (flags.stress) {
@@ -154,7 +155,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
           const m = evaluateProbabilities(images.labels, probs, ev.threshold);
           report.stress.push({ shift: shift.name, part, specificity: m.specificity, recall: m.recall, auc: m.auc });
           io.out(
-            `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${pct(m.specificity).padStart(5)}%  recall ${pct(m.recall).padStart(5)}%  AUC ${m.auc.toFixed(3)}`,
+            `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${pct(m.specificity).padStart(5)}%  recall ${pct(m.recall).padStart(5)}%  AUC ${formatAuc(m.auc)}`,
           );
         }
       }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `npm run report`: execute the notebooks headless and write the offline HTML report to outputs/report/. */
+import { formatBytes } from '../format';
 import { Command, InvalidArgumentError } from 'commander';
 import * as path from 'path';
 import { buildReport, DEFAULT_REPORT_DIR, NotebookSettings, screenshotReport } from '../report';
@@ -9,10 +10,6 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
   return n;
-}
-
-function formatBytes(bytes: number): string {
-  return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
 const program = new Command()

@@ -5,6 +5,10 @@
  */
 import { createReadStream, createWriteStream, promises as fs } from 'fs';
 import * as path from 'path';
+import { tempSibling } from '../files';
+import { formatBytes } from '../format';
+
+export { formatBytes };
 import { Readable, Transform, type TransformCallback } from 'stream';
 import { pipeline } from 'stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'stream/web';
@@ -76,22 +80,7 @@ async function removeQuietly(p: string): Promise<void> {
   await fs.rm(p, { recursive: true, force: true }).catch(() => undefined);
 }
 
-/** A hidden sibling of `target`, so the final rename stays on one file system (and so is atomic). */
-function siblingTempPath(target: string, purpose: string): string {
-  const suffix = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  return path.join(path.dirname(target), `.${path.basename(target)}.${purpose}-${suffix}`);
-}
 
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Download
@@ -430,7 +419,7 @@ export async function assertDestinationFree(outDir: string, force = false): Prom
 /** Moves the finished folder into place; with an old one present, it is moved aside first and removed after. */
 async function swapIntoPlace(staging: string, target: string): Promise<void> {
   if (await pathExists(target)) {
-    const old = siblingTempPath(target, 'old');
+    const old = tempSibling(target);
     await fs.rename(target, old);
     try {
       await fs.rename(staging, target);
@@ -485,7 +474,7 @@ export async function extractDatasetZip(zipFile: string, outDir: string, opts: E
     const files = wanted.filter((e) => !e.fileName.endsWith('/'));
 
     await fs.mkdir(path.dirname(root), { recursive: true });
-    staging = siblingTempPath(root, 'extract');
+    staging = tempSibling(root);
     await fs.mkdir(staging);
     const counts: Record<string, number> = {};
     let done = 0;
@@ -586,7 +575,7 @@ export async function getDataset(opts: GetDatasetOptions): Promise<GetDatasetRes
     return { ...result, source: from };
   }
   const url = opts.url ?? DATASET_URL;
-  const zipFile = `${siblingTempPath(root, 'download')}.zip`;
+  const zipFile = `${tempSibling(root)}.zip`;
   try {
     log(`Downloading ${url}`);
     const download = await downloadFile(url, zipFile, {

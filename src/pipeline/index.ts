@@ -15,7 +15,7 @@ import { readRunConfig, type RunConfigFile } from '../runs/read';
 import { acquireRunLock } from '../runs/lock';
 import type { PipelineConfig, PipelineHooks, RunResult } from './config';
 import { decode, evaluateRun, loadData, makeSplit, trainModel } from './steps';
-import { formatAuc, formatPercent } from './summary';
+import { formatAuc, formatPercent } from '../format';
 import { newRunDir, writeRun, writeRunConfig } from './run-files';
 
 export { formatThresholdRule, readRunConfig, type RunConfigFile };

@@ -6,7 +6,8 @@ import { describeBackend, backendInfo, type BackendInfo, type BackendName } from
 import { predictionsToCsv, type EvalResult } from '../evaluate';
 import { type EpochLogs } from '../train/train';
 import { writeHistory } from '../train/callbacks';
-import { RUN_FILES, createRunDir, writeFileAtomic, writeJsonAtomic } from '../runs/layout';
+import { RUN_FILES, createRunDir } from '../runs/layout';
+import { writeFileAtomic, writeJsonAtomic } from '../files';
 import { runLabel } from '../runs/naming';
 import { toMetricsFile, writeMetrics, type MetricsFile } from '../runs/metrics-file';
 import { type RunConfigFile } from '../runs/read';

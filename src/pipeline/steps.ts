@@ -25,7 +25,8 @@ import {
   writeHistory,
 } from '../train/callbacks';
 import { progress } from '../train/progress';
-import { RUN_FILES, loadModel } from '../runs/layout';
+import { RUN_FILES } from '../runs/layout';
+import { loadModel } from '../runs/model-files';
 import type { PipelineConfig, PipelineHooks } from './config';
 
 /** Up to `limit` images per (source folder, class), chosen with the seed so quick runs are reproducible. */

@@ -1,5 +1,6 @@
 /** summary.md: what ran, on what data, and how its test metrics compare with the seed article. */
 import * as path from 'path';
+import { formatAuc, formatPercent } from '../format';
 import type { Label, Split, SplitName } from '../types';
 import { LABELS } from '../types';
 import { type EvalResult, type SplitMetrics, THRESHOLD_SPLIT_NAMES } from '../evaluate';
@@ -11,8 +12,6 @@ import type { PipelineConfig } from './config';
 /** The seed article's test metrics (percent), for the summary table; specificity was not reported. */
 export const SEED_ARTICLE_METRICS = { accuracy: 91.0, precision: 89.8, recall: 96.7, specificity: null, f1: 93.1 } as const;
 
-export const formatPercent = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : '-');
-export const formatAuc = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
 const pct = formatPercent;
 const auc = formatAuc;
 

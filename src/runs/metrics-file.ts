@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import type { EvalResult, SplitMetrics, ThresholdSplit } from '../evaluate';
 import type { ThresholdRule } from '../metrics';
-import { writeJsonAtomic } from './layout';
+import { writeJsonAtomic } from '../files';
 
 export const METRICS_SCHEMA = 1;
 

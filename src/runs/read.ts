@@ -7,7 +7,9 @@ import * as path from 'path';
 import type * as tf from '@tensorflow/tfjs';
 import type { PipelineConfig } from '../pipeline';
 import type { EpochLogs } from '../train/train';
-import { DEFAULT_RUNS_DIR, RUN_FILES, SWEEP_FILE, isRunDir, loadModel, readJson } from './layout';
+import { DEFAULT_RUNS_DIR, RUN_FILES, SWEEP_FILE, isRunDir } from './layout';
+import { loadModel } from './model-files';
+import { readJson } from '../files';
 import { readLock, isStale, type LockInfo } from './lock';
 import { readMetrics, type MetricsFile } from './metrics-file';
 

@@ -9,18 +9,15 @@ import * as tf from '@tensorflow/tfjs';
 import type { BatchLogs, EpochLogs, ResumeState, TrainConfig, TrainContext } from './train';
 import {
   type NamedTensor,
-  RUN_FILES,
   loadModel,
-  readJson,
   readNamedTensors,
   saveModel,
-  writeCsvAtomic,
-  writeDirAtomic,
-  writeJsonAtomic,
   writeNamedTensors,
   modelArtifacts,
   writeModelFiles,
-} from '../run-dir';
+} from '../runs/model-files';
+import { RUN_FILES } from '../runs/layout';
+import { readJson, writeCsvAtomic, writeDirAtomic, writeJsonAtomic } from '../files';
 
 export interface Callback {
   /** Key for this callback's saved state; required when it has state to persist. */

@@ -16,7 +16,7 @@ import { rocAuc } from '../metrics';
 import type { Callback } from './callbacks';
 import { balancedClassWeights, EPS } from './loss';
 import { makeTrainStep } from './step';
-import type { NamedTensor } from '../run-dir';
+import type { NamedTensor } from '../runs/model-files';
 
 export interface TrainConfig {
   epochs: number;
