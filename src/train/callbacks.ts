@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import type { BatchLogs, EpochLogs, ResumeState, TrainConfig, TrainContext } from './train';
+import type { Callback, EpochLogs, ResumeState, TrainConfig, TrainContext } from './types';
 import {
   type NamedTensor,
   loadModel,
@@ -19,19 +19,7 @@ import {
 import { RUN_FILES } from '../runs/layout';
 import { readJson, writeCsvAtomic, writeDirAtomic, writeJsonAtomic } from '../files';
 
-export interface Callback {
-  /** Key for this callback's saved state; required when it has state to persist. */
-  name?: string;
-  onTrainBegin?(ctx: TrainContext): void | Promise<void>;
-  onEpochBegin?(epoch: number, ctx: TrainContext): void | Promise<void>;
-  onBatchEnd?(batch: number, logs: BatchLogs, ctx: TrainContext): void | Promise<void>;
-  onEpochEnd?(epoch: number, logs: EpochLogs, ctx: TrainContext): void | Promise<void>;
-  /** Runs after every callback's onEpochEnd (checkpoints use it to capture final per-epoch state). */
-  afterEpoch?(epoch: number, logs: EpochLogs, ctx: TrainContext): void | Promise<void>;
-  onTrainEnd?(ctx: TrainContext): void | Promise<void>;
-  getState?(): unknown;
-  setState?(state: unknown): void;
-}
+export type { Callback };
 
 export type MonitorKey = Exclude<keyof EpochLogs, 'epoch' | 'seconds' | 'lr'>;
 export type MonitorMode = 'auto' | 'min' | 'max';

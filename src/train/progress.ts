@@ -5,7 +5,7 @@
  */
 import * as cliProgress from 'cli-progress';
 import type { Callback } from './callbacks';
-import type { EpochLogs, TrainContext } from './train';
+import type { EpochLogs, TrainContext } from './types';
 
 export type ProgressMode = 'auto' | 'bar' | 'lines' | 'notebook' | 'silent';
 

@@ -8,100 +8,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { DecodedImages } from '../types';
-import type { AugmentConfig } from '../augment';
-import { DEFAULT_AUGMENT } from '../augment';
 import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../metrics';
-import type { Callback } from './callbacks';
+import type { BatchLogs, Callback, EpochLogs, TrainConfig, TrainContext } from './types';
 import { balancedClassWeights, EPS } from './loss';
 import { makeTrainStep } from './step';
 import type { NamedTensor } from '../runs/model-files';
 
-export interface TrainConfig {
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  /** 'balanced' weighs each sample by n / (2 * n_class), like sklearn's compute_class_weight('balanced'). */
-  classWeights: 'balanced' | 'none';
-  augment: AugmentConfig;
-  /** 'oversample' repeats minority-class images within each epoch (done by the batch generator). */
-  balance?: 'none' | 'oversample';
-  /** Seeds shuffling, augmentation and dropout masks; each epoch (and step) derives its own stream from it. */
-  seed: number;
-  /** Targets move from 0/1 to eps/2 and 1-eps/2, so the model is not pushed to certainty on training films. */
-  labelSmoothing?: number;
-  /** mixup's Beta(alpha, alpha): each batch is blended with a shuffled copy of itself; 0 or absent = off. */
-  mixup?: number;
-}
-
-export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
-  epochs: 10,
-  batchSize: 32,
-  learningRate: 1e-3,
-  classWeights: 'balanced',
-  augment: DEFAULT_AUGMENT,
-  balance: 'none',
-  seed: 42,
-  labelSmoothing: 0,
-  mixup: 0,
-}) as TrainConfig;
-
-/** One row of the training history. Epochs are 1-based, as printed. */
-export interface EpochLogs {
-  epoch: number;
-  loss: number;
-  acc: number;
-  val_loss: number;
-  val_acc: number;
-  val_auc: number;
-  /** The same on the out-of-time validation split, when training was given one (read, never used to select). */
-  val_time_loss?: number;
-  val_time_acc?: number;
-  val_time_auc?: number;
-  /** Learning rate used during this epoch. */
-  lr: number;
-  seconds: number;
-}
-
-export interface BatchLogs {
-  /** 0-based index within the epoch. */
-  batch: number;
-  size: number;
-  loss: number;
-}
-
-/** What callbacks see and may change. */
-export interface TrainContext {
-  model: tf.LayersModel;
-  optimizer: tf.AdamOptimizer;
-  config: TrainConfig;
-  /** Set by a callback (early stopping) to end training after the current epoch. */
-  stopTraining: boolean;
-  stopReason?: string;
-  /** True once Ctrl-C / abort was requested; the current epoch is abandoned, not recorded. */
-  interrupted: boolean;
-  /** Epochs completed before this call (non-zero when resuming). */
-  initialEpoch: number;
-  batchesPerEpoch: number;
-  trainCount: number;
-  valCount: number;
-  /** Every completed epoch, including those from before a resume. */
-  history: EpochLogs[];
-  callbacks: readonly Callback[];
-  getLearningRate(): number;
-  setLearningRate(lr: number): void;
-}
-
-/** Saved state that lets `train` continue exactly where a previous call stopped. */
-export interface ResumeState {
-  /** Completed epochs. */
-  epoch: number;
-  history: EpochLogs[];
-  learningRate: number;
-  /** Callback state by callback name (early-stopping counters, best values...). */
-  callbackStates: Record<string, unknown>;
-}
+export * from './types';
 
 export interface TrainOptions {
   /** Epochs already completed (resume); training continues with epoch initialEpoch + 1. */
