@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {
   averagePrecision,
+  applicableRule,
   chooseThreshold,
   classificationMetrics,
   ClassificationMetrics,
@@ -63,6 +64,8 @@ export interface EvalResult {
   thresholdRule: ThresholdRule;
   /** Where the threshold was chosen (absent: val). */
   thresholdOn?: ThresholdSplit;
+  /** Why the rule applied differs from the one asked for (too few validation positives for a recall target). */
+  thresholdNote?: string;
   /** Test-time augmentation views averaged (absent: 1). */
   tta?: number;
   /** Models whose probabilities were averaged (an ensemble; absent: 1). */
@@ -264,15 +267,17 @@ export async function evaluate(
   const testProbs = await predict(data.test);
   const valTimeProbs = data.valTime?.records.length ? await predict(data.valTime) : undefined;
   const chooser = thresholdSource(thresholdOn, data, valProbs, valTimeProbs);
+  const applied = applicableRule(chooser.labels, rule);
   let threshold: number;
   try {
-    threshold = chooseThreshold(chooser.labels, chooser.probs, rule);
+    threshold = chooseThreshold(chooser.labels, chooser.probs, applied.rule);
   } catch (err) {
     throw new Error(`evaluate: cannot choose the threshold on the ${THRESHOLD_SPLIT_NAMES[thresholdOn]}: ${(err as Error).message}`);
   }
   return {
     threshold,
-    thresholdRule: rule,
+    thresholdRule: applied.rule,
+    ...(applied.note ? { thresholdNote: applied.note } : {}),
     ...(thresholdOn !== 'val' ? { thresholdOn } : {}),
     ...(tta > 1 ? { tta } : {}),
     ...(models.length > 1 ? { models: models.length } : {}),

@@ -225,6 +225,34 @@ const RECALL_EPSILON = 1e-12;
  * - fixed: returns `value` (must lie in [0, 1]).
  * Data-driven rules need both classes and throw a clear error otherwise.
  */
+/**
+ * The positives a recall target needs before it means anything: with fewer than 1 / (1 - target) of them, not one
+ * may be missed (30 positives and 98% allow none), so the threshold lands on the single worst-scored positive and
+ * moves wildly from run to run. 50 for 0.98.
+ */
+export function positivesNeededFor(target: number): number {
+  // recall=1 asks for exactly that (no positive missed), whatever the count.
+  return target >= 1 ? 1 : Math.ceil(1 / (1 - target) - RECALL_EPSILON);
+}
+
+/**
+ * The rule to apply on a validation split: the requested one, or Youden's J with the reason when a recall target
+ * cannot be judged on so few positives (a demo set, a quick `--limit` run).
+ */
+export function applicableRule(labels: ArrayLike<number>, rule: ThresholdRule): { rule: ThresholdRule; note?: string } {
+  if (rule.kind !== 'recall') return { rule };
+  let positives = 0;
+  for (let i = 0; i < labels.length; i++) positives += labels[i] ? 1 : 0;
+  const needed = positivesNeededFor(rule.target);
+  if (positives >= needed) return { rule };
+  return {
+    rule: { kind: 'youden' },
+    note:
+      `recall=${rule.target} needs at least ${needed} validation positives to be judged and there are ${positives}, ` +
+      'so the threshold would rest on the single worst-scored one; used youden instead',
+  };
+}
+
 export function chooseThreshold(labels: ArrayLike<number>, probs: ArrayLike<number>, rule: ThresholdRule): number {
   if (rule.kind === 'fixed') {
     if (!(rule.value >= 0 && rule.value <= 1)) {

@@ -227,3 +227,18 @@ describe('exposure stress', () => {
     expect(images.pixels.some((v) => v > 0)).toBe(true);
   });
 });
+
+describe('a recall target needs enough validation positives', () => {
+  it('asks 1/(1-target) of them, and below that applies Youden and says why', async () => {
+    const { applicableRule, positivesNeededFor } = await import('../src/metrics');
+    expect(positivesNeededFor(0.98)).toBe(50);
+    expect(positivesNeededFor(0.9)).toBe(10);
+    const thirty = Uint8Array.from({ length: 60 }, (_, i) => (i < 30 ? 1 : 0));
+    const fifty = Uint8Array.from({ length: 80 }, (_, i) => (i < 50 ? 1 : 0));
+    const small = applicableRule(thirty, { kind: 'recall', target: 0.98 });
+    expect(small.rule).toEqual({ kind: 'youden' });
+    expect(small.note).toMatch(/needs at least 50 validation positives to be judged and there are 30/);
+    expect(applicableRule(fifty, { kind: 'recall', target: 0.98 })).toEqual({ rule: { kind: 'recall', target: 0.98 } });
+    expect(applicableRule(thirty, { kind: 'fixed', value: 0.5 })).toEqual({ rule: { kind: 'fixed', value: 0.5 } });
+  });
+});

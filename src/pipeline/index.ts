@@ -117,6 +117,7 @@ async function trainAndEvaluate(
   const evaluation = await evaluateRun(trained.model, decoded, cfg.threshold, { thresholdOn: cfg.thresholdOn, tta: cfg.tta });
   writeRun(runDir, { ...base, evaluation });
   const t = evaluation.test;
+  if (evaluation.thresholdNote) log(`Threshold: ${evaluation.thresholdNote}.`);
   log(
     `Test (threshold ${evaluation.threshold.toFixed(3)} from ${cfg.thresholdOn ?? 'val'}): accuracy ${formatPercent(t.accuracy)}%, precision ${formatPercent(t.precision)}%, ` +
       `recall ${formatPercent(t.recall)}%, specificity ${formatPercent(t.specificity)}%, F1 ${formatPercent(t.f1)}%, AUC ${formatAuc(t.auc)}`,

@@ -71,6 +71,7 @@ export function summaryMarkdown(args: {
   const a = SEED_ARTICLE_METRICS;
   lines.push(
     `- Threshold: ${ev.threshold.toFixed(4)} (rule ${formatThresholdRule(ev.thresholdRule)}, chosen on the ${THRESHOLD_SPLIT_NAMES[ev.thresholdOn ?? 'val']} only)`,
+    ...(ev.thresholdNote ? [`  - Note: ${ev.thresholdNote}.`] : []),
     '',
     '| | Accuracy % | Precision % | Recall % | Specificity % | F1 % | AUC |',
     '|---|---|---|---|---|---|---|',

@@ -19,6 +19,8 @@ export interface MetricsFile {
   thresholdOn?: ThresholdSplit;
   /** Test-time augmentation views averaged; absent: 1. */
   tta?: number;
+  /** Why the rule applied is not the one configured (see applicableRule in src/metrics.ts). */
+  thresholdNote?: string;
   val: SplitMetrics;
   test: SplitMetrics;
   /** The out-of-time validation split at the same threshold; absent when the run had none. */
@@ -42,6 +44,7 @@ export function toMetricsFile(
     thresholdRule: ev.thresholdRule,
     ...(ev.thresholdOn ? { thresholdOn: ev.thresholdOn } : {}),
     ...(ev.tta ? { tta: ev.tta } : {}),
+    ...(ev.thresholdNote ? { thresholdNote: ev.thresholdNote } : {}),
     val: ev.val,
     test: ev.test,
     ...(ev.valTime ? { valTime: ev.valTime } : {}),
@@ -120,6 +123,7 @@ export function parseMetrics(value: unknown, file: string): MetricsFile {
     thresholdRule: checkRule(m.thresholdRule, file),
     ...(m.thresholdOn === 'valTime' || m.thresholdOn === 'pooled' ? { thresholdOn: m.thresholdOn } : {}),
     ...(Number.isInteger(m.tta) && (m.tta as number) > 1 ? { tta: m.tta as number } : {}),
+    ...(typeof m.thresholdNote === 'string' ? { thresholdNote: m.thresholdNote } : {}),
     val: checkSplit(m.val, 'val', file),
     test: checkSplit(m.test, 'test', file),
     ...(m.valTime !== undefined ? { valTime: checkSplit(m.valTime, 'valTime', file) } : {}),
