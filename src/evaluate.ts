@@ -49,13 +49,13 @@ export interface PredictionRow {
   correct: boolean;
 }
 
-/** The validation split a threshold rule is applied to; `pooled` is val and valTime together. */
+/** The validation split a threshold rule is applied to; `pooled`: every validation split the run has (val, and valTime if any). */
 export type ThresholdSplit = 'val' | 'valTime' | 'pooled';
 export const THRESHOLD_SPLITS: readonly ThresholdSplit[] = ['val', 'valTime', 'pooled'];
 export const THRESHOLD_SPLIT_NAMES: Record<ThresholdSplit, string> = {
   val: 'validation split',
   valTime: 'out-of-time validation split',
-  pooled: 'two validation splits together',
+  pooled: 'validation splits together',
 };
 
 export interface EvalResult {
@@ -256,9 +256,9 @@ export async function evaluate(
       throw new Error(`evaluate: the ${split} split has no images; check the split and the decode skips`);
     }
   }
-  if (thresholdOn !== 'val' && !data.valTime?.records.length) {
+  if (thresholdOn === 'valTime' && !data.valTime?.records.length) {
     throw new Error(
-      `evaluate: the threshold is to be chosen on ${thresholdOn}, but there is no out-of-time validation split (--val-time 0?)`,
+      'evaluate: the threshold is to be chosen on the out-of-time validation split, but there is no out-of-time validation split (--val-time 0?)',
     );
   }
   const models = Array.isArray(model) ? model : [model as tf.LayersModel];

@@ -177,7 +177,7 @@ describe('npm start (cli/run)', () => {
     expect(report.threshold).toBe(0.5);
     expect(report.parts.test.count).toBe(16);
     expect(report.stress.map((r: { shift: string }) => r.shift)).toContain('gamma 0.8');
-    expect(c.out.join('\n')).toMatch(/Ensemble of 2 runs: threshold 0.500 \(fixed=0.5 on val\)/);
+    expect(c.out.join('\n')).toMatch(/Ensemble of 2 runs: threshold 0.500 \(fixed=0.5 on pooled\)/);
     expect(fs.readdirSync(a).map((f) => [f, fs.statSync(path.join(a, f)).mtimeMs])).toEqual(before);
 
     const mismatch = capture();

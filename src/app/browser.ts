@@ -8,6 +8,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
+// Registers the input-normalization layer, so a model trained with --normalize loads in the page.
+import '../normalization';
 import { maxPoolGrad } from '../backend/wasm/kernels';
 import { gradCam, overlayRgb } from '../gradcam';
 import { checkImageBytes, PAGE_MAX_BYTES, rgbaToModelInput } from './image';
