@@ -22,7 +22,7 @@ describe('native backend without its addon', () => {
     delete process.env.PNEUMO_NATIVE_ADDON;
   });
 
-  const built = fs.existsSync(path.join(__dirname, '..', 'native', 'build', 'Release', 'pneumo_native.node'));
+  const built = fs.existsSync(path.join(__dirname, '..', 'accel', 'onednn', 'build', 'Release', 'pneumo_native.node'));
   it.skipIf(!built)('a bad PNEUMO_NATIVE_THREADS is reported, not thrown (needs the built addon)', async () => {
     vi.resetModules();
     process.env.PNEUMO_NATIVE_THREADS = 'two';

@@ -1,7 +1,7 @@
 /**
  * The optional `native` tfjs backend: tfjs's own CPU backend with its heavy kernels
  * (convolutions and their gradients, depthwise convolutions, max pooling, matmul and a few
- * large element-wise ops) replaced by a C++ addon on oneDNN (native/, `npm run build:native`).
+ * large element-wise ops) replaced by a C++ addon on oneDNN (accel/onednn/, `npm run build:native`).
  *
  * Why the CPU backend as the base: every kernel tfjs has exists there, so anything the addon
  * does not cover (other dtypes, NCHW, exotic activations) falls back to a correct kernel, and
@@ -22,9 +22,9 @@ import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 export const NATIVE_BACKEND = 'native';
 /** Above wasm (2) and cpu (1): once registered it is the fastest backend in this process. */
 const NATIVE_PRIORITY = 3;
-const ADDON_RELATIVE = path.join('native', 'build', 'Release', 'pneumo_native.node');
+const ADDON_RELATIVE = path.join('accel', 'onednn', 'build', 'Release', 'pneumo_native.node');
 
-/** The addon's functions (native/src/*.cc); all synchronous, writing into the last array given. */
+/** The addon's functions (accel/onednn/src/*.cc); all synchronous, writing into the last array given. */
 export interface NativeAddon {
   setThreads(n: number): number;
   getThreads(): number;
@@ -71,13 +71,13 @@ export interface NativeAddon {
 
 export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
 
-/** Walks up from this file to the checkout root (the folder holding native/binding.gyp). */
+/** Walks up from this file to the checkout root (the folder holding accel/onednn/binding.gyp). */
 function findAddonPath(): string | undefined {
   const override = process.env.PNEUMO_NATIVE_ADDON;
   if (override) return override;
   let dir = __dirname;
   for (;;) {
-    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return path.join(dir, ADDON_RELATIVE);
+    if (fs.existsSync(path.join(dir, 'accel', 'onednn', 'binding.gyp'))) return path.join(dir, ADDON_RELATIVE);
     const up = path.dirname(dir);
     if (up === dir) return undefined;
     dir = up;
@@ -262,7 +262,7 @@ function output(backend: Backend, shape: number[], data: Float32Array): Info {
   return backend.makeTensorInfo(shape, 'float32', data);
 }
 
-/** ConvGeom in native/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
+/** ConvGeom in accel/onednn/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
 function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Array {
   const p = info.padInfo;
   // oneDNN wants out = (in + padL + padR - effectiveFilter) / stride + 1 exactly; tfjs's rounding

@@ -2,7 +2,7 @@
  * Decodes image files to grayscale `size x size` Uint8 pixels, fast, with an on-disk cache.
  *
  * Two paths, measured on the 224x224 Kaggle JPEGs on 2 cores (see `npm run bench:data`):
- * - Native fast path (optional addon in src/data/native, built by `npm run build:jpeg`):
+ * - Native fast path (optional addon in accel/jpeg, built by `npm run build:jpeg`):
  *   libjpeg-turbo decodes plain 8-bit JPEGs straight to luma (no chroma work) and resizes in C, in batches on
  *   the libuv pool; about 2x PIL's single-thread speed here.
  * - General path (everything else, and everything when the addon is absent): sharp decodes to raw 8-bit pixels
@@ -65,7 +65,7 @@ const CACHE_MAGIC = 'PXCACHE1';
 sharp.cache(false);
 sharp.concurrency(1);
 
-/** The optional native addon (src/data/native, libjpeg-turbo): batch-decodes plain JPEGs straight to luma. */
+/** The optional native addon (accel/jpeg, libjpeg-turbo): batch-decodes plain JPEGs straight to luma. */
 interface NativeJpeg {
   decodeBatch(paths: string[], size: number, fit: number): Promise<{ pixels: Buffer; ok: Buffer }>;
   libjpeg: string;
@@ -84,8 +84,7 @@ export function nativeJpeg(): NativeJpeg | null {
   nativeAddon = null;
   if (process.env.PNEUMO_NATIVE_JPEG === '0') return null;
   const candidates = [
-    path.join(__dirname, 'native', 'build', 'Release', 'jpeg_gray.node'), // running from src/ (vitest, tslab)
-    path.join(__dirname, '..', '..', 'src', 'data', 'native', 'build', 'Release', 'jpeg_gray.node'), // from dist/
+    path.join(__dirname, '..', '..', 'accel', 'jpeg', 'build', 'Release', 'jpeg_gray.node'), // from src/data/ or dist/data/
   ];
   for (const file of candidates) {
     try {

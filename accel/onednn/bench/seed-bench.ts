@@ -1,13 +1,13 @@
 /**
  * Steady-state training and inference throughput of the seed CNN on one backend, on random
  * data, in the same shape as the PyTorch peer's `bench` (Adam, BCE, batch 32).
- *   npx vite-node native/bench/seed-bench.ts -- --backend native --size 150 --batch 32 --steps 5
+ *   npx vite-node accel/onednn/bench/seed-bench.ts -- --backend native --size 150 --batch 32 --steps 5
  * Prints one JSON line. A development aid for the native backend; the project's own benchmark
  * is `npm run bench:train`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { buildModel } from '../../src/model';
-import { nativeFallbacks, tryRegisterNative } from '../../src/backend/native';
+import { buildModel } from '../../../src/model';
+import { nativeFallbacks, tryRegisterNative } from '../../../src/backend/native';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -60,7 +60,18 @@ async function main(): Promise<void> {
   t = performance.now();
   for (let i = 0; i < steps; i++) infer();
   const inferIps = (batch * steps) / ((performance.now() - t) / 1000);
-  console.log(JSON.stringify({ backend: tf.getBackend(), size, batch, steps, train_img_per_s: +trainIps.toFixed(1), train_cpu_s_per_step: +trainCpuS.toFixed(2), infer_img_per_s: +inferIps.toFixed(1), tensors: tf.memory().numTensors }));
+  console.log(
+    JSON.stringify({
+      backend: tf.getBackend(),
+      size,
+      batch,
+      steps,
+      train_img_per_s: +trainIps.toFixed(1),
+      train_cpu_s_per_step: +trainCpuS.toFixed(2),
+      infer_img_per_s: +inferIps.toFixed(1),
+      tensors: tf.memory().numTensors,
+    }),
+  );
 }
 
 main().catch((err) => {
