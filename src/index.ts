@@ -7,7 +7,7 @@ export * from './data/batches';
 export * from './data/demo';
 export * from './augment';
 export * from './model';
-export * from './backend/select';
+export * from './accel';
 export * from './train/train';
 export * from './train/callbacks';
 export * from './metrics';

@@ -13,7 +13,7 @@ import { discoverDataset } from './data/discover';
 import { assertNoPatientLeak, loadSplit, saveSplit, splitDataset, splitSummary } from './data/split';
 import { decodeSplit, type DecodedParts, type ResizeFit } from './data/decode';
 import { buildModel, type ModelVariant } from './model';
-import { initBackend, describeBackend, backendInfo, type BackendInfo, type BackendName } from './backend/select';
+import { initBackend, describeBackend, backendInfo, type BackendInfo, type BackendName } from './accel';
 import { evaluate, predictionsToCsv, type EvalResult, type SplitMetrics, THRESHOLD_SPLIT_NAMES, type ThresholdSplit } from './evaluate';
 import type { ThresholdRule } from './metrics';
 import type { InputNormalization } from './normalization';

@@ -2,7 +2,7 @@
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { startWasmBackend } from '../src/backend/wasm/setup';
+import { startWasmBackend } from '../src/accel/wasm/setup';
 import { buildModel, makeTrainStep } from '../src/model';
 import { makeRng } from '../src/random';
 

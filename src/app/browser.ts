@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
-import { maxPoolGrad } from '../backend/wasm/kernels';
+import { maxPoolGrad } from '../accel/browser';
 import { gradCam, overlayRgb } from '../gradcam';
 import { checkImageBytes, PAGE_MAX_BYTES, rgbaToModelInput } from './image';
 import { type AppSettings, type EmbeddedModel, MODEL_GLOBAL, SETTINGS_ELEMENT_ID, WASM_GLOBAL } from './settings';

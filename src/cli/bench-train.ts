@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
+import { BACKEND_ORDER, BackendName, initBackend } from '../accel';
 import { ModelVariant, buildModel, makeTrainStep } from '../model';
 import { findPeerPython } from '../bench/peer';
 
