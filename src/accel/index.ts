@@ -5,7 +5,7 @@
  * - `./browser`: the kernels the web page registers on the browser's wasm backend (no Node modules).
  *
  * Inside: `select.ts` picks the backend (tfjs-node-gpu, tfjs-node, our oneDNN `native`, wasm with our training
- * kernels, cpu); `native.ts` is the oneDNN backend (C++ in accel/onednn); `wasm/` the wasm training kernels.
+ * kernels, cpu); `onednn/` is the oneDNN backend (C++ in accel/onednn); `wasm/` the wasm training kernels.
  * See accel/README.md.
  */
 export {

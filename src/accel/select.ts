@@ -2,7 +2,7 @@
  * Picks the fastest tfjs backend that actually works on this machine, once per process.
  *
  * Order: tfjs-node-gpu (only when it loads AND a GPU is present), tfjs-node, native (our optional
- * oneDNN addon, src/accel/native.ts), wasm (with our training kernels), cpu (pure JS, slow).
+ * oneDNN addon, src/accel/onednn/), wasm (with our training kernels), cpu (pure JS, slow).
  * PNEUMO_BACKEND=<name> or initBackend({ prefer }) forces one; a forced backend that cannot load is an
  * error that says why and lists what would work.
  */
@@ -122,7 +122,7 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
     case 'native': {
       let mod: NativeModule;
       try {
-        mod = require('./native') as NativeModule;
+        mod = require('./onednn') as NativeModule;
       } catch (err) {
         const code = (err as { code?: string }).code;
         return { ok: false, why: code === 'MODULE_NOT_FOUND' ? 'not built' : `failed to load: ${firstLine(err)}` };

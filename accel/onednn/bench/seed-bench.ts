@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { buildModel } from '../../../src/model';
-import { nativeFallbacks, tryRegisterNative } from '../../../src/accel/native';
+import { nativeFallbacks, tryRegisterNative } from '../../../src/accel/onednn';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
