@@ -9,6 +9,22 @@
 
 namespace pn {
 
+// Codes the TypeScript side passes as plain numbers. src/accel/onednn/ops.ts mirrors every enum here, name for
+// name and value for value, and tests/accel-op-codes.test.ts fails when the two disagree: change them together.
+enum class BinaryOp : int { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kSquaredDiff = 4 };
+enum class UnaryOp : int { kRelu = 0, kStep = 1, kSqrt = 2, kSquare = 3, kRsqrt = 4, kNeg = 5, kFloor = 6 };
+// How an operand of binary() maps onto the output, which is processed as blocks of `inner` elements.
+enum class Broadcast : int {
+  kFull = 0,               // the output's index
+  kPerElementOfBlock = 1,  // repeated for every block (index within the block)
+  kPerBlock = 2,           // one value per block (index of the block)
+  kScalar = 3,
+};
+// The activation convForward and matMul fuse into their output.
+enum class Activation : int { kNone = 0, kRelu = 1 };
+// sum(): over the leading rows of [rows, inner] (y[j]), or over the trailing elements of [outer, inner] (y[o]).
+enum class SumMode : int { kLeadingRows = 0, kTrailing = 1 };
+
 dnnl::engine& cpuEngine();
 dnnl::stream& cpuStream();
 

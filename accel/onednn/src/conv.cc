@@ -45,7 +45,7 @@ ConvDescs describe(const ConvGeom& g) {
 }
 
 dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const memory::desc* bias,
-                                                     int act) {
+                                                     Activation act) {
   using namespace dnnl;
   auto desc = bias ? convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
                                                d.src, d.anyWeights, *bias, d.dst, d.strides, d.dilates,
@@ -54,7 +54,7 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
                                                d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL,
                                                d.padR);
   primitive_attr attr;
-  if (act == 1) {
+  if (act == Activation::kRelu) {
     post_ops po;
     po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);
@@ -72,13 +72,13 @@ memory toPrimitive(const memory::desc& want, const memory::desc& have, float* pt
 }
 
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
-  // (x, filter, bias|null, y, params:Int32Array, activation:0 none|1 relu)
+  // (x, filter, bias|null, y, params:Int32Array, activation: Activation)
   float* x = f32(info[0]);
   float* w = f32(info[1]);
   float* b = f32(info[2]);
   float* y = f32(info[3]);
   ConvGeom g = ConvGeom::from(ints(info[4]));
-  int act = info[5].As<Napi::Number>().Int32Value();
+  Activation act = static_cast<Activation>(info[5].As<Napi::Number>().Int32Value());
   ConvDescs d = describe(g);
   memory::desc biasMd({g.oc}, dt::f32, tag::a);
   auto pd = forwardPd(d, b ? &biasMd : nullptr, act);
@@ -99,7 +99,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   ConvGeom g = ConvGeom::from(ints(info[3]));
   ConvDescs d = describe(g);
   using namespace dnnl;
-  auto hint = forwardPd(d, nullptr, 0);
+  auto hint = forwardPd(d, nullptr, Activation::kNone);
   convolution_backward_data::desc desc(algorithm::convolution_direct, d.src, d.anyWeights, d.dst, d.strides,
                                        d.dilates, d.padL, d.padR);
   convolution_backward_data::primitive_desc pd(desc, cpuEngine(), hint);
@@ -119,7 +119,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   ConvGeom g = ConvGeom::from(ints(info[3]));
   ConvDescs d = describe(g);
   using namespace dnnl;
-  auto hint = forwardPd(d, nullptr, 0);
+  auto hint = forwardPd(d, nullptr, Activation::kNone);
   convolution_backward_weights::desc desc(algorithm::convolution_direct, d.src, d.anyWeights, d.dst,
                                           d.strides, d.dilates, d.padL, d.padR);
   convolution_backward_weights::primitive_desc pd(desc, cpuEngine(), hint);
@@ -144,7 +144,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   if (p.size() != 7) throw std::runtime_error("matmul parameters: expected 7 integers");
   int64_t ba = p[0], bb = p[1], m = p[2], k = p[3], n = p[4];
   bool ta = p[5] != 0, tb = p[6] != 0;
-  int act = info[5].As<Napi::Number>().Int32Value();
+  Activation act = static_cast<Activation>(info[5].As<Napi::Number>().Int32Value());
   int64_t bc = std::max(ba, bb);
   memory::desc aMd({ba, m, k}, dt::f32, ta ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
   memory::desc bMd({bb, k, n}, dt::f32, tb ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
@@ -153,7 +153,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   using namespace dnnl;
   auto desc = bias ? matmul::desc(aMd, bMd, biasMd, cMd) : matmul::desc(aMd, bMd, cMd);
   primitive_attr attr;
-  if (act == 1) {
+  if (act == Activation::kRelu) {
     post_ops po;
     po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);

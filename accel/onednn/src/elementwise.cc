@@ -17,21 +17,17 @@ static const int64_t kParallelMin = [] {
   return v ? std::atoll(v) : int64_t(1) << 18;
 }();
 
-enum BinaryOp { kAdd = 0, kSub, kMul, kDiv, kSquaredDiff };
-
-// How an operand maps onto the output, which is processed as blocks of `inner` elements:
-// 0 full (same index), 1 repeated per block (index j), 2 one value per block (index blk), 3 scalar.
-template <int OP>
+template <BinaryOp OP>
 inline float apply(float a, float b) {
-  if (OP == kAdd) return a + b;
-  if (OP == kSub) return a - b;
-  if (OP == kMul) return a * b;
-  if (OP == kDiv) return a / b;
+  if (OP == BinaryOp::kAdd) return a + b;
+  if (OP == BinaryOp::kSub) return a - b;
+  if (OP == BinaryOp::kMul) return a * b;
+  if (OP == BinaryOp::kDiv) return a / b;
   float d = a - b;
   return d * d;
 }
 
-template <int OP>
+template <BinaryOp OP>
 void blockLoop(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
   if (sa == 1 && sb == 1) {
 #pragma omp simd
@@ -50,16 +46,17 @@ void blockLoop(const float* a, int64_t sa, const float* b, int64_t sb, float* y,
   }
 }
 
+// Where an operand's block starts (see Broadcast), and whether it advances along the block (stride 1) or not.
 inline const float* operandBlock(const float* p, int mode, int64_t blk, int64_t inner, int64_t& stride) {
-  switch (mode) {
-    case 0: stride = 1; return p + blk * inner;
-    case 1: stride = 1; return p;
-    case 2: stride = 0; return p + blk;
-    default: stride = 0; return p;
+  switch (static_cast<Broadcast>(mode)) {
+    case Broadcast::kFull: stride = 1; return p + blk * inner;
+    case Broadcast::kPerElementOfBlock: stride = 1; return p;
+    case Broadcast::kPerBlock: stride = 0; return p + blk;
+    default: stride = 0; return p;  // Broadcast::kScalar
   }
 }
 
-template <int OP>
+template <BinaryOp OP>
 void binary(const float* a, int ma, const float* b, int mb, float* y, int64_t blocks, int64_t inner) {
   const int64_t chunk = 4096;
   if (blocks >= 2 * omp_get_max_threads() || inner < 2 * chunk || blocks * inner <= kParallelMin) {
@@ -97,18 +94,16 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   float* y = f32(info[5]);
   int64_t blocks = info[6].As<Napi::Number>().Int64Value();
   int64_t inner = info[7].As<Napi::Number>().Int64Value();
-  switch (op) {
-    case kAdd: binary<kAdd>(a, ma, b, mb, y, blocks, inner); break;
-    case kSub: binary<kSub>(a, ma, b, mb, y, blocks, inner); break;
-    case kMul: binary<kMul>(a, ma, b, mb, y, blocks, inner); break;
-    case kDiv: binary<kDiv>(a, ma, b, mb, y, blocks, inner); break;
-    case kSquaredDiff: binary<kSquaredDiff>(a, ma, b, mb, y, blocks, inner); break;
+  switch (static_cast<BinaryOp>(op)) {
+    case BinaryOp::kAdd: binary<BinaryOp::kAdd>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kSub: binary<BinaryOp::kSub>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kMul: binary<BinaryOp::kMul>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kDiv: binary<BinaryOp::kDiv>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kSquaredDiff: binary<BinaryOp::kSquaredDiff>(a, ma, b, mb, y, blocks, inner); break;
     default: throw std::runtime_error("unknown binary op");
   }
   return info.Env().Undefined();
 }
-
-enum UnaryOp { kRelu = 0, kStep, kSqrt, kSquare, kRsqrt, kNeg, kFloor };
 
 Napi::Value Unary(const Napi::CallbackInfo& info) {
   // (op, x, y, alpha)
@@ -117,32 +112,32 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   float* y = f32(info[2]);
   float alpha = info[3].As<Napi::Number>().FloatValue();
   int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
-  switch (op) {
-    case kRelu:
+  switch (static_cast<UnaryOp>(op)) {
+    case UnaryOp::kRelu:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? x[i] : 0.f);  // Math.max(0, x)
       break;
-    case kStep:
+    case UnaryOp::kStep:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : alpha);
       break;
-    case kSqrt:
+    case UnaryOp::kSqrt:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = std::sqrt(x[i]);
       break;
-    case kSquare:
+    case UnaryOp::kSquare:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
       break;
-    case kRsqrt:
+    case UnaryOp::kRsqrt:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(x[i])));  // as tfjs: in double
       break;
-    case kNeg:
+    case UnaryOp::kNeg:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = -x[i];
       break;
-    case kFloor:
+    case UnaryOp::kFloor:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
       for (int64_t i = 0; i < n; i++) y[i] = std::floor(x[i]);
       break;
@@ -251,8 +246,8 @@ Napi::Value Adam(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (mode 0),
-// or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (mode 1).
+// Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (SumMode::kLeadingRows),
+// or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (SumMode::kTrailing).
 // Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
 Napi::Value Sum(const Napi::CallbackInfo& info) {
   // (x, y, mode, outer, inner, scale)
@@ -262,7 +257,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
   int64_t outer = info[3].As<Napi::Number>().Int64Value();
   int64_t inner = info[4].As<Napi::Number>().Int64Value();
   double scale = info[5].As<Napi::Number>().DoubleValue();
-  if (mode == 1) {
+  if (static_cast<SumMode>(mode) == SumMode::kTrailing) {
 #pragma omp parallel for schedule(static) if (outer * inner > kParallelMin)
     for (int64_t o = 0; o < outer; o++) {
       const float* row = x + o * inner;

@@ -3,6 +3,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import type { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
 const ADDON_RELATIVE = path.join('accel', 'onednn', 'build', 'Release', 'pneumo_native.node');
 
@@ -11,18 +12,27 @@ export interface NativeAddon {
   setThreads(n: number): number;
   getThreads(): number;
   dnnlVersion(): string;
-  convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: number): void;
+  convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: Activation): void;
   convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
-  matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: number): void;
+  matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
-  /** op: 0 add, 1 sub, 2 mul, 3 div, 4 squared difference; modes: see BroadcastMode. */
-  binary(op: number, a: Float32Array, modeA: number, b: Float32Array, modeB: number, y: Float32Array, blocks: number, inner: number): void;
-  /** op: 0 relu, 1 step(alpha), 2 sqrt, 3 square, 4 rsqrt, 5 neg, 6 floor. */
-  unary(op: number, x: Float32Array, y: Float32Array, alpha: number): void;
-  /** mode 0: y[j] = scale * sum_r x[r, j] over `outer` rows; mode 1: y[o] = scale * sum_j x[o, j]. */
-  sum(x: Float32Array, y: Float32Array, mode: 0 | 1, outer: number, inner: number, scale: number): void;
+  /** y = a (op) b over `blocks` blocks of `inner` elements, each operand broadcast as its mode says. */
+  binary(
+    op: BinaryOp,
+    a: Float32Array,
+    modeA: Broadcast,
+    b: Float32Array,
+    modeB: Broadcast,
+    y: Float32Array,
+    blocks: number,
+    inner: number,
+  ): void;
+  /** y = op(x); alpha is Step's value for x <= 0. */
+  unary(op: UnaryOp, x: Float32Array, y: Float32Array, alpha: number): void;
+  /** LeadingRows: y[j] = scale * sum_r x[r, j] over `outer` rows; Trailing: y[o] = scale * sum_j x[o, j]. */
+  sum(x: Float32Array, y: Float32Array, mode: SumMode, outer: number, inner: number, scale: number): void;
   tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
   /** y = dy * step(x): ReLU's gradient in one pass. */
   reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { NativeAddon } from './addon';
 import { uninitialised } from './buffers';
 import { type Attrs, type Info, type KernelArgs, type NativeKernel, allFloat32, output, size, values } from './common';
+import { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
 /** ConvGeom in accel/onednn/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
 function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Array {
@@ -61,18 +62,18 @@ function isNHWC(attrs: Attrs | undefined): boolean {
   return f === undefined || f === 'NHWC' || f === 'channelsLast';
 }
 
-/** 0: none, 1: relu; undefined when the addon cannot fuse it. */
-function activationCode(activation: unknown, prelu: Info | undefined): number | undefined {
+/** The activation the addon fuses for a kernel's attributes; undefined when it cannot fuse it. */
+function activationCode(activation: unknown, prelu: Info | undefined): Activation | undefined {
   if (prelu !== undefined) return undefined;
-  if (activation === undefined || activation === 'linear') return 0;
-  if (activation === 'relu') return 1;
+  if (activation === undefined || activation === 'linear') return Activation.None;
+  if (activation === 'relu') return Activation.Relu;
   return undefined;
 }
 
 function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { x, filter, bias, preluActivationWeights } = inputs;
-    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : 0;
+    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : Activation.None;
     if (act === undefined || !isNHWC(attrs) || !allFloat32(x, filter, bias) || x.shape.length !== 4) {
       return cpu({ inputs, backend, attrs } as never) as Info;
     }
@@ -186,7 +187,7 @@ function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; ba
 function matMul(a: NativeAddon, fused: boolean): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { a: lhs, b: rhs, bias, preluActivationWeights } = inputs;
-    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : 0;
+    const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : Activation.None;
     const batches = matMulBatches(lhs.shape, rhs.shape);
     const transA = Boolean(attrs?.transposeA);
     const transB = Boolean(attrs?.transposeB);
@@ -211,34 +212,25 @@ function matMul(a: NativeAddon, fused: boolean): NativeKernel {
   };
 }
 
-const enum BroadcastMode {
-  Full = 0,
-  /** The operand repeats once per block of `inner` output elements (e.g. [C] against [N,H,W,C]). */
-  PerElementOfBlock = 1,
-  /** One operand value per block (e.g. [N,1] against [N,C]). */
-  PerBlock = 2,
-  Scalar = 3,
-}
-
 /** How one operand of a broadcasting binary op maps onto the output, with the block size it needs. */
-function broadcastMode(shape: number[], out: number[]): { mode: BroadcastMode; inner?: number } | undefined {
+function broadcastMode(shape: number[], out: number[]): { mode: Broadcast; inner?: number } | undefined {
   const n = size(shape);
-  if (n === size(out)) return { mode: BroadcastMode.Full };
-  if (n === 1) return { mode: BroadcastMode.Scalar };
+  if (n === size(out)) return { mode: Broadcast.Full };
+  if (n === 1) return { mode: Broadcast.Scalar };
   const padded = [...new Array(out.length - shape.length).fill(1), ...shape];
   const first = padded.findIndex((d) => d !== 1);
   if (padded.slice(first).every((d, i) => d === out[first + i])) {
-    return { mode: BroadcastMode.PerElementOfBlock, inner: size(out.slice(first)) };
+    return { mode: Broadcast.PerElementOfBlock, inner: size(out.slice(first)) };
   }
   let last = padded.length - 1;
   while (padded[last] === 1) last--;
   if (padded.slice(0, last + 1).every((d, i) => d === out[i])) {
-    return { mode: BroadcastMode.PerBlock, inner: size(out.slice(last + 1)) };
+    return { mode: Broadcast.PerBlock, inner: size(out.slice(last + 1)) };
   }
   return undefined;
 }
 
-function binary(a: NativeAddon, op: number): NativeKernel {
+function binary(a: NativeAddon, op: BinaryOp): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { a: lhs, b: rhs } = inputs;
     const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
@@ -255,7 +247,7 @@ function binary(a: NativeAddon, op: number): NativeKernel {
   };
 }
 
-function unary(a: NativeAddon, op: number): NativeKernel {
+function unary(a: NativeAddon, op: UnaryOp): NativeKernel {
   return ({ inputs, backend, attrs }, cpu) => {
     const { x } = inputs;
     if (!allFloat32(x)) return cpu({ inputs, backend, attrs } as never) as Info;
@@ -283,8 +275,8 @@ function reduce(a: NativeAddon, mean: boolean): NativeKernel {
     if (reduced === 0) return fallback();
     const y = uninitialised(kept);
     const scale = mean ? 1 / reduced : 1;
-    if (trailing) a.sum(values(backend, x), y, 1, kept, reduced, scale);
-    else a.sum(values(backend, x), y, 0, reduced, kept, scale);
+    if (trailing) a.sum(values(backend, x), y, SumMode.Trailing, kept, reduced, scale);
+    else a.sum(values(backend, x), y, SumMode.LeadingRows, reduced, kept, scale);
     return output(backend, outShape, y);
   };
 }
@@ -337,18 +329,18 @@ export function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
     [tf.MaxPoolGrad]: maxPoolGrad(a),
     [tf.BatchMatMul]: matMul(a, false),
     [tf._FusedMatMul]: matMul(a, true),
-    [tf.Add]: binary(a, 0),
-    [tf.Sub]: binary(a, 1),
-    [tf.Multiply]: binary(a, 2),
-    [tf.RealDiv]: binary(a, 3),
-    [tf.SquaredDifference]: binary(a, 4),
-    [tf.Relu]: unary(a, 0),
-    [tf.Step]: unary(a, 1),
-    [tf.Sqrt]: unary(a, 2),
-    [tf.Square]: unary(a, 3),
-    [tf.Rsqrt]: unary(a, 4),
-    [tf.Neg]: unary(a, 5),
-    [tf.Floor]: unary(a, 6),
+    [tf.Add]: binary(a, BinaryOp.Add),
+    [tf.Sub]: binary(a, BinaryOp.Sub),
+    [tf.Multiply]: binary(a, BinaryOp.Mul),
+    [tf.RealDiv]: binary(a, BinaryOp.Div),
+    [tf.SquaredDifference]: binary(a, BinaryOp.SquaredDiff),
+    [tf.Relu]: unary(a, UnaryOp.Relu),
+    [tf.Step]: unary(a, UnaryOp.Step),
+    [tf.Sqrt]: unary(a, UnaryOp.Sqrt),
+    [tf.Square]: unary(a, UnaryOp.Square),
+    [tf.Rsqrt]: unary(a, UnaryOp.Rsqrt),
+    [tf.Neg]: unary(a, UnaryOp.Neg),
+    [tf.Floor]: unary(a, UnaryOp.Floor),
     [tf.Sum]: reduce(a, false),
     [tf.Mean]: reduce(a, true),
     [tf.Tile]: tile(a),
