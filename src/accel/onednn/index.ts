@@ -17,10 +17,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { applyThreadSetting, loadNativeAddon } from './addon';
 import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
-import { registerAdamKernel, registerFusedAdam } from './adam';
+import { registerFusedAdam } from './adam';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
+export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
 export { loadNativeAddon, type NativeAddon } from './addon';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
 export { releaseNativePool } from './buffers';
@@ -39,8 +40,7 @@ export function tryRegisterNative(): NativeRegistration {
     const threads = applyThreadSetting(loaded.addon);
     registerKernels(loaded.addon);
     registerFusedGradients(loaded.addon);
-    registerAdamKernel(loaded.addon);
-    registerFusedAdam();
+    registerFusedAdam(loaded.addon);
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {
