@@ -1,14 +1,17 @@
 /**
- * The oneDNN addon takes its op codes as plain numbers: the TypeScript names (src/accel/onednn/ops.ts) and the C++
- * enums (accel/onednn/src/common.h) must agree by hand. This reads common.h and fails on any difference, so a code
- * added, renamed or renumbered on one side only cannot silently run the wrong loop. Needs no built addon.
+ * The native addons take their op codes as plain numbers: the TypeScript names (src/accel/onednn/ops.ts,
+ * src/accel/jpeg.ts) and the C++ enums (accel/onednn/src/common.h, accel/jpeg/jpeg_gray.cc) must agree by hand.
+ * This reads the C++ and fails on any difference, so a code added, renamed or renumbered on one side only cannot
+ * silently run the wrong loop. Needs no built addon.
  */
 import { describe, expect, it } from 'vitest';
 import * as fs from 'fs';
 import * as path from 'path';
 import { OP_CODES } from '../src/accel/onednn/ops';
+import { JpegFit } from '../src/accel/jpeg';
 
 const COMMON_H = path.join(__dirname, '..', 'accel', 'onednn', 'src', 'common.h');
+const JPEG_CC = path.join(__dirname, '..', 'accel', 'jpeg', 'jpeg_gray.cc');
 
 /** Every enum in a C++ header: name -> { entry name without its k prefix -> value }, with C++'s implicit numbering. */
 function cppEnums(source: string): Record<string, Record<string, number>> {
@@ -50,5 +53,11 @@ describe('oneDNN addon op codes', () => {
       const values = Object.values(codes);
       expect(new Set(values).size, name).toBe(values.length);
     }
+  });
+});
+
+describe('JPEG addon fit codes', () => {
+  it('src/accel/jpeg.ts mirrors the enums of jpeg_gray.cc', () => {
+    expect({ Fit: { ...JpegFit } }).toEqual(cppEnums(fs.readFileSync(JPEG_CC, 'utf8')));
   });
 });

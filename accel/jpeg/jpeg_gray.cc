@@ -71,16 +71,19 @@ AxisWeights MakeWeights(int inLen, double from, double span, int outLen) {
   return a;
 }
 
-// fit: 0 fill, 1 cover, 2 contain (mirrors placement() in decode.ts).
-void Resize(const unsigned char* src, int w, int h, int size, int fit, unsigned char* out) {
+// How the image is placed in the size x size output (mirrors placement() in src/data/pixels.ts). The codes are
+// decodeBatch's `fit`; src/accel/jpeg.ts mirrors them (JpegFit) and tests/accel-op-codes.test.ts checks the two agree.
+enum class Fit : int { kFill = 0, kCover = 1, kContain = 2 };
+
+void Resize(const unsigned char* src, int w, int h, int size, Fit fit, unsigned char* out) {
   double sx = 0, sy = 0, sw = w, sh = h;
   int dx = 0, dy = 0, dw = size, dh = size;
-  if (fit == 1) {
+  if (fit == Fit::kCover) {
     double side = std::min(w, h);
     sx = (w - side) / 2;
     sy = (h - side) / 2;
     sw = sh = side;
-  } else if (fit == 2) {
+  } else if (fit == Fit::kContain) {
     double scale = static_cast<double>(size) / std::max(w, h);
     dw = std::max(1, static_cast<int>(std::floor(w * scale + 0.5)));
     dh = std::max(1, static_cast<int>(std::floor(h * scale + 0.5)));
@@ -125,7 +128,7 @@ bool ReadFile(const std::string& path, std::vector<unsigned char>& data) {
 }
 
 // Returns true and fills `out` (size*size) when the fast path handled the file.
-bool DecodeOne(const std::string& path, int size, int fit, std::vector<unsigned char>& file,
+bool DecodeOne(const std::string& path, int size, Fit fit, std::vector<unsigned char>& file,
                std::vector<unsigned char>& gray, unsigned char* out) {
   if (!ReadFile(path, file) || file.size() < 4 || file[0] != 0xFF || file[1] != 0xD8) return false;
   jpeg_decompress_struct cinfo;
@@ -175,7 +178,7 @@ bool DecodeOne(const std::string& path, int size, int fit, std::vector<unsigned 
 
 class BatchWorker : public Napi::AsyncWorker {
  public:
-  BatchWorker(Napi::Env env, std::vector<std::string> paths, int size, int fit)
+  BatchWorker(Napi::Env env, std::vector<std::string> paths, int size, Fit fit)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), paths_(std::move(paths)),
         size_(size), fit_(fit) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -200,7 +203,8 @@ class BatchWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::vector<std::string> paths_;
-  int size_, fit_;
+  int size_;
+  Fit fit_;
   std::vector<unsigned char> pixels_, ok_;
 };
 
@@ -221,7 +225,7 @@ Napi::Value DecodeBatch(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "size must be 1..4096 and fit 0..2").ThrowAsJavaScriptException();
     return env.Null();
   }
-  BatchWorker* worker = new BatchWorker(env, std::move(paths), size, fit);
+  BatchWorker* worker = new BatchWorker(env, std::move(paths), size, static_cast<Fit>(fit));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -3,6 +3,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { addonFile } from '../addons';
 import type { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
 const ADDON_RELATIVE = path.join('accel', 'onednn', 'build', 'Release', 'pneumo_native.node');
@@ -61,17 +62,9 @@ export interface NativeAddon {
   ): void;
 }
 
-/** Walks up from this file to the checkout root (the folder holding accel/onednn/binding.gyp). */
+/** PNEUMO_NATIVE_ADDON, else accel/onednn/build/Release/pneumo_native.node in this checkout. */
 function findAddonPath(): string | undefined {
-  const override = process.env.PNEUMO_NATIVE_ADDON;
-  if (override) return override;
-  let dir = __dirname;
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'accel', 'onednn', 'binding.gyp'))) return path.join(dir, ADDON_RELATIVE);
-    const up = path.dirname(dir);
-    if (up === dir) return undefined;
-    dir = up;
-  }
+  return process.env.PNEUMO_NATIVE_ADDON || addonFile('onednn', 'pneumo_native.node');
 }
 
 let addon: NativeAddon | undefined;
