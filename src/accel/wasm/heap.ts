@@ -86,20 +86,30 @@ export function runKernel(name: string, backend: WasmBackend, inputs: Record<str
   return (kernel.kernelFunc as unknown as KernelFn)({ inputs, backend, attrs });
 }
 
-/** Copies NHWC `src` into a zero-filled NHWC grid `dst` of size hp x wp, shifted by (top, left); out-of-grid parts are dropped. */
-export function copyIntoGrid(
-  src: Float32Array,
-  dst: Float32Array,
-  n: number,
-  h: number,
-  w: number,
-  c: number,
-  hp: number,
-  wp: number,
-  top: number,
-  left: number,
-): void {
+/** Where an NHWC batch (n images of h x w pixels, c channels) goes on a zero grid of hp x wp pixels: shifted by (top, left). */
+export interface GridPlacement {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  hp: number;
+  wp: number;
+  top: number;
+  left: number;
+}
+
+/** Copies NHWC `src` into a zero-filled NHWC grid `dst` as `g` places it; out-of-grid parts are dropped. */
+export function copyIntoGrid(src: Float32Array, dst: Float32Array, g: GridPlacement): void {
   dst.fill(0);
+  forEachGridRow(g, (from, to, run) => dst.set(src.subarray(from * g.c, (from + run) * g.c), to * g.c));
+}
+
+/**
+ * The image rows that land on the grid: row(from, to, run) for each, with the row's first pixel that lands, the grid
+ * pixel it lands on, and how many of the row's pixels land (pixel indices, not element offsets).
+ */
+export function forEachGridRow(g: GridPlacement, row: (from: number, to: number, run: number) => void): void {
+  const { n, h, w, hp, wp, top, left } = g;
   const w0 = Math.max(0, -left);
   const w1 = Math.min(w, wp - left);
   if (w1 <= w0) return;
@@ -107,8 +117,7 @@ export function copyIntoGrid(
     for (let y = 0; y < h; y++) {
       const yp = y + top;
       if (yp < 0 || yp >= hp) continue;
-      const from = ((b * h + y) * w + w0) * c;
-      dst.set(src.subarray(from, from + (w1 - w0) * c), ((b * hp + yp) * wp + w0 + left) * c);
+      row((b * h + y) * w + w0, (b * hp + yp) * wp + w0 + left, w1 - w0);
     }
   }
 }

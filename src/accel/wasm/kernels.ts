@@ -16,7 +16,20 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
-import { WasmBackend, allocate, alias, byteOffset, copyIntoGrid, release, releaseAlias, reshaped, runKernel, view } from './heap';
+import {
+  WasmBackend,
+  allocate,
+  alias,
+  byteOffset,
+  copyIntoGrid,
+  forEachGridRow,
+  type GridPlacement,
+  release,
+  releaseAlias,
+  reshaped,
+  runKernel,
+  view,
+} from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
 import { SimdLoops, simdLoops } from './simd';
@@ -66,63 +79,56 @@ function strideOneGrid(info: Conv2DInfo) {
   return { hp, wp, slack, positions: info.batchSize * hp * wp };
 }
 
+/** x on the stride-1 grid: each image at its padding offset. */
+function inputPlacement(info: Conv2DInfo): GridPlacement {
+  const { hp, wp } = strideOneGrid(info);
+  const { top, left } = info.padInfo;
+  return { n: info.batchSize, h: info.inHeight, w: info.inWidth, c: info.inChannels, hp, wp, top, left };
+}
+
+/** dy on the same grid, at its origin. */
+function gradPlacement(info: Conv2DInfo): GridPlacement {
+  const { hp, wp } = strideOneGrid(info);
+  return { n: info.batchSize, h: info.outHeight, w: info.outWidth, c: info.outChannels, hp, wp, top: 0, left: 0 };
+}
+
 /**
  * x laid channel-major on the padded grid: [ci, positions] plus `slack` zeros at the end, because a tap's
  * window (offset by up to `slack`) reads that far past the last row. Where a window crosses into the next
  * channel's row, dy on the grid is zero, so those products vanish.
  */
 function inputOnGridChannelMajor(backend: WasmBackend, x: TensorInfo, info: Conv2DInfo): TensorInfo {
-  const { hp, wp, slack, positions } = strideOneGrid(info);
-  const { batchSize, inHeight, inWidth, inChannels: c } = info;
-  const { top, left } = info.padInfo;
-  if (slack === 0 && hp === inHeight && wp === inWidth && top === 0 && left === 0) {
+  const { slack, positions } = strideOneGrid(info);
+  const g = inputPlacement(info);
+  if (slack === 0 && g.hp === g.h && g.wp === g.w && g.top === 0 && g.left === 0) {
     // 1x1 unpadded: the grid is x itself, only transposed.
-    return runKernel('Transpose', backend, { x: reshaped(x, [positions, c]) }, { perm: [1, 0] });
+    return runKernel('Transpose', backend, { x: reshaped(x, [positions, g.c]) }, { perm: [1, 0] });
   }
-  return channelMajorGrid(backend, x, batchSize, inHeight, inWidth, c, hp, wp, top, left, slack);
+  return channelMajorGrid(backend, x, g, slack);
 }
 
-/** NHWC `src` -> [c, n*hp*wp] (+ `slack` zeros), each image placed at (top, left) on a zero grid of hp x wp. */
-function channelMajorGrid(
-  backend: WasmBackend,
-  srcInfo: TensorInfo,
-  n: number,
-  h: number,
-  w: number,
-  c: number,
-  hp: number,
-  wp: number,
-  top: number,
-  left: number,
-  slack: number,
-): TensorInfo {
-  const positions = n * hp * wp;
+/** NHWC `src` -> [c, n*hp*wp] (+ `slack` zeros), each image placed on a zero grid as `g` says. */
+function channelMajorGrid(backend: WasmBackend, srcInfo: TensorInfo, g: GridPlacement, slack: number): TensorInfo {
+  const { c } = g;
+  const positions = g.n * g.hp * g.wp;
   const out = allocate(backend, [c * positions + slack]);
   const src = view(backend, srcInfo);
   const dst = view(backend, out);
   if (c === 1) {
-    copyIntoGrid(src, dst.subarray(0, positions), n, h, w, 1, hp, wp, top, left);
+    copyIntoGrid(src, dst.subarray(0, positions), g);
     dst.fill(0, positions);
     return out;
   }
   dst.fill(0);
-  const w0 = Math.max(0, -left);
-  const w1 = Math.min(w, wp - left);
-  const run = w1 - w0;
-  for (let b = 0; b < n; b++) {
-    for (let y = 0; y < h; y++) {
-      const yp = y + top;
-      if (yp < 0 || yp >= hp) continue;
-      const s = ((b * h + y) * w + w0) * c;
-      const p = (b * hp + yp) * wp + w0 + left;
-      // One image row at a time, channel by channel: contiguous writes, reads from a row that stays in
-      // cache (measured ~1.5x faster than scattering each pixel's channels across the channel rows).
-      for (let k = 0; k < c; k++) {
-        const d = k * positions + p;
-        for (let xx = 0, e = s + k; xx < run; xx++, e += c) dst[d + xx] = src[e];
-      }
+  forEachGridRow(g, (from, p, run) => {
+    // One image row at a time, channel by channel: contiguous writes, reads from a row that stays in
+    // cache (measured ~1.5x faster than scattering each pixel's channels across the channel rows).
+    const s = from * c;
+    for (let k = 0; k < c; k++) {
+      const d = k * positions + p;
+      for (let xx = 0, e = s + k; xx < run; xx++, e += c) dst[d + xx] = src[e];
     }
-  }
+  });
   return out;
 }
 
@@ -134,7 +140,7 @@ function gradOnGrid(backend: WasmBackend, dy: TensorInfo, info: Conv2DInfo) {
     return { grid: reshaped(dy, [positions, channels]), owned: false };
   }
   const grid = allocate(backend, [positions, channels]);
-  copyIntoGrid(view(backend, dy), view(backend, grid), info.batchSize, info.outHeight, info.outWidth, channels, hp, wp, 0, 0);
+  copyIntoGrid(view(backend, dy), view(backend, grid), gradPlacement(info));
   return { grid, owned: true };
 }
 
@@ -384,10 +390,10 @@ function depthwiseFilterGradLoops(backend: WasmBackend, x: TensorInfo, dy: Tenso
  * batched matmul [c, 1, P] x [c, P, 1] (same window trick as the dense filter gradient).
  */
 function depthwiseFilterGradStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
-  const { filterHeight: fh, filterWidth: fw, inChannels: c, outHeight, outWidth, batchSize } = info;
-  const { hp, wp, positions } = strideOneGrid(info);
+  const { filterHeight: fh, filterWidth: fw, inChannels: c } = info;
+  const { wp, positions } = strideOneGrid(info);
   const xT = inputOnGridChannelMajor(backend, x, info);
-  const dyT = channelMajorGrid(backend, dy, batchSize, outHeight, outWidth, c, hp, wp, 0, 0, 0);
+  const dyT = channelMajorGrid(backend, dy, gradPlacement(info), 0); // multiplier 1: dy has c channels too
   const dw = allocate(backend, [fh, fw, c, 1]);
   const b = reshaped(dyT, [c, positions, 1]);
   for (let i = 0; i < fh; i++) {
@@ -419,18 +425,7 @@ function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: Tensor
   const gridSize = batchSize * hp * wp * c;
   const grid = allocate(backend, [gridSize]);
   const scratch = allocate(backend, [taps * c + taps]); // float32 partial sums, then the taps' byte shifts (int32)
-  copyIntoGrid(
-    view(backend, x),
-    view(backend, grid),
-    batchSize,
-    info.inHeight,
-    info.inWidth,
-    c,
-    hp,
-    wp,
-    info.padInfo.top,
-    info.padInfo.left,
-  );
+  copyIntoGrid(view(backend, x), view(backend, grid), inputPlacement(info));
   const scratchView = view(backend, scratch);
   const shifts = new Int32Array(scratchView.buffer, scratchView.byteOffset + taps * c * 4, taps);
   for (let i = 0; i < fh; i++) {

@@ -89,52 +89,56 @@ function whileBelow(counter: number, limit: number, body: number[]): number[] {
   ];
 }
 
+/** The address base + offsets (locals holding byte counts). */
+function at(base: number, ...offsets: number[]): number[] {
+  return [...op.get(base), ...offsets.flatMap((l) => [...op.get(l), ...op.add])];
+}
+
+/** while (k < bytes) { body; k += 16 }: a row's columns, 4 floats at a time (the caller sets k first). */
+function lanes(k: number, bytes: number, body: number[]): number[] {
+  return whileBelow(k, bytes, [...body, ...bump(k, 16)]);
+}
+
+/** For each of `rows` rows (counter r): k = 0, `perRow`, then each pointer in `advance` moves on by rowBytes. */
+function eachRow(r: number, rows: number, k: number, perRow: number[], rowBytes: number, advance: number[]): number[] {
+  return whileBelow(r, rows, [
+    ...op.i32(0),
+    ...op.set(k),
+    ...perRow,
+    ...advance.flatMap((p) => bump(p, { local: rowBytes })),
+    ...bump(r, 1),
+  ]);
+}
+
 // colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
 function colsumBody(): number[] {
   const [src, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5];
-  const inner = whileBelow(k, colsBytes, [
-    ...op.get(dst),
-    ...op.get(k),
-    ...op.add,
-    ...op.get(dst),
-    ...op.get(k),
-    ...op.add,
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(dst, k),
     ...op.v128Load,
-    ...op.get(src),
-    ...op.get(k),
-    ...op.add,
+    ...at(src, k),
     ...op.v128Load,
     ...op.f32x4Add,
     ...op.v128Store,
-    ...bump(k, 16),
   ]);
-  const code = whileBelow(r, rows, [...op.i32(0), ...op.set(k), ...inner, ...bump(src, { local: colsBytes }), ...bump(r, 1)]);
-  return [...vec([[2, I32]]), ...code, ...op.end];
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src]), ...op.end];
 }
 
 // dwgrad(x, dy, acc, n, cBytes, shifts, taps); locals p = 7, t = 8, k = 9, xs = 10, a = 11
 function dwgradBody(): number[] {
   const [x, dy, acc, n, cBytes, shifts, taps, p, t, k, xs, a] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
-  const channels = whileBelow(k, cBytes, [
-    ...op.get(a),
-    ...op.get(k),
-    ...op.add,
-    ...op.get(a),
-    ...op.get(k),
-    ...op.add,
+  const channels = lanes(k, cBytes, [
+    ...at(a, k),
+    ...at(a, k),
     ...op.v128Load,
-    ...op.get(xs),
-    ...op.get(k),
-    ...op.add,
+    ...at(xs, k),
     ...op.v128Load,
-    ...op.get(dy),
-    ...op.get(k),
-    ...op.add,
+    ...at(dy, k),
     ...op.v128Load,
     ...op.f32x4Mul,
     ...op.f32x4Add,
     ...op.v128Store,
-    ...bump(k, 16),
   ]);
   const tapsLoop = whileBelow(t, taps, [
     ...op.get(x),
@@ -171,7 +175,6 @@ function maxpoolBody(): number[] {
   const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
   ];
-  const at = (base: number, ...offsets: number[]) => [...op.get(base), ...offsets.flatMap((l) => [...op.get(l), ...op.add])];
   const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
   // w = x[offsets] > best; best = w ? x[offsets] : best
   const challenge = (w: number, ...offsets: number[]) => [
@@ -186,7 +189,7 @@ function maxpoolBody(): number[] {
     ...op.set(best),
   ];
   const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
-  const lanes = whileBelow(k, cBytes, [
+  const pixels = lanes(k, cBytes, [
     ...at(xRow, k),
     ...op.set(a),
     ...at(outRow, k),
@@ -207,7 +210,6 @@ function maxpoolBody(): number[] {
     ...store([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
     ...store([...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
     ...store([...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
-    ...bump(k, 16),
   ]);
   const code = [
     ...op.get(cBytes),
@@ -217,7 +219,7 @@ function maxpoolBody(): number[] {
     ...whileBelow(ox, outW, [
       ...op.i32(0),
       ...op.set(k),
-      ...lanes,
+      ...pixels,
       ...bump(xRow, { local: c2 }),
       ...bump(outRow, { local: c2 }),
       ...bump(dyRow, { local: cBytes }),
@@ -237,62 +239,37 @@ function maxpoolBody(): number[] {
 /** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
 function rowBinaryBody(vectorOp: number[]): number[] {
   const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
-  const inner = whileBelow(k, colsBytes, [
-    ...op.get(dst),
-    ...op.get(k),
-    ...op.add,
-    ...op.get(src),
-    ...op.get(k),
-    ...op.add,
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(src, k),
     ...op.v128Load,
-    ...op.get(v),
-    ...op.get(k),
-    ...op.add,
+    ...at(v, k),
     ...op.v128Load,
     ...vectorOp,
     ...op.v128Store,
-    ...bump(k, 16),
   ]);
-  const code = whileBelow(r, rows, [
-    ...op.i32(0),
-    ...op.set(k),
-    ...inner,
-    ...bump(src, { local: colsBytes }),
-    ...bump(dst, { local: colsBytes }),
-    ...bump(r, 1),
-  ]);
-  return [...vec([[2, I32]]), ...code, ...op.end];
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
 }
 
 /** dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k]. Params (src, m, a, o, dst, rows, colsBytes); locals r = 7, k = 8. */
 function rowAffineBody(): number[] {
   const [src, m, a, o, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const at = (base: number) => [...op.get(base), ...op.get(k), ...op.add];
-  const inner = whileBelow(k, colsBytes, [
-    ...at(dst),
-    ...at(src),
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(src, k),
     ...op.v128Load,
-    ...at(m),
+    ...at(m, k),
     ...op.v128Load,
     ...op.f32x4Sub,
-    ...at(a),
+    ...at(a, k),
     ...op.v128Load,
     ...op.f32x4Mul,
-    ...at(o),
+    ...at(o, k),
     ...op.v128Load,
     ...op.f32x4Add,
     ...op.v128Store,
-    ...bump(k, 16),
   ]);
-  const code = whileBelow(r, rows, [
-    ...op.i32(0),
-    ...op.set(k),
-    ...inner,
-    ...bump(src, { local: colsBytes }),
-    ...bump(dst, { local: colsBytes }),
-    ...bump(r, 1),
-  ]);
-  return [...vec([[2, I32]]), ...code, ...op.end];
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
 }
 
 function moduleBytes(shared: boolean): Uint8Array {
@@ -348,10 +325,6 @@ export interface SimdLoops {
   colsum(srcByte: number, dstByte: number, rows: number, colsBytes: number): void;
   /** acc[t*c + k] += x[shift_t + p*c + k] * dy[p*c + k] for p < n; shifts (bytes, i32) at shiftsByte; c % 4 === 0. */
   dwgrad(xByte: number, dyByte: number, accByte: number, n: number, cBytes: number, shiftsByte: number, taps: number): void;
-  /**
-   * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
-   * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
-   */
   /** dst[r*cols + k] = src[r*cols + k] * v[k]; cols % 4 === 0. */
   rowscale(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
   /** dst[r*cols + k] = src[r*cols + k] + v[k]; cols % 4 === 0. */
@@ -360,6 +333,10 @@ export interface SimdLoops {
   rowsub(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
   /** dst[r*cols + k] = (src[r*cols + k] - m[k]) * a[k] + o[k]; cols % 4 === 0. */
   rowaffine(srcByte: number, mByte: number, aByte: number, oByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /**
+   * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
+   * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
+   */
   maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
 }
 
