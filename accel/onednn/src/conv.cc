@@ -44,6 +44,17 @@ ConvDescs describe(const ConvGeom& g) {
   return d;
 }
 
+// The fused activation as a oneDNN post-op (none for Activation::kNone).
+dnnl::primitive_attr activationAttr(Activation act) {
+  dnnl::primitive_attr attr;
+  if (act == Activation::kRelu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return attr;
+}
+
 dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const memory::desc* bias,
                                                      Activation act) {
   using namespace dnnl;
@@ -53,13 +64,7 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
                    : convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
                                                d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL,
                                                d.padR);
-  primitive_attr attr;
-  if (act == Activation::kRelu) {
-    post_ops po;
-    po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(po);
-  }
-  return convolution_forward::primitive_desc(desc, attr, cpuEngine());
+  return convolution_forward::primitive_desc(desc, activationAttr(act), cpuEngine());
 }
 
 // Copies between the caller's layout and the primitive's preferred one when they differ.
@@ -152,13 +157,7 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   memory::desc biasMd({1, 1, n}, dt::f32, tag::abc);
   using namespace dnnl;
   auto desc = bias ? matmul::desc(aMd, bMd, biasMd, cMd) : matmul::desc(aMd, bMd, cMd);
-  primitive_attr attr;
-  if (act == Activation::kRelu) {
-    post_ops po;
-    po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(po);
-  }
-  matmul::primitive_desc pd(desc, attr, cpuEngine());
+  matmul::primitive_desc pd(desc, activationAttr(act), cpuEngine());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(aMd, cpuEngine(), a)},
                                        {DNNL_ARG_WEIGHTS, memory(bMd, cpuEngine(), b)},
                                        {DNNL_ARG_DST, memory(cMd, cpuEngine(), c)}};

@@ -18,6 +18,21 @@ struct PoolGeom {
   }
 };
 
+// Calls visit(offset of the input pixel's first channel) for each tap of output pixel (r, col) of image b that lies
+// inside the image, in row-major window order (the order the tie rule depends on).
+template <typename Visit>
+inline void forEachTap(const PoolGeom& g, int64_t b, int64_t r, int64_t col, Visit visit) {
+  for (int64_t i = 0; i < g.kh; i++) {
+    int64_t xr = r * g.sh - g.pt + i * g.dh;
+    if (xr < 0 || xr >= g.h) continue;
+    for (int64_t j = 0; j < g.kw; j++) {
+      int64_t xc = col * g.sw - g.pl + j * g.dw;
+      if (xc < 0 || xc >= g.w) continue;
+      visit(((b * g.h + xr) * g.w + xc) * g.c);
+    }
+  }
+}
+
 Napi::Value MaxPool(const Napi::CallbackInfo& info) {
   // (x, y, params)
   const float* x = f32(info[0]);
@@ -30,17 +45,11 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
       for (int64_t col = 0; col < g.ow; col++) {
         float* out = y + ((b * g.oh + r) * g.ow + col) * g.c;
         for (int64_t ch = 0; ch < g.c; ch++) out[ch] = ninf;
-        for (int64_t i = 0; i < g.kh; i++) {
-          int64_t xr = r * g.sh - g.pt + i * g.dh;
-          if (xr < 0 || xr >= g.h) continue;
-          for (int64_t j = 0; j < g.kw; j++) {
-            int64_t xc = col * g.sw - g.pl + j * g.dw;
-            if (xc < 0 || xc >= g.w) continue;
-            const float* in = x + ((b * g.h + xr) * g.w + xc) * g.c;
+        forEachTap(g, b, r, col, [&](int64_t base) {
+          const float* in = x + base;
 #pragma omp simd
-            for (int64_t ch = 0; ch < g.c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
-          }
-        }
+          for (int64_t ch = 0; ch < g.c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
+        });
       }
     }
   }
@@ -113,22 +122,15 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
           float best[block];
           int64_t where[block];
           for (int64_t k = 0; k < block; k++) { best[k] = ninf; where[k] = -1; }
-          for (int64_t i = 0; i < g.kh; i++) {
-            int64_t xr = r * g.sh - g.pt + i * g.dh;
-            if (xr < 0 || xr >= g.h) continue;
-            for (int64_t j = 0; j < g.kw; j++) {
-              int64_t xc = col * g.sw - g.pl + j * g.dw;
-              if (xc < 0 || xc >= g.w) continue;
-              int64_t base = ((b * g.h + xr) * g.w + xc) * g.c;
-              for (int64_t ch = c0; ch < c1; ch++) {
-                float v = x[base + ch];
-                if (v > best[ch - c0]) {  // strict: the first maximum wins, NaN never does
-                  best[ch - c0] = v;
-                  where[ch - c0] = base + ch;
-                }
+          forEachTap(g, b, r, col, [&](int64_t base) {
+            for (int64_t ch = c0; ch < c1; ch++) {
+              float v = x[base + ch];
+              if (v > best[ch - c0]) {  // strict: the first maximum wins, NaN never does
+                best[ch - c0] = v;
+                where[ch - c0] = base + ch;
               }
             }
-          }
+          });
           const float* g0 = dy + ((b * g.oh + r) * g.ow + col) * g.c;
           for (int64_t ch = c0; ch < c1; ch++)
             if (where[ch - c0] >= 0) dx[where[ch - c0]] += g0[ch];

@@ -7,7 +7,8 @@ export type Backend = MathBackendCPU;
 export type Info = tf.TensorInfo;
 export type Attrs = Record<string, unknown>;
 export type KernelArgs = { inputs: Record<string, Info>; backend: Backend; attrs?: Attrs };
-export type NativeKernel = (args: KernelArgs, cpu: tf.KernelFunc) => Info | Info[] | undefined;
+/** An adapter: the addon's result, or fallback() (the CPU kernel it replaces, on the same arguments) for inputs it does not take. */
+export type NativeKernel = (args: KernelArgs, fallback: () => Info) => Info | Info[] | undefined;
 
 /** A float32 tensor's storage; a few CPU kernels (casts) leave other typed arrays, copied here. */
 export function values(backend: Backend, t: Info): Float32Array {

@@ -16,45 +16,29 @@ function convGeom(info: tf.backend_util.Conv2DInfo, depthwise: boolean): Int32Ar
   const bottom = (info.outHeight - 1) * info.strideHeight + info.effectiveFilterHeight - info.inHeight - p.top;
   const right = (info.outWidth - 1) * info.strideWidth + info.effectiveFilterWidth - info.inWidth - p.left;
   return Int32Array.from([
-    info.batchSize,
-    info.inHeight,
-    info.inWidth,
-    info.inChannels,
-    info.outHeight,
-    info.outWidth,
+    ...imageFields(info),
     info.outChannels,
-    info.filterHeight,
-    info.filterWidth,
-    info.strideHeight,
-    info.strideWidth,
-    info.dilationHeight,
-    info.dilationWidth,
-    p.top,
-    p.left,
+    ...windowFields(info),
     bottom,
     right,
     depthwise ? info.outChannels / info.inChannels : 0,
   ]);
 }
 
-/** Pool geometry: N H W C OH OW KH KW SH SW DH DW PT PL. */
+/** Pool geometry (PoolGeom in accel/onednn/src/pool.cc): N H W C OH OW KH KW SH SW DH DW PT PL. */
 function poolGeom(info: tf.backend_util.Conv2DInfo): Int32Array {
-  return Int32Array.from([
-    info.batchSize,
-    info.inHeight,
-    info.inWidth,
-    info.inChannels,
-    info.outHeight,
-    info.outWidth,
-    info.filterHeight,
-    info.filterWidth,
-    info.strideHeight,
-    info.strideWidth,
-    info.dilationHeight,
-    info.dilationWidth,
-    info.padInfo.top,
-    info.padInfo.left,
-  ]);
+  return Int32Array.from([...imageFields(info), ...windowFields(info)]);
+}
+
+/** N H W C OH OW: the leading fields of both geometries. */
+function imageFields(info: tf.backend_util.Conv2DInfo): number[] {
+  return [info.batchSize, info.inHeight, info.inWidth, info.inChannels, info.outHeight, info.outWidth];
+}
+
+/** KH KW SH SW DH DW PT PL: the window, its stride and dilation, and the top/left padding. */
+function windowFields(info: tf.backend_util.Conv2DInfo): number[] {
+  const { filterHeight, filterWidth, strideHeight, strideWidth, dilationHeight, dilationWidth, padInfo } = info;
+  return [filterHeight, filterWidth, strideHeight, strideWidth, dilationHeight, dilationWidth, padInfo.top, padInfo.left];
 }
 
 function isNHWC(attrs: Attrs | undefined): boolean {
@@ -71,11 +55,11 @@ function activationCode(activation: unknown, prelu: Info | undefined): Activatio
 }
 
 function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x, filter, bias, preluActivationWeights } = inputs;
     const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : Activation.None;
     if (act === undefined || !isNHWC(attrs) || !allFloat32(x, filter, bias) || x.shape.length !== 4) {
-      return cpu({ inputs, backend, attrs } as never) as Info;
+      return fallback();
     }
     const info = tf.backend_util.computeConv2DInfo(
       x.shape as [number, number, number, number],
@@ -87,7 +71,7 @@ function convForward(a: NativeAddon, depthwise: boolean, fused: boolean): Native
       depthwise,
     );
     if (bias !== undefined && size(bias.shape) !== info.outChannels) {
-      return cpu({ inputs, backend, attrs } as never) as Info;
+      return fallback();
     }
     const y = uninitialised(size(info.outShape));
     a.convForward(values(backend, x), values(backend, filter), bias ? values(backend, bias) : null, y, convGeom(info, depthwise), act);
@@ -114,9 +98,9 @@ function backpropConvInfo(
 }
 
 function convBackpropInput(a: NativeAddon, depthwise: boolean): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { dy, filter } = inputs;
-    if (!isNHWC(attrs) || !allFloat32(dy, filter)) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!isNHWC(attrs) || !allFloat32(dy, filter)) return fallback();
     const inputShape = attrs!.inputShape as [number, number, number, number];
     const info = backpropConvInfo(inputShape, filter.shape, attrs!, depthwise);
     const dx = uninitialised(size(inputShape));
@@ -126,9 +110,9 @@ function convBackpropInput(a: NativeAddon, depthwise: boolean): NativeKernel {
 }
 
 function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x, dy } = inputs;
-    if (!isNHWC(attrs) || !allFloat32(x, dy)) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!isNHWC(attrs) || !allFloat32(x, dy)) return fallback();
     const filterShape = attrs!.filterShape as [number, number, number, number];
     const info = backpropConvInfo(x.shape, filterShape, attrs!, depthwise);
     const dw = uninitialised(size(filterShape));
@@ -149,9 +133,9 @@ function poolInfo(shape: number[], attrs: Attrs): tf.backend_util.Conv2DInfo {
 }
 
 function maxPool(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x } = inputs;
-    if (!allFloat32(x) || x.shape.length !== 4) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(x) || x.shape.length !== 4) return fallback();
     const info = poolInfo(x.shape, attrs!);
     const y = uninitialised(size(info.outShape));
     a.maxPool(values(backend, x), y, poolGeom(info));
@@ -160,9 +144,9 @@ function maxPool(a: NativeAddon): NativeKernel {
 }
 
 function maxPoolGrad(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { dy, input } = inputs;
-    if (!allFloat32(dy, input)) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(dy, input)) return fallback();
     const info = poolInfo(input.shape, attrs!);
     const dx = uninitialised(size(input.shape));
     a.maxPoolGrad(values(backend, dy), values(backend, input), dx, poolGeom(info));
@@ -185,7 +169,7 @@ function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; ba
 }
 
 function matMul(a: NativeAddon, fused: boolean): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { a: lhs, b: rhs, bias, preluActivationWeights } = inputs;
     const act = fused ? activationCode(attrs?.activation, preluActivationWeights) : Activation.None;
     const batches = matMulBatches(lhs.shape, rhs.shape);
@@ -196,7 +180,7 @@ function matMul(a: NativeAddon, fused: boolean): NativeKernel {
     const n = transB ? rhs.shape[rhs.shape.length - 2] : rhs.shape[rhs.shape.length - 1];
     const biasOk = bias === undefined || (size(bias.shape) === n && bias.shape[bias.shape.length - 1] === n);
     if (act === undefined || !batches || !biasOk || !allFloat32(lhs, rhs, bias) || lhs.shape.length < 2 || rhs.shape.length < 2) {
-      return cpu({ inputs, backend, attrs } as never) as Info;
+      return fallback();
     }
     const outShape = [...batches.outer, m, n];
     const c = uninitialised(size(outShape));
@@ -231,9 +215,8 @@ function broadcastMode(shape: number[], out: number[]): { mode: Broadcast; inner
 }
 
 function binary(a: NativeAddon, op: BinaryOp): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend }, fallback) => {
     const { a: lhs, b: rhs } = inputs;
-    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
     if (!allFloat32(lhs, rhs)) return fallback();
     const outShape = tf.backend_util.assertAndGetBroadcastShape(lhs.shape, rhs.shape);
     const n = size(outShape);
@@ -248,9 +231,9 @@ function binary(a: NativeAddon, op: BinaryOp): NativeKernel {
 }
 
 function unary(a: NativeAddon, op: UnaryOp): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x } = inputs;
-    if (!allFloat32(x)) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(x)) return fallback();
     const y = uninitialised(size(x.shape));
     a.unary(op, values(backend, x), y, Number(attrs?.alpha ?? 0));
     return output(backend, [...x.shape], y);
@@ -259,9 +242,8 @@ function unary(a: NativeAddon, op: UnaryOp): NativeKernel {
 
 /** Sum or mean over leading or trailing axes (batch-norm statistics, bias gradients, losses). */
 function reduce(a: NativeAddon, mean: boolean): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x } = inputs;
-    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
     if (!allFloat32(x) || x.shape.length === 0) return fallback();
     const rank = x.shape.length;
     const axes = tf.util.parseAxisParam((attrs?.axis ?? null) as number | number[], x.shape).sort((p, q) => p - q);
@@ -282,10 +264,10 @@ function reduce(a: NativeAddon, mean: boolean): NativeKernel {
 }
 
 function tile(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x } = inputs;
     const reps = attrs?.reps as number[];
-    if (!allFloat32(x) || x.shape.length === 0 || size(x.shape) === 0) return cpu({ inputs, backend, attrs } as never) as Info;
+    if (!allFloat32(x) || x.shape.length === 0 || size(x.shape) === 0) return fallback();
     const outShape = x.shape.map((d, i) => d * reps[i]);
     const y = uninitialised(size(outShape));
     if (y.length > 0) a.tile(values(backend, x), y, Int32Array.from(x.shape), Int32Array.from(outShape));
@@ -295,9 +277,8 @@ function tile(a: NativeAddon): NativeKernel {
 
 /** FusedBatchNorm when every statistic has one value per channel (last axis) or a single value. */
 function batchNorm(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }, cpu) => {
+  return ({ inputs, backend, attrs }, fallback) => {
     const { x, mean, variance, scale, offset } = inputs;
-    const fallback = () => cpu({ inputs, backend, attrs } as never) as Info;
     if (!allFloat32(x, mean, variance, scale, offset) || x.shape.length === 0) return fallback();
     const channels = x.shape[x.shape.length - 1];
     const perChannel = (t: Info | undefined, fill: number): Float32Array | undefined => {

@@ -46,7 +46,7 @@ export function registerKernels(a: NativeAddon): void {
     const kernelFunc: tf.KernelFunc = native
       ? (args) => {
           try {
-            return native(args as unknown as KernelArgs, cpu) as tf.TensorInfo;
+            return native(args as unknown as KernelArgs, () => cpu(args) as Info) as tf.TensorInfo;
           } catch (err) {
             // oneDNN rejects a few geometries tfjs accepts (e.g. ceil-rounded explicit padding):
             // the CPU kernel is the reference, so use it (and let it report real input errors).
