@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'outputs/', 'data/', 'native/build/', 'src/data/native/build/', 'vendor/', '.venv-*/'] },
+  { ignores: ['dist/', 'node_modules/', 'outputs/', 'data/', 'accel/*/build/', 'vendor/', '.venv-*/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

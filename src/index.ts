@@ -8,7 +8,7 @@ export * from './data/demo';
 export * from './augment';
 export * from './model';
 export * from './normalization';
-export * from './backend/select';
+export * from './accel';
 export * from './train/train';
 export * from './train/loss';
 export * from './train/step';

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { parseAugment } from './augment';
-import { backendInfo, type BackendName } from './backend/select';
+import { backendInfo, type BackendName } from './accel';
 import { loadSplit, saveSplit } from './data/split';
 import type { EvalResult } from './evaluate';
 import {

@@ -2,7 +2,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { profileKernels, runBenchTrain } from '../src/cli/bench-train';
-import { initBackend } from '../src/backend/select';
+import { initBackend } from '../src/accel';
 
 describe('bench-train', () => {
   it('prints a final JSON line with throughput and memory, on the selected backend', async () => {

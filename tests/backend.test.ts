@@ -4,12 +4,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
-type SelectModule = typeof import('../src/backend/select');
+type SelectModule = typeof import('../src/accel');
 
 /** A fresh copy of the module, so each test sees the first-call behaviour. */
 async function freshSelect(): Promise<SelectModule> {
   vi.resetModules();
-  return import('../src/backend/select');
+  return import('../src/accel');
 }
 
 function realTfjsNodeInstalled(): boolean {
@@ -67,7 +67,7 @@ describe('initBackend', () => {
     expect(tf.getBackend()).toBe('wasm');
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
     expect(tf.getKernel('DepthwiseConv2dNativeBackpropInput', 'wasm')).toBeDefined();
-    // Multi-threaded in Node (see src/backend/wasm/setup.ts): one XNNPACK thread per core, capped at 8.
+    // Multi-threaded in Node (see src/accel/wasm/setup.ts): one XNNPACK thread per core, capped at 8.
     const cores = os.cpus().length;
     if (cores >= 2) {
       expect(info.threads).toBe(Math.min(cores, 8));

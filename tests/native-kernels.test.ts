@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
-import { loadNativeAddon, tryRegisterNative } from '../src/backend/native';
+import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 describe('native backend without its addon', () => {
   it('tryRegisterNative returns ok:false with the fix, and registers nothing', async () => {
     process.env.PNEUMO_NATIVE_ADDON = path.join(__dirname, 'no-such-dir', 'pneumo_native.node');
-    const { tryRegisterNative } = await import('../src/backend/native');
+    const { tryRegisterNative } = await import('../src/accel/onednn');
     const result = tryRegisterNative();
     expect(result.ok).toBe(false);
     if (!result.ok) {
@@ -22,11 +22,11 @@ describe('native backend without its addon', () => {
     delete process.env.PNEUMO_NATIVE_ADDON;
   });
 
-  const built = fs.existsSync(path.join(__dirname, '..', 'native', 'build', 'Release', 'pneumo_native.node'));
+  const built = fs.existsSync(path.join(__dirname, '..', 'accel', 'onednn', 'build', 'Release', 'pneumo_native.node'));
   it.skipIf(!built)('a bad PNEUMO_NATIVE_THREADS is reported, not thrown (needs the built addon)', async () => {
     vi.resetModules();
     process.env.PNEUMO_NATIVE_THREADS = 'two';
-    const { tryRegisterNative } = await import('../src/backend/native');
+    const { tryRegisterNative } = await import('../src/accel/onednn');
     const result = tryRegisterNative();
     expect(result.ok).toBe(false);
     if (!result.ok) expect(result.why).toContain('PNEUMO_NATIVE_THREADS');

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
-import { loadNativeAddon, nativeFallbacks, tryRegisterNative } from '../src/backend/native';
+import { loadNativeAddon, nativeFallbacks, tryRegisterNative } from '../src/accel/onednn';
 import { buildModel } from '../src/model';
 
 const loaded = loadNativeAddon();

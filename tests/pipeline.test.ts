@@ -19,7 +19,7 @@ import {
   trainModel,
   writeRun,
 } from '../src/pipeline';
-import { initBackend } from '../src/backend/select';
+import { initBackend } from '../src/accel';
 import { discoverDataset } from '../src/data/discover';
 import { loadSplit } from '../src/data/split';
 import { RUN_FILES } from '../src/runs/layout';

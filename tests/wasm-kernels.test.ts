@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { startWasmBackend } from '../src/backend/wasm/setup';
+import { startWasmBackend } from '../src/accel/wasm/setup';
 import { makeRng } from '../src/random';
 
 type Pad = 'same' | 'valid';

@@ -10,7 +10,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
 // Registers the input-normalization layer, so a model trained with --normalize loads in the page.
 import '../normalization';
-import { maxPoolGrad } from '../backend/wasm/kernels';
+import { maxPoolGrad } from '../accel/browser';
 import { gradCam, overlayRgb } from '../gradcam';
 import { checkImageBytes, PAGE_MAX_BYTES, rgbaToModelInput } from './image';
 import { type AppSettings, type EmbeddedModel, MODEL_GLOBAL, SETTINGS_ELEMENT_ID, WASM_GLOBAL } from './settings';

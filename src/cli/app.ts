@@ -6,7 +6,7 @@
 import * as path from 'path';
 import { Command, InvalidArgumentError } from 'commander';
 import { type CliIo, defaultIo, parseCommand } from './common';
-import { initBackend } from '../backend/select';
+import { initBackend } from '../accel';
 import { buildApp, checkRunDir, type BuildAppResult } from '../app/build';
 import { QUANTIZE_BITS, type QuantizeBits } from '../app/quantize';
 import { DEFAULT_RUNS_DIR } from '../runs/layout';

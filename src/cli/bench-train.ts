@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { repoRoot } from '../paths';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_ORDER, BackendName, initBackend } from '../backend/select';
+import { BACKEND_ORDER, BackendName, initBackend } from '../accel';
 import { ModelVariant, buildModel } from '../model';
 import { makeTrainStep, runStep } from '../train/step';
 import { balancedClassWeights } from '../train/loss';

@@ -10,7 +10,7 @@ import * as path from 'path';
 import { formatAuc, formatPercent } from '../format';
 import { Command, Option } from 'commander';
 import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
-import { initBackend, describeBackend } from '../backend/select';
+import { initBackend, describeBackend } from '../accel';
 import { loadSplit } from '../data/split';
 import { evaluate, evaluateProbabilities, predictMean, THRESHOLD_SPLITS, type EvalResult, type ThresholdSplit } from '../evaluate';
 import type { ThresholdRule } from '../metrics';

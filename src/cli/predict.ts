@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { Command, InvalidArgumentError } from 'commander';
 import { type CliIo, defaultIo, parseCommand } from './common';
-import { initBackend } from '../backend/select';
+import { initBackend } from '../accel';
 import { decodeFile, type ResizeFit } from '../data/decode';
 import { gradCam, gradCamOverlayPng } from '../gradcam';
 import { DEFAULT_RUNS_DIR, RUN_FILES, isRunDir } from '../runs/layout';

@@ -7,7 +7,7 @@ import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { parseAugment } from '../augment';
-import { BACKEND_ORDER, type BackendName } from '../backend/select';
+import { BACKEND_ORDER, type BackendName } from '../accel';
 import { generateDemoDataset } from '../data/demo';
 import { DEFAULT_PIPELINE, type MonitoredLoss, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
 import { checkTta, THRESHOLD_SPLITS, type ThresholdSplit } from '../evaluate';

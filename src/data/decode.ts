@@ -2,7 +2,7 @@
  * Decodes image files to grayscale `size x size` Uint8 pixels, fast, with an on-disk cache.
  *
  * Two paths, measured on the 224x224 Kaggle JPEGs on 2 cores (see `npm run bench:data`):
- * - Native fast path (optional addon in src/data/native, built by `npm run build:jpeg`):
+ * - Native fast path (optional addon in accel/jpeg, built by `npm run build:jpeg`, loaded by src/accel/jpeg.ts):
  *   libjpeg-turbo decodes plain 8-bit JPEGs straight to luma (no chroma work) and resizes in C, in batches on
  *   the libuv pool; about 2x PIL's single-thread speed here.
  * - General path (everything else, and everything when the addon is absent): sharp decodes to raw 8-bit pixels
@@ -36,7 +36,9 @@ import {
   sniffImageHeader,
   toLuma,
 } from './pixels';
+import { JpegFit, nativeJpeg, type NativeJpeg } from '../accel/jpeg';
 
+export { nativeJpeg } from '../accel/jpeg';
 export { MAX_INPUT_SIDE, resizeGray, sniffImageHeader, type ImageHeader, type ResizeFit } from './pixels';
 
 export interface DecodeOptions {
@@ -65,38 +67,8 @@ const CACHE_MAGIC = 'PXCACHE1';
 sharp.cache(false);
 sharp.concurrency(1);
 
-/** The optional native addon (src/data/native, libjpeg-turbo): batch-decodes plain JPEGs straight to luma. */
-interface NativeJpeg {
-  decodeBatch(paths: string[], size: number, fit: number): Promise<{ pixels: Buffer; ok: Buffer }>;
-  libjpeg: string;
-}
-
-const FIT_CODES: Record<ResizeFit, number> = { fill: 0, cover: 1, contain: 2 };
+const FIT_CODES: Record<ResizeFit, JpegFit> = { fill: JpegFit.Fill, cover: JpegFit.Cover, contain: JpegFit.Contain };
 const NATIVE_BATCH = 32;
-let nativeAddon: NativeJpeg | null | undefined;
-
-/**
- * Loads the addon once if it was built (`npm run build:jpeg`); without it everything goes
- * through sharp, slower but the same pixels to within one grey level. PNEUMO_NATIVE_JPEG=0 turns it off.
- */
-export function nativeJpeg(): NativeJpeg | null {
-  if (nativeAddon !== undefined) return nativeAddon;
-  nativeAddon = null;
-  if (process.env.PNEUMO_NATIVE_JPEG === '0') return null;
-  const candidates = [
-    path.join(__dirname, 'native', 'build', 'Release', 'jpeg_gray.node'), // running from src/ (vitest, tslab)
-    path.join(__dirname, '..', '..', 'src', 'data', 'native', 'build', 'Release', 'jpeg_gray.node'), // from dist/
-  ];
-  for (const file of candidates) {
-    try {
-      nativeAddon = require(file) as NativeJpeg;
-      break;
-    } catch {
-      // not built here, or built for another platform: fall back to sharp
-    }
-  }
-  return nativeAddon;
-}
 
 /** Which decoder handles JPEGs in this process (for benchmarks and reports). */
 export function decodeBackend(native = true): string {

@@ -1,14 +1,14 @@
 /** What a run is configured by: the settings, their defaults and the threshold-rule syntax of the CLI. */
 import * as path from 'path';
 import type * as tf from '@tensorflow/tfjs';
-import type { BackendInfo } from '../backend/select';
+import type { BackendInfo } from '../accel';
 import type { EvalResult } from '../evaluate';
 import type { EpochLogs } from '../train/train';
 import type { Callback } from '../train/callbacks';
 import type { ProgressOptions } from '../train/progress';
 import { type ResizeFit } from '../data/decode';
 import { type ModelVariant } from '../model';
-import { type BackendName } from '../backend/select';
+import { type BackendName } from '../accel';
 import { type ThresholdSplit } from '../evaluate';
 import type { ThresholdRule } from '../metrics';
 import type { InputNormalization } from '../normalization';

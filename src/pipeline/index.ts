@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Split } from '../types';
 import { loadSplit } from '../data/split';
-import { initBackend, describeBackend, backendInfo, type BackendInfo } from '../backend/select';
+import { initBackend, describeBackend, backendInfo, type BackendInfo } from '../accel';
 import { RUN_FILES } from '../runs/layout';
 import { formatThresholdRule } from '../runs/naming';
 import { readRunConfig, type RunConfigFile } from '../runs/read';

@@ -2,7 +2,7 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type { Label, Split, SplitName } from '../types';
-import { describeBackend, backendInfo, type BackendInfo, type BackendName } from '../backend/select';
+import { describeBackend, backendInfo, type BackendInfo, type BackendName } from '../accel';
 import { predictionsToCsv, type EvalResult } from '../evaluate';
 import { type EpochLogs } from '../train/train';
 import { writeHistory } from '../train/callbacks';

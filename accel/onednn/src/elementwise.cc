@@ -1,0 +1,381 @@
+// Element-wise and reduction kernels that dominate a training step once convolutions are
+// fast: tfjs's CPU backend runs them in generic JS (batch-norm and its gradient broadcast
+// [C] against [N,H,W,C] and reduce over N,H,W).
+#include "common.h"
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <omp.h>
+
+namespace pn {
+namespace {
+
+// Below this many elements a memory-bound loop is not worth waking a second thread for
+// (and on a busy machine an OpenMP barrier can cost a whole scheduler tick).
+static const int64_t kParallelMin = [] {
+  const char* v = std::getenv("PNEUMO_NATIVE_PARALLEL_MIN");
+  return v ? std::atoll(v) : int64_t(1) << 18;
+}();
+
+template <BinaryOp OP>
+inline float apply(float a, float b) {
+  if (OP == BinaryOp::kAdd) return a + b;
+  if (OP == BinaryOp::kSub) return a - b;
+  if (OP == BinaryOp::kMul) return a * b;
+  if (OP == BinaryOp::kDiv) return a / b;
+  float d = a - b;
+  return d * d;
+}
+
+template <BinaryOp OP>
+void blockLoop(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  if (sa == 1 && sb == 1) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(a[j], b[j]);
+  } else if (sa == 1) {
+    const float bv = b[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(a[j], bv);
+  } else if (sb == 1) {
+    const float av = a[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = apply<OP>(av, b[j]);
+  } else {
+    const float v = apply<OP>(a[0], b[0]);
+    for (int64_t j = 0; j < n; j++) y[j] = v;
+  }
+}
+
+// Where an operand's block starts (see Broadcast), and whether it advances along the block (stride 1) or not.
+inline const float* operandBlock(const float* p, int mode, int64_t blk, int64_t inner, int64_t& stride) {
+  switch (static_cast<Broadcast>(mode)) {
+    case Broadcast::kFull: stride = 1; return p + blk * inner;
+    case Broadcast::kPerElementOfBlock: stride = 1; return p;
+    case Broadcast::kPerBlock: stride = 0; return p + blk;
+    default: stride = 0; return p;  // Broadcast::kScalar
+  }
+}
+
+template <BinaryOp OP>
+void binary(const float* a, int ma, const float* b, int mb, float* y, int64_t blocks, int64_t inner) {
+  const int64_t chunk = 4096;
+  if (blocks >= 2 * omp_get_max_threads() || inner < 2 * chunk || blocks * inner <= kParallelMin) {
+#pragma omp parallel for schedule(static) if (blocks * inner > kParallelMin)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      int64_t sa, sb;
+      const float* pa = operandBlock(a, ma, blk, inner, sa);
+      const float* pb = operandBlock(b, mb, blk, inner, sb);
+      blockLoop<OP>(pa, sa, pb, sb, y + blk * inner, inner);
+    }
+  } else {
+    // Few, long blocks: split each block across threads.
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      int64_t sa, sb;
+      const float* pa = operandBlock(a, ma, blk, inner, sa);
+      const float* pb = operandBlock(b, mb, blk, inner, sb);
+      float* py = y + blk * inner;
+      int64_t pieces = (inner + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (inner > kParallelMin)
+      for (int64_t c = 0; c < pieces; c++) {
+        int64_t s = c * chunk, e = std::min(inner, s + chunk);
+        blockLoop<OP>(pa + s * sa, sa, pb + s * sb, sb, py + s, e - s);
+      }
+    }
+  }
+}
+
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  // (op, a, modeA, b, modeB, y, blocks, inner)
+  int op = info[0].As<Napi::Number>().Int32Value();
+  const float* a = f32(info[1]);
+  int ma = info[2].As<Napi::Number>().Int32Value();
+  const float* b = f32(info[3]);
+  int mb = info[4].As<Napi::Number>().Int32Value();
+  float* y = f32(info[5]);
+  int64_t blocks = info[6].As<Napi::Number>().Int64Value();
+  int64_t inner = info[7].As<Napi::Number>().Int64Value();
+  switch (static_cast<BinaryOp>(op)) {
+    case BinaryOp::kAdd: binary<BinaryOp::kAdd>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kSub: binary<BinaryOp::kSub>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kMul: binary<BinaryOp::kMul>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kDiv: binary<BinaryOp::kDiv>(a, ma, b, mb, y, blocks, inner); break;
+    case BinaryOp::kSquaredDiff: binary<BinaryOp::kSquaredDiff>(a, ma, b, mb, y, blocks, inner); break;
+    default: throw std::runtime_error("unknown binary op");
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  // (op, x, y, alpha)
+  int op = info[0].As<Napi::Number>().Int32Value();
+  const float* x = f32(info[1]);
+  float* y = f32(info[2]);
+  float alpha = info[3].As<Napi::Number>().FloatValue();
+  int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
+  switch (static_cast<UnaryOp>(op)) {
+    case UnaryOp::kRelu:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? x[i] : 0.f);  // Math.max(0, x)
+      break;
+    case UnaryOp::kStep:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : alpha);
+      break;
+    case UnaryOp::kSqrt:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = std::sqrt(x[i]);
+      break;
+    case UnaryOp::kSquare:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
+      break;
+    case UnaryOp::kRsqrt:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(x[i])));  // as tfjs: in double
+      break;
+    case UnaryOp::kNeg:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = -x[i];
+      break;
+    case UnaryOp::kFloor:
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; i++) y[i] = std::floor(x[i]);
+      break;
+    default: throw std::runtime_error("unknown unary op");
+  }
+  return info.Env().Undefined();
+}
+
+// ReLU's gradient dy * step(x) in one pass instead of two (Step, then Multiply over the same
+// activation-sized tensors). Same values as tfjs: NaN where x is NaN, dy where x > 0, dy * 0
+// (keeping -0 and NaN for infinite dy) elsewhere.
+Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
+  // (dy, x, y)
+  const float* dy = f32(info[0]);
+  const float* x = f32(info[1]);
+  float* y = f32(info[2]);
+  int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    float s = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : 0.f);
+    y[i] = dy[i] * s;
+  }
+  return info.Env().Undefined();
+}
+
+// The two per-channel sums batch-norm's gradient needs, in one pass over channels-last dy and x:
+// sums[c] = sum dy[., c], sums[C + c] = sum dy[., c] * (x[., c] - mean[c]). tfjs builds them from
+// five activation-sized tensors (x - mean, dy * scale, their products, a tiled rsqrt) and four
+// reductions; everything else in that gradient is per channel. Accumulates in double, like Sum.
+Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
+  // (dy, x, mean, sums[2C])
+  const float* dy = f32(info[0]);
+  const float* x = f32(info[1]);
+  const float* mean = f32(info[2]);
+  float* sums = f32(info[3]);
+  const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t rows = n / c;
+  int threads = n > kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    double* s1 = partial.data() + static_cast<size_t>(t) * 2 * c;
+    double* s2 = s1 + c;
+    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (int64_t r = r0; r < r1; r++) {
+      const float* dr = dy + r * c;
+      const float* xr = x + r * c;
+#pragma omp simd
+      for (int64_t k = 0; k < c; k++) {
+        s1[k] += dr[k];
+        s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
+      }
+    }
+  }
+  for (int64_t k = 0; k < 2 * c; k++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * 2 * c + k];
+    sums[k] = static_cast<float>(s);
+  }
+  return info.Env().Undefined();
+}
+
+// Column sums of rows [r0, r1) of a [rows, W] matrix with W fixed, so the W double accumulators
+// stay in registers instead of being loaded and stored for every row (channel counts of
+// batch-norm and bias gradients; measured 2-3x faster than the generic loop at W = 16).
+template <int W>
+void columnSums(const float* x, int64_t r0, int64_t r1, double* out) {
+  double acc[W] = {};
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row = x + r * W;
+#pragma omp simd
+    for (int j = 0; j < W; j++) acc[j] += row[j];
+  }
+  for (int j = 0; j < W; j++) out[j] += acc[j];
+}
+
+// One Adam step for one variable, in tfjs's order of float32 operations (AdamOptimizer's
+// applyGradients does them as 14 tensor ops, each a full pass over the variable):
+// m' = m*b1 + g*(1-b1); v' = v*b2 + g*g*(1-b2); w' = (m'/c1) / (sqrt(v'/c2) + eps) * -lr + w.
+Napi::Value Adam(const Napi::CallbackInfo& info) {
+  // (w, g, m, v, p:Float64Array[b1, 1-b1, b2, 1-b2, c1, c2, eps, -lr], wOut, mOut, vOut)
+  const float* w = f32(info[0]);
+  const float* g = f32(info[1]);
+  const float* m = f32(info[2]);
+  const float* v = f32(info[3]);
+  auto pa = info[4].As<Napi::Float64Array>();
+  if (pa.ElementLength() != 8) throw std::runtime_error("adam: expected 8 parameters");
+  float p[8];
+  for (int i = 0; i < 8; i++) p[i] = static_cast<float>(pa[i]);
+  float* wOut = f32(info[5]);
+  float* mOut = f32(info[6]);
+  float* vOut = f32(info[7]);
+  const int64_t n = info[5].As<Napi::Float32Array>().ElementLength();
+  const float b1 = p[0], omb1 = p[1], b2 = p[2], omb2 = p[3], c1 = p[4], c2 = p[5], eps = p[6], negLr = p[7];
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    float nm = m[i] * b1 + g[i] * omb1;
+    float nv = v[i] * b2 + (g[i] * g[i]) * omb2;
+    mOut[i] = nm;
+    vOut[i] = nv;
+    wOut[i] = (nm / c1) / (std::sqrt(nv / c2) + eps) * negLr + w[i];
+  }
+  return info.Env().Undefined();
+}
+
+// Sum over leading rows: x is [rows, inner], y[j] = sum_r x[r, j] (SumMode::kLeadingRows),
+// or over trailing elements: x is [outer, inner], y[o] = sum_j x[o, j] (SumMode::kTrailing).
+// Accumulates in double, like tfjs's JS kernels, so long reductions do not drift.
+Napi::Value Sum(const Napi::CallbackInfo& info) {
+  // (x, y, mode, outer, inner, scale)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  int mode = info[2].As<Napi::Number>().Int32Value();
+  int64_t outer = info[3].As<Napi::Number>().Int64Value();
+  int64_t inner = info[4].As<Napi::Number>().Int64Value();
+  double scale = info[5].As<Napi::Number>().DoubleValue();
+  if (static_cast<SumMode>(mode) == SumMode::kTrailing) {
+#pragma omp parallel for schedule(static) if (outer * inner > kParallelMin)
+    for (int64_t o = 0; o < outer; o++) {
+      const float* row = x + o * inner;
+      double s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < inner; j++) s += row[j];
+      y[o] = static_cast<float>(s * scale);
+    }
+    return info.Env().Undefined();
+  }
+  const int64_t rows = outer;
+  int threads = (rows * inner > kParallelMin) ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    double* acc = partial.data() + static_cast<size_t>(t) * inner;
+    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    switch (inner) {
+      case 8: columnSums<8>(x, r0, r1, acc); break;
+      case 16: columnSums<16>(x, r0, r1, acc); break;
+      case 32: columnSums<32>(x, r0, r1, acc); break;
+      case 64: columnSums<64>(x, r0, r1, acc); break;
+      default:
+        for (int64_t r = r0; r < r1; r++) {
+          const float* row = x + r * inner;
+#pragma omp simd
+          for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
+        }
+    }
+  }
+  for (int64_t j = 0; j < inner; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * inner + j];
+    y[j] = static_cast<float>(s * scale);
+  }
+  return info.Env().Undefined();
+}
+
+// Tile: y[i0..ik] = x[i0 % s0, ..., ik % sk], copying whole input rows along the last axis.
+Napi::Value Tile(const Napi::CallbackInfo& info) {
+  // (x, y, inShape:Int32Array, outShape:Int32Array)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  auto in = ints(info[2]);
+  auto out = ints(info[3]);
+  const size_t rank = in.size();
+  const int64_t inLast = in[rank - 1], outLast = out[rank - 1];
+  int64_t outRows = 1;
+  bool oneInputRow = true;  // e.g. [1,1,1,C] tiled to [N,H,W,C]: every output row is the same
+  for (size_t d = 0; d + 1 < rank; d++) {
+    outRows *= out[d];
+    oneInputRow = oneInputRow && in[d] == 1;
+  }
+  if (oneInputRow && inLast == outLast) {
+#pragma omp parallel for schedule(static) if (outRows * outLast > kParallelMin)
+    for (int64_t r = 0; r < outRows; r++) std::memcpy(y + r * outLast, x, sizeof(float) * outLast);
+    return info.Env().Undefined();
+  }
+#pragma omp parallel for schedule(static) if (outRows * outLast > kParallelMin)
+  for (int64_t r = 0; r < outRows; r++) {
+    // Decompose the output row index and map it to an input row.
+    int64_t rem = r, inRow = 0, mult = 1;
+    for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; d--) {
+      int64_t idx = rem % out[d];
+      rem /= out[d];
+      inRow += (idx % in[d]) * mult;
+      mult *= in[d];
+    }
+    const float* src = x + inRow * inLast;
+    float* dst = y + r * outLast;
+    for (int64_t j = 0; j < outLast; j += inLast) {
+      int64_t len = std::min(inLast, outLast - j);
+      for (int64_t k = 0; k < len; k++) dst[j + k] = src[k];
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// Batch-norm with per-channel statistics over a channels-last tensor:
+// y = (x - mean[c]) * scale[c] / sqrt(var[c] + eps) + offset[c].
+Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
+  // (x, mean, variance, scale, offset, eps, y); the four vectors have C elements.
+  const float* x = f32(info[0]);
+  const float* mean = f32(info[1]);
+  const float* var = f32(info[2]);
+  const float* scale = f32(info[3]);
+  const float* offset = f32(info[4]);
+  double eps = info[5].As<Napi::Number>().DoubleValue();
+  float* y = f32(info[6]);
+  const int64_t c = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t n = info[6].As<Napi::Float32Array>().ElementLength();
+  std::vector<float> mul(c);
+  for (int64_t k = 0; k < c; k++) mul[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
+  const float* a = mul.data();
+  const int64_t rows = n / c;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * c;
+    float* yr = y + r * c;
+#pragma omp simd
+    for (int64_t k = 0; k < c; k++) yr[k] = (xr[k] - mean[k]) * a[k] + offset[k];
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerElementwise(Napi::Env env, Napi::Object exports) {
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("sum", Napi::Function::New(env, Sum));
+  exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
+  exports.Set("adam", Napi::Function::New(env, Adam));
+  exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
+  exports.Set("tile", Napi::Function::New(env, Tile));
+  exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
+}
+
+}  // namespace pn

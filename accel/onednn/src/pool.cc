@@ -1,0 +1,151 @@
+// Max pooling forward and gradient over NHWC tensors. Written directly (not with
+// oneDNN) so the gradient can be computed from x alone, like tfjs's MaxPoolGrad,
+// with the same tie rule: the first maximum in row-major window order wins.
+#include "common.h"
+#include <cmath>
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace pn {
+namespace {
+
+struct PoolGeom {
+  int64_t n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
+  static PoolGeom from(const std::vector<int64_t>& p) {
+    if (p.size() != 14) throw std::runtime_error("pool parameters: expected 14 integers");
+    return PoolGeom{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
+  }
+};
+
+// Calls visit(offset of the input pixel's first channel) for each tap of output pixel (r, col) of image b that lies
+// inside the image, in row-major window order (the order the tie rule depends on).
+template <typename Visit>
+inline void forEachTap(const PoolGeom& g, int64_t b, int64_t r, int64_t col, Visit visit) {
+  for (int64_t i = 0; i < g.kh; i++) {
+    int64_t xr = r * g.sh - g.pt + i * g.dh;
+    if (xr < 0 || xr >= g.h) continue;
+    for (int64_t j = 0; j < g.kw; j++) {
+      int64_t xc = col * g.sw - g.pl + j * g.dw;
+      if (xc < 0 || xc >= g.w) continue;
+      visit(((b * g.h + xr) * g.w + xc) * g.c);
+    }
+  }
+}
+
+Napi::Value MaxPool(const Napi::CallbackInfo& info) {
+  // (x, y, params)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  PoolGeom g = PoolGeom::from(ints(info[2]));
+  const float ninf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+  for (int64_t b = 0; b < g.n; b++) {
+    for (int64_t r = 0; r < g.oh; r++) {
+      for (int64_t col = 0; col < g.ow; col++) {
+        float* out = y + ((b * g.oh + r) * g.ow + col) * g.c;
+        for (int64_t ch = 0; ch < g.c; ch++) out[ch] = ninf;
+        forEachTap(g, b, r, col, [&](int64_t base) {
+          const float* in = x + base;
+#pragma omp simd
+          for (int64_t ch = 0; ch < g.c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
+        });
+      }
+    }
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
+  // (dy, x, dx, params); dx is zeroed here.
+  const float* dy = f32(info[0]);
+  const float* x = f32(info[1]);
+  float* dx = f32(info[2]);
+  PoolGeom g = PoolGeom::from(ints(info[3]));
+  const float ninf = -std::numeric_limits<float>::infinity();
+  if (g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 &&
+      g.oh * g.sh <= g.h && g.ow * g.sw <= g.w) {
+    // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs
+    // to at most one window, so each window writes its own part of dx directly.
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+    for (int64_t b = 0; b < g.n; b++) {
+      for (int64_t r = 0; r < g.h; r++) {
+        float* row = dx + (b * g.h + r) * g.w * g.c;
+        if (r >= g.oh * g.sh) {
+          std::fill(row, row + g.w * g.c, 0.f);
+          continue;
+        }
+        std::fill(row + g.ow * g.sw * g.c, row + g.w * g.c, 0.f);  // columns no window covers
+      }
+    }
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+    for (int64_t b = 0; b < g.n; b++) {
+      for (int64_t r = 0; r < g.oh; r++) {
+        std::vector<float> best(g.c);
+        std::vector<int64_t> where(g.c);
+        for (int64_t col = 0; col < g.ow; col++) {
+          std::fill(best.begin(), best.end(), ninf);
+          std::fill(where.begin(), where.end(), -1);
+          for (int64_t i = 0; i < g.kh; i++) {
+            for (int64_t j = 0; j < g.kw; j++) {
+              int64_t base = ((b * g.h + r * g.sh + i) * g.w + col * g.sw + j) * g.c;
+              for (int64_t ch = 0; ch < g.c; ch++) {
+                float v = x[base + ch];
+                if (v > best[ch]) {  // strict: the first maximum wins, NaN never does
+                  best[ch] = v;
+                  where[ch] = base + ch;
+                }
+                dx[base + ch] = 0.f;
+              }
+            }
+          }
+          const float* g0 = dy + ((b * g.oh + r) * g.ow + col) * g.c;
+          for (int64_t ch = 0; ch < g.c; ch++)
+            if (where[ch] >= 0) dx[where[ch]] = g0[ch];
+        }
+      }
+    }
+    return info.Env().Undefined();
+  }
+  // Parallel over (batch, channel block): windows may overlap, so each thread owns whole channels.
+  const int64_t block = 16;
+  const int64_t cblocks = (g.c + block - 1) / block;
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+  for (int64_t b = 0; b < g.n; b++) {
+    for (int64_t cb = 0; cb < cblocks; cb++) {
+      int64_t c0 = cb * block, c1 = std::min(g.c, c0 + block);
+      for (int64_t r = 0; r < g.h; r++)
+        for (int64_t col = 0; col < g.w; col++)
+          for (int64_t ch = c0; ch < c1; ch++) dx[((b * g.h + r) * g.w + col) * g.c + ch] = 0.f;
+      for (int64_t r = 0; r < g.oh; r++) {
+        for (int64_t col = 0; col < g.ow; col++) {
+          float best[block];
+          int64_t where[block];
+          for (int64_t k = 0; k < block; k++) { best[k] = ninf; where[k] = -1; }
+          forEachTap(g, b, r, col, [&](int64_t base) {
+            for (int64_t ch = c0; ch < c1; ch++) {
+              float v = x[base + ch];
+              if (v > best[ch - c0]) {  // strict: the first maximum wins, NaN never does
+                best[ch - c0] = v;
+                where[ch - c0] = base + ch;
+              }
+            }
+          });
+          const float* g0 = dy + ((b * g.oh + r) * g.ow + col) * g.c;
+          for (int64_t ch = c0; ch < c1; ch++)
+            if (where[ch - c0] >= 0) dx[where[ch - c0]] += g0[ch];
+        }
+      }
+    }
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerPool(Napi::Env env, Napi::Object exports) {
+  exports.Set("maxPool", Napi::Function::New(env, MaxPool));
+  exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
+}
+
+}  // namespace pn

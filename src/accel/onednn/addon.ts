@@ -1,0 +1,102 @@
+/**
+ * Finding and loading the oneDNN addon (accel/onednn, `npm run build:native`), and its thread setting.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { addonFile } from '../addons';
+import type { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
+
+const ADDON_RELATIVE = path.join('accel', 'onednn', 'build', 'Release', 'pneumo_native.node');
+
+/** The addon's functions (accel/onednn/src/*.cc); all synchronous, writing into the last array given. */
+export interface NativeAddon {
+  setThreads(n: number): number;
+  getThreads(): number;
+  dnnlVersion(): string;
+  convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: Activation): void;
+  convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;
+  maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
+  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  /** y = a (op) b over `blocks` blocks of `inner` elements, each operand broadcast as its mode says. */
+  binary(
+    op: BinaryOp,
+    a: Float32Array,
+    modeA: Broadcast,
+    b: Float32Array,
+    modeB: Broadcast,
+    y: Float32Array,
+    blocks: number,
+    inner: number,
+  ): void;
+  /** y = op(x); alpha is Step's value for x <= 0. */
+  unary(op: UnaryOp, x: Float32Array, y: Float32Array, alpha: number): void;
+  /** LeadingRows: y[j] = scale * sum_r x[r, j] over `outer` rows; Trailing: y[o] = scale * sum_j x[o, j]. */
+  sum(x: Float32Array, y: Float32Array, mode: SumMode, outer: number, inner: number, scale: number): void;
+  tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
+  /** y = dy * step(x): ReLU's gradient in one pass. */
+  reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;
+  /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
+  batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
+  /** One Adam step; p = [beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, epsilon, -learningRate]. */
+  adam(
+    w: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    p: Float64Array,
+    wOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+  ): void;
+  /** Channels-last batch-norm; the four vectors hold one value per channel. */
+  batchNorm(
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    scale: Float32Array,
+    offset: Float32Array,
+    eps: number,
+    y: Float32Array,
+  ): void;
+}
+
+/** PNEUMO_NATIVE_ADDON, else accel/onednn/build/Release/pneumo_native.node in this checkout. */
+function findAddonPath(): string | undefined {
+  return process.env.PNEUMO_NATIVE_ADDON || addonFile('onednn', 'pneumo_native.node');
+}
+
+let addon: NativeAddon | undefined;
+
+/** Loads the addon, or says in one sentence why it cannot. */
+export function loadNativeAddon(): { addon: NativeAddon } | { why: string } {
+  if (addon) return { addon };
+  const file = findAddonPath();
+  if (!file || !fs.existsSync(file)) {
+    return {
+      why: `native addon not built (${file ?? ADDON_RELATIVE} missing); install libdnnl-dev and run \`npm run build:native\``,
+    };
+  }
+  try {
+    // OpenMP threads that spin between kernels steal the core the JS thread (or another
+    // process) needs; sleeping at once measured faster on these 2-core machines. libgomp reads
+    // this when the addon loads it, so it must be set first; an explicit setting wins.
+    process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+    addon = require(file) as NativeAddon;
+    return { addon };
+  } catch (err) {
+    return { why: `native addon at ${file} failed to load: ${(err as Error).message}` };
+  }
+}
+
+/** Threads for oneDNN/OpenMP: PNEUMO_NATIVE_THREADS, else OpenMP's default (all cores). */
+export function applyThreadSetting(a: NativeAddon): number {
+  const raw = process.env.PNEUMO_NATIVE_THREADS;
+  if (raw === undefined || raw === '') return a.getThreads();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`PNEUMO_NATIVE_THREADS must be a positive integer; got '${raw}'. Unset it to use all cores.`);
+  }
+  return a.setThreads(n);
+}

@@ -1,0 +1,50 @@
+/**
+ * The optional `native` tfjs backend: tfjs's own CPU backend with its heavy kernels
+ * (convolutions and their gradients, depthwise convolutions, max pooling, matmul and a few
+ * large element-wise ops) replaced by a C++ addon on oneDNN (accel/onednn/, `npm run build:native`).
+ *
+ * Why the CPU backend as the base: every kernel tfjs has exists there, so anything the addon
+ * does not cover (other dtypes, NCHW, exotic activations) falls back to a correct kernel, and
+ * tensor storage is a plain Float32Array the addon can read and write in place (zero copy).
+ *
+ * Once a step's convolutions were native, the element-wise chains around them cost more: so the
+ * ReLU and batch-norm gradients and Adam's update are fused too (gradients.ts, adam.ts), only
+ * while this backend is active.
+ *
+ * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
+ * backend chain moves on.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { applyThreadSetting, loadNativeAddon } from './addon';
+import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
+import { registerFusedAdam } from './adam';
+import { registerFusedGradients } from './gradients';
+import { registerKernels } from './registry';
+
+export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
+export { loadNativeAddon, type NativeAddon } from './addon';
+export { NATIVE_BACKEND, NativeBackend } from './backend';
+export { releaseNativePool } from './buffers';
+export { nativeFallbacks, nativeKernelNames } from './registry';
+
+export type NativeRegistration = { ok: true; threads: number } | { ok: false; why: string };
+
+let registration: NativeRegistration | undefined;
+
+/** Registers the `native` backend and its kernels (idempotent). Never throws. */
+export function tryRegisterNative(): NativeRegistration {
+  if (registration) return registration;
+  const loaded = loadNativeAddon();
+  if ('why' in loaded) return { ok: false, why: loaded.why };
+  try {
+    const threads = applyThreadSetting(loaded.addon);
+    registerKernels(loaded.addon);
+    registerFusedGradients(loaded.addon);
+    registerFusedAdam(loaded.addon);
+    tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
+    registration = { ok: true, threads };
+  } catch (err) {
+    registration = { ok: false, why: `native backend failed to register: ${(err as Error).message}` };
+  }
+  return registration;
+}

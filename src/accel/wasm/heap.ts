@@ -1,0 +1,123 @@
+/**
+ * Small, careful helpers for writing kernels against the tfjs wasm backend's heap.
+ *
+ * Rules that keep them sound:
+ * - A Float32Array view of the heap is invalidated whenever the heap grows (any allocation, including
+ *   the output of another kernel), so views are taken after allocations, never held across them.
+ * - An alias (a tensor that points inside another tensor's memory) must never go through
+ *   backend.disposeData, which would free an interior pointer; releaseAlias unregisters it instead.
+ */
+import type { TensorInfo, DataType, NamedAttrMap } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+
+interface WasmTensorData {
+  id: number;
+  memoryOffset: number;
+  shape: number[];
+  dtype: DataType;
+  refCount: number;
+}
+
+/** The part of tfjs-backend-wasm's BackendWasm these kernels rely on. */
+export interface WasmBackend {
+  wasm: {
+    HEAPU8: Uint8Array;
+    /** Set by our threaded loader (setup.ts): the module's shared memory, whose buffer is always current. */
+    sharedMemory?: WebAssembly.Memory;
+    tfjs: { disposeData(id: number): void };
+  };
+  dataIdMap: {
+    get(dataId: object): WasmTensorData;
+    has(dataId: object): boolean;
+    delete(dataId: object): void;
+  };
+  makeOutput(shape: number[], dtype: DataType, memoryOffset?: number): TensorInfo;
+  disposeData(dataId: object, force?: boolean): boolean;
+  incRef(dataId: object): void;
+}
+
+/** Allocates an uninitialised float32 tensor on the wasm heap. */
+export function allocate(backend: WasmBackend, shape: number[]): TensorInfo {
+  return backend.makeOutput(shape, 'float32');
+}
+
+export function release(backend: WasmBackend, ...infos: TensorInfo[]): void {
+  for (const info of infos) backend.disposeData(info.dataId);
+}
+
+/** A fresh float32 view of a tensor's data (take it after the last allocation). */
+export function view(backend: WasmBackend, info: TensorInfo): Float32Array {
+  const { memoryOffset } = backend.dataIdMap.get(info.dataId);
+  const size = info.shape.reduce((a, b) => a * b, 1);
+  const buffer = backend.wasm.sharedMemory?.buffer ?? backend.wasm.HEAPU8.buffer;
+  return new Float32Array(buffer, memoryOffset, size);
+}
+
+/** Where a tensor's data starts on the heap, in bytes (for the SIMD loops, which take addresses). */
+export function byteOffset(backend: WasmBackend, info: TensorInfo): number {
+  return backend.dataIdMap.get(info.dataId).memoryOffset;
+}
+
+/** A tensor sharing `base`'s memory from element `offset`, so kernels can read a shifted window without a copy. */
+export function alias(backend: WasmBackend, base: TensorInfo, offset: number, shape: number[]): TensorInfo {
+  const { memoryOffset } = backend.dataIdMap.get(base.dataId);
+  return backend.makeOutput(shape, 'float32', memoryOffset + offset * 4);
+}
+
+/** Unregisters an alias without freeing memory it does not own (also drops wasm-side operator caches keyed by its id). */
+export function releaseAlias(backend: WasmBackend, info: TensorInfo): void {
+  if (!backend.dataIdMap.has(info.dataId)) return;
+  const { id } = backend.dataIdMap.get(info.dataId);
+  backend.wasm.tfjs.disposeData(id);
+  backend.dataIdMap.delete(info.dataId);
+}
+
+/** The same data seen with another shape (no copy; the caller keeps ownership of the original). */
+export function reshaped(info: TensorInfo, shape: number[]): TensorInfo {
+  return { dataId: info.dataId, shape, dtype: info.dtype };
+}
+
+type KernelFn = (args: { inputs: Record<string, TensorInfo>; backend: unknown; attrs: NamedAttrMap }) => TensorInfo;
+
+/** Calls a kernel registered for wasm directly (no engine, no tape): the output is a raw TensorInfo we own. */
+export function runKernel(name: string, backend: WasmBackend, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap = {}): TensorInfo {
+  const kernel = tf.getKernel(name, 'wasm');
+  if (!kernel) throw new Error(`wasm kernel '${name}' is not registered`);
+  return (kernel.kernelFunc as unknown as KernelFn)({ inputs, backend, attrs });
+}
+
+/** Where an NHWC batch (n images of h x w pixels, c channels) goes on a zero grid of hp x wp pixels: shifted by (top, left). */
+export interface GridPlacement {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  hp: number;
+  wp: number;
+  top: number;
+  left: number;
+}
+
+/** Copies NHWC `src` into a zero-filled NHWC grid `dst` as `g` places it; out-of-grid parts are dropped. */
+export function copyIntoGrid(src: Float32Array, dst: Float32Array, g: GridPlacement): void {
+  dst.fill(0);
+  forEachGridRow(g, (from, to, run) => dst.set(src.subarray(from * g.c, (from + run) * g.c), to * g.c));
+}
+
+/**
+ * The image rows that land on the grid: row(from, to, run) for each, with the row's first pixel that lands, the grid
+ * pixel it lands on, and how many of the row's pixels land (pixel indices, not element offsets).
+ */
+export function forEachGridRow(g: GridPlacement, row: (from: number, to: number, run: number) => void): void {
+  const { n, h, w, hp, wp, top, left } = g;
+  const w0 = Math.max(0, -left);
+  const w1 = Math.min(w, wp - left);
+  if (w1 <= w0) return;
+  for (let b = 0; b < n; b++) {
+    for (let y = 0; y < h; y++) {
+      const yp = y + top;
+      if (yp < 0 || yp >= hp) continue;
+      row((b * h + y) * w + w0, (b * hp + yp) * wp + w0 + left, w1 - w0);
+    }
+  }
+}

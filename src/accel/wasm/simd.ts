@@ -1,0 +1,357 @@
+/**
+ * Two small WebAssembly SIMD loops that run directly on the tfjs wasm heap (they import the threaded
+ * module's shared memory, so they read tensors in place, without copies):
+ * - colsum: dst[k] += src[r, k] over rows, 4 columns at a time. The stock Sum kernel reduces at about
+ *   1.2 G floats/s; batch-norm and bias gradients reduce activation-sized tensors 34 times per step.
+ * - dwgrad: acc[t, k] += x[p + shift_t, k] * dy[p, k], the depthwise filter gradient's inner loop. The
+ *   stock path for it is a scalar generic batched matmul.
+ * - rowscale / rowadd / rowsub: dst[r, k] = src[r, k] (*, +, -) v[k], the per-channel ops of bias, batch
+ *   norm and their gradients; the stock broadcasting kernels take ~11 ms for a [1,1,1,32] x [32,75,75,32] product.
+ * - rowaffine: dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k], batch norm's forward pass.
+ * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
+ *   cpu backend's tie rule (the first maximum in row-major order wins).
+ * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
+ * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
+ * tests/wasm-kernels*.test.ts.
+ */
+
+/** Unsigned LEB128, the wasm binary format's integer encoding. */
+function leb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+function vec(items: number[][]): number[] {
+  return [...leb(items.length), ...items.flat()];
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...leb(body.length), ...body];
+}
+
+function name(s: string): number[] {
+  const bytes = [...Buffer.from(s, 'utf8')];
+  return [...leb(bytes.length), ...bytes];
+}
+
+const I32 = 0x7f;
+const V128 = 0x7b;
+const op = {
+  block: [0x02, 0x40],
+  loop: [0x03, 0x40],
+  end: [0x0b],
+  br: (l: number) => [0x0c, l],
+  brIf: (l: number) => [0x0d, l],
+  get: (i: number) => [0x20, i],
+  set: (i: number) => [0x21, i],
+  i32: (v: number) => [0x41, ...leb(v)], // only small non-negative constants are used (sleb == leb below 64)
+  add: [0x6a],
+  shl: [0x74],
+  geU: [0x4f],
+  load: [0x28, 2, 0],
+  v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
+  v128Store: [0xfd, 0x0b, 2, 0],
+  f32x4Add: [0xfd, 0xe4, 0x01],
+  f32x4Sub: [0xfd, 0xe5, 0x01],
+  f32x4Mul: [0xfd, 0xe6, 0x01],
+  f32x4Gt: [0xfd, 0x44],
+  and: [0xfd, 0x4e],
+  andNot: [0xfd, 0x4f],
+  or: [0xfd, 0x50],
+  bitselect: [0xfd, 0x52],
+};
+
+/** i += step */
+function bump(local: number, step: number | { local: number }): number[] {
+  const by = typeof step === 'number' ? op.i32(step) : op.get(step.local);
+  return [...op.get(local), ...by, ...op.add, ...op.set(local)];
+}
+
+/** while (counter < limit) { body; } with the loop's break at depth 1. */
+function whileBelow(counter: number, limit: number, body: number[]): number[] {
+  return [
+    ...op.block,
+    ...op.loop,
+    ...op.get(counter),
+    ...op.get(limit),
+    ...op.geU,
+    ...op.brIf(1),
+    ...body,
+    ...op.br(0),
+    ...op.end,
+    ...op.end,
+  ];
+}
+
+/** The address base + offsets (locals holding byte counts). */
+function at(base: number, ...offsets: number[]): number[] {
+  return [...op.get(base), ...offsets.flatMap((l) => [...op.get(l), ...op.add])];
+}
+
+/** while (k < bytes) { body; k += 16 }: a row's columns, 4 floats at a time (the caller sets k first). */
+function lanes(k: number, bytes: number, body: number[]): number[] {
+  return whileBelow(k, bytes, [...body, ...bump(k, 16)]);
+}
+
+/** For each of `rows` rows (counter r): k = 0, `perRow`, then each pointer in `advance` moves on by rowBytes. */
+function eachRow(r: number, rows: number, k: number, perRow: number[], rowBytes: number, advance: number[]): number[] {
+  return whileBelow(r, rows, [
+    ...op.i32(0),
+    ...op.set(k),
+    ...perRow,
+    ...advance.flatMap((p) => bump(p, { local: rowBytes })),
+    ...bump(r, 1),
+  ]);
+}
+
+// colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
+function colsumBody(): number[] {
+  const [src, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5];
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(dst, k),
+    ...op.v128Load,
+    ...at(src, k),
+    ...op.v128Load,
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src]), ...op.end];
+}
+
+// dwgrad(x, dy, acc, n, cBytes, shifts, taps); locals p = 7, t = 8, k = 9, xs = 10, a = 11
+function dwgradBody(): number[] {
+  const [x, dy, acc, n, cBytes, shifts, taps, p, t, k, xs, a] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+  const channels = lanes(k, cBytes, [
+    ...at(a, k),
+    ...at(a, k),
+    ...op.v128Load,
+    ...at(xs, k),
+    ...op.v128Load,
+    ...at(dy, k),
+    ...op.v128Load,
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  const tapsLoop = whileBelow(t, taps, [
+    ...op.get(x),
+    ...op.get(shifts),
+    ...op.get(t),
+    ...op.i32(2),
+    ...op.shl,
+    ...op.add,
+    ...op.load,
+    ...op.add,
+    ...op.set(xs),
+    ...op.i32(0),
+    ...op.set(k),
+    ...channels,
+    ...bump(a, { local: cBytes }),
+    ...bump(t, 1),
+  ]);
+  const code = whileBelow(p, n, [
+    ...op.i32(0),
+    ...op.set(t),
+    ...op.get(acc),
+    ...op.set(a),
+    ...tapsLoop,
+    ...bump(x, { local: cBytes }),
+    ...bump(dy, { local: cBytes }),
+    ...bump(p, 1),
+  ]);
+  return [...vec([[5, I32]]), ...code, ...op.end];
+}
+
+// maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
+// v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
+function maxpoolBody(): number[] {
+  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+  ];
+  const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
+  // w = x[offsets] > best; best = w ? x[offsets] : best
+  const challenge = (w: number, ...offsets: number[]) => [
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w),
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.get(w),
+    ...op.bitselect,
+    ...op.set(best),
+  ];
+  const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
+  const pixels = lanes(k, cBytes, [
+    ...at(xRow, k),
+    ...op.set(a),
+    ...at(outRow, k),
+    ...op.set(o),
+    ...load(),
+    ...op.set(best),
+    ...challenge(w1, cBytes),
+    ...challenge(w2, rowBytes),
+    ...load(rowBytes, cBytes),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w3),
+    ...at(dyRow, k),
+    ...op.v128Load,
+    ...op.set(g),
+    // The last window element that beat every earlier one gets the gradient; the others get zero.
+    ...store([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
+    ...store([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
+    ...store([...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
+    ...store([...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
+  ]);
+  const code = [
+    ...op.get(cBytes),
+    ...op.get(cBytes),
+    ...op.add,
+    ...op.set(c2),
+    ...whileBelow(ox, outW, [
+      ...op.i32(0),
+      ...op.set(k),
+      ...pixels,
+      ...bump(xRow, { local: c2 }),
+      ...bump(outRow, { local: c2 }),
+      ...bump(dyRow, { local: cBytes }),
+      ...bump(ox, 1),
+    ]),
+  ];
+  return [
+    ...vec([
+      [5, I32],
+      [5, V128],
+    ]),
+    ...code,
+    ...op.end,
+  ];
+}
+
+/** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
+function rowBinaryBody(vectorOp: number[]): number[] {
+  const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(src, k),
+    ...op.v128Load,
+    ...at(v, k),
+    ...op.v128Load,
+    ...vectorOp,
+    ...op.v128Store,
+  ]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
+}
+
+/** dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k]. Params (src, m, a, o, dst, rows, colsBytes); locals r = 7, k = 8. */
+function rowAffineBody(): number[] {
+  const [src, m, a, o, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...at(src, k),
+    ...op.v128Load,
+    ...at(m, k),
+    ...op.v128Load,
+    ...op.f32x4Sub,
+    ...at(a, k),
+    ...op.v128Load,
+    ...op.f32x4Mul,
+    ...at(o, k),
+    ...op.v128Load,
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
+}
+
+function moduleBytes(shared: boolean): Uint8Array {
+  const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
+  const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const type5 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0];
+  const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
+  const colsum = colsumBody();
+  const dwgrad = dwgradBody();
+  const maxpool = maxpoolBody();
+  const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
+  const affine = rowAffineBody();
+  return Uint8Array.from([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    ...section(1, vec([type4, type7, type6, type5])),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1]])),
+    ...section(
+      7,
+      vec([
+        [...name('colsum'), 0x00, 0],
+        [...name('dwgrad'), 0x00, 1],
+        [...name('maxpool2x2'), 0x00, 2],
+        [...name('rowscale'), 0x00, 3],
+        [...name('rowadd'), 0x00, 4],
+        [...name('rowsub'), 0x00, 5],
+        [...name('rowaffine'), 0x00, 6],
+      ]),
+    ),
+    ...section(
+      10,
+      vec([
+        [...leb(colsum.length), ...colsum],
+        [...leb(dwgrad.length), ...dwgrad],
+        [...leb(maxpool.length), ...maxpool],
+        ...rows.map((b) => [...leb(b.length), ...b]),
+        [...leb(affine.length), ...affine],
+      ]),
+    ),
+  ]);
+}
+
+export interface SimdLoops {
+  /** dst[k] += src[r*cols + k] for r < rows, k < cols; byte addresses; cols % 4 === 0. */
+  colsum(srcByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** acc[t*c + k] += x[shift_t + p*c + k] * dy[p*c + k] for p < n; shifts (bytes, i32) at shiftsByte; c % 4 === 0. */
+  dwgrad(xByte: number, dyByte: number, accByte: number, n: number, cBytes: number, shiftsByte: number, taps: number): void;
+  /** dst[r*cols + k] = src[r*cols + k] * v[k]; cols % 4 === 0. */
+  rowscale(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = src[r*cols + k] + v[k]; cols % 4 === 0. */
+  rowadd(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = src[r*cols + k] - v[k]; cols % 4 === 0. */
+  rowsub(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = (src[r*cols + k] - m[k]) * a[k] + o[k]; cols % 4 === 0. */
+  rowaffine(srcByte: number, mByte: number, aByte: number, oByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /**
+   * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
+   * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
+   */
+  maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
+}
+
+const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();
+
+/** The loops bound to `memory`; undefined where this runtime cannot compile them (no wasm SIMD). */
+export function simdLoops(memory: WebAssembly.Memory | undefined): SimdLoops | undefined {
+  if (!memory) return undefined;
+  const cached = instances.get(memory);
+  if (cached) return cached;
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const bytes = moduleBytes(shared);
+  if (!WebAssembly.validate(bytes)) return undefined;
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+  const loops = instance.exports as unknown as SimdLoops;
+  instances.set(memory, loops);
+  return loops;
+}
