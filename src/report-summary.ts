@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { formatAugment } from './augment';
 import { loadSplit } from './data/split';
-import type { SplitMetrics } from './evaluate';
+import { THRESHOLD_SPLIT_NAMES, type SplitMetrics } from './evaluate';
 import { formatThresholdRule, type RunConfigFile } from './pipeline';
 import { readJson } from './files';
 import { RUN_FILES } from './runs/layout';
@@ -34,7 +34,7 @@ export interface RunSummary {
   /** `valTime`: the out-of-time validation part, when the split has one. */
   split?: { seed: number; testSource: 'official' | 'carved'; counts: Partial<Record<SplitName | 'valTime', SplitCounts>> };
   history?: EpochLogs[];
-  metrics?: { threshold: number; rule: string; val: SplitMetrics; test: SplitMetrics; valTime?: SplitMetrics };
+  metrics?: { threshold: number; rule: string; note?: string; on?: string; val: SplitMetrics; test: SplitMetrics; valTime?: SplitMetrics };
   /** A browser app saved with the run (`app/index.html`), if any. */
   app?: string;
   /** Files that were present but could not be read, with why. */
@@ -74,7 +74,15 @@ export async function readRunSummary(runDir: string): Promise<RunSummary> {
   });
   await attempt(RUN_FILES.metrics, () => {
     const m = readMetrics(file(RUN_FILES.metrics));
-    summary.metrics = { threshold: m.threshold, rule: formatThresholdRule(m.thresholdRule), val: m.val, test: m.test, valTime: m.valTime };
+    summary.metrics = {
+      threshold: m.threshold,
+      rule: formatThresholdRule(m.thresholdRule),
+      note: m.thresholdNote,
+      on: THRESHOLD_SPLIT_NAMES[m.thresholdOn ?? 'val'],
+      val: m.val,
+      test: m.test,
+      valTime: m.valTime,
+    };
   });
   if (fs.existsSync(file(path.join('app', 'index.html')))) summary.app = file(path.join('app', 'index.html'));
   return summary;
@@ -172,7 +180,8 @@ function metricsSection(run: RunSummary): string {
   const c = m.test.confusion;
   return (
     `<p class="rule">Threshold <strong>${num(m.threshold, 4)}</strong>: ${escapeHtml(describeRule(m.rule))} (<code>${escapeHtml(m.rule)}</code>), ` +
-    `chosen on validation and applied unchanged to test. An image is called PNEUMONIA when the model's probability is at or above it.</p>\n` +
+    `chosen on the ${escapeHtml(m.on ?? 'validation split')} and applied unchanged to test. An image is called PNEUMONIA when the model's probability is at or above it.</p>\n` +
+    (m.note ? `<p class="rule-note">Note: ${escapeHtml(m.note)}.</p>\n` : '') +
     `<table class="grid metrics"><thead><tr><th></th><th>images</th><th>accuracy %</th><th>precision %</th><th>recall %</th><th>specificity %</th><th>F1 %</th><th>AUC</th></tr></thead>` +
     `<tbody>${row('validation', m.val)}${m.valTime ? row('out-of-time validation', m.valTime) : ''}${row('test', m.test)}</tbody></table>\n` +
     (c ? `<p>Test confusion: ${c.tp} true positives, ${c.fp} false positives, ${c.tn} true negatives, ${c.fn} false negatives.</p>` : '')

@@ -170,7 +170,7 @@ describe('the summary page', () => {
   it('shows the headline metrics with the threshold rule, links every page, and files a compare notebook under runs comparison', () => {
     const html = summaryHtml({ pages, run, outDir: '/r/report', generatedAt: new Date(0), settings: { epochs: 1 } });
     expect(html).toContain('Threshold <strong>0.4321</strong>');
-    expect(html).toContain('chosen on validation and applied unchanged to test');
+    expect(html).toContain('chosen on the validation split and applied unchanged to test');
     expect(html).toMatch(/<th>validation<\/th><td>100<\/td><td>91\.0<\/td>/);
     expect(html).toMatch(/<th>test<\/th><td>100<\/td><td>87\.0<\/td>/);
     expect(html).toContain('<a href="02-a.html">A &lt;title&gt;</a>');

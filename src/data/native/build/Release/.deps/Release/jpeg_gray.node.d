@@ -1,1 +1,0 @@
-cmd_Release/jpeg_gray.node := ln -f "Release/obj.target/jpeg_gray.node" "Release/jpeg_gray.node" 2>/dev/null || (rm -rf "Release/jpeg_gray.node" && cp -af "Release/obj.target/jpeg_gray.node" "Release/jpeg_gray.node")

@@ -1,1 +1,0 @@
-cmd_Release/obj.target/jpeg_gray.node := g++ -o Release/obj.target/jpeg_gray.node -shared -pthread -rdynamic -m64  -Wl,-soname=jpeg_gray.node -Wl,--start-group Release/obj.target/jpeg_gray/jpeg_gray.o -Wl,--end-group -ljpeg
