@@ -16,7 +16,7 @@ import { main as runMain } from '../src/cli/run';
 import { classifyFile } from '../src/cli/predict';
 import { main as appMain } from '../src/cli/app';
 import { appIndexFor, buildApp, type BuildAppResult } from '../src/app/build';
-import { gradCam, overlayRgb } from '../src/gradcam';
+import { gradCam, overlayRgb } from '../src/evaluate/gradcam';
 import { loadModel } from '../src/runs/model-files';
 import { chromiumPath, launchChromium, screenshotDir, watchPageErrors } from './browser-helpers';
 import { jupyterRequired, repoRoot } from './report-fixture';

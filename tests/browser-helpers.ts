@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Page } from 'playwright-core';
 
-export { CHROMIUM_CANDIDATES, chromiumPath, launchChromium } from '../src/chromium';
+export { CHROMIUM_CANDIDATES, chromiumPath, launchChromium } from '../src/report/chromium';
 
 /** A console error the page itself logs whatever our outputs do, with the reason it is not ours. */
 export interface PageNoise {

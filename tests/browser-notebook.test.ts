@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
-import { hasJupyterCommand, jupyterExecutable, jupyterVersion, labInstallHint } from '../src/jupyter';
+import { hasJupyterCommand, jupyterExecutable, jupyterVersion, labInstallHint } from '../src/notebooks/jupyter';
 import {
   CLASSIC_NOTEBOOK_NOISE,
   chromiumPath,
@@ -375,8 +375,9 @@ describe.skipIf(skip)(`the live notebook UI, ${uiName}${skip ? ` — SKIPPED: ${
           sel.html,
           { timeout: 4 * 60_000, polling: 'raf' },
         );
-        const bar = p.locator(`${sel.html} progress`).first();
-        if ((await bar.count()) > 0) await bar.scrollIntoViewIfNeeded();
+        // The live display replaces its element about every 100 ms, so a locator can go stale between finding the bar
+        // and scrolling to it; scrolling inside the page, in one step, cannot.
+        await p.evaluate((htmlSel) => document.querySelector(`${htmlSel} progress`)?.scrollIntoView({ block: 'center' }), sel.html);
         const file = shot('04-train-mid-training');
         await p.screenshot({ path: file });
         midTraining = (await p.locator(`${sel.html} progress`).count()) > 0 ? file : '';

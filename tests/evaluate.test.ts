@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { evaluate, evaluateProbabilities, hardestMistakes, predictionsToCsv, predictProbabilities, PredictionRow } from '../src/evaluate';
-import { confusionAt } from '../src/metrics';
+import { confusionAt } from '../src/evaluate/metrics';
 import { DecodedImages, LABELS } from '../src/types';
 
 const SIZE = 8;

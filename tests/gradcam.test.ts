@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { gradCam, gradCamOverlayPng, jet } from '../src/gradcam';
+import { gradCam, gradCamOverlayPng, jet } from '../src/evaluate/gradcam';
 import { buildModel } from '../src/model';
 import { makeRng } from '../src/random';
 

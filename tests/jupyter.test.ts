@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { chooseJupyter, jupyterCandidates, jupyterPython, labInstallHint, localLabIndexes } from '../src/jupyter';
+import { chooseJupyter, jupyterCandidates, jupyterPython, labInstallHint, localLabIndexes } from '../src/notebooks/jupyter';
 
 describe('choosing one Jupyter', () => {
   const has = (table: Record<string, string[]>) => (j: string, sub: string) => (table[j] ?? []).includes(sub);

@@ -8,9 +8,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { applyFilmLike, augmentBatch, formatAugment, parseAugment, sampleAugmentParams, type ImageAugmentParams } from '../src/augment';
 import { checkTta, evaluate, predictProbabilities, thresholdSource, TTA_VIEWS } from '../src/evaluate';
 import { buildModel } from '../src/model';
-import { equalizeImages, parseInputNormalization, PerImageNormalization, standardizeImages } from '../src/normalization';
+import { equalizeImages, parseInputNormalization, PerImageNormalization, standardizeImages } from '../src/model/normalization';
 import { makeRng } from '../src/random';
-import { exposureTable, shiftExposure } from '../src/stress';
+import { exposureTable, shiftExposure } from '../src/evaluate/stress';
 import { mixupBatch, sampleBeta, smoothLabels } from '../src/train/loss';
 import { syntheticImages, tinyModel } from './train-fixtures';
 
@@ -230,7 +230,7 @@ describe('exposure stress', () => {
 
 describe('a recall target needs enough validation positives', () => {
   it('asks 1/(1-target) of them, and below that applies Youden and says why', async () => {
-    const { applicableRule, positivesNeededFor } = await import('../src/metrics');
+    const { applicableRule, positivesNeededFor } = await import('../src/evaluate/metrics');
     expect(positivesNeededFor(0.98)).toBe(50);
     expect(positivesNeededFor(0.9)).toBe(10);
     const thirty = Uint8Array.from({ length: 60 }, (_, i) => (i < 30 ? 1 : 0));

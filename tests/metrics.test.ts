@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { averagePrecision, chooseThreshold, classificationMetrics, confusionAt, prCurve, rocAuc, rocCurve } from '../src/metrics';
+import { averagePrecision, chooseThreshold, classificationMetrics, confusionAt, prCurve, rocAuc, rocCurve } from '../src/evaluate/metrics';
 import { makeRng } from '../src/random';
 
 /** P(score_pos > score_neg) + 0.5 P(tie), over all positive/negative pairs: the definition AUC must equal. */

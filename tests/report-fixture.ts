@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { generateDemoDataset } from '../src/data/demo';
-import { hasJupyterCommand, jupyterExecutable } from '../src/jupyter';
+import { hasJupyterCommand, jupyterExecutable } from '../src/notebooks/jupyter';
 import { buildReport, type NotebookSettings, type ReportResult } from '../src/report';
 
 export const repoRoot = path.resolve(__dirname, '..');
@@ -22,7 +22,7 @@ export function tinySettings(dataDir: string, workDir: string): NotebookSettings
 export function jupyterUnavailable(): string | null {
   if (!jupyterExecutable()) return 'jupyter is not installed (apt-get install jupyter-nbconvert jupyter-client python3-ipykernel)';
   if (!hasJupyterCommand('nbconvert')) return 'jupyter nbconvert is not installed (apt-get install jupyter-nbconvert)';
-  if (!fs.existsSync(path.join(repoRoot, 'dist', 'notebook.js'))) return 'dist/ is not built: run `npm run build` (npm test does)';
+  if (!fs.existsSync(path.join(repoRoot, 'dist', 'notebooks', 'params.js'))) return 'dist/ is not built: run `npm run build` (npm test does)';
   return null;
 }
 

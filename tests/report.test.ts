@@ -16,10 +16,10 @@ import {
   notebookTitle,
   selectNotebooks,
 } from '../src/report';
-import { summarizeNbconvertError } from '../src/notebook-exec';
+import { summarizeNbconvertError } from '../src/notebooks/exec';
 import { PLOTLY_SCRIPT_ID } from '../src/viz/display';
-import { describeRule, readRunSummary, summaryHtml, type RunSummary } from '../src/report-summary';
-import { shebangPython } from '../src/jupyter';
+import { describeRule, readRunSummary, summaryHtml, type RunSummary } from '../src/report/summary';
+import { shebangPython } from '../src/notebooks/jupyter';
 
 describe('report assembly', () => {
   it('moves the inlined plotly.js into a shared file reference', () => {

@@ -7,7 +7,7 @@ import { DEFAULT_PIPELINE, runPipeline, type PipelineConfig } from '../src/pipel
 import { main as runMain, sweepPointConfig } from '../src/cli/run';
 import { main as compareMain } from '../src/cli/compare';
 import { main as runsMain } from '../src/cli/runs';
-import { createSweep, parseSweepAxis, readSweep, runSweep, sweepGrid } from '../src/sweep';
+import { createSweep, parseSweepAxis, readSweep, runSweep, sweepGrid } from '../src/runs/sweep';
 import { compareRuns, filterRows, frameRows, groupByHyperparameter, TEST_COLUMNS } from '../src/runs/compare';
 import { listRuns, readRun } from '../src/runs/read';
 import type { EpochLogs } from '../src/train/train';

@@ -16,7 +16,7 @@ import {
   runCurvesFigure,
 } from '../src/viz/figures';
 import { figureHtml, imagesHtml, plotlyBundleTag, PLOTLY_SCRIPT_ID, resetPlotlyInclusion, showFigure, tableHtml } from '../src/viz/display';
-import { describeParams, notebookParams, paramEnvName, parseParam } from '../src/notebook';
+import { describeParams, notebookParams, paramEnvName, parseParam } from '../src/notebooks/params';
 
 describe('figure builders', () => {
   it('class counts: one bar trace per class, x = splits, zero for a missing class', () => {

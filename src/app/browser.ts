@@ -9,9 +9,9 @@ import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
 // Registers the input-normalization layer, so a model trained with --normalize loads in the page.
-import '../normalization';
+import '../model/normalization';
 import { maxPoolGrad } from '../accel/browser';
-import { gradCam, overlayRgb } from '../gradcam';
+import { gradCam, overlayRgb } from '../evaluate/gradcam';
 import { checkImageBytes, PAGE_MAX_BYTES, rgbaToModelInput } from './image';
 import { type AppSettings, type EmbeddedModel, MODEL_GLOBAL, SETTINGS_ELEMENT_ID, WASM_GLOBAL } from './settings';
 

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 // Registers the input-normalization layer for loading the run's model.
-import '../normalization';
+import '../model/normalization';
 import { decodeImages } from '../data/decode';
 import type { ResizeFit } from '../data/pixels';
 import { predictProbabilities } from '../evaluate';

@@ -13,12 +13,12 @@ import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { initBackend, describeBackend } from '../accel';
 import { loadSplit } from '../data/split';
 import { evaluate, evaluateProbabilities, predictMean, THRESHOLD_SPLITS, type EvalResult, type ThresholdSplit } from '../evaluate';
-import type { ThresholdRule } from '../metrics';
+import type { ThresholdRule } from '../evaluate/metrics';
 import { decode, parseThresholdRule } from '../pipeline';
 import { DEFAULT_RUNS_DIR, RUN_FILES } from '../runs/layout';
 import { formatThresholdRule } from '../runs/naming';
 import { loadRunModel, readRunConfig, resolveRun } from '../runs/read';
-import { EXPOSURE_SHIFTS, shiftExposure } from '../stress';
+import { EXPOSURE_SHIFTS, shiftExposure } from '../evaluate/stress';
 import type { DecodedImages } from '../types';
 
 interface Flags {

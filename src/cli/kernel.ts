@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** `npm run kernel`: register the TypeScript (tslab) Jupyter kernel for this checkout. */
 import { Command } from 'commander';
-import { jupyterExecutable, registerKernel } from '../jupyter';
+import { jupyterExecutable, registerKernel } from '../notebooks/jupyter';
 
 const program = new Command()
   .name('kernel')

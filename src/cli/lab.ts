@@ -3,7 +3,7 @@
 import { spawn } from 'child_process';
 import { Command } from 'commander';
 import * as path from 'path';
-import { APT_HINT, jupyterExecutable, jupyterHas, labInstallHint, registerKernel, repoRoot } from '../jupyter';
+import { APT_HINT, jupyterExecutable, jupyterHas, labInstallHint, registerKernel, repoRoot } from '../notebooks/jupyter';
 
 const program = new Command()
   .name('lab')

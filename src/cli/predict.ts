@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { type CliIo, defaultIo, parseCommand } from './common';
 import { initBackend } from '../accel';
 import { decodeFile, type ResizeFit } from '../data/decode';
-import { gradCam, gradCamOverlayPng } from '../gradcam';
+import { gradCam, gradCamOverlayPng } from '../evaluate/gradcam';
 import { DEFAULT_RUNS_DIR, RUN_FILES, isRunDir } from '../runs/layout';
 import { loadModel } from '../runs/model-files';
 import { findLatestRun, readRunConfig, resolveRun } from '../runs/read';

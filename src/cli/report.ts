@@ -4,7 +4,7 @@ import { formatBytes } from '../format';
 import { Command, InvalidArgumentError } from 'commander';
 import * as path from 'path';
 import { buildReport, DEFAULT_REPORT_DIR, NotebookSettings, screenshotReport } from '../report';
-import { NotebookError } from '../notebook-exec';
+import { NotebookError } from '../notebooks/exec';
 
 function positiveInt(value: string): number {
   const n = Number(value);

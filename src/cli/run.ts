@@ -11,10 +11,10 @@ import { BACKEND_ORDER, type BackendName } from '../accel';
 import { generateDemoDataset } from '../data/demo';
 import { DEFAULT_PIPELINE, type MonitoredLoss, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
 import { checkTta, THRESHOLD_SPLITS, type ThresholdSplit } from '../evaluate';
-import { INPUT_NORMALIZATIONS, type InputNormalization } from '../normalization';
+import { INPUT_NORMALIZATIONS, type InputNormalization } from '../model/normalization';
 import { compareRuns, formatComparison } from '../runs/compare';
 import { readRun } from '../runs/read';
-import { createSweep, isSweepDir, parseSweepAxis, runSweep, sweepGrid, type SweepAxis, type SweepPoint } from '../sweep';
+import { createSweep, isSweepDir, parseSweepAxis, runSweep, sweepGrid, type SweepAxis, type SweepPoint } from '../runs/sweep';
 
 export type { CliIo };
 

@@ -10,8 +10,8 @@ import { type ResizeFit } from '../data/decode';
 import { type ModelVariant } from '../model';
 import { type BackendName } from '../accel';
 import { type ThresholdSplit } from '../evaluate';
-import type { ThresholdRule } from '../metrics';
-import type { InputNormalization } from '../normalization';
+import type { ThresholdRule } from '../evaluate/metrics';
+import type { InputNormalization } from '../model/normalization';
 import { DEFAULT_TRAIN, type TrainConfig } from '../train/train';
 import { DEFAULT_RUNS_DIR } from '../runs/layout';
 

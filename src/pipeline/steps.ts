@@ -12,7 +12,7 @@ import { assertNoPatientLeak, saveSplit, splitDataset, splitSummary } from '../d
 import { decodeSplit, type DecodedParts, type ResizeFit } from '../data/decode';
 import { buildModel } from '../model';
 import { evaluate, type EvalResult, type ThresholdSplit } from '../evaluate';
-import type { ThresholdRule } from '../metrics';
+import type { ThresholdRule } from '../evaluate/metrics';
 import { makeRng, shuffled } from '../random';
 import { train, type TrainResult } from '../train/train';
 import {

@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import type { EvalResult, SplitMetrics, ThresholdSplit } from '../evaluate';
-import type { ThresholdRule } from '../metrics';
+import type { ThresholdRule } from '../evaluate/metrics';
 import { writeJsonAtomic } from '../files';
 
 export const METRICS_SCHEMA = 1;

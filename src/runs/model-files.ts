@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 // Registers the input-normalization layer (a custom layer), so every saved model loads wherever models are read.
-import '../normalization';
+import '../model/normalization';
 import { readJson, writeDirAtomic } from '../files';
 
 /** A tensor with a name, as optimizers' getWeights/setWeights use. */

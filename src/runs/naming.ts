@@ -4,7 +4,7 @@
  * reads one vocabulary everywhere.
  */
 import { AUGMENT_PRESETS, formatAugment, type AugmentConfig } from '../augment';
-import type { ThresholdRule } from '../metrics';
+import type { ThresholdRule } from '../evaluate/metrics';
 import type { TrainConfig } from '../train/train';
 
 /** The part of a run's settings that makes it a different experiment (PipelineConfig satisfies it). */

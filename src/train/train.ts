@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DecodedImages } from '../types';
 import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
-import { rocAuc } from '../metrics';
+import { rocAuc } from '../evaluate/metrics';
 import type { BatchLogs, Callback, EpochLogs, TrainConfig, TrainContext } from './types';
 import { balancedClassWeights, EPS } from './loss';
 import { makeTrainStep } from './step';

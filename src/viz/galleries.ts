@@ -9,7 +9,7 @@ import { augmentBatch, parseAugment } from '../augment';
 import { toTensor } from '../data/batches';
 import type { EvalResult, PredictionRow } from '../evaluate';
 import { SEED_ARTICLE_METRICS } from '../pipeline';
-import { gradCam, gradCamOverlayPng } from '../gradcam';
+import { gradCam, gradCamOverlayPng } from '../evaluate/gradcam';
 import { makeRng } from '../random';
 import { LABELS, type Dataset, type DecodedImages, type ImageRecord } from '../types';
 import type { ImageItem } from './display';

@@ -4,7 +4,7 @@
  * the random split's), while the official test's early normal films are about 10 gray levels brighter; these fixed
  * shifts ask directly whether specificity survives such a change.
  */
-import type { DecodedImages } from './types';
+import type { DecodedImages } from '../types';
 
 export interface ExposureShift {
   name: string;

@@ -6,11 +6,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import type { PipelineConfig, PipelineHooks, RunResult } from './pipeline';
-import { RUN_FILES, SWEEP_FILE, createRunDir } from './runs/layout';
-import { readJson, writeJsonAtomic } from './files';
-import { acquireRunLock } from './runs/lock';
-import { readHistory } from './runs/read';
+import type { PipelineConfig, PipelineHooks, RunResult } from '../pipeline';
+import { RUN_FILES, SWEEP_FILE, createRunDir } from './layout';
+import { readJson, writeJsonAtomic } from '../files';
+import { acquireRunLock } from './lock';
+import { readHistory } from './read';
 
 export { SWEEP_FILE };
 

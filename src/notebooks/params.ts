@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { repoRoot } from './paths';
+import { repoRoot } from '../paths';
 
 export type ParamValue = string | number | boolean | null;
 export type Params = Record<string, ParamValue>;

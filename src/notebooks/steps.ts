@@ -7,10 +7,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { parseAugment } from './augment';
-import { backendInfo, type BackendName } from './accel';
-import { loadSplit, saveSplit } from './data/split';
-import type { EvalResult } from './evaluate';
+import { parseAugment } from '../augment';
+import { backendInfo, type BackendName } from '../accel';
+import { loadSplit, saveSplit } from '../data/split';
+import type { EvalResult } from '../evaluate';
 import {
   DEFAULT_PIPELINE,
   decode,
@@ -23,15 +23,15 @@ import {
   type DecodedSplit,
   type PipelineConfig,
   type PipelineHooks,
-} from './pipeline';
-import type { NotebookPaths } from './notebook';
-import { RUN_FILES, isRunDir } from './runs/layout';
-import { acquireRunLock } from './runs/lock';
-import { formatThresholdRule } from './runs/naming';
-import { bestEpoch, listRuns, loadRunModel, readRun, type Run } from './runs/read';
-import type { MetricsFile } from './runs/metrics-file';
-import type { EpochLogs } from './train/train';
-import type { Split } from './types';
+} from '../pipeline';
+import type { NotebookPaths } from './params';
+import { RUN_FILES, isRunDir } from '../runs/layout';
+import { acquireRunLock } from '../runs/lock';
+import { formatThresholdRule } from '../runs/naming';
+import { bestEpoch, listRuns, loadRunModel, readRun, type Run } from '../runs/read';
+import type { MetricsFile } from '../runs/metrics-file';
+import type { EpochLogs } from '../train/train';
+import type { Split } from '../types';
 
 /** What notebook 04's parameters cell declares. */
 export interface TrainParams {

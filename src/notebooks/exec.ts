@@ -8,7 +8,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { APT_HINT, jupyterExecutable, KERNEL_NAME, repoRoot } from './jupyter';
-import type { Params } from './notebook';
+import type { Params } from './params';
 
 export class NotebookError extends Error {
   constructor(
@@ -122,7 +122,7 @@ export function injectedCellSource(overrides: Params): string {
   const clean = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
   return [
     '// Injected parameters: values from outside (the report, CI, tests) that override the parameters cell above.',
-    "import { applyOverrides as applyInjectedParameters } from '../dist/notebook';",
+    "import { applyOverrides as applyInjectedParameters } from '../dist/notebooks/params';",
     `applyInjectedParameters(params, ${JSON.stringify(clean)});`,
   ].join('\n');
 }

@@ -5,7 +5,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { repoRoot } from './paths';
+import { repoRoot } from '../paths';
 
 export { repoRoot };
 export const KERNEL_NAME = 'tslab';

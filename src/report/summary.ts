@@ -5,15 +5,15 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { formatAugment } from './augment';
-import { loadSplit } from './data/split';
-import { THRESHOLD_SPLIT_NAMES, type SplitMetrics } from './evaluate';
-import { formatThresholdRule, type RunConfigFile } from './pipeline';
-import { readJson } from './files';
-import { RUN_FILES } from './runs/layout';
-import { readMetrics } from './runs/metrics-file';
-import type { EpochLogs } from './train/train';
-import { LABELS, type ImageRecord, type Label, type SplitName } from './types';
+import { formatAugment } from '../augment';
+import { loadSplit } from '../data/split';
+import { THRESHOLD_SPLIT_NAMES, type SplitMetrics } from '../evaluate';
+import { formatThresholdRule, type RunConfigFile } from '../pipeline';
+import { readJson } from '../files';
+import { RUN_FILES } from '../runs/layout';
+import { readMetrics } from '../runs/metrics-file';
+import type { EpochLogs } from '../train/train';
+import { LABELS, type ImageRecord, type Label, type SplitName } from '../types';
 
 export interface ReportPage {
   name: string;

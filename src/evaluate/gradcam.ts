@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
-import { LAST_CONV_LAYER } from './model';
+import { LAST_CONV_LAYER } from '../model';
 
 type SymbolicTensor = tf.SymbolicTensor;
 

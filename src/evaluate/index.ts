@@ -18,9 +18,9 @@ import {
   rocCurve,
   ThresholdRule,
 } from './metrics';
-import { toTensor } from './data/batches';
-import { applyAugmentParams, IDENTITY_PARAMS, type ImageAugmentParams } from './augment';
-import { DecodedImages, Label, LABELS, SplitName } from './types';
+import { toTensor } from '../data/batches';
+import { applyAugmentParams, IDENTITY_PARAMS, type ImageAugmentParams } from '../augment';
+import { DecodedImages, Label, LABELS, SplitName } from '../types';
 
 export interface SplitMetrics extends ClassificationMetrics {
   confusion: Confusion;
