@@ -16,6 +16,7 @@ import {
   sampleAugmentParams,
   transformFor,
   warpBilinearNearest,
+  IDENTITY_PARAMS,
 } from '../src/augment';
 import { makeRng } from '../src/random';
 
@@ -36,21 +37,7 @@ afterAll(async () => {
   await useBackend('cpu');
 });
 
-const IDENTITY: ImageAugmentParams = {
-  zoomX: 1,
-  zoomY: 1,
-  rotation: 0,
-  shiftX: 0,
-  shiftY: 0,
-  hflip: false,
-  vflip: false,
-  brightness: 0,
-  contrast: 1,
-  gamma: 1,
-  blurSigma: 0,
-  noiseStd: 0,
-  noiseSeed: 0,
-};
+const IDENTITY: ImageAugmentParams = { ...IDENTITY_PARAMS };
 
 /** One image of zeros with bright pixels at the given (row, col) positions. */
 function dots(h: number, w: number, points: Array<[number, number]>): Float32Array {

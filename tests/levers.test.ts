@@ -5,7 +5,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { applyFilmLike, augmentBatch, formatAugment, parseAugment, sampleAugmentParams, type ImageAugmentParams } from '../src/augment';
+import {
+  applyFilmLike,
+  augmentBatch,
+  formatAugment,
+  parseAugment,
+  sampleAugmentParams,
+  type ImageAugmentParams,
+  IDENTITY_PARAMS,
+} from '../src/augment';
 import { checkTta, evaluate, predictProbabilities, thresholdSource, TTA_VIEWS } from '../src/evaluate';
 import { buildModel } from '../src/model';
 import { equalizeImages, parseInputNormalization, PerImageNormalization, standardizeImages } from '../src/model/normalization';
@@ -19,21 +27,7 @@ beforeAll(async () => {
   await tf.ready();
 });
 
-const PLAIN: ImageAugmentParams = {
-  zoomX: 1,
-  zoomY: 1,
-  rotation: 0,
-  shiftX: 0,
-  shiftY: 0,
-  hflip: false,
-  vflip: false,
-  brightness: 0,
-  contrast: 1,
-  gamma: 1,
-  blurSigma: 0,
-  noiseStd: 0,
-  noiseSeed: 0,
-};
+const PLAIN: ImageAugmentParams = { ...IDENTITY_PARAMS };
 
 describe('per-image normalization', () => {
   it('standardize gives each image mean 0 and variance 1 (hand case) and floors the std of a flat image', () => {

@@ -22,7 +22,8 @@ export function tinySettings(dataDir: string, workDir: string): NotebookSettings
 export function jupyterUnavailable(): string | null {
   if (!jupyterExecutable()) return 'jupyter is not installed (apt-get install jupyter-nbconvert jupyter-client python3-ipykernel)';
   if (!hasJupyterCommand('nbconvert')) return 'jupyter nbconvert is not installed (apt-get install jupyter-nbconvert)';
-  if (!fs.existsSync(path.join(repoRoot, 'dist', 'notebooks', 'params.js'))) return 'dist/ is not built: run `npm run build` (npm test does)';
+  if (!fs.existsSync(path.join(repoRoot, 'dist', 'notebooks', 'params.js')))
+    return 'dist/ is not built: run `npm run build` (npm test does)';
   return null;
 }
 
