@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Batch, BatchOptions, batchCount, classWeights, epochBatches, epochOrder, epochSize, toTensor } from '../src/data/batches';
+import { Batch, BatchOptions, batchCount, epochBatches, epochOrder, epochSize, toTensor } from '../src/data/batches';
 import { LABELS, type DecodedImages, type ImageRecord } from '../src/types';
 
 beforeAll(async () => {
@@ -206,25 +206,6 @@ describe('epochBatches tensor ownership', () => {
     }
     expect(previous?.xs.isDisposed).toBe(true);
     expect(tf.memory().numTensors).toBe(before);
-  });
-});
-
-describe('classWeights', () => {
-  it("computes Keras 'balanced' weights n / (2 * count)", () => {
-    const w = classWeights(new Uint8Array([0, 0, 0, 1]));
-    expect(w[0]).toBeCloseTo(4 / 6, 12);
-    expect(w[1]).toBeCloseTo(2, 12);
-    // The Kaggle train folder: 1341 NORMAL, 3875 PNEUMONIA.
-    const kaggle = classWeights(new Uint8Array(labelsOf(3875, 1341)));
-    expect(kaggle[0]).toBeCloseTo(5216 / 2682, 12);
-    expect(kaggle[1]).toBeCloseTo(5216 / 7750, 12);
-    const even = classWeights(new Uint8Array([0, 1, 0, 1]));
-    expect(even).toEqual({ 0: 1, 1: 1 });
-  });
-
-  it('refuses a missing class or a label that is not 0/1', () => {
-    expect(() => classWeights(new Uint8Array([1, 1]))).toThrow(/no NORMAL labels/);
-    expect(() => classWeights(new Uint8Array([0, 2]))).toThrow(/label 2 is not 0 or 1/);
   });
 });
 

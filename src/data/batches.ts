@@ -198,18 +198,3 @@ export function epochBatches(images: DecodedImages, opts: BatchOptions): Generat
   return generateBatches(images, epochOrder(images.labels, opts), opts);
 }
 
-/**
- * Keras's 'balanced' class weights, n / (2 * count_c): each class contributes equally to the loss.
- * Throws when a class is absent (its weight would be infinite).
- */
-export function classWeights(labels: Uint8Array): { 0: number; 1: number } {
-  for (const label of labels) {
-    if (label !== 0 && label !== 1) throw new Error(`Cannot compute class weights: label ${label} is not 0 or 1.`);
-  }
-  const counts = countClasses(labels);
-  counts.forEach((count, c) => {
-    if (count === 0) throw new Error(`Cannot compute class weights: there are no ${LABELS[c]} labels among ${labels.length}.`);
-  });
-  const n = labels.length;
-  return { 0: n / (2 * counts[0]), 1: n / (2 * counts[1]) };
-}
