@@ -7,9 +7,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { generateDemoDataset } from '../src/data/demo';
 import { hasJupyterCommand, jupyterExecutable } from '../src/notebooks/jupyter';
+import { repoRoot } from '../src/paths';
 import { buildReport, type NotebookSettings, type ReportResult } from '../src/report';
 
-export const repoRoot = path.resolve(__dirname, '..');
+export { repoRoot };
 const fixtureRoot = path.join(repoRoot, 'outputs', 'test-report');
 const lockDir = `${fixtureRoot}.lock`;
 

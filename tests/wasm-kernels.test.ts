@@ -17,6 +17,17 @@ function randomArray(size: number, seed: number): Float32Array {
   return out;
 }
 
+/** A kernel input of `shape` filled with seeded values in [-1, 1). */
+function randomInput(shape: number[], seed: number): { shape: number[]; values: Float32Array } {
+  return {
+    shape,
+    values: randomArray(
+      shape.reduce((a, b) => a * b),
+      seed,
+    ),
+  };
+}
+
 /** Runs one kernel on a backend with fresh tensors (tensors belong to the backend that made them). */
 async function runOn(
   backend: 'cpu' | 'wasm',
@@ -115,20 +126,8 @@ describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {
       await expectSameOnBoth(
         'Conv2DBackpropFilter',
         {
-          x: {
-            shape: xShape,
-            values: randomArray(
-              xShape.reduce((a, b) => a * b),
-              1,
-            ),
-          },
-          dy: {
-            shape: dyShape,
-            values: randomArray(
-              dyShape.reduce((a, b) => a * b),
-              2,
-            ),
-          },
+          x: randomInput(xShape, 1),
+          dy: randomInput(dyShape, 2),
         },
         { ...attrs, filterShape: fShape },
       );
@@ -139,20 +138,8 @@ describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {
       await expectSameOnBoth(
         'Conv2DBackpropInput',
         {
-          dy: {
-            shape: dyShape,
-            values: randomArray(
-              dyShape.reduce((a, b) => a * b),
-              3,
-            ),
-          },
-          filter: {
-            shape: fShape,
-            values: randomArray(
-              fShape.reduce((a, b) => a * b),
-              4,
-            ),
-          },
+          dy: randomInput(dyShape, 3),
+          filter: randomInput(fShape, 4),
         },
         { ...attrs, inputShape: xShape },
       );
@@ -184,20 +171,8 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
       await expectSameOnBoth(
         'DepthwiseConv2dNativeBackpropFilter',
         {
-          x: {
-            shape: xShape,
-            values: randomArray(
-              xShape.reduce((a, b) => a * b),
-              5,
-            ),
-          },
-          dy: {
-            shape: dyShape,
-            values: randomArray(
-              dyShape.reduce((a, b) => a * b),
-              6,
-            ),
-          },
+          x: randomInput(xShape, 5),
+          dy: randomInput(dyShape, 6),
         },
         { ...attrs, filterShape: fShape },
       );
@@ -208,20 +183,8 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
       await expectSameOnBoth(
         'DepthwiseConv2dNativeBackpropInput',
         {
-          dy: {
-            shape: dyShape,
-            values: randomArray(
-              dyShape.reduce((a, b) => a * b),
-              7,
-            ),
-          },
-          filter: {
-            shape: fShape,
-            values: randomArray(
-              fShape.reduce((a, b) => a * b),
-              8,
-            ),
-          },
+          dy: randomInput(dyShape, 7),
+          filter: randomInput(fShape, 8),
         },
         { ...attrs, inputShape: xShape },
       );
@@ -242,13 +205,7 @@ describe('depthwise backprop kernels on wasm match cpu', () => {
       const bigShape = [5, 5, ch, 1];
       const dyShape = outShape(xShape, fShape, 1, pad, true, 2);
       const x = { shape: xShape, values: randomArray(9 * 8 * ch, 9) };
-      const dy = {
-        shape: dyShape,
-        values: randomArray(
-          dyShape.reduce((a, b) => a * b),
-          10,
-        ),
-      };
+      const dy = randomInput(dyShape, 10);
       const filter = randomArray(9 * ch, 11);
       const bigFilter = new Float32Array(25 * ch);
       for (let i = 0; i < 3; i++)

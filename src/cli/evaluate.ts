@@ -68,8 +68,6 @@ function buildProgram(io: CliIo): Command {
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 }
 
-const pct = formatPercent;
-
 function summarize(ev: EvalResult): EvaluateReport['parts'] {
   const out: EvaluateReport['parts'] = {};
   for (const [name, m] of [
@@ -141,7 +139,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
     io.out('part      n     acc%   prec%  recall%  spec%   AUC');
     for (const [name, m] of Object.entries(report.parts)) {
       io.out(
-        `${name.padEnd(8)} ${String(m.count).padStart(4)}  ${pct(m.accuracy).padStart(6)} ${pct(m.precision).padStart(6)} ${pct(m.recall).padStart(7)} ${pct(m.specificity).padStart(6)}  ${formatAuc(m.auc)}`,
+        `${name.padEnd(8)} ${String(m.count).padStart(4)}  ${formatPercent(m.accuracy).padStart(6)} ${formatPercent(m.precision).padStart(6)} ${formatPercent(m.recall).padStart(7)} ${formatPercent(m.specificity).padStart(6)}  ${formatAuc(m.auc)}`,
       );
     }
     if (flags.stress) {
@@ -155,7 +153,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
           const m = evaluateProbabilities(images.labels, probs, ev.threshold);
           report.stress.push({ shift: shift.name, part, specificity: m.specificity, recall: m.recall, auc: m.auc });
           io.out(
-            `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${pct(m.specificity).padStart(5)}%  recall ${pct(m.recall).padStart(5)}%  AUC ${formatAuc(m.auc)}`,
+            `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${formatPercent(m.specificity).padStart(5)}%  recall ${formatPercent(m.recall).padStart(5)}%  AUC ${formatAuc(m.auc)}`,
           );
         }
       }

@@ -3,7 +3,8 @@
 import { spawn } from 'child_process';
 import { Command } from 'commander';
 import * as path from 'path';
-import { APT_HINT, jupyterExecutable, jupyterHas, labInstallHint, registerKernel, repoRoot } from '../notebooks/jupyter';
+import { APT_HINT, jupyterExecutable, jupyterHas, labInstallHint, registerKernel } from '../notebooks/jupyter';
+import { repoRoot } from '../paths';
 
 const program = new Command()
   .name('lab')

@@ -7,7 +7,8 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { APT_HINT, jupyterExecutable, KERNEL_NAME, repoRoot } from './jupyter';
+import { APT_HINT, jupyterExecutable, KERNEL_NAME } from './jupyter';
+import { repoRoot } from '../paths';
 import type { Params } from './params';
 
 export class NotebookError extends Error {

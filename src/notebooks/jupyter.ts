@@ -7,7 +7,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { repoRoot } from '../paths';
 
-export { repoRoot };
 export const KERNEL_NAME = 'tslab';
 
 /** Debian packages that provide each Jupyter piece; named in every "missing" message. */

@@ -127,8 +127,6 @@ export function describeParams(params: Params, env?: NodeJS.ProcessEnv): string 
     .join('\n');
 }
 
-export { repoRoot };
-
 /** Resolves a path parameter against the repository root (not the notebook folder) when it is relative. */
 export function repoPath(p: string): string {
   return path.isAbsolute(p) ? p : path.resolve(repoRoot, p);

@@ -12,9 +12,6 @@ import type { PipelineConfig } from './config';
 /** The seed article's test metrics (percent), for the summary table; specificity was not reported. */
 export const SEED_ARTICLE_METRICS = { accuracy: 91.0, precision: 89.8, recall: 96.7, specificity: null, f1: 93.1 } as const;
 
-const pct = formatPercent;
-const auc = formatAuc;
-
 /** summary.md: what ran, on what, and how the test metrics compare with the seed article. */
 export function summaryMarkdown(args: {
   runDir: string;
@@ -67,7 +64,7 @@ export function summaryMarkdown(args: {
     return lines.join('\n') + '\n';
   }
   const row = (name: string, m: SplitMetrics) =>
-    `| ${name} | ${pct(m.accuracy)} | ${pct(m.precision)} | ${pct(m.recall)} | ${pct(m.specificity)} | ${pct(m.f1)} | ${auc(m.auc)} |`;
+    `| ${name} | ${formatPercent(m.accuracy)} | ${formatPercent(m.precision)} | ${formatPercent(m.recall)} | ${formatPercent(m.specificity)} | ${formatPercent(m.f1)} | ${formatAuc(m.auc)} |`;
   const a = SEED_ARTICLE_METRICS;
   lines.push(
     `- Threshold: ${ev.threshold.toFixed(4)} (rule ${formatThresholdRule(ev.thresholdRule)}, chosen on the ${THRESHOLD_SPLIT_NAMES[ev.thresholdOn ?? 'val']} only)`,
