@@ -362,6 +362,26 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
   });
 
   it.each([
+    { shape: [4, 30, 30, 8], axis: [0, 1, 2], keepDims: true }, // batch-norm's statistics, above the parallel threshold
+    { shape: [4, 5, 6, 7], axis: [0, 1, 2], keepDims: false },
+    { shape: [4, 5, 6, 7], axis: [1, 2], keepDims: false },
+    { shape: [4, 5, 6, 7], axis: [3], keepDims: true },
+    { shape: [4, 5, 6, 7], axis: null, keepDims: false },
+    { shape: [9], axis: -1, keepDims: false },
+  ])('mean gradient (dy / n tiled over the reduced axes): %o', async (c) => {
+    const rng = makeRng(24);
+    const count = c.shape.reduce((p, q) => p * q);
+    const x = { shape: c.shape, data: randomArray(rng, count) };
+    const axis = c.axis === null ? undefined : c.axis;
+    // A non-uniform dy: a wrong axis or a missing division shows in the values, not only in the shape.
+    const weightedMean = (a: tf.Tensor) => {
+      const m = tf.mean(a, axis, c.keepDims);
+      return tf.sum(tf.mul(m, tf.range(1, 1 + m.size).reshape(m.shape)));
+    };
+    await expectSame([x], (t) => tf.grad(weightedMean)(t), 1e-6);
+  });
+
+  it.each([
     { shape: [1, 1, 1, 5], reps: [2, 3, 4, 1] },
     { shape: [2, 3], reps: [2, 3] },
     { shape: [7], reps: [3] },

@@ -25,6 +25,7 @@ function reluGrad(a: NativeAddon): NativeKernel {
 export function registerFusedGradients(a: NativeAddon): void {
   registerNativeOnly(NATIVE_RELU_GRAD, reluGrad(a));
   registerBatchNormGradient(a);
+  registerMeanGradient();
   replaceGradient(tf.Relu, (original) => (dy, saved, attrs) => {
     const dyT = dy as tf.Tensor;
     const [x] = saved;
@@ -35,6 +36,25 @@ export function registerFusedGradients(a: NativeAddon): void {
 }
 
 type GradFunc = tf.GradConfig['gradFunc'];
+
+/**
+ * Mean's gradient as one broadcast of dy / n. tfjs multiplies dy by a tensor of ones the size of x (filled in
+ * JavaScript, on one thread) and then divides the product by n: three activation-sized passes per mean, and
+ * batch-norm's training statistics take two means per layer on every step. Dividing the reduced dy first
+ * and tiling it writes the same values once.
+ */
+function registerMeanGradient(): void {
+  replaceGradient(tf.Mean, (original) => (dy, saved, attrs) => {
+    const dyT = dy as tf.Tensor;
+    const [x] = saved;
+    if (tf.getBackend() !== NATIVE_BACKEND || !allFloat32(dyT, x)) return original(dy, saved, attrs);
+    const axes = tf.util.parseAxisParam((attrs as Attrs).axis as number | number[], x.shape);
+    const keptShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+    const reps = x.shape.map((d, i) => (axes.includes(i) ? d : 1));
+    const count = size(axes.map((i) => x.shape[i]));
+    return { x: () => tf.tidy(() => tf.tile(tf.div(tf.reshape(dyT, keptShape), count), reps)) };
+  });
+}
 
 /** Registers make(tfjs's gradient) as `kernel`'s gradient, in its place; nothing where tfjs has none. */
 function replaceGradient(kernel: string, make: (original: GradFunc) => GradFunc): void {
