@@ -1,0 +1,205 @@
+/**
+ * Batch-norm in training mode as one op with its own gradient, while `native` is the active backend.
+ *
+ * tfjs-layers computes a training-mode batch-norm as moments() (a mean, a squared difference and a second mean)
+ * followed by batchNorm, and differentiates through every one of them: per layer and step, two tiled means,
+ * squaredDifference's three-op gradient and two additions of activation-sized tensors, on top of batchNorm's own
+ * gradient. The closed form of the whole gradient needs two per-channel sums and one pass over the activations:
+ * dx = s r (dy - S1 / n - (x - mean) r^2 S2 / n), with r = 1 / sqrt(variance + eps), S1 = sum dy and
+ * S2 = sum dy (x - mean). tfjs-layers has no hook for it, so, as adam.ts does for Adam's update, this replaces a
+ * method of a global class, `BatchNormalization.prototype.call`:
+ * - installFusedBatchNorm() puts it in place and uninstallFusedBatchNorm() restores tfjs's method;
+ * - it takes over only training-mode calls on `native`, with one float32 channels-last input, `axis` the last
+ *   one, `center` and `scale` on and the private layout below (batchNormLayoutProblem); anything else runs
+ *   tfjs's method;
+ * - the forward pass runs the same kernels as tfjs's (Mean, SquaredDifference, Mean, FusedBatchNorm), and the
+ *   moving mean and variance are updated with tfjs 4.22's ops and the layer's momentum at call time (which
+ *   src/train/step-layers.ts warms up).
+ * tests/accel-batchnorm-patch.test.ts compares it with tfjs's method and fails when a tfjs upgrade changes the
+ * layout or the results: the time to compare this file with tfjs-layers' normalization.js again.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { NativeAddon } from './addon';
+import { NATIVE_BACKEND } from './backend';
+import { uninitialised } from './buffers';
+import { type Attrs, type NativeKernel, output, registerNativeOnly, size, values } from './common';
+
+/** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
+export const MIRRORED_TFJS_LAYERS = '4.22.0';
+
+/** A layer weight as tfjs-layers keeps it (LayerVariable). */
+interface LayerVariableLike {
+  read(): tf.Variable;
+  write(value: tf.Tensor): unknown;
+}
+
+/** BatchNormalization's fields the fused call reads, as tfjs-layers 4.22 keeps them. */
+export interface BatchNormInternals {
+  axis: number;
+  momentum: number;
+  epsilon: number;
+  center: boolean;
+  scale: boolean;
+  gamma: LayerVariableLike | null;
+  beta: LayerVariableLike | null;
+  movingMean: LayerVariableLike;
+  movingVariance: LayerVariableLike;
+}
+
+type LayerCall = (this: unknown, inputs: tf.Tensor | tf.Tensor[], kwargs: Attrs) => tf.Tensor | tf.Tensor[];
+
+const TRAIN_GRAD = 'NativeBatchNormTrainGrad';
+
+function isVariable(v: unknown): v is LayerVariableLike {
+  const o = v as Partial<LayerVariableLike> | null;
+  return typeof o?.read === 'function' && typeof o?.write === 'function';
+}
+
+/** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
+export function batchNormLayoutProblem(layer: unknown): string | undefined {
+  const o = layer as Partial<Record<keyof BatchNormInternals, unknown>>;
+  for (const key of ['axis', 'momentum', 'epsilon'] as const) {
+    if (typeof o[key] !== 'number') return `${key} is not a number`;
+  }
+  for (const key of ['center', 'scale'] as const) {
+    if (typeof o[key] !== 'boolean') return `${key} is not a boolean`;
+  }
+  for (const key of ['movingMean', 'movingVariance'] as const) {
+    if (!isVariable(o[key])) return `${key} is not a layer variable`;
+  }
+  return undefined;
+}
+
+/** The single input tensor of a layer call, or undefined (tfjs's getExactlyOneTensor, without throwing). */
+function singleInput(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | undefined {
+  if (inputs instanceof tf.Tensor) return inputs;
+  return Array.isArray(inputs) && inputs.length === 1 && inputs[0] instanceof tf.Tensor ? inputs[0] : undefined;
+}
+
+function takesOver(layer: unknown, x: tf.Tensor | undefined, kwargs: Attrs | undefined): boolean {
+  if (kwargs?.training !== true || tf.getBackend() !== NATIVE_BACKEND || !x) return false;
+  if (x.dtype !== 'float32' || x.rank < 2 || batchNormLayoutProblem(layer)) return false;
+  const bn = layer as BatchNormInternals;
+  return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isVariable(bn.gamma) && isVariable(bn.beta);
+}
+
+/** tfjs's doMovingAverage: variable <- variable - (variable - value) * (1 - momentum). */
+function movingAverage(variable: LayerVariableLike, value: tf.Tensor, momentum: number): void {
+  tf.tidy(() => {
+    const current = variable.read();
+    variable.write(tf.sub(current, tf.mul(tf.sub(current, value), 1 - momentum)));
+  });
+}
+
+/** y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. */
+function trainingBatchNorm(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  epsilon: number,
+): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
+  const axes = x.shape.slice(0, -1).map((_, i) => i);
+  let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
+  const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
+    const [input, scale, offset] = args as tf.Tensor[];
+    const save = args[3] as (saved: tf.Tensor[]) => void;
+    // tfjs's moments(): the biased variance around the (non-differentiated) mean.
+    const mean = tf.mean(input, axes);
+    const variance = tf.mean(tf.squaredDifference(input, mean), axes);
+    stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
+    save([input, mean, variance, scale]);
+    return {
+      value: tf.batchNorm(input, mean, variance, offset, scale, epsilon),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, m, v, s] = saved;
+        return tf
+          .engine()
+          .runKernel(TRAIN_GRAD, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+      },
+    };
+  });
+  const y = op(x, gamma, beta) as tf.Tensor;
+  return { y, ...stats! };
+}
+
+/**
+ * [dx, dscale, doffset] of a training-mode batch-norm, channels last: the per-channel sums S1, S2 in one pass, then
+ * dx = a dy + b (x - mean) + k per channel with a = s r, b = -s r^3 S2 / n, k = -s r S1 / n; dscale = r S2, doffset = S1.
+ */
+function trainGrad(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, x, mean, variance, scale } = inputs;
+    const channels = mean.shape[0];
+    const n = size(x.shape) / channels;
+    const eps = Math.fround(Number(attrs?.varianceEpsilon ?? 0.001));
+    const v = values(backend, variance);
+    const s = values(backend, scale);
+    const m = values(backend, mean);
+    const sums = new Float32Array(2 * channels);
+    a.batchNormGradSums(values(backend, dy), values(backend, x), m, sums);
+    const coef = new Float32Array(3 * channels);
+    const dScale = new Float32Array(channels);
+    const dOffset = new Float32Array(channels);
+    for (let c = 0; c < channels; c++) {
+      const r = 1 / Math.sqrt(Math.fround(v[c] + eps));
+      const [s1, s2] = [sums[c], sums[channels + c]];
+      coef[c] = s[c] * r;
+      coef[channels + c] = (-s[c] * r * r * r * s2) / n;
+      coef[2 * channels + c] = (-s[c] * r * s1) / n;
+      dScale[c] = r * s2;
+      dOffset[c] = s1;
+    }
+    const dx = uninitialised(size(x.shape));
+    a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx);
+    return [output(backend, [...x.shape], dx), output(backend, [channels], dScale), output(backend, [channels], dOffset)];
+  };
+}
+
+let prototype: { call: LayerCall } | undefined;
+let tfjsCall: LayerCall | undefined;
+
+function batchNormPrototype(): { call: LayerCall } {
+  prototype ??= Object.getPrototypeOf(tf.layers.batchNormalization({})) as { call: LayerCall };
+  return prototype;
+}
+
+/** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
+export function installFusedBatchNorm(): void {
+  const proto = batchNormPrototype();
+  if (tfjsCall) return;
+  const original = proto.call;
+  tfjsCall = original;
+  proto.call = function (this: unknown, inputs, kwargs) {
+    const x = singleInput(inputs);
+    if (!takesOver(this, x, kwargs)) return original.call(this, inputs, kwargs);
+    const bn = this as BatchNormInternals;
+    return tf.tidy(() => {
+      const { y, mean, variance } = trainingBatchNorm(x!, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
+      try {
+        movingAverage(bn.movingMean, mean, bn.momentum);
+        movingAverage(bn.movingVariance, variance, bn.momentum);
+      } finally {
+        tf.dispose([mean, variance]);
+      }
+      return y;
+    });
+  };
+}
+
+/** Restores tfjs's own BatchNormalization.call. */
+export function uninstallFusedBatchNorm(): void {
+  if (!tfjsCall) return;
+  batchNormPrototype().call = tfjsCall;
+  tfjsCall = undefined;
+}
+
+export function fusedBatchNormInstalled(): boolean {
+  return tfjsCall !== undefined;
+}
+
+/** Registers the gradient kernel and installs the fused call; an addon built before this kernel existed keeps tfjs's. */
+export function registerFusedBatchNorm(a: NativeAddon): void {
+  if (typeof a.batchNormTrainGrad !== 'function') return;
+  registerNativeOnly(TRAIN_GRAD, trainGrad(a));
+  installFusedBatchNorm();
+}

@@ -1,0 +1,143 @@
+/**
+ * The fused training batch-norm (src/accel/onednn/batchnorm.ts) replaces tfjs-layers' BatchNormalization.prototype.call
+ * and reads the layer's fields. These tests fail when a tfjs upgrade changes what it relies on: the layer's layout,
+ * and the results. With the patch, a training step on `native` must give tfjs's outputs, gradients (input, gamma,
+ * beta, and the weights before the layer) and moving statistics, both against tfjs's own method on `native` and
+ * against the cpu backend. They need the addon (skipped, visibly, when it is not built).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { makeRng } from '../src/random';
+import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
+import {
+  MIRRORED_TFJS_LAYERS,
+  batchNormLayoutProblem,
+  fusedBatchNormInstalled,
+  installFusedBatchNorm,
+  uninstallFusedBatchNorm,
+} from '../src/accel/onednn/batchnorm';
+
+const loaded = loadNativeAddon();
+const skipWhy = 'why' in loaded ? loaded.why : '';
+if (skipWhy) console.warn(`[batch-norm patch tests skipped] ${skipWhy}`);
+const onTfjs = `tfjs ${tf.version_layers}; src/accel/onednn/batchnorm.ts mirrors tfjs-layers ${MIRRORED_TFJS_LAYERS}`;
+const FUSED_KERNEL = 'NativeBatchNormTrainGrad';
+
+/** conv -> batch-norm (momentum 0.6, so one step moves the statistics visibly) -> dense: gradients reach the conv. */
+function net(): tf.LayersModel {
+  const input = tf.input({ shape: [9, 9, 2] });
+  let x = tf.layers
+    .conv2d({ filters: 5, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) })
+    .apply(input) as tf.SymbolicTensor;
+  x = tf.layers
+    .batchNormalization({
+      momentum: 0.6,
+      gammaInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 4 }),
+      betaInitializer: tf.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: 5 }),
+    })
+    .apply(x) as tf.SymbolicTensor;
+  x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
+  const out = tf.layers.dense({ units: 1, kernelInitializer: tf.initializers.glorotUniform({ seed: 6 }) }).apply(x) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
+interface StepResult {
+  output: Float32Array;
+  grads: Float32Array[];
+  /** Every weight after the step: the moving mean and variance are among them. */
+  weights: Float32Array[];
+  kernels: string[];
+}
+
+/** One forward (training mode by default) and backward pass on `backend`, as host arrays, with the kernels it ran. */
+async function trainingStep(backend: string, training = true): Promise<StepResult> {
+  await tf.setBackend(backend);
+  const model = net();
+  const rng = makeRng(8);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 4 * 9 * 9 * 2 }, () => rng() * 3 + 1),
+    [4, 9, 9, 2],
+  );
+  const weights = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  let output: Float32Array = new Float32Array(0);
+  let grads: Float32Array[] = [];
+  const profile = await tf.profile(() => {
+    const { grads: g, value } = tf.variableGrads(() => {
+      const y = model.apply(x, { training }) as tf.Tensor;
+      output = y.dataSync() as Float32Array;
+      // A weighted sum, so every output position pulls its own way.
+      return tf.sum(tf.mul(y, tf.tensor1d([1, -2, 0.5, 3]).reshape([4, 1]))) as tf.Scalar;
+    }, weights);
+    grads = weights.map((w) => g[w.name].dataSync() as Float32Array);
+    tf.dispose([value, ...Object.values(g)]);
+  });
+  const result = {
+    output,
+    grads,
+    weights: model.getWeights().map((w) => w.dataSync() as Float32Array),
+    kernels: profile.kernelNames,
+  };
+  x.dispose();
+  model.dispose();
+  return result;
+}
+
+/**
+ * Largest difference relative to the largest value of all the arrays: the conv bias's gradient is rounding noise
+ * (batch-norm removes the mean), so each array's own scale would compare noise with noise.
+ */
+function expectClose(actual: Float32Array[], expected: Float32Array[], tol: number): void {
+  expect(actual.length).toBe(expected.length);
+  const scale = Math.max(1e-6, ...expected.flatMap((e) => Array.from(e, Math.abs)));
+  actual.forEach((a, i) => {
+    const worst = Math.max(...Array.from(a, (v, j) => Math.abs(v - expected[i][j])));
+    expect(worst / scale, `array ${i}`).toBeLessThanOrEqual(tol);
+  });
+}
+
+describe.skipIf(Boolean(skipWhy))(`fused training batch-norm on native (${onTfjs})`, () => {
+  beforeAll(() => {
+    expect(tryRegisterNative()).toMatchObject({ ok: true });
+  });
+  afterAll(() => installFusedBatchNorm());
+
+  it('is installed with the native backend, and a built layer has the fields it reads', () => {
+    expect(fusedBatchNormInstalled()).toBe(true);
+    const layer = tf.layers.batchNormalization({});
+    layer.build([2, 3, 3, 4]);
+    expect(batchNormLayoutProblem(layer)).toBeUndefined();
+    expect(batchNormLayoutProblem({ axis: -1, momentum: 0.9, epsilon: 1e-3, center: true, scale: true })).toMatch(/movingMean/);
+  });
+
+  it("gives tfjs's outputs, gradients and moving statistics (against tfjs's method on native, and cpu)", async () => {
+    installFusedBatchNorm();
+    const fused = await trainingStep('native');
+    uninstallFusedBatchNorm();
+    const tfjsNative = await trainingStep('native');
+    const cpu = await trainingStep('cpu');
+    installFusedBatchNorm();
+
+    expect(fused.kernels).toContain(FUSED_KERNEL);
+    expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
+    for (const reference of [tfjsNative, cpu]) {
+      expectClose([fused.output], [reference.output], 1e-5);
+      expectClose(fused.grads, reference.grads, 1e-4);
+      expectClose(fused.weights, reference.weights, 1e-5);
+    }
+    // The step moved the moving statistics (momentum 0.6), so comparing them above compared something.
+    const movingMean = fused.weights[3];
+    expect(Math.max(...Array.from(movingMean, Math.abs))).toBeGreaterThan(0.01);
+  });
+
+  it("leaves inference and other backends to tfjs's method", async () => {
+    installFusedBatchNorm();
+    const inference = await trainingStep('native', false);
+    const onCpu = await trainingStep('cpu');
+    expect(inference.kernels).not.toContain(FUSED_KERNEL);
+    expect(onCpu.kernels).not.toContain(FUSED_KERNEL);
+    uninstallFusedBatchNorm();
+    const tfjsInference = await trainingStep('native', false);
+    installFusedBatchNorm();
+    expect(Array.from(inference.output)).toEqual(Array.from(tfjsInference.output));
+  });
+});
