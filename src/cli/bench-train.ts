@@ -3,9 +3,15 @@
  * with the PyTorch peer on the same machine.
  *
  *   npm run bench:train [-- --peer] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile]
+ *                       [--epoch-data DIR | --no-epoch]
  *
- * The last line of output is one JSON object (backend, train_img_per_s, infer_img_per_s, peak_rss_mb,
- * and with --peer: peer_train_img_per_s, peer_infer_img_per_s, train_ratio, infer_ratio).
+ * The bare step is the one train() runs, on the default recipe's model; next to it, one real epoch of the default
+ * recipe (augmentation, batching, progress and validation included) on the dataset, with where its time went, so
+ * the step's figure and what a user waits for cannot drift apart.
+ *
+ * The last line of output is one JSON object (backend, train_img_per_s, infer_img_per_s, peak_rss_mb, with a
+ * dataset epoch_img_per_s and the epoch's phases, and with --peer: peer_train_img_per_s, peer_infer_img_per_s,
+ * train_ratio, infer_ratio, epoch_ratio).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,7 +23,8 @@ import { BACKEND_ORDER, BackendName, initBackend } from '../accel';
 import { ModelVariant, buildModel } from '../model';
 import { makeTrainStep, runStep } from '../train/step';
 import { balancedClassWeights } from '../train/loss';
-import { DEFAULT_TRAIN } from '../train/train';
+import { DEFAULT_TRAIN, train, type EpochTiming } from '../train/train';
+import { DEFAULT_PIPELINE, decode, loadData, makeSplit } from '../pipeline';
 import { findPeerPython } from '../bench/peer';
 
 interface BenchOptions {
@@ -32,6 +39,9 @@ interface BenchOptions {
   peerScript: string;
   peerPython?: string;
   profile: boolean;
+  /** The dataset of the epoch measurement; false (--no-epoch) skips it. */
+  epoch: boolean;
+  epochData: string;
 }
 
 function positiveInt(value: string): number {
@@ -165,7 +175,13 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const peerPython = opts.peer ? findPeerPython(repoRoot, opts.peerPython) : undefined;
   if (peerPython) console.log(`peer: PyTorch ${peerPython.torch} (${peerPython.python})`);
   const backend = await initBackend({ prefer: opts.backend });
-  const model = buildModel({ variant: opts.variant, imageSize: opts.size, channels: opts.channels, seed: 1 });
+  const model = buildModel({
+    variant: opts.variant,
+    imageSize: opts.size,
+    channels: opts.channels,
+    seed: 1,
+    normalize: DEFAULT_PIPELINE.normalize,
+  });
   const optimizer = tf.train.adam(1e-3);
   const xs = tf.randomUniform([opts.batch, opts.size, opts.size, opts.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
   const labels = Array.from({ length: opts.batch }, (_, i) => (i % 4 === 0 ? 0 : 1));
@@ -223,6 +239,8 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
     infer_cpu_s: Math.round(inferCpuSeconds * 100) / 100,
     infer_wall_s: Math.round(inferSeconds * 100) / 100,
   };
+  const epoch = opts.epoch ? await benchEpoch(opts) : undefined;
+  if (epoch) Object.assign(result, epoch);
   if (opts.peer) {
     console.log('running the PyTorch peer on the same inputs shape ...');
     const peer = runPeer(opts, peerPython!.python);
@@ -232,9 +250,71 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
     result.peer_torch = peer.torch ?? peerPython!.torch;
     result.train_ratio = Math.round((trainIps / peer.train_img_per_s) * 100) / 100;
     result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
+    if (epoch) result.epoch_ratio = Math.round((epoch.epoch_img_per_s / peer.train_img_per_s) * 100) / 100;
   }
   console.log(JSON.stringify(result));
   return result;
+}
+
+type EpochResult = Record<`epoch_${string}`, number>;
+
+/**
+ * One epoch of the default recipe (its split, augmentation, class weights, batch size and validation splits) on
+ * the dataset, through train() itself; undefined, with the reason printed, when there is no dataset to use.
+ */
+async function benchEpoch(opts: BenchOptions): Promise<EpochResult | undefined> {
+  if (opts.channels !== 1) {
+    console.log('epoch: skipped (the dataset is grayscale; --channels 1 measures it)');
+    return undefined;
+  }
+  if (!fs.existsSync(opts.epochData)) {
+    console.log(`epoch: skipped (no dataset at ${opts.epochData}; pass --epoch-data DIR, or --no-epoch)`);
+    return undefined;
+  }
+  const quiet = () => undefined;
+  const ds = await loadData(opts.epochData, { log: quiet });
+  const split = await makeSplit(ds, { ...DEFAULT_PIPELINE.split, log: quiet });
+  const decoded = await decode(split, { imageSize: opts.size, log: quiet });
+  const model = buildModel({
+    variant: opts.variant,
+    imageSize: opts.size,
+    seed: DEFAULT_TRAIN.seed,
+    normalize: DEFAULT_PIPELINE.normalize,
+  });
+  const images = decoded.train.labels.length;
+  const validation = decoded.val.labels.length + (decoded.valTime?.labels.length ?? 0);
+  console.log(`epoch: one epoch of the default recipe on ${opts.epochData}: ${images} training images, ${validation} validation ...`);
+  let timing: EpochTiming = { batches: 0, steps: 0, callbacks: 0, validation: 0 };
+  const started = performance.now();
+  const result = await train(model, decoded, { ...DEFAULT_PIPELINE.train, epochs: 1, batchSize: opts.batch }, [], {
+    onEpochTiming: (_epoch, t) => (timing = { ...t }),
+  });
+  const seconds = (performance.now() - started) / 1000;
+  result.optimizer.dispose();
+  model.dispose();
+  const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+  const epochIps = images / seconds;
+  console.log(`epoch: ${seconds.toFixed(1)} s = ${epochIps.toFixed(1)} training img/s end to end`);
+  for (const [phase, s] of Object.entries(timing)) {
+    console.log(`  ${phase.padEnd(11)} ${s.toFixed(1).padStart(6)} s ${((100 * s) / seconds).toFixed(1).padStart(5)}%`);
+  }
+  return {
+    epoch_images: images,
+    epoch_validation_images: validation,
+    epoch_s: round(seconds),
+    epoch_img_per_s: round(epochIps),
+    epoch_batches_s: round(timing.batches, 2),
+    epoch_steps_s: round(timing.steps, 2),
+    epoch_callbacks_s: round(timing.callbacks, 2),
+    epoch_validation_s: round(timing.validation, 2),
+  };
+}
+
+/** $PNEUMO_DATA, else the shared training data beside the checkout, else data/chest_xray. */
+function defaultEpochData(): string {
+  if (process.env.PNEUMO_DATA) return process.env.PNEUMO_DATA;
+  const shared = path.resolve(repoRoot, '../shared/data/chest_xray');
+  return fs.existsSync(shared) ? shared : path.resolve(repoRoot, DEFAULT_PIPELINE.data);
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -252,6 +332,8 @@ function parseOptions(argv: string[]): BenchOptions {
     .option('--peer-script <file>', 'path of seed_cnn_torch.py', defaultPeer)
     .option('--peer-python <exe>', 'python with torch installed (default: .venv-peer, else Debian python3, else python3)')
     .option('--profile', 'print per-kernel times of one training step', false)
+    .option('--epoch-data <dir>', 'dataset of the one-epoch measurement', defaultEpochData())
+    .option('--no-epoch', 'skip the one-epoch measurement')
     .parse(argv);
   return program.opts<BenchOptions>();
 }

@@ -11,7 +11,7 @@ import type { DecodedImages } from '../types';
 import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../evaluate/metrics';
-import type { BatchLogs, Callback, EpochLogs, TrainConfig, TrainContext } from './types';
+import type { BatchLogs, Callback, EpochLogs, EpochTiming, TrainConfig, TrainContext } from './types';
 import { balancedClassWeights, EPS } from './loss';
 import { makeTrainStep } from './step';
 import type { NamedTensor } from '../runs/model-files';
@@ -32,6 +32,8 @@ export interface TrainOptions {
   handleSigint?: boolean;
   /** Where the notice about Ctrl-C goes. */
   log?: (line: string) => void;
+  /** Called after each completed epoch with where its time went. */
+  onEpochTiming?: (epoch: number, timing: EpochTiming) => void;
 }
 
 export interface TrainResult {
@@ -90,6 +92,20 @@ function checkConfig(config: TrainConfig, data: { train: DecodedImages; val: Dec
 }
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Adds the seconds since the previous lap to the phase named, so an epoch's phases sum to its wall time. */
+function phaseClock(): { lap: (phase: keyof EpochTiming) => void; totals: EpochTiming } {
+  const totals: EpochTiming = { batches: 0, steps: 0, callbacks: 0, validation: 0 };
+  let last = performance.now();
+  return {
+    totals,
+    lap: (phase) => {
+      const now = performance.now();
+      totals[phase] += (now - last) / 1000;
+      last = now;
+    },
+  };
+}
 
 /**
  * Trains `model` in place. Callbacks run in order at each hook; `afterEpoch` hooks run after every
@@ -179,6 +195,7 @@ export async function train(
       let correct = 0;
       let seen = 0;
       let batch = 0;
+      const clock = phaseClock();
       const batches = epochBatches(data.train, {
         batchSize: config.batchSize,
         shuffle: true,
@@ -188,6 +205,7 @@ export async function train(
         balance: config.balance ?? 'none',
       });
       for (const { xs, ys } of batches) {
+        clock.lap('batches');
         if (ctx.interrupted) break;
         const { loss, probs } = step(xs, ys, epoch * ctx.batchesPerEpoch + batch);
         const hits = tf.tidy(() => tf.sum(tf.equal(tf.greaterEqual(probs.reshape([-1]), 0.5).toFloat(), ys.reshape([-1]).toFloat())));
@@ -200,9 +218,11 @@ export async function train(
         seen += size;
         const batchLogs: BatchLogs = { batch, size, loss: lossValue };
         batch++;
+        clock.lap('steps');
         await runCallbacks(callbacks, (cb) => cb.onBatchEnd?.(batchLogs.batch, batchLogs, ctx));
         // Lets SIGINT / abort handlers run between batches.
         await yieldToEventLoop();
+        clock.lap('callbacks');
       }
       if (ctx.interrupted) break;
 
@@ -222,6 +242,8 @@ export async function train(
         lr,
         seconds: (Date.now() - started) / 1000,
       };
+      clock.lap('validation');
+      opts.onEpochTiming?.(epochNumber, clock.totals);
       ctx.history.push(logs);
       epochsRun++;
       await runCallbacks(callbacks, (cb) => cb.onEpochEnd?.(epochNumber, logs, ctx));

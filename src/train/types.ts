@@ -53,6 +53,18 @@ export interface EpochLogs {
   seconds: number;
 }
 
+/** Where one epoch's wall time went, in seconds (train()'s onEpochTiming; `npm run bench:train` prints it). */
+export interface EpochTiming {
+  /** Building batches: gathering rows, scaling, augmenting. */
+  batches: number;
+  /** Training steps, up to reading each batch's loss back. */
+  steps: number;
+  /** Batch-end callbacks (progress) and yielding to the event loop. */
+  callbacks: number;
+  /** Predicting the validation split(s) and computing their metrics. */
+  validation: number;
+}
+
 export interface BatchLogs {
   /** 0-based index within the epoch. */
   batch: number;
