@@ -226,11 +226,11 @@ export async function train(
       }
       if (ctx.interrupted) break;
 
-      const valProbs = data.val.labels.length ? await predictProbabilities(model, data.val) : new Float32Array(0);
+      // At the training batch size, validation reuses the step's convolution primitives and pooled buffers.
+      const predict = (images: DecodedImages) => predictProbabilities(model, images, config.batchSize);
+      const valProbs = data.val.labels.length ? await predict(data.val) : new Float32Array(0);
       const val = lossAccAuc(data.val.labels, valProbs);
-      const valTime = data.valTime?.labels.length
-        ? lossAccAuc(data.valTime.labels, await predictProbabilities(model, data.valTime))
-        : undefined;
+      const valTime = data.valTime?.labels.length ? lossAccAuc(data.valTime.labels, await predict(data.valTime)) : undefined;
       const logs: EpochLogs = {
         epoch: epochNumber,
         loss: seen ? lossSum / seen : NaN,

@@ -23,15 +23,10 @@ import type { NativeAddon } from './addon';
 import { NATIVE_BACKEND } from './backend';
 import { uninitialised } from './buffers';
 import { type Attrs, type NativeKernel, output, registerNativeOnly, size, values } from './common';
+import { type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 
 /** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
 export const MIRRORED_TFJS_LAYERS = '4.22.0';
-
-/** A layer weight as tfjs-layers keeps it (LayerVariable). */
-interface LayerVariableLike {
-  read(): tf.Variable;
-  write(value: tf.Tensor): unknown;
-}
 
 /** BatchNormalization's fields the fused call reads, as tfjs-layers 4.22 keeps them. */
 export interface BatchNormInternals {
@@ -46,14 +41,7 @@ export interface BatchNormInternals {
   movingVariance: LayerVariableLike;
 }
 
-type LayerCall = (this: unknown, inputs: tf.Tensor | tf.Tensor[], kwargs: Attrs) => tf.Tensor | tf.Tensor[];
-
 const TRAIN_GRAD = 'NativeBatchNormTrainGrad';
-
-function isVariable(v: unknown): v is LayerVariableLike {
-  const o = v as Partial<LayerVariableLike> | null;
-  return typeof o?.read === 'function' && typeof o?.write === 'function';
-}
 
 /** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
 export function batchNormLayoutProblem(layer: unknown): string | undefined {
@@ -65,22 +53,16 @@ export function batchNormLayoutProblem(layer: unknown): string | undefined {
     if (typeof o[key] !== 'boolean') return `${key} is not a boolean`;
   }
   for (const key of ['movingMean', 'movingVariance'] as const) {
-    if (!isVariable(o[key])) return `${key} is not a layer variable`;
+    if (!isLayerVariable(o[key])) return `${key} is not a layer variable`;
   }
   return undefined;
 }
 
-/** The single input tensor of a layer call, or undefined (tfjs's getExactlyOneTensor, without throwing). */
-function singleInput(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor | undefined {
-  if (inputs instanceof tf.Tensor) return inputs;
-  return Array.isArray(inputs) && inputs.length === 1 && inputs[0] instanceof tf.Tensor ? inputs[0] : undefined;
-}
-
-function takesOver(layer: unknown, x: tf.Tensor | undefined, kwargs: Attrs | undefined): boolean {
-  if (kwargs?.training !== true || tf.getBackend() !== NATIVE_BACKEND || !x) return false;
+function takesOver(layer: unknown, x: tf.Tensor, kwargs: Attrs | undefined): boolean {
+  if (kwargs?.training !== true || tf.getBackend() !== NATIVE_BACKEND) return false;
   if (x.dtype !== 'float32' || x.rank < 2 || batchNormLayoutProblem(layer)) return false;
   const bn = layer as BatchNormInternals;
-  return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isVariable(bn.gamma) && isVariable(bn.beta);
+  return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isLayerVariable(bn.gamma) && isLayerVariable(bn.beta);
 }
 
 /** tfjs's doMovingAverage: variable <- variable - (variable - value) * (1 - momentum). */
@@ -155,26 +137,13 @@ function trainGrad(a: NativeAddon): NativeKernel {
   };
 }
 
-let prototype: { call: LayerCall } | undefined;
-let tfjsCall: LayerCall | undefined;
-
-function batchNormPrototype(): { call: LayerCall } {
-  prototype ??= Object.getPrototypeOf(tf.layers.batchNormalization({})) as { call: LayerCall };
-  return prototype;
-}
-
-/** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
-export function installFusedBatchNorm(): void {
-  const proto = batchNormPrototype();
-  if (tfjsCall) return;
-  const original = proto.call;
-  tfjsCall = original;
-  proto.call = function (this: unknown, inputs, kwargs) {
-    const x = singleInput(inputs);
-    if (!takesOver(this, x, kwargs)) return original.call(this, inputs, kwargs);
-    const bn = this as BatchNormInternals;
+const patch = layerCallPatch(
+  () => tf.layers.batchNormalization({}),
+  (layer, x, kwargs) => {
+    if (!takesOver(layer, x, kwargs)) return undefined;
+    const bn = layer as BatchNormInternals;
     return tf.tidy(() => {
-      const { y, mean, variance } = trainingBatchNorm(x!, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
+      const { y, mean, variance } = trainingBatchNorm(x, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
       try {
         movingAverage(bn.movingMean, mean, bn.momentum);
         movingAverage(bn.movingVariance, variance, bn.momentum);
@@ -183,19 +152,14 @@ export function installFusedBatchNorm(): void {
       }
       return y;
     });
-  };
-}
+  },
+);
 
+/** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
+export const installFusedBatchNorm = (): void => patch.install();
 /** Restores tfjs's own BatchNormalization.call. */
-export function uninstallFusedBatchNorm(): void {
-  if (!tfjsCall) return;
-  batchNormPrototype().call = tfjsCall;
-  tfjsCall = undefined;
-}
-
-export function fusedBatchNormInstalled(): boolean {
-  return tfjsCall !== undefined;
-}
+export const uninstallFusedBatchNorm = (): void => patch.uninstall();
+export const fusedBatchNormInstalled = (): boolean => patch.installed();
 
 /** Registers the gradient kernel and installs the fused call; an addon built before this kernel existed keeps tfjs's. */
 export function registerFusedBatchNorm(a: NativeAddon): void {

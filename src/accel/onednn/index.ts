@@ -8,8 +8,8 @@
  * tensor storage is a plain Float32Array the addon can read and write in place (zero copy).
  *
  * Once a step's convolutions were native, the element-wise chains around them cost more: so the
- * ReLU and mean gradients, training-mode batch-norm and Adam's update are fused too (gradients.ts,
- * batchnorm.ts, adam.ts), only while this backend is active.
+ * ReLU and mean gradients, training-mode batch-norm, convolution + bias + ReLU layers and Adam's update
+ * are fused too (gradients.ts, batchnorm.ts, conv-layers.ts, adam.ts), only while this backend is active.
  *
  * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
  * backend chain moves on.
@@ -19,11 +19,13 @@ import { applyThreadSetting, loadNativeAddon } from './addon';
 import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
 import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
+import { registerFusedConvLayers } from './conv-layers';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
 export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from './batchnorm';
+export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from './conv-layers';
 export { loadNativeAddon, type NativeAddon } from './addon';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
 export { releaseNativePool } from './buffers';
@@ -44,6 +46,7 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedGradients(loaded.addon);
     registerFusedAdam(loaded.addon);
     registerFusedBatchNorm(loaded.addon);
+    registerFusedConvLayers(loaded.addon);
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {

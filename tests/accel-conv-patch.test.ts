@@ -1,0 +1,121 @@
+/**
+ * The fused convolution + bias + ReLU layers (src/accel/onednn/conv-layers.ts) replace tfjs-layers' Conv2D and
+ * SeparableConv2D `call`. With them, a training step on `native` must give tfjs's outputs and gradients, both against
+ * tfjs's methods on `native` and against cpu (the inputs straddle zero, so ReLU masks part of the gradient); layers
+ * they do not take (another activation or none, no bias) keep tfjs's method. They need the addon (skipped, visibly,
+ * when it is not built).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { makeRng } from '../src/random';
+import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
+import { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../src/accel/onednn/conv-layers';
+
+const loaded = loadNativeAddon();
+const skipWhy = 'why' in loaded ? loaded.why : '';
+if (skipWhy) console.warn(`[conv layer patch tests skipped] ${skipWhy}`);
+const FUSED_KERNEL = 'NativeConv2DBiasRelu';
+
+type ConvArgs = Partial<tf.layers.Layer['getConfig']> & Record<string, unknown>;
+
+/** conv (stride 2, 'valid') -> separable conv ('same') -> dense: a ReLU at both, and a gradient through both. */
+function net(conv: ConvArgs = {}, separable: ConvArgs = {}): tf.LayersModel {
+  const init = (seed: number) => tf.initializers.glorotUniform({ seed });
+  const bias = (seed: number) => tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed });
+  const input = tf.input({ shape: [11, 11, 2] });
+  let x = tf.layers
+    .conv2d({ filters: 6, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(1), biasInitializer: bias(2), ...conv })
+    .apply(input) as tf.SymbolicTensor;
+  x = tf.layers
+    .separableConv2d({
+      filters: 4,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      depthwiseInitializer: init(3),
+      pointwiseInitializer: init(4),
+      biasInitializer: bias(5),
+      ...separable,
+    })
+    .apply(x) as tf.SymbolicTensor;
+  x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
+  const out = tf.layers.dense({ units: 1, kernelInitializer: init(6) }).apply(x) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
+interface StepResult {
+  output: Float32Array;
+  grads: Float32Array[];
+  kernels: string[];
+}
+
+async function step(backend: string, conv: ConvArgs = {}, separable: ConvArgs = {}): Promise<StepResult> {
+  await tf.setBackend(backend);
+  const model = net(conv, separable);
+  const rng = makeRng(9);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 3 * 11 * 11 * 2 }, () => rng() * 2 - 0.5),
+    [3, 11, 11, 2],
+  );
+  const weights = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  let output = new Float32Array(0);
+  let grads: Float32Array[] = [];
+  const profile = await tf.profile(() => {
+    const { grads: g, value } = tf.variableGrads(() => {
+      const y = model.apply(x, { training: true }) as tf.Tensor;
+      output = y.dataSync() as Float32Array;
+      return tf.sum(tf.mul(y, tf.tensor2d([[1], [-2], [0.5]]))) as tf.Scalar;
+    }, weights);
+    grads = weights.map((w) => g[w.name].dataSync() as Float32Array);
+    tf.dispose([value, ...Object.values(g)]);
+  });
+  x.dispose();
+  model.dispose();
+  return { output, grads, kernels: profile.kernels.map((k) => k.name) };
+}
+
+/** Largest difference relative to the largest value of all the arrays. */
+function expectClose(actual: Float32Array[], expected: Float32Array[], tol: number): void {
+  expect(actual.length).toBe(expected.length);
+  const scale = Math.max(1e-6, ...expected.flatMap((e) => Array.from(e, Math.abs)));
+  actual.forEach((a, i) => {
+    const worst = Math.max(...Array.from(a, (v, j) => Math.abs(v - expected[i][j])));
+    expect(worst / scale, `array ${i}`).toBeLessThanOrEqual(tol);
+  });
+}
+
+describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', () => {
+  beforeAll(() => {
+    expect(tryRegisterNative()).toMatchObject({ ok: true });
+  });
+  afterAll(() => installFusedConvLayers());
+
+  it("gives tfjs's outputs and gradients (against tfjs's methods on native, and cpu)", async () => {
+    expect(fusedConvLayersInstalled()).toBe(true);
+    const fused = await step('native');
+    uninstallFusedConvLayers();
+    const tfjsNative = await step('native');
+    const cpu = await step('cpu');
+    installFusedConvLayers();
+
+    // Both layers ran fused: one fused kernel each, and no separate bias add or ReLU.
+    expect(fused.kernels.filter((k) => k === FUSED_KERNEL)).toHaveLength(2);
+    expect(fused.kernels).not.toContain('Relu');
+    expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
+    for (const reference of [tfjsNative, cpu]) {
+      expectClose([fused.output], [reference.output], 1e-5);
+      expectClose(fused.grads, reference.grads, 1e-5);
+    }
+  });
+
+  it.each([
+    { why: 'another activation (elu)', conv: { activation: 'elu' }, separable: { activation: 'elu' } },
+    { why: 'no bias', conv: { useBias: false }, separable: { useBias: false } },
+    { why: 'no activation', conv: { activation: 'linear' }, separable: { activation: 'linear' } },
+  ])("leaves $why to tfjs's method", async ({ conv, separable }) => {
+    const fused = await step('native', conv, separable);
+    const cpu = await step('cpu', conv, separable);
+    expect(fused.kernels).not.toContain(FUSED_KERNEL);
+    expectClose(fused.grads, cpu.grads, 1e-4);
+  });
+});
