@@ -186,7 +186,7 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const xs = tf.randomUniform([opts.batch, opts.size, opts.size, opts.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
   const labels = Array.from({ length: opts.batch }, (_, i) => (i % 4 === 0 ? 0 : 1));
   const ys = tf.tensor1d(labels);
-  // train()'s step with the default recipe's settings: class weights as the default's 'balanced' computes them.
+  // train()'s step with the default recipe's settings (class weights as train() computes them, when the recipe has them).
   const trainStep = makeTrainStep(model, optimizer, {
     seed: DEFAULT_TRAIN.seed,
     classWeights: DEFAULT_TRAIN.classWeights === 'balanced' ? balancedClassWeights(labels) : undefined,

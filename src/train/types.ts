@@ -28,7 +28,9 @@ export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
   epochs: 10,
   batchSize: 32,
   learningRate: 1e-3,
-  classWeights: 'balanced',
+  // Balanced weights pushed the recall-98% threshold down (0.18-0.33) and with it specificity on held-out films;
+  // without them, over three seeds, out-of-time specificity rose from 92.0 +- 4.6 to 94.5 +- 2.7 (README "Generalization").
+  classWeights: 'none',
   augment: DEFAULT_AUGMENT,
   balance: 'none',
   seed: 42,
