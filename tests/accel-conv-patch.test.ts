@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
+import { expectCloseToScale } from './close-arrays';
 import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
 import { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../src/accel/onednn/conv-layers';
 
@@ -74,16 +75,6 @@ async function step(backend: string, conv: ConvArgs = {}, separable: ConvArgs = 
   return { output, grads, kernels: profile.kernels.map((k) => k.name) };
 }
 
-/** Largest difference relative to the largest value of all the arrays. */
-function expectClose(actual: Float32Array[], expected: Float32Array[], tol: number): void {
-  expect(actual.length).toBe(expected.length);
-  const scale = Math.max(1e-6, ...expected.flatMap((e) => Array.from(e, Math.abs)));
-  actual.forEach((a, i) => {
-    const worst = Math.max(...Array.from(a, (v, j) => Math.abs(v - expected[i][j])));
-    expect(worst / scale, `array ${i}`).toBeLessThanOrEqual(tol);
-  });
-}
-
 describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', () => {
   beforeAll(() => {
     expect(tryRegisterNative()).toMatchObject({ ok: true });
@@ -103,8 +94,8 @@ describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', (
     expect(fused.kernels).not.toContain('Relu');
     expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
     for (const reference of [tfjsNative, cpu]) {
-      expectClose([fused.output], [reference.output], 1e-5);
-      expectClose(fused.grads, reference.grads, 1e-5);
+      expectCloseToScale([fused.output], [reference.output], 1e-5);
+      expectCloseToScale(fused.grads, reference.grads, 1e-5);
     }
   });
 
@@ -116,6 +107,6 @@ describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', (
     const fused = await step('native', conv, separable);
     const cpu = await step('cpu', conv, separable);
     expect(fused.kernels).not.toContain(FUSED_KERNEL);
-    expectClose(fused.grads, cpu.grads, 1e-4);
+    expectCloseToScale(fused.grads, cpu.grads, 1e-4);
   });
 });
