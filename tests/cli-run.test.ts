@@ -171,12 +171,20 @@ describe('npm start (cli/run)', () => {
     const { main: evaluateMain } = await import('../src/cli/evaluate');
     const json = path.join(tmp, 'ensemble.json');
     const c = capture();
-    expect(await evaluateMain([a, b, '--stress', '--threshold', 'fixed=0.5', '--json', json], c.io), c.err.join('\n')).toBe(0);
+    expect(await evaluateMain([a, b, '--stress', '--calibrate', '--threshold', 'fixed=0.5', '--json', json], c.io), c.err.join('\n')).toBe(
+      0,
+    );
     const report = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(report.runs).toEqual([a, b]);
     expect(report.threshold).toBe(0.5);
     expect(report.parts.test.count).toBe(16);
     expect(report.stress.map((r: { shift: string }) => r.shift)).toContain('gamma 0.8');
+    // Temperature scaling is fitted where the threshold was chosen; on those films it cannot raise the log loss.
+    expect(report.calibration.fittedOn).toBe('pooled');
+    expect(report.calibration.temperature).toBeGreaterThan(0);
+    expect(Object.keys(report.calibration.parts)).toEqual(expect.arrayContaining(['val', 'test']));
+    expect(report.calibration.parts.val.after.logLoss).toBeLessThanOrEqual(report.calibration.parts.val.before.logLoss + 0.02);
+    expect(c.out.join('\n')).toMatch(/temperature scaling: T = [\d.]+ \(fitted on pooled/);
     expect(c.out.join('\n')).toMatch(/Ensemble of 2 runs: threshold 0.500 \(fixed=0.5 on pooled\)/);
     expect(fs.readdirSync(a).map((f) => [f, fs.statSync(path.join(a, f)).mtimeMs])).toEqual(before);
 

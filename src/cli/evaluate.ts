@@ -1,8 +1,9 @@
 /**
- * `npm run evaluate -- RUN [RUN...] [--tta N] [--threshold RULE] [--threshold-on SPLIT] [--stress] [--json FILE]`
+ * `npm run evaluate -- RUN [RUN...] [--tta N] [--threshold RULE] [--threshold-on SPLIT] [--stress] [--calibrate] [--json FILE]`
  *
  * Scores trained runs again without touching them: another threshold rule or split, test-time augmentation, an
- * ensemble (several runs that share one split: their probabilities are averaged), and the exposure stress test.
+ * ensemble (several runs that share one split: their probabilities are averaged), the exposure stress test, and
+ * temperature scaling fitted on the threshold's validation split.
  * The run folders are read only; `--json` writes the numbers where you say.
  */
 import * as fs from 'fs';
@@ -19,6 +20,7 @@ import { DEFAULT_RUNS_DIR, RUN_FILES } from '../runs/layout';
 import { formatThresholdRule } from '../runs/naming';
 import { loadRunModel, readRunConfig, resolveRun } from '../runs/read';
 import { EXPOSURE_SHIFTS, shiftExposure } from '../evaluate/stress';
+import { type CalibrationScores, calibrationScores, fitTemperature, scaleProbabilities } from '../evaluate/calibration';
 import type { DecodedImages } from '../types';
 
 interface Flags {
@@ -26,6 +28,7 @@ interface Flags {
   threshold?: ThresholdRule;
   thresholdOn?: ThresholdSplit;
   stress?: boolean;
+  calibrate?: boolean;
   json?: string;
   runs?: string;
 }
@@ -49,6 +52,13 @@ export interface EvaluateReport {
     { count: number; accuracy: number; precision: number; recall: number; specificity: number; f1: number; auc: number }
   >;
   stress?: StressRow[];
+  calibration?: Calibration;
+}
+
+export interface Calibration {
+  temperature: number;
+  fittedOn: ThresholdSplit;
+  parts: Record<string, { before: CalibrationScores; after: CalibrationScores }>;
 }
 
 function buildProgram(io: CliIo): Command {
@@ -62,6 +72,7 @@ function buildProgram(io: CliIo): Command {
       new Option('--threshold-on <split>', "validation split the rule is applied to (default: the run's)").choices([...THRESHOLD_SPLITS]),
     )
     .option('--stress', 'also score the validation splits under fixed exposure shifts (src/stress.ts)')
+    .option('--calibrate', 'fit a temperature on the threshold split and report log loss, Brier score and ECE before and after')
     .option('--json <file>', 'write the numbers as JSON')
     .option('--runs <dir>', `where run names are looked up (default ${DEFAULT_RUNS_DIR})`)
     .exitOverride()
@@ -87,6 +98,24 @@ function summarize(ev: EvalResult): EvaluateReport['parts'] {
     };
   }
   return out;
+}
+
+/** Temperature scaling fitted on the films the threshold was chosen on, scored on every part. */
+function calibrate(ev: EvalResult, fittedOn: ThresholdSplit): Calibration {
+  const partsOf = (split: ThresholdSplit): string[] => (split === 'pooled' ? ['val', 'valTime'] : [split]);
+  const rows = (names: string[]) => ev.predictions.filter((p) => names.includes(p.split));
+  const labelsOf = (r: typeof ev.predictions) => Uint8Array.from(r, (p) => (p.label === 'PNEUMONIA' ? 1 : 0));
+  const probsOf = (r: typeof ev.predictions) => Float32Array.from(r, (p) => p.probability);
+  const fit = rows(partsOf(fittedOn));
+  const temperature = fitTemperature(labelsOf(fit), probsOf(fit));
+  const parts: Calibration['parts'] = {};
+  for (const name of ['val', 'valTime', 'test']) {
+    const r = rows([name]);
+    if (!r.length) continue;
+    const [labels, probs] = [labelsOf(r), probsOf(r)];
+    parts[name] = { before: calibrationScores(labels, probs), after: calibrationScores(labels, scaleProbabilities(probs, temperature)) };
+  }
+  return { temperature, fittedOn, parts };
 }
 
 /** Every run must have been split the same way, or averaging their test probabilities mixes different films. */
@@ -156,6 +185,17 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
             `  ${shift.name.padEnd(14)} ${part.padEnd(8)} spec ${formatPercent(m.specificity).padStart(5)}%  recall ${formatPercent(m.recall).padStart(5)}%  AUC ${formatAuc(m.auc)}`,
           );
         }
+      }
+    }
+    if (flags.calibrate) {
+      report.calibration = calibrate(ev, thresholdOn);
+      io.out(
+        `temperature scaling: T = ${report.calibration.temperature.toFixed(3)} (fitted on ${thresholdOn}; thresholded metrics and AUC unchanged)`,
+      );
+      io.out('part      log loss         Brier            ECE');
+      for (const [name, { before, after }] of Object.entries(report.calibration.parts)) {
+        const cell = (k: keyof CalibrationScores) => `${before[k].toFixed(3)} -> ${after[k].toFixed(3)}`;
+        io.out(`${name.padEnd(8)}  ${cell('logLoss').padEnd(15)}  ${cell('brier').padEnd(15)}  ${cell('ece')}`);
       }
     }
     if (flags.json) {
