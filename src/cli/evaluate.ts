@@ -13,7 +13,15 @@ import { Command, Option } from 'commander';
 import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
 import { initBackend, describeBackend } from '../accel';
 import { loadSplit } from '../data/split';
-import { evaluate, evaluateProbabilities, predictMean, THRESHOLD_SPLITS, type EvalResult, type ThresholdSplit } from '../evaluate';
+import {
+  evaluate,
+  evaluateProbabilities,
+  predictMean,
+  THRESHOLD_SPLITS,
+  thresholdSource,
+  type EvalResult,
+  type ThresholdSplit,
+} from '../evaluate';
 import type { ThresholdRule } from '../evaluate/metrics';
 import { decode, parseThresholdRule } from '../pipeline';
 import { DEFAULT_RUNS_DIR, RUN_FILES } from '../runs/layout';
@@ -100,22 +108,25 @@ function summarize(ev: EvalResult): EvaluateReport['parts'] {
   return out;
 }
 
-/** Temperature scaling fitted on the films the threshold was chosen on, scored on every part. */
+/** Temperature scaling fitted on the films the threshold was chosen on (thresholdSource's rule), scored on every part. */
 function calibrate(ev: EvalResult, fittedOn: ThresholdSplit): Calibration {
-  const partsOf = (split: ThresholdSplit): string[] => (split === 'pooled' ? ['val', 'valTime'] : [split]);
-  const rows = (names: string[]) => ev.predictions.filter((p) => names.includes(p.split));
-  const labelsOf = (r: typeof ev.predictions) => Uint8Array.from(r, (p) => (p.label === 'PNEUMONIA' ? 1 : 0));
-  const probsOf = (r: typeof ev.predictions) => Float32Array.from(r, (p) => p.probability);
-  const fit = rows(partsOf(fittedOn));
-  const temperature = fitTemperature(labelsOf(fit), probsOf(fit));
-  const parts: Calibration['parts'] = {};
-  for (const name of ['val', 'valTime', 'test']) {
-    const r = rows([name]);
-    if (!r.length) continue;
-    const [labels, probs] = [labelsOf(r), probsOf(r)];
-    parts[name] = { before: calibrationScores(labels, probs), after: calibrationScores(labels, scaleProbabilities(probs, temperature)) };
+  const part = (name: string) => {
+    const rows = ev.predictions.filter((p) => p.split === name);
+    return {
+      labels: Uint8Array.from(rows, (p) => (p.label === 'PNEUMONIA' ? 1 : 0)),
+      probs: Float32Array.from(rows, (p) => p.probability),
+    };
+  };
+  const parts = { val: part('val'), valTime: part('valTime'), test: part('test') };
+  const valTime = parts.valTime.labels.length ? parts.valTime : undefined;
+  const fit = thresholdSource(fittedOn, { val: parts.val, valTime }, parts.val.probs, valTime?.probs);
+  const temperature = fitTemperature(fit.labels, fit.probs);
+  const scores: Calibration['parts'] = {};
+  for (const [name, { labels, probs }] of Object.entries(parts)) {
+    if (!labels.length) continue;
+    scores[name] = { before: calibrationScores(labels, probs), after: calibrationScores(labels, scaleProbabilities(probs, temperature)) };
   }
-  return { temperature, fittedOn, parts };
+  return { temperature, fittedOn, parts: scores };
 }
 
 /** Every run must have been split the same way, or averaging their test probabilities mixes different films. */

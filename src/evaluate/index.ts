@@ -295,7 +295,7 @@ export async function evaluate(
 /** The labels and probabilities a threshold rule sees. */
 export function thresholdSource(
   on: ThresholdSplit,
-  data: { val: DecodedImages; valTime?: DecodedImages },
+  data: { val: Pick<DecodedImages, 'labels'>; valTime?: Pick<DecodedImages, 'labels'> },
   valProbs: Float32Array,
   valTimeProbs?: Float32Array,
 ): { labels: ArrayLike<number>; probs: ArrayLike<number> } {

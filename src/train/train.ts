@@ -11,8 +11,9 @@ import type { DecodedImages } from '../types';
 import { batchCount, epochBatches, epochSize } from '../data/batches';
 import { predictProbabilities } from '../evaluate';
 import { rocAuc } from '../evaluate/metrics';
+import { logLoss } from '../evaluate/calibration';
 import type { BatchLogs, Callback, EpochLogs, EpochTiming, TrainConfig, TrainContext } from './types';
-import { balancedClassWeights, EPS } from './loss';
+import { balancedClassWeights } from './loss';
 import { makeTrainStep } from './step';
 import type { NamedTensor } from '../runs/model-files';
 
@@ -61,14 +62,11 @@ export function setLearningRate(optimizer: tf.AdamOptimizer, lr: number): void {
 /** Unweighted loss, accuracy at 0.5 and ROC AUC, computed from probabilities. */
 export function lossAccAuc(labels: ArrayLike<number>, probs: ArrayLike<number>): { loss: number; acc: number; auc: number } {
   if (labels.length === 0) return { loss: NaN, acc: NaN, auc: NaN };
-  let loss = 0;
   let correct = 0;
   for (let i = 0; i < labels.length; i++) {
-    const p = Math.min(Math.max(probs[i], EPS), 1 - EPS);
-    loss -= labels[i] ? Math.log(p) : Math.log(1 - p);
     if ((probs[i] >= 0.5 ? 1 : 0) === (labels[i] ? 1 : 0)) correct++;
   }
-  return { loss: loss / labels.length, acc: correct / labels.length, auc: rocAuc(labels, probs) };
+  return { loss: logLoss(labels, probs), acc: correct / labels.length, auc: rocAuc(labels, probs) };
 }
 
 async function runCallbacks(callbacks: readonly Callback[], call: (cb: Callback) => void | Promise<void> | undefined): Promise<void> {

@@ -14,9 +14,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { NATIVE_BACKEND } from './backend';
-import type { NativeAddon } from './addon';
-import { registerNativeOnly } from './common';
-import { nativeKernels } from './kernels';
 import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 
 const CONV_BIAS_RELU = 'NativeConv2DBiasRelu';
@@ -89,13 +86,16 @@ export const installFusedConvLayers = (): void => patches.forEach((p) => p.insta
 export const uninstallFusedConvLayers = (): void => patches.forEach((p) => p.uninstall());
 export const fusedConvLayersInstalled = (): boolean => patches.every((p) => p.installed());
 
-/** The forward pass is the native FusedConv2D with activation 'relu'; the gradient is registered with it. */
-export function registerFusedConvLayers(a: NativeAddon): void {
-  const fused = nativeKernels(a)[tf.FusedConv2D];
-  const cpu = tf.getKernel(tf.FusedConv2D, 'cpu')!.kernelFunc;
-  registerNativeOnly(CONV_BIAS_RELU, (args) => {
-    const withRelu = { ...args, attrs: { ...args.attrs, activation: 'relu' } };
-    return fused(withRelu, () => cpu(withRelu as unknown as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo);
+/**
+ * The forward pass is the native backend's own FusedConv2D (registry.ts: the addon, with its CPU fallback) with
+ * activation 'relu'; the gradient is registered with it. Call after registerKernels.
+ */
+export function registerFusedConvLayers(): void {
+  const fusedConv2d = tf.getKernel(tf.FusedConv2D, NATIVE_BACKEND)!.kernelFunc;
+  tf.registerKernel({
+    kernelName: CONV_BIAS_RELU,
+    backendName: NATIVE_BACKEND,
+    kernelFunc: (args) => fusedConv2d({ ...args, attrs: { ...args.attrs, activation: 'relu' } }),
   });
   tf.registerGradient({
     kernelName: CONV_BIAS_RELU,

@@ -46,7 +46,7 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedGradients(loaded.addon);
     registerFusedAdam(loaded.addon);
     registerFusedBatchNorm(loaded.addon);
-    registerFusedConvLayers(loaded.addon);
+    registerFusedConvLayers();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {
