@@ -24,6 +24,7 @@ import { discoverDataset } from '../src/data/discover';
 import { loadSplit } from '../src/data/split';
 import { RUN_FILES } from '../src/runs/layout';
 import { findLatestRun } from '../src/runs/read';
+import { loadModel } from '../src/runs/model-files';
 import type { EpochLogs } from '../src/train/train';
 
 let tmp: string;
@@ -106,6 +107,32 @@ describe('runPipeline', () => {
     expect(readRunConfig(first.runDir).resume).toBeUndefined();
     second.model?.dispose();
     expect(tf.memory().numTensors).toBeLessThan(50);
+  });
+
+  it('weight averaging survives an interruption: the resumed run saves the mean of the averaged epochs as its model', async () => {
+    const controller = new AbortController();
+    const abortInEpoch3 = {
+      onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 2 && controller.abort()),
+    };
+    const cfg = config({ name: 'swa', train: { ...config().train, epochs: 3, swaFrom: 2 } });
+    const first = await runPipeline(cfg, { log: () => undefined, progress: false, callbacks: [abortInEpoch3], signal: controller.signal });
+    expect(first.interrupted).toBe(true);
+    first.model?.dispose();
+    const lines: string[] = [];
+    const second = await runPipeline(
+      { ...readRunConfig(first.runDir), resume: first.runDir },
+      { log: (l) => lines.push(l), progress: false },
+    );
+    expect(second.averagedEpochs).toEqual([2, 3]);
+    expect(lines.join('\n')).toMatch(/mean of epochs 2-3 \(2\); batch-norm statistics re-estimated/);
+    expect(fs.readFileSync(path.join(first.runDir, 'summary.md'), 'utf8')).toMatch(/mean of the weights of epochs 2, 3/);
+    // The saved model is the one evaluated: same weights as the returned model.
+    const saved = await loadModel(path.join(first.runDir, RUN_FILES.model));
+    const a = saved.getWeights().map((w) => Array.from(w.dataSync()));
+    const b = second.model!.getWeights().map((w) => Array.from(w.dataSync()));
+    expect(a).toEqual(b);
+    saved.dispose();
+    second.model?.dispose();
   });
 
   it('the steps run one by one, as notebook cells do, and produce the same files', async () => {

@@ -75,6 +75,7 @@ interface Flags {
   normalize?: InputNormalization;
   labelSmoothing?: number;
   mixup?: number;
+  swaFrom?: number;
   tta?: number;
   monitor?: MonitoredLoss;
   thresholdOn?: ThresholdSplit;
@@ -99,6 +100,7 @@ export const SWEEPABLE = [
   'normalize',
   'label-smoothing',
   'mixup',
+  'swa-from',
   'tta',
   'monitor',
   'threshold-on',
@@ -136,6 +138,11 @@ export function buildProgram(io: CliIo): Command {
     )
     .option('--label-smoothing <eps>', 'label smoothing: targets eps/2 and 1-eps/2 (default 0)', fraction)
     .option('--mixup <alpha>', 'mixup with Beta(alpha, alpha) blends of each batch, 0 = off (default 0)', nonNegativeNumber)
+    .option(
+      '--swa-from <epoch>',
+      'stochastic weight averaging: keep the mean of the weights of every epoch from this one on, 0 = off (default 0)',
+      wholeNumber(0),
+    )
     .option('--tta <views>', `test-time augmentation: average over this many fixed views, 1 = off (default ${d.tta})`, wholeNumber(1))
     .addOption(
       new Option('--monitor <loss>', `the loss that picks the best epoch, stops early and lowers the rate (default ${d.monitor})`).choices([
@@ -216,6 +223,7 @@ export function applyFlags(base: PipelineConfig, flags: Flags, given: (key: keyo
   set('normalize', (v) => (cfg.normalize = v));
   set('labelSmoothing', (v) => (cfg.train.labelSmoothing = v));
   set('mixup', (v) => (cfg.train.mixup = v));
+  set('swaFrom', (v) => (cfg.train.swaFrom = v));
   set('tta', (v) => {
     checkTta(v);
     cfg.tta = v;

@@ -106,6 +106,8 @@ export interface RunResult {
   backend: BackendInfo;
   history: EpochLogs[];
   bestEpoch: number | null;
+  /** With weight averaging: the epochs whose mean the model is. */
+  averagedEpochs?: number[];
   stopReason?: string;
   interrupted: boolean;
   /** Absent when training was interrupted (nothing is evaluated then). */

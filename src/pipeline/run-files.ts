@@ -47,6 +47,7 @@ export function writeRun(
     backend: string;
     history: EpochLogs[];
     bestEpoch: number | null;
+    averagedEpochs?: number[];
     stopReason?: string;
     interrupted: boolean;
     evaluation?: EvalResult;

@@ -25,8 +25,9 @@ import {
   writeHistory,
 } from '../train/callbacks';
 import { progress } from '../train/progress';
+import { recomputeBatchNormStats, weightAveraging } from '../train/swa';
 import { RUN_FILES } from '../runs/layout';
-import { loadModel } from '../runs/model-files';
+import { loadModel, saveModel } from '../runs/model-files';
 import type { PipelineConfig, PipelineHooks } from './config';
 
 /** Up to `limit` images per (source folder, class), chosen with the seed so quick runs are reproducible. */
@@ -138,10 +139,12 @@ export async function decode(
 }
 
 export interface TrainedModel {
-  /** The best model by val_loss (its weights restored from the checkpoint). */
+  /** The best model by the monitored loss (its weights restored from the checkpoint), or the weight average. */
   model: tf.LayersModel;
   result: TrainResult;
   bestEpoch: number | null;
+  /** With weight averaging (`train.swaFrom`): the epochs whose mean the model is. */
+  averagedEpochs?: number[];
 }
 
 /** Step 4: build (or resume) the model and train it with the standard callbacks; returns the best model. */
@@ -157,8 +160,15 @@ export async function trainModel(
     throw new Error('--monitor val_time_loss needs an out-of-time validation split; set --val-time above 0.');
   }
   const checkpoint = modelCheckpoint({ dir: runDir, monitor });
+  const swaFrom = cfg.train.swaFrom ?? 0;
+  if (swaFrom > cfg.train.epochs) {
+    throw new Error(`--swa-from ${swaFrom} starts after the last epoch (${cfg.train.epochs}); use 1 to ${cfg.train.epochs}, or 0 for off.`);
+  }
+  const averaging = swaFrom > 0 ? weightAveraging({ dir: path.join(runDir, RUN_FILES.swa), from: swaFrom }) : undefined;
   const callbacks: Callback[] = [
     historyWriter({ dir: runDir }),
+    // Before the checkpoint: the resumable checkpoint then records the epochs this epoch's mean holds.
+    ...(averaging ? [averaging] : []),
     ...(cfg.patience > 0 ? [earlyStopping({ monitor, patience: cfg.patience })] : []),
     reduceLROnPlateau({ monitor, ...cfg.reduceLR, log }),
     checkpoint,
@@ -203,6 +213,10 @@ export async function trainModel(
   writeHistory(runDir, result.history);
 
   const bestDir = path.join(runDir, RUN_FILES.model);
+  if (averaging && !result.interrupted) {
+    const averaged = await averagedModel(model, averaging, decoded.train, cfg, bestDir, log);
+    if (averaged) return { model, result, bestEpoch: checkpoint.bestEpoch, averagedEpochs: averaged };
+  }
   if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
     // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
     log(
@@ -215,6 +229,34 @@ export async function trainModel(
   model.dispose();
   const best = await loadModel(bestDir);
   return { model: best, result, bestEpoch: checkpoint.bestEpoch };
+}
+
+/**
+ * Puts the weight average into `model`, re-estimates its batch-norm statistics on the training films and saves it
+ * as the run's model (in place of the best epoch's). Returns the averaged epochs, or undefined when training ended
+ * before the first of them (the best epoch stays the run's model).
+ */
+async function averagedModel(
+  model: tf.LayersModel,
+  averaging: ReturnType<typeof weightAveraging>,
+  train: DecodedSplit['train'],
+  cfg: PipelineConfig,
+  modelDir: string,
+  log: (line: string) => void,
+): Promise<number[] | undefined> {
+  const epochs = [...averaging.epochs];
+  if (!averaging.applyTo(model)) {
+    log(`Weight averaging: training ended before epoch ${cfg.train.swaFrom}; keeping the best epoch.`);
+    return undefined;
+  }
+  const started = Date.now();
+  const batches = await recomputeBatchNormStats(model, train, cfg.train.batchSize);
+  await saveModel(model, modelDir);
+  log(
+    `Weight averaging: the model is the mean of epochs ${epochs[0]}-${epochs[epochs.length - 1]} (${epochs.length}); ` +
+      `batch-norm statistics re-estimated over ${batches} training batches in ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+  );
+  return epochs;
 }
 
 /** Step 5: threshold chosen on validation (`thresholdOn`), applied to test. */

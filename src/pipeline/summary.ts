@@ -19,6 +19,7 @@ export function summaryMarkdown(args: {
   backend: string;
   history: readonly EpochLogs[];
   bestEpoch: number | null;
+  averagedEpochs?: readonly number[];
   stopReason?: string;
   interrupted: boolean;
   evaluation?: EvalResult;
@@ -48,9 +49,11 @@ export function summaryMarkdown(args: {
       (config.normalize && config.normalize !== 'none' ? `, normalize ${config.normalize}` : '') +
       (t.labelSmoothing ? `, label smoothing ${t.labelSmoothing}` : '') +
       (t.mixup ? `, mixup ${t.mixup}` : '') +
+      (t.swaFrom ? `, weight averaging from epoch ${t.swaFrom}` : '') +
       (config.tta && config.tta > 1 ? `, test-time augmentation ${config.tta} views` : ''),
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
-      `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}`,
+      `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}` +
+      (args.averagedEpochs?.length ? `; the evaluated model is the mean of the weights of epochs ${args.averagedEpochs.join(', ')}` : ''),
   );
   if (args.interrupted || !ev) {
     lines.push(

@@ -23,6 +23,8 @@ export const RUN_FILES = {
   summary: 'summary.md',
   model: 'model',
   latest: path.join('checkpoints', 'latest'),
+  /** The running weight average, when the run averages weights (train/swa.ts). */
+  swa: path.join('checkpoints', 'swa'),
   /** Who is writing the run right now (see lock.ts). */
   lock: '.lock',
 } as const;

@@ -22,6 +22,9 @@ export interface TrainConfig {
   labelSmoothing?: number;
   /** mixup's Beta(alpha, alpha): each batch is blended with a shuffled copy of itself; 0 or absent = off. */
   mixup?: number;
+  /** Stochastic weight averaging: the run keeps the mean of the weights of every epoch from this one on (1-based);
+   * 0 or absent = off, keep the best epoch (src/train/swa.ts). */
+  swaFrom?: number;
 }
 
 export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
@@ -36,6 +39,7 @@ export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
   seed: 42,
   labelSmoothing: 0,
   mixup: 0,
+  swaFrom: 0,
 }) as TrainConfig;
 
 /** One row of the training history. Epochs are 1-based, as printed. */
