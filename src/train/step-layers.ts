@@ -40,7 +40,8 @@ export function dropoutSeed(runSeed: number, step: number, layerIndex: number): 
   return deriveSeed(runSeed, DROPOUT_STREAM, step, layerIndex);
 }
 
-function layersOf<T>(model: tf.LayersModel, className: string): T[] {
+/** The model's layers of one tfjs class (`BatchNormalization`, `Dropout`), typed as the fields a caller sets. */
+export function layersOf<T>(model: tf.LayersModel, className: string): T[] {
   return model.layers.filter((l) => l.getClassName() === className) as unknown as T[];
 }
 

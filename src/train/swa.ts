@@ -20,7 +20,7 @@ import { epochBatches } from '../data/batches';
 import { writeDirAtomic } from '../files';
 import { readNamedTensors, writeNamedTensors } from '../runs/model-files';
 import type { Callback } from './types';
-import { warmupMomentum } from './step-layers';
+import { layersOf, warmupMomentum } from './step-layers';
 
 const WEIGHTS_BASENAME = 'weights';
 
@@ -117,7 +117,7 @@ export function weightAveraging(opts: WeightAveragingOptions): WeightAveragingCa
  * (no augmentation: the films inference sees), in training mode without gradients. Returns the batches used.
  */
 export async function recomputeBatchNormStats(model: tf.LayersModel, images: DecodedImages, batchSize: number): Promise<number> {
-  const norms = model.layers.filter((l) => l.getClassName() === 'BatchNormalization') as unknown as Array<{ momentum: number }>;
+  const norms = layersOf<{ momentum: number }>(model, 'BatchNormalization');
   if (!norms.length || !images.labels.length) return 0;
   const momenta = norms.map((l) => l.momentum);
   let step = 0;
