@@ -124,6 +124,8 @@ describe('npm start (cli/run)', () => {
       [['--normalize', 'clahe'], 2, /--normalize.*none, standardize, equalize/],
       [['--tta', '9', '--data', dataDir, '--out', runsDir], 1, /test-time augmentation takes 1 to 8 views/],
       [['--label-smoothing', '1'], 2, /--label-smoothing.*\[0, 1\)/],
+      [['--swa-from', 'half'], 2, /--swa-from.*'second-half'/],
+      [['--data', dataDir, '--out', runsDir, '--swa-from', '3', ...quick], 1, /--swa-from 3 starts after the last epoch \(1\)/],
       [['--data', dataDir, '--out', runsDir, '--monitor', 'val_time_loss', ...quick], 1, /needs an out-of-time validation split/],
     ];
     for (const [argv, code, message] of cases) {

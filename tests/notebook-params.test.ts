@@ -7,6 +7,7 @@ import { injectParameters, injectedCellSource, INJECTED_TAG, parametersCellIndex
 import { DEFAULT_PIPELINE } from '../src/pipeline';
 import { compareRuns, frameRows, groupIfVaried } from '../src/runs/compare';
 import { readRun } from '../src/runs/read';
+import { notebookTrainConfig } from '../src/notebooks/steps';
 
 describe('parameters: the cell wins when run by hand', () => {
   it('PNEUMO_* applies on the first execution only; a re-run keeps the typed value and says the variable was ignored', () => {
@@ -42,6 +43,20 @@ describe('parameters: the cell wins when run by hand', () => {
     expect(p.runsDir).toBe('/w/out/runs');
     expect(p.runDir).toBe('/w/out/mine');
     expect(notebookPaths('/w/out', '').runDir).toBeUndefined();
+  });
+});
+
+describe('notebookTrainConfig', () => {
+  const split = { train: [], val: [], test: [], seed: 3, testSource: 'carved' as const, root: '/data/x' };
+  const paths = notebookPaths(path.join(os.tmpdir(), 'pneumo-nbcfg-never-written'));
+  const params = { imageSize: 64, model: 'small', epochs: 4, batchSize: 8, learningRate: 0.01, augment: 'none', patience: 2, seed: 1 };
+
+  it('takes swaFrom as the parameters cell or a PNEUMO_SWA_FROM text gives it, and names the parameter when it is wrong', () => {
+    expect(notebookTrainConfig(params, split, paths).train.swaFrom).toBe(DEFAULT_PIPELINE.train.swaFrom);
+    expect(notebookTrainConfig({ ...params, swaFrom: 'second-half' }, split, paths).train.swaFrom).toBe('second-half');
+    expect(notebookTrainConfig({ ...params, swaFrom: '3' }, split, paths).train.swaFrom).toBe(3);
+    expect(notebookTrainConfig({ ...params, swaFrom: 0 }, split, paths).train.swaFrom).toBe(0);
+    expect(() => notebookTrainConfig({ ...params, swaFrom: 'half' }, split, paths)).toThrow(/Parameter swaFrom: expected a whole epoch/);
   });
 });
 

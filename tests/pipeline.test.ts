@@ -109,30 +109,57 @@ describe('runPipeline', () => {
     expect(tf.memory().numTensors).toBeLessThan(50);
   });
 
-  it('weight averaging survives an interruption: the resumed run saves the mean of the averaged epochs as its model', async () => {
-    const controller = new AbortController();
-    const abortInEpoch3 = {
-      onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 2 && controller.abort()),
-    };
-    const cfg = config({ name: 'swa', train: { ...config().train, epochs: 3, swaFrom: 2 } });
-    const first = await runPipeline(cfg, { log: () => undefined, progress: false, callbacks: [abortInEpoch3], signal: controller.signal });
-    expect(first.interrupted).toBe(true);
-    first.model?.dispose();
-    const lines: string[] = [];
-    const second = await runPipeline(
-      { ...readRunConfig(first.runDir), resume: first.runDir },
-      { log: (l) => lines.push(l), progress: false },
-    );
-    expect(second.averagedEpochs).toEqual([2, 3]);
-    expect(lines.join('\n')).toMatch(/mean of epochs 2-3 \(2\); batch-norm statistics re-estimated/);
-    expect(fs.readFileSync(path.join(first.runDir, 'summary.md'), 'utf8')).toMatch(/mean of the weights of epochs 2, 3/);
-    // The saved model is the one evaluated: same weights as the returned model.
-    const saved = await loadModel(path.join(first.runDir, RUN_FILES.model));
-    const a = saved.getWeights().map((w) => Array.from(w.dataSync()));
-    const b = second.model!.getWeights().map((w) => Array.from(w.dataSync()));
-    expect(a).toEqual(b);
-    saved.dispose();
-    second.model?.dispose();
+  it('weight averaging survives an interruption, and its mean becomes the model only when it scores at least as well', async () => {
+    const outcomes: boolean[] = [];
+    for (const seed of [1, 2, 3]) {
+      const controller = new AbortController();
+      const abortInEpoch3 = {
+        onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 2 && controller.abort()),
+      };
+      const cfg = config({ name: `swa${seed}`, train: { ...config().train, epochs: 3, swaFrom: 2, seed } });
+      const first = await runPipeline(cfg, {
+        log: () => undefined,
+        progress: false,
+        callbacks: [abortInEpoch3],
+        signal: controller.signal,
+      });
+      expect(first.interrupted).toBe(true);
+      first.model?.dispose();
+      const bestBefore = await loadModel(path.join(first.runDir, RUN_FILES.model));
+      const bestBeforeWeights = bestBefore.getWeights().map((w) => Array.from(w.dataSync()));
+      bestBefore.dispose();
+
+      const lines: string[] = [];
+      const second = await runPipeline(
+        { ...readRunConfig(first.runDir), resume: first.runDir },
+        { log: (l) => lines.push(l), progress: false },
+      );
+      const outcome = second.averaging!;
+      expect(outcome.epochs).toEqual([2, 3]);
+      const losses = second.history.map((h) => h.val_loss);
+      expect(outcome.bestLoss).toBe(Math.min(...losses));
+      expect(outcome.kept).toBe(outcome.loss <= outcome.bestLoss!);
+      outcomes.push(outcome.kept);
+      const summary = fs.readFileSync(path.join(first.runDir, 'summary.md'), 'utf8');
+      expect(lines.join('\n')).toMatch(/Weight averaging: .*mean of epochs 2-3 \(2\).*batch-norm statistics re-estimated/);
+      // The saved model is the one evaluated: the mean when kept, else the best epoch.
+      const saved = await loadModel(path.join(first.runDir, RUN_FILES.model));
+      const a = saved.getWeights().map((w) => Array.from(w.dataSync()));
+      const b = second.model!.getWeights().map((w) => Array.from(w.dataSync()));
+      expect(a).toEqual(b);
+      if (outcome.kept) {
+        expect(summary).toMatch(/the evaluated model is the mean of the weights of epochs 2, 3/);
+      } else {
+        expect(summary).toMatch(/the mean of the weights of epochs 2, 3 scored worse .*, so the best epoch is the evaluated model/);
+        // Epoch 3 did not beat epochs 1-2 here, or the best epoch on disk is epoch 3's: either way the files agree.
+        if (losses[2] >= Math.min(losses[0], losses[1])) expect(a).toEqual(bestBeforeWeights);
+      }
+      saved.dispose();
+      second.model?.dispose();
+    }
+    // These seeds take both branches (measured when the rule was added), so both stay tested.
+    expect(outcomes).toContain(true);
+    expect(outcomes).toContain(false);
   });
 
   it('the steps run one by one, as notebook cells do, and produce the same files', async () => {

@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type { TrainContext } from '../src/train/types';
-import { recomputeBatchNormStats, weightAveraging } from '../src/train/swa';
+import { recomputeBatchNormStats, swaStartEpoch, weightAveraging } from '../src/train/swa';
 import { syntheticImages, tinyModel } from './train-fixtures';
 
 let dir: string;
@@ -25,6 +25,16 @@ function firstValues(model: tf.LayersModel): number[] {
 
 const ctxOf = (model: tf.LayersModel) => ({ model }) as unknown as TrainContext;
 const noLogs = {} as never;
+
+describe('swaStartEpoch', () => {
+  it("starts 'second-half' after half the epochs, so every run length averages something", () => {
+    expect([1, 2, 3, 10, 11].map((epochs) => swaStartEpoch({ epochs, swaFrom: 'second-half' }))).toEqual([1, 2, 2, 6, 6]);
+    expect(swaStartEpoch({ epochs: 10, swaFrom: 4 })).toBe(4);
+    expect(swaStartEpoch({ epochs: 10, swaFrom: 0 })).toBe(0);
+    expect(swaStartEpoch({ epochs: 10 })).toBe(0);
+    expect(() => swaStartEpoch({ epochs: 3, swaFrom: 4 })).toThrow(/--swa-from 4 starts after the last epoch \(3\)/);
+  });
+});
 
 describe('weightAveraging', () => {
   it('keeps the mean of the epochs from `from` on, saves it each epoch and resumes with it', async () => {

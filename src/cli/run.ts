@@ -12,6 +12,7 @@ import { generateDemoDataset } from '../data/demo';
 import { DEFAULT_PIPELINE, type MonitoredLoss, type PipelineConfig, parseThresholdRule, readRunConfig, runPipeline } from '../pipeline';
 import { checkTta, THRESHOLD_SPLITS, type ThresholdSplit } from '../evaluate';
 import { INPUT_NORMALIZATIONS, type InputNormalization } from '../model/normalization';
+import { parseSwaFrom } from '../train/swa';
 import { compareRuns, formatComparison } from '../runs/compare';
 import { readRun } from '../runs/read';
 import { createSweep, isSweepDir, parseSweepAxis, runSweep, sweepGrid, type SweepAxis, type SweepPoint } from '../runs/sweep';
@@ -75,7 +76,7 @@ interface Flags {
   normalize?: InputNormalization;
   labelSmoothing?: number;
   mixup?: number;
-  swaFrom?: number;
+  swaFrom?: number | 'second-half';
   tta?: number;
   monitor?: MonitoredLoss;
   thresholdOn?: ThresholdSplit;
@@ -140,8 +141,8 @@ export function buildProgram(io: CliIo): Command {
     .option('--mixup <alpha>', 'mixup with Beta(alpha, alpha) blends of each batch, 0 = off (default 0)', nonNegativeNumber)
     .option(
       '--swa-from <epoch>',
-      'stochastic weight averaging: keep the mean of the weights of every epoch from this one on, 0 = off (default 0)',
-      wholeNumber(0),
+      `stochastic weight averaging: keep the mean of the weights of every epoch from this one on; second-half = from epoch epochs/2 + 1, 0 = off (default ${d.train.swaFrom})`,
+      asArgument(parseSwaFrom),
     )
     .option('--tta <views>', `test-time augmentation: average over this many fixed views, 1 = off (default ${d.tta})`, wholeNumber(1))
     .addOption(

@@ -30,6 +30,7 @@ import { acquireRunLock } from '../runs/lock';
 import { formatThresholdRule } from '../runs/naming';
 import { bestEpoch, listRuns, loadRunModel, readRun, type Run } from '../runs/read';
 import type { MetricsFile } from '../runs/metrics-file';
+import { type AveragingOutcome, parseSwaFrom } from '../train/swa';
 import type { EpochLogs } from '../train/train';
 import type { Split } from '../types';
 
@@ -43,6 +44,8 @@ export interface TrainParams {
   augment: string;
   patience: number;
   seed: number;
+  /** Weight averaging's first epoch: 'second-half' (the default), a whole epoch, or 0 for the best epoch alone. */
+  swaFrom?: number | string;
   /** Run folder label; '' names it by the hyperparameters that differ from the defaults. */
   name?: string;
 }
@@ -51,6 +54,12 @@ export interface TrainParams {
 export function notebookTrainConfig(params: TrainParams, split: Split, paths: NotebookPaths): PipelineConfig {
   if (params.model !== 'seed' && params.model !== 'small') {
     throw new Error(`Parameter model = ${JSON.stringify(params.model)} is not a model variant; use 'seed' or 'small'.`);
+  }
+  let swaFrom: number | 'second-half' | undefined;
+  try {
+    swaFrom = params.swaFrom === undefined ? undefined : parseSwaFrom(params.swaFrom);
+  } catch (err) {
+    throw new Error(`Parameter swaFrom: ${(err as Error).message}`);
   }
   if (!split.root) throw new Error(`${paths.splitFile} does not record its data root; re-run 02-split-and-augment to rewrite it.`);
   return {
@@ -70,6 +79,7 @@ export function notebookTrainConfig(params: TrainParams, split: Split, paths: No
       learningRate: params.learningRate,
       augment: parseAugment(params.augment),
       seed: params.seed,
+      ...(swaFrom === undefined ? {} : { swaFrom }),
     },
   };
 }
@@ -111,6 +121,8 @@ export interface NotebookTraining {
   model: tf.LayersModel;
   history: EpochLogs[];
   bestEpoch: number | null;
+  /** With weight averaging: the epochs averaged, and whether their mean replaced the best epoch as `model`. */
+  averaging?: AveragingOutcome;
   stopReason?: string;
   seconds: number;
 }
@@ -147,6 +159,7 @@ export async function trainInNotebook(
       model: trained.model,
       history: r.history,
       bestEpoch: trained.bestEpoch,
+      averaging: trained.averaging,
       stopReason: r.stopReason,
       seconds: (Date.now() - started) / 1000,
     };
@@ -160,7 +173,11 @@ export function describeTraining(t: NotebookTraining): string {
   return (
     `${t.history.length} epoch(s) in ${t.seconds.toFixed(0)} s` +
     (t.stopReason ? ` (stopped: ${t.stopReason})` : '') +
-    `; best epoch by validation loss: ${t.bestEpoch ?? 'none'}; model saved to ${path.join(t.runDir, RUN_FILES.model)}`
+    `; best epoch by validation loss: ${t.bestEpoch ?? 'none'}` +
+    (t.averaging
+      ? `; the mean of epochs ${t.averaging.epochs.join(', ')} ${t.averaging.kept ? 'is the model' : 'scored worse, not kept'}`
+      : '') +
+    `; model saved to ${path.join(t.runDir, RUN_FILES.model)}`
   );
 }
 

@@ -5,6 +5,7 @@ import type { BackendInfo } from '../accel';
 import type { EvalResult } from '../evaluate';
 import type { EpochLogs } from '../train/train';
 import type { Callback } from '../train/callbacks';
+import type { AveragingOutcome } from '../train/swa';
 import type { ProgressOptions } from '../train/progress';
 import { type ResizeFit } from '../data/decode';
 import { type ModelVariant } from '../model';
@@ -106,8 +107,8 @@ export interface RunResult {
   backend: BackendInfo;
   history: EpochLogs[];
   bestEpoch: number | null;
-  /** With weight averaging: the epochs whose mean the model is. */
-  averagedEpochs?: number[];
+  /** With weight averaging: which epochs were averaged and whether the mean is the model. */
+  averaging?: AveragingOutcome;
   stopReason?: string;
   interrupted: boolean;
   /** Absent when training was interrupted (nothing is evaluated then). */

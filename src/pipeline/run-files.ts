@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Label, Split, SplitName } from '../types';
 import { describeBackend, backendInfo, type BackendInfo, type BackendName } from '../accel';
 import { predictionsToCsv, type EvalResult } from '../evaluate';
+import type { AveragingOutcome } from '../train/swa';
 import { type EpochLogs } from '../train/train';
 import { writeHistory } from '../train/callbacks';
 import { RUN_FILES, createRunDir } from '../runs/layout';
@@ -47,7 +48,7 @@ export function writeRun(
     backend: string;
     history: EpochLogs[];
     bestEpoch: number | null;
-    averagedEpochs?: number[];
+    averaging?: AveragingOutcome;
     stopReason?: string;
     interrupted: boolean;
     evaluation?: EvalResult;

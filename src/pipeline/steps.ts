@@ -11,7 +11,8 @@ import { discoverDataset } from '../data/discover';
 import { assertNoPatientLeak, saveSplit, splitDataset, splitSummary } from '../data/split';
 import { decodeSplit, type DecodedParts, type ResizeFit } from '../data/decode';
 import { buildModel } from '../model';
-import { evaluate, type EvalResult, type ThresholdSplit } from '../evaluate';
+import { evaluate, predictProbabilities, type EvalResult, type ThresholdSplit } from '../evaluate';
+import { logLoss } from '../evaluate/calibration';
 import type { ThresholdRule } from '../evaluate/metrics';
 import { makeRng, shuffled } from '../random';
 import { train, type TrainResult } from '../train/train';
@@ -25,7 +26,7 @@ import {
   writeHistory,
 } from '../train/callbacks';
 import { progress } from '../train/progress';
-import { recomputeBatchNormStats, weightAveraging } from '../train/swa';
+import { type AveragingOutcome, recomputeBatchNormStats, swaStartEpoch, weightAveraging } from '../train/swa';
 import { RUN_FILES } from '../runs/layout';
 import { loadModel, saveModel } from '../runs/model-files';
 import type { PipelineConfig, PipelineHooks } from './config';
@@ -143,8 +144,8 @@ export interface TrainedModel {
   model: tf.LayersModel;
   result: TrainResult;
   bestEpoch: number | null;
-  /** With weight averaging (`train.swaFrom`): the epochs whose mean the model is. */
-  averagedEpochs?: number[];
+  /** With weight averaging (`train.swaFrom`): which epochs were averaged and whether the mean is the model. */
+  averaging?: AveragingOutcome;
 }
 
 /** Step 4: build (or resume) the model and train it with the standard callbacks; returns the best model. */
@@ -160,10 +161,7 @@ export async function trainModel(
     throw new Error('--monitor val_time_loss needs an out-of-time validation split; set --val-time above 0.');
   }
   const checkpoint = modelCheckpoint({ dir: runDir, monitor });
-  const swaFrom = cfg.train.swaFrom ?? 0;
-  if (swaFrom > cfg.train.epochs) {
-    throw new Error(`--swa-from ${swaFrom} starts after the last epoch (${cfg.train.epochs}); use 1 to ${cfg.train.epochs}, or 0 for off.`);
-  }
+  const swaFrom = swaStartEpoch(cfg.train);
   const averaging = swaFrom > 0 ? weightAveraging({ dir: path.join(runDir, RUN_FILES.swa), from: swaFrom }) : undefined;
   const callbacks: Callback[] = [
     historyWriter({ dir: runDir }),
@@ -213,9 +211,17 @@ export async function trainModel(
   writeHistory(runDir, result.history);
 
   const bestDir = path.join(runDir, RUN_FILES.model);
-  if (averaging && !result.interrupted) {
-    const averaged = await averagedModel(model, averaging, decoded.train, cfg, bestDir, log);
-    if (averaged) return { model, result, bestEpoch: checkpoint.bestEpoch, averagedEpochs: averaged };
+  let averagingOutcome: AveragingOutcome | undefined;
+  if (averaging) {
+    try {
+      const outcome = result.interrupted
+        ? undefined
+        : await averagedModel(model, averaging, { ...decoded, monitor, bestLoss: checkpoint.best }, cfg, bestDir, log);
+      if (outcome?.kept) return { model, result, bestEpoch: checkpoint.bestEpoch, averaging: outcome };
+      if (outcome) averagingOutcome = outcome;
+    } finally {
+      averaging.dispose();
+    }
   }
   if (!fs.existsSync(path.join(bestDir, 'model.json'))) {
     // No finite val_loss was ever seen (e.g. an empty validation split, or stopped before the first epoch ended).
@@ -224,39 +230,54 @@ export async function trainModel(
         ? 'No best checkpoint (validation loss never finite); keeping the final weights.'
         : 'No epoch completed, so there is no checkpoint yet.',
     );
-    return { model, result, bestEpoch: null };
+    return { model, result, bestEpoch: null, averaging: averagingOutcome };
   }
   model.dispose();
   const best = await loadModel(bestDir);
-  return { model: best, result, bestEpoch: checkpoint.bestEpoch };
+  return { model: best, result, bestEpoch: checkpoint.bestEpoch, averaging: averagingOutcome };
 }
 
 /**
- * Puts the weight average into `model`, re-estimates its batch-norm statistics on the training films and saves it
- * as the run's model (in place of the best epoch's). Returns the averaged epochs, or undefined when training ended
- * before the first of them (the best epoch stays the run's model).
+ * Puts the weight average into `model` and re-estimates its batch-norm statistics on the training films. The mean
+ * replaces the best epoch as the run's model only when it scores at least as well on the monitored validation loss:
+ * a run still improving at its last epoch (a short run, the demo set) averages in weights it has since left behind.
+ * Returns what it did, or undefined when no epoch was averaged. When the mean is not kept, `model` holds it unused
+ * and the best epoch on disk stays the run's model.
  */
 async function averagedModel(
   model: tf.LayersModel,
   averaging: ReturnType<typeof weightAveraging>,
-  train: DecodedSplit['train'],
+  data: Pick<DecodedSplit, 'train' | 'val' | 'valTime'> & { monitor: string; bestLoss: number | null },
   cfg: PipelineConfig,
   modelDir: string,
   log: (line: string) => void,
-): Promise<number[] | undefined> {
+): Promise<AveragingOutcome | undefined> {
   const epochs = [...averaging.epochs];
   if (!averaging.applyTo(model)) {
-    log(`Weight averaging: training ended before epoch ${cfg.train.swaFrom}; keeping the best epoch.`);
+    log(`Weight averaging: training ended before epoch ${swaStartEpoch(cfg.train)}; keeping the best epoch.`);
     return undefined;
   }
   const started = Date.now();
-  const batches = await recomputeBatchNormStats(model, train, cfg.train.batchSize);
+  const batches = await recomputeBatchNormStats(model, data.train, cfg.train.batchSize);
+  const judged = data.monitor === 'val_time_loss' ? data.valTime : data.val;
+  const loss = judged?.labels.length ? logLoss(judged.labels, await predictProbabilities(model, judged)) : NaN;
+  const span = `the mean of epochs ${epochs[0]}-${epochs[epochs.length - 1]} (${epochs.length})`;
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const outcome = { epochs, loss, bestLoss: data.bestLoss, kept: data.bestLoss === null || loss <= data.bestLoss };
+  if (!outcome.kept) {
+    log(
+      `Weight averaging: ${span} scored ${data.monitor} ${loss.toFixed(4)}, the best epoch ${data.bestLoss!.toFixed(4)}; ` +
+        `keeping the best epoch (batch-norm statistics re-estimated over ${batches} training batches; ${seconds} s).`,
+    );
+    return outcome;
+  }
   await saveModel(model, modelDir);
   log(
-    `Weight averaging: the model is the mean of epochs ${epochs[0]}-${epochs[epochs.length - 1]} (${epochs.length}); ` +
-      `batch-norm statistics re-estimated over ${batches} training batches in ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+    `Weight averaging: the model is ${span}, ${data.monitor} ${loss.toFixed(4)}` +
+      (data.bestLoss === null ? '' : ` (the best epoch ${data.bestLoss.toFixed(4)})`) +
+      `; batch-norm statistics re-estimated over ${batches} training batches; ${seconds} s.`,
   );
-  return epochs;
+  return outcome;
 }
 
 /** Step 5: threshold chosen on validation (`thresholdOn`), applied to test. */

@@ -7,19 +7,30 @@ import { type EvalResult, type SplitMetrics, THRESHOLD_SPLIT_NAMES } from '../ev
 import { formatAugment } from '../augment';
 import { type EpochLogs } from '../train/train';
 import { formatThresholdRule } from '../runs/naming';
+import { type AveragingOutcome, swaStartEpoch } from '../train/swa';
 import type { PipelineConfig } from './config';
 
 /** The seed article's test metrics (percent), for the summary table; specificity was not reported. */
 export const SEED_ARTICLE_METRICS = { accuracy: 91.0, precision: 89.8, recall: 96.7, specificity: null, f1: 93.1 } as const;
 
 /** summary.md: what ran, on what, and how the test metrics compare with the seed article. */
+/** How weight averaging ended, for the summary's epochs line ('' without averaging). */
+function averagingNote(a: AveragingOutcome | undefined, monitor: string): string {
+  if (!a) return '';
+  const span = `epochs ${a.epochs.join(', ')}`;
+  const scores = `${monitor} ${a.loss.toFixed(4)}` + (a.bestLoss === null ? '' : ` against the best epoch's ${a.bestLoss.toFixed(4)}`);
+  return a.kept
+    ? `; the evaluated model is the mean of the weights of ${span} (${scores})`
+    : `; the mean of the weights of ${span} scored worse (${scores}), so the best epoch is the evaluated model`;
+}
+
 export function summaryMarkdown(args: {
   runDir: string;
   config: PipelineConfig;
   backend: string;
   history: readonly EpochLogs[];
   bestEpoch: number | null;
-  averagedEpochs?: readonly number[];
+  averaging?: AveragingOutcome;
   stopReason?: string;
   interrupted: boolean;
   evaluation?: EvalResult;
@@ -49,11 +60,11 @@ export function summaryMarkdown(args: {
       (config.normalize && config.normalize !== 'none' ? `, normalize ${config.normalize}` : '') +
       (t.labelSmoothing ? `, label smoothing ${t.labelSmoothing}` : '') +
       (t.mixup ? `, mixup ${t.mixup}` : '') +
-      (t.swaFrom ? `, weight averaging from epoch ${t.swaFrom}` : '') +
+      (swaStartEpoch(t) ? `, weight averaging from epoch ${swaStartEpoch(t)}` : '') +
       (config.tta && config.tta > 1 ? `, test-time augmentation ${config.tta} views` : ''),
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
       `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}` +
-      (args.averagedEpochs?.length ? `; the evaluated model is the mean of the weights of epochs ${args.averagedEpochs.join(', ')}` : ''),
+      averagingNote(args.averaging, config.monitor ?? 'val_loss'),
   );
   if (args.interrupted || !ev) {
     lines.push(

@@ -19,7 +19,7 @@ import type { DecodedImages } from '../types';
 import { epochBatches } from '../data/batches';
 import { writeDirAtomic } from '../files';
 import { readNamedTensors, writeNamedTensors } from '../runs/model-files';
-import type { Callback } from './types';
+import type { Callback, TrainConfig } from './types';
 import { layersOf, warmupMomentum } from './step-layers';
 
 const WEIGHTS_BASENAME = 'weights';
@@ -36,6 +36,8 @@ export interface WeightAveragingCallback extends Callback {
   readonly epochs: readonly number[];
   /** Puts the mean into `model`'s weights; false (model untouched) when no epoch has been averaged. */
   applyTo(model: tf.LayersModel): boolean;
+  /** Frees the running mean (its files stay); call once the run no longer needs it. */
+  dispose(): void;
 }
 
 interface AveragingState {
@@ -44,6 +46,39 @@ interface AveragingState {
 
 function epochDir(dir: string, epoch: number): string {
   return path.join(dir, `after-epoch-${epoch}`);
+}
+
+/** What weight averaging did at the end of a run. */
+export interface AveragingOutcome {
+  /** The epochs in the mean. */
+  epochs: number[];
+  /** The mean's monitored validation loss, after its batch-norm statistics were re-estimated. */
+  loss: number;
+  /** The best single epoch's (null when no epoch had a finite one). */
+  bestLoss: number | null;
+  /** Whether the mean became the run's model (it must score at least as well as the best epoch). */
+  kept: boolean;
+}
+
+/** `--swa-from`'s value (also a notebook parameter, which may arrive as text): a whole epoch, 'second-half' or 0. */
+export function parseSwaFrom(value: string | number): number | 'second-half' {
+  const text = String(value).trim();
+  if (text === 'second-half') return 'second-half';
+  if (!/^\d+$/.test(text)) throw new Error(`expected a whole epoch, 'second-half', or 0 for off (got ${JSON.stringify(value)}).`);
+  return Number(text);
+}
+
+/**
+ * The first averaged epoch of a training config (0 = no averaging). 'second-half' follows --epochs, so a short run
+ * (a notebook's 3 epochs, the demo) averages its own second half instead of failing on an epoch it never reaches.
+ */
+export function swaStartEpoch(t: Pick<TrainConfig, 'epochs' | 'swaFrom'>): number {
+  const from = t.swaFrom ?? 0;
+  if (from === 'second-half') return Math.floor(t.epochs / 2) + 1;
+  if (from > t.epochs) {
+    throw new Error(`--swa-from ${from} starts after the last epoch (${t.epochs}); use 1 to ${t.epochs}, second-half, or 0 for off.`);
+  }
+  return from;
 }
 
 /** The mean of the model's weights (all of them, trainable or not) over the epochs from `opts.from` on. */
@@ -73,7 +108,7 @@ export function weightAveraging(opts: WeightAveragingOptions): WeightAveragingCa
       if (!fs.existsSync(path.join(dir, `${WEIGHTS_BASENAME}.json`))) {
         throw new Error(
           `Cannot resume weight averaging: ${dir} is missing (the checkpoint says epochs ${s.epochs.join(', ')} were averaged). ` +
-            'Start a new run, or resume without --swa-from.',
+            'Start a new run, or resume with --swa-from 0 to keep the best epoch instead.',
         );
       }
       const saved = readNamedTensors(dir, WEIGHTS_BASENAME);
@@ -105,6 +140,7 @@ export function weightAveraging(opts: WeightAveragingOptions): WeightAveragingCa
       model.setWeights(mean);
       return true;
     },
+    dispose,
     getState: () => ({ epochs: [...s.epochs] }),
     setState(state) {
       s.epochs = [...((state as AveragingState).epochs ?? [])];

@@ -23,8 +23,8 @@ export interface TrainConfig {
   /** mixup's Beta(alpha, alpha): each batch is blended with a shuffled copy of itself; 0 or absent = off. */
   mixup?: number;
   /** Stochastic weight averaging: the run keeps the mean of the weights of every epoch from this one on (1-based);
-   * 0 or absent = off, keep the best epoch (src/train/swa.ts). */
-  swaFrom?: number;
+   * 'second-half' = from epoch floor(epochs / 2) + 1; 0 or absent = off, keep the best epoch (src/train/swa.ts). */
+  swaFrom?: number | 'second-half';
 }
 
 export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
@@ -39,7 +39,9 @@ export const DEFAULT_TRAIN: TrainConfig = Object.freeze({
   seed: 42,
   labelSmoothing: 0,
   mixup: 0,
-  swaFrom: 0,
+  // Over three seeds the mean of epochs 6-10 held out-of-time specificity at 96.7 +- 1.7 against the best single
+  // epoch's 94.5 +- 2.7, with carved-test specificity level (92.9 +- 2.8 against 92.7 +- 1.6; README "Generalization").
+  swaFrom: 'second-half',
 }) as TrainConfig;
 
 /** One row of the training history. Epochs are 1-based, as printed. */
