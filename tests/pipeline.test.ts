@@ -147,9 +147,35 @@ describe('runPipeline', () => {
       const a = saved.getWeights().map((w) => Array.from(w.dataSync()));
       const b = second.model!.getWeights().map((w) => Array.from(w.dataSync()));
       expect(a).toEqual(b);
+      const metrics = JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.metrics), 'utf8'));
+      expect(JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.averaging), 'utf8'))).toEqual(outcome);
       if (outcome.kept) {
         expect(summary).toMatch(/the evaluated model is the mean of the weights of epochs 2, 3/);
+        expect(metrics.averagedEpochs).toEqual([2, 3]);
+        // The best epoch waits beside the mean; training on without averaging puts it back as the checkpoint.
+        const aside = await loadModel(path.join(first.runDir, RUN_FILES.bestEpoch));
+        const asideWeights = aside.getWeights().map((w) => Array.from(w.dataSync()));
+        aside.dispose();
+        expect(asideWeights).not.toEqual(a);
+        const more: string[] = [];
+        const third = await runPipeline(
+          { ...readRunConfig(first.runDir), resume: first.runDir, train: { ...readRunConfig(first.runDir).train, epochs: 4, swaFrom: 0 } },
+          { log: (l) => more.push(l), progress: false },
+        );
+        expect(more.join('\n')).toMatch(/model\/ is the best epoch's checkpoint again/);
+        expect(third.averaging).toBeUndefined();
+        expect(fs.existsSync(path.join(first.runDir, RUN_FILES.bestEpoch))).toBe(false);
+        expect(fs.existsSync(path.join(first.runDir, RUN_FILES.averaging))).toBe(false);
+        const after = JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.metrics), 'utf8'));
+        expect(after.averagedEpochs).toBeUndefined();
+        const fourth = third.history[3].val_loss;
+        const thirdWeights = third.model!.getWeights().map((w) => Array.from(w.dataSync()));
+        // Unless epoch 4 set a new best, the model is the best epoch set aside, not the old mean.
+        if (!(fourth < outcome.bestLoss!)) expect(thirdWeights).toEqual(asideWeights);
+        expect(thirdWeights).not.toEqual(a);
+        third.model?.dispose();
       } else {
+        expect(metrics.averagedEpochs).toBeUndefined();
         expect(summary).toMatch(/the mean of the weights of epochs 2, 3 scored worse .*, so the best epoch is the evaluated model/);
         // Epoch 3 did not beat epochs 1-2 here, or the best epoch on disk is epoch 3's: either way the files agree.
         if (losses[2] >= Math.min(losses[0], losses[1])) expect(a).toEqual(bestBeforeWeights);

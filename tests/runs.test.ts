@@ -190,6 +190,7 @@ describe('metrics.json reader', () => {
     [(m: BrokenMetrics) => delete m.test.f1, /field 'test.f1' is missing or not a number/],
     [(m: BrokenMetrics) => (m.val.confusion = { tp: 1 }), /field 'val.confusion' must hold numbers tp, fp, tn, fn/],
     [(m: BrokenMetrics) => (m.bestEpoch = 'two'), /field 'bestEpoch'/],
+    [(m: BrokenMetrics) => (m.averagedEpochs = [0, 'x']), /field 'averagedEpochs' must be a list of whole epochs/],
   ])('a broken field is named: %#', (breakIt, message) => {
     const m = goodMetrics();
     breakIt(m);

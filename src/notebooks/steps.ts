@@ -227,12 +227,15 @@ export async function evaluateInNotebook(run: Run, paths: NotebookPaths, thresho
   try {
     const metrics = writeEvaluation(run.dir, result, {
       bestEpoch: bestEpoch(run.history)?.epoch ?? null,
+      averagedEpochs: run.averaging?.kept ? run.averaging.epochs : undefined,
       epochsRun: run.history.length,
       imageSize: cfg.imageSize,
       writtenBy: '05-evaluate',
     });
     console.log(
-      `model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on ${cfg.thresholdOn ?? 'val'})`,
+      `model: ${cfg.variant} at ${cfg.imageSize}x${cfg.imageSize}` +
+        (metrics.averagedEpochs ? `, the mean of the weights of epochs ${metrics.averagedEpochs.join(', ')}` : '') +
+        `; threshold ${result.threshold.toFixed(4)} (${formatThresholdRule(rule)}, chosen on ${cfg.thresholdOn ?? 'val'})`,
     );
     console.log(`test: ${result.test.count} images; metrics and predictions saved in ${run.dir}`);
     return { run: readRun(run.dir), config: cfg, model, decoded, result, metrics };

@@ -32,7 +32,7 @@ function countsOf(decoded: DecodedSplit): Record<SplitName, Record<Label, number
 export function writeEvaluation(
   runDir: string,
   evaluation: EvalResult,
-  run: { bestEpoch: number | null; epochsRun: number; imageSize: number; writtenBy: string },
+  run: { bestEpoch: number | null; averagedEpochs?: number[]; epochsRun: number; imageSize: number; writtenBy: string },
 ): MetricsFile {
   const metrics = toMetricsFile(evaluation, run);
   writeMetrics(path.join(runDir, RUN_FILES.metrics), metrics);
@@ -60,6 +60,7 @@ export function writeRun(
   if (args.evaluation) {
     writeEvaluation(runDir, args.evaluation, {
       bestEpoch: args.bestEpoch,
+      averagedEpochs: args.averaging?.kept ? args.averaging.epochs : undefined,
       epochsRun: args.history.length,
       imageSize: args.config.imageSize,
       writtenBy: 'npm start',

@@ -29,6 +29,7 @@ import { progress } from '../train/progress';
 import { type AveragingOutcome, recomputeBatchNormStats, swaStartEpoch, weightAveraging } from '../train/swa';
 import { RUN_FILES } from '../runs/layout';
 import { loadModel, saveModel } from '../runs/model-files';
+import { writeJsonAtomic } from '../files';
 import type { PipelineConfig, PipelineHooks } from './config';
 
 /** Up to `limit` images per (source folder, class), chosen with the seed so quick runs are reproducible. */
@@ -182,6 +183,7 @@ export async function trainModel(
   let model: tf.LayersModel;
   let result: TrainResult;
   if (cfg.resume) {
+    restoreBestEpoch(runDir, log);
     const ckpt = await loadLatestCheckpoint(runDir);
     model = ckpt.model;
     const done = ckpt.state.epoch;
@@ -217,6 +219,7 @@ export async function trainModel(
       const outcome = result.interrupted
         ? undefined
         : await averagedModel(model, averaging, { ...decoded, monitor, bestLoss: checkpoint.best }, cfg, bestDir, log);
+      if (outcome) writeJsonAtomic(path.join(runDir, RUN_FILES.averaging), outcome);
       if (outcome?.kept) return { model, result, bestEpoch: checkpoint.bestEpoch, averaging: outcome };
       if (outcome) averagingOutcome = outcome;
     } finally {
@@ -271,6 +274,7 @@ async function averagedModel(
     );
     return outcome;
   }
+  setAsideBestEpoch(path.dirname(modelDir));
   await saveModel(model, modelDir);
   log(
     `Weight averaging: the model is ${span}, ${data.monitor} ${loss.toFixed(4)}` +
@@ -278,6 +282,31 @@ async function averagedModel(
       `; batch-norm statistics re-estimated over ${batches} training batches; ${seconds} s.`,
   );
   return outcome;
+}
+
+/** Before the mean replaces `model/`, the best epoch moves to `checkpoints/best-epoch`, so a resume can restore it. */
+function setAsideBestEpoch(runDir: string): void {
+  const model = path.join(runDir, RUN_FILES.model);
+  const aside = path.join(runDir, RUN_FILES.bestEpoch);
+  fs.rmSync(aside, { recursive: true, force: true });
+  if (fs.existsSync(model)) fs.renameSync(model, aside);
+}
+
+/**
+ * A resumed run trains on with `model/` as the best epoch's checkpoint, which the callbacks compare against: if an
+ * earlier end of this run put the weight average there, the best epoch comes back first (and averaging decides
+ * again at the new end).
+ */
+function restoreBestEpoch(runDir: string, log: (line: string) => void): void {
+  // The folder set aside exists exactly while model/ holds the mean (or, after a crash in between, nothing).
+  const aside = path.join(runDir, RUN_FILES.bestEpoch);
+  if (fs.existsSync(path.join(aside, 'model.json'))) {
+    const model = path.join(runDir, RUN_FILES.model);
+    fs.rmSync(model, { recursive: true, force: true });
+    fs.renameSync(aside, model);
+    log(`Resume: ${RUN_FILES.model}/ is the best epoch's checkpoint again (it held the weight average).`);
+  }
+  fs.rmSync(path.join(runDir, RUN_FILES.averaging), { force: true });
 }
 
 /** Step 5: threshold chosen on validation (`thresholdOn`), applied to test. */

@@ -25,6 +25,9 @@ export const RUN_FILES = {
   latest: path.join('checkpoints', 'latest'),
   /** The running weight average, when the run averages weights (train/swa.ts). */
   swa: path.join('checkpoints', 'swa'),
+  /** What weight averaging decided (swa.ts AveragingOutcome); when its mean became `model`, the best epoch waits here. */
+  averaging: 'averaging.json',
+  bestEpoch: path.join('checkpoints', 'best-epoch'),
   /** Who is writing the run right now (see lock.ts). */
   lock: '.lock',
 } as const;

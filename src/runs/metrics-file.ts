@@ -25,8 +25,11 @@ export interface MetricsFile {
   test: SplitMetrics;
   /** The out-of-time validation split at the same threshold; absent when the run had none. */
   valTime?: SplitMetrics;
-  /** 1-based epoch whose weights were evaluated (lowest val_loss); null when no checkpoint was kept. */
+  /** 1-based epoch with the lowest val_loss, whose weights were evaluated unless `averagedEpochs` is given; null
+   * when no checkpoint was kept. */
   bestEpoch: number | null;
+  /** Present when the evaluated weights are the mean of these epochs' (weight averaging, src/train/swa.ts). */
+  averagedEpochs?: number[];
   epochsRun: number;
   imageSize: number;
   /** Who wrote it: 'npm start' or a notebook name, for people reading the file. */
@@ -36,7 +39,10 @@ export interface MetricsFile {
 /** The file form of an evaluation (the per-image rows go to predictions.csv). */
 export function toMetricsFile(
   ev: EvalResult,
-  run: { bestEpoch: number | null; epochsRun: number; imageSize: number; writtenBy: string },
+  {
+    averagedEpochs,
+    ...run
+  }: { bestEpoch: number | null; averagedEpochs?: number[]; epochsRun: number; imageSize: number; writtenBy: string },
 ): MetricsFile {
   return {
     schema: METRICS_SCHEMA,
@@ -49,6 +55,7 @@ export function toMetricsFile(
     test: ev.test,
     ...(ev.valTime ? { valTime: ev.valTime } : {}),
     ...run,
+    ...(averagedEpochs?.length ? { averagedEpochs } : {}),
   };
 }
 
@@ -101,6 +108,13 @@ function checkSplit(value: unknown, name: 'val' | 'test' | 'valTime', file: stri
   return out as unknown as SplitMetrics;
 }
 
+function checkEpochs(value: unknown, file: string): number[] {
+  if (!Array.isArray(value) || !value.length || !value.every((e) => Number.isInteger(e) && e >= 1)) {
+    throw new MetricsError(file, "field 'averagedEpochs' must be a list of whole epochs >= 1");
+  }
+  return value as number[];
+}
+
 /** Checks a parsed metrics.json; `file` names it in every error. */
 export function parseMetrics(value: unknown, file: string): MetricsFile {
   const m = value as Record<string, unknown> | null;
@@ -128,6 +142,7 @@ export function parseMetrics(value: unknown, file: string): MetricsFile {
     test: checkSplit(m.test, 'test', file),
     ...(m.valTime !== undefined ? { valTime: checkSplit(m.valTime, 'valTime', file) } : {}),
     bestEpoch: m.bestEpoch as number | null,
+    ...(m.averagedEpochs !== undefined ? { averagedEpochs: checkEpochs(m.averagedEpochs, file) } : {}),
     epochsRun: m.epochsRun as number,
     imageSize: m.imageSize as number,
     writtenBy: typeof m.writtenBy === 'string' ? m.writtenBy : 'unknown',

@@ -7,6 +7,7 @@ import * as path from 'path';
 import type * as tf from '@tensorflow/tfjs';
 import type { PipelineConfig } from '../pipeline';
 import type { EpochLogs } from '../train/train';
+import type { AveragingOutcome } from '../train/swa';
 import { DEFAULT_RUNS_DIR, RUN_FILES, SWEEP_FILE, isRunDir } from './layout';
 import { loadModel } from './model-files';
 import { readJson } from '../files';
@@ -34,6 +35,8 @@ export interface Run {
   dataRoot: string;
   history: EpochLogs[];
   metrics?: MetricsFile;
+  /** What weight averaging decided at the end of training (absent: the run did not average, or it predates it). */
+  averaging?: AveragingOutcome;
   status: RunStatus;
   /** The live writer, when one holds the run now. */
   writer?: LockInfo;
@@ -74,6 +77,8 @@ export function readRun(runDir: string): Run {
   const metricsFile = path.join(dir, RUN_FILES.metrics);
   const metrics = fs.existsSync(metricsFile) ? readMetrics(metricsFile) : undefined;
   const history = readHistory(dir);
+  const averagingFile = path.join(dir, RUN_FILES.averaging);
+  const averaging = fs.existsSync(averagingFile) ? readJson<AveragingOutcome>(averagingFile) : undefined;
   const lock = readLock(dir);
   const status: RunStatus = metrics ? 'evaluated' : hasModel(dir) ? 'trained' : history.length ? 'interrupted' : 'started';
   return {
@@ -85,6 +90,7 @@ export function readRun(runDir: string): Run {
     dataRoot: cfg.dataRoot,
     history,
     metrics,
+    ...(averaging ? { averaging } : {}),
     status,
     writer: lock && !isStale(lock) ? lock : undefined,
   };
