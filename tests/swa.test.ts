@@ -6,6 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { TrainContext } from '../src/train/types';
 import { recomputeBatchNormStats, swaStartEpoch, weightAveraging } from '../src/train/swa';
 import { syntheticImages, tinyModel } from './train-fixtures';
+import { averagingJudge } from '../src/pipeline/steps';
+import type { EpochLogs } from '../src/train/types';
 
 let dir: string;
 beforeAll(async () => {
@@ -108,5 +110,31 @@ describe('recomputeBatchNormStats', () => {
     expect(movingMean.dataSync()[0]).toBeCloseTo(meanSum / 3, 5);
     expect(movingVariance.dataSync()[0]).toBeCloseTo(varSum / 3, 5);
     expect((bn as unknown as { momentum: number }).momentum).toBe(0.9);
+  });
+});
+
+describe('averagingJudge', () => {
+  const images = (n: number) => syntheticImages(n, 8);
+  const row = (epoch: number, val_loss: number, val_time_loss?: number) => ({ epoch, val_loss, val_time_loss }) as EpochLogs;
+  const history = [row(1, 0.5, 0.6), row(2, 0.3, 0.45), row(3, 0.4, 0.2)];
+  const checkpoint = { best: 0.3, bestEpoch: 2 };
+
+  it("compares on the split that did not choose the best epoch, at the best epoch's loss there", () => {
+    const both = { train: images(4), val: images(4), valTime: images(6) };
+    const j = averagingJudge(both, 'val_loss', history, checkpoint);
+    expect([j.judgedOn, j.bestLoss, j.images]).toEqual(['val_time_loss', 0.45, both.valTime]);
+    const byTime = averagingJudge(both, 'val_time_loss', history, { best: 0.2, bestEpoch: 3 });
+    expect([byTime.judgedOn, byTime.bestLoss, byTime.images]).toEqual(['val_loss', 0.4, both.val]);
+  });
+
+  it('falls back to the monitored split without an out-of-time one (the demo set)', () => {
+    const onlyVal = { train: images(4), val: images(4), valTime: undefined };
+    const j = averagingJudge(
+      onlyVal,
+      'val_loss',
+      history.map((h) => ({ ...h, val_time_loss: undefined })),
+      checkpoint,
+    );
+    expect([j.judgedOn, j.bestLoss, j.images]).toEqual(['val_loss', 0.3, onlyVal.val]);
   });
 });

@@ -15,7 +15,7 @@ import { evaluate, predictProbabilities, type EvalResult, type ThresholdSplit } 
 import { logLoss } from '../evaluate/calibration';
 import type { ThresholdRule } from '../evaluate/metrics';
 import { makeRng, shuffled } from '../random';
-import { train, type TrainResult } from '../train/train';
+import { train, type EpochLogs, type TrainResult } from '../train/train';
 import {
   type Callback,
   earlyStopping,
@@ -30,7 +30,7 @@ import { type AveragingOutcome, recomputeBatchNormStats, swaStartEpoch, weightAv
 import { RUN_FILES } from '../runs/layout';
 import { loadModel, saveModel } from '../runs/model-files';
 import { writeJsonAtomic } from '../files';
-import type { PipelineConfig, PipelineHooks } from './config';
+import type { MonitoredLoss, PipelineConfig, PipelineHooks } from './config';
 
 /** Up to `limit` images per (source folder, class), chosen with the seed so quick runs are reproducible. */
 export function limitDataset(ds: Dataset, limit: number, seed: number): Dataset {
@@ -218,7 +218,7 @@ export async function trainModel(
     try {
       const outcome = result.interrupted
         ? undefined
-        : await averagedModel(model, averaging, { ...decoded, monitor, bestLoss: checkpoint.best }, cfg, bestDir, log);
+        : await averagedModel(model, averaging, averagingJudge(decoded, monitor, result.history, checkpoint), cfg, bestDir, log);
       if (outcome) writeJsonAtomic(path.join(runDir, RUN_FILES.averaging), outcome);
       if (outcome?.kept) return { model, result, bestEpoch: checkpoint.bestEpoch, averaging: outcome };
       if (outcome) averagingOutcome = outcome;
@@ -240,17 +240,50 @@ export async function trainModel(
   return { model: best, result, bestEpoch: checkpoint.bestEpoch, averaging: averagingOutcome };
 }
 
+export interface AveragingJudge {
+  judgedOn: AveragingOutcome['judgedOn'];
+  images: DecodedSplit['val'] | undefined;
+  bestLoss: number | null;
+  train: DecodedSplit['train'];
+}
+
+/**
+ * Where the mean and the best epoch are compared: on the validation split that did not choose the best epoch, when
+ * the run has both. The best epoch's loss on the split that chose it is the lowest of every epoch's, so it flatters
+ * the best epoch; its loss on the other split, logged in the same epoch, is a fair opponent. With one split, that one.
+ */
+export function averagingJudge(
+  decoded: Pick<DecodedSplit, 'train' | 'val' | 'valTime'>,
+  monitor: MonitoredLoss,
+  history: readonly EpochLogs[],
+  checkpoint: { best: number | null; bestEpoch: number | null },
+): AveragingJudge {
+  const other: MonitoredLoss = monitor === 'val_loss' ? 'val_time_loss' : 'val_loss';
+  const otherImages = other === 'val_loss' ? decoded.val : decoded.valTime;
+  const bestRow = history.find((h) => h.epoch === checkpoint.bestEpoch);
+  const otherBest = bestRow?.[other];
+  if (otherImages?.labels.length && otherBest !== undefined && Number.isFinite(otherBest)) {
+    return { judgedOn: other, images: otherImages, bestLoss: otherBest, train: decoded.train };
+  }
+  return {
+    judgedOn: monitor,
+    images: monitor === 'val_loss' ? decoded.val : decoded.valTime,
+    bestLoss: checkpoint.best,
+    train: decoded.train,
+  };
+}
+
 /**
  * Puts the weight average into `model` and re-estimates its batch-norm statistics on the training films. The mean
- * replaces the best epoch as the run's model only when it scores at least as well on the monitored validation loss:
- * a run still improving at its last epoch (a short run, the demo set) averages in weights it has since left behind.
+ * replaces the best epoch as the run's model only when it scores at least as well (`averagingJudge`): a run still
+ * improving at its last epoch (a short run, the demo set) averages in weights it has since left behind.
  * Returns what it did, or undefined when no epoch was averaged. When the mean is not kept, `model` holds it unused
  * and the best epoch on disk stays the run's model.
  */
 async function averagedModel(
   model: tf.LayersModel,
   averaging: ReturnType<typeof weightAveraging>,
-  data: Pick<DecodedSplit, 'train' | 'val' | 'valTime'> & { monitor: string; bestLoss: number | null },
+  judge: AveragingJudge,
   cfg: PipelineConfig,
   modelDir: string,
   log: (line: string) => void,
@@ -261,26 +294,20 @@ async function averagedModel(
     return undefined;
   }
   const started = Date.now();
-  const batches = await recomputeBatchNormStats(model, data.train, cfg.train.batchSize);
-  const judged = data.monitor === 'val_time_loss' ? data.valTime : data.val;
-  const loss = judged?.labels.length ? logLoss(judged.labels, await predictProbabilities(model, judged)) : NaN;
+  const batches = await recomputeBatchNormStats(model, judge.train, cfg.train.batchSize);
+  const loss = judge.images?.labels.length ? logLoss(judge.images.labels, await predictProbabilities(model, judge.images)) : NaN;
+  const { judgedOn, bestLoss } = judge;
+  const outcome: AveragingOutcome = { epochs, judgedOn, loss, bestLoss, kept: bestLoss === null || loss <= bestLoss };
+  const scores = `${judgedOn} ${loss.toFixed(4)}` + (bestLoss === null ? '' : `, the best epoch's ${bestLoss.toFixed(4)}`);
   const span = `the mean of epochs ${epochs[0]}-${epochs[epochs.length - 1]} (${epochs.length})`;
-  const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  const outcome = { epochs, loss, bestLoss: data.bestLoss, kept: data.bestLoss === null || loss <= data.bestLoss };
+  const bn = `batch-norm statistics re-estimated over ${batches} training batches; ${((Date.now() - started) / 1000).toFixed(1)} s`;
   if (!outcome.kept) {
-    log(
-      `Weight averaging: ${span} scored ${data.monitor} ${loss.toFixed(4)}, the best epoch ${data.bestLoss!.toFixed(4)}; ` +
-        `keeping the best epoch (batch-norm statistics re-estimated over ${batches} training batches; ${seconds} s).`,
-    );
+    log(`Weight averaging: ${span} scored ${scores}; keeping the best epoch (${bn}).`);
     return outcome;
   }
   setAsideBestEpoch(path.dirname(modelDir));
   await saveModel(model, modelDir);
-  log(
-    `Weight averaging: the model is ${span}, ${data.monitor} ${loss.toFixed(4)}` +
-      (data.bestLoss === null ? '' : ` (the best epoch ${data.bestLoss.toFixed(4)})`) +
-      `; batch-norm statistics re-estimated over ${batches} training batches; ${seconds} s.`,
-  );
+  log(`Weight averaging: the model is ${span}: ${scores}; ${bn}.`);
   return outcome;
 }
 

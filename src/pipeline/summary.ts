@@ -15,10 +15,10 @@ export const SEED_ARTICLE_METRICS = { accuracy: 91.0, precision: 89.8, recall: 9
 
 /** summary.md: what ran, on what, and how the test metrics compare with the seed article. */
 /** How weight averaging ended, for the summary's epochs line ('' without averaging). */
-function averagingNote(a: AveragingOutcome | undefined, monitor: string): string {
+function averagingNote(a: AveragingOutcome | undefined): string {
   if (!a) return '';
   const span = `epochs ${a.epochs.join(', ')}`;
-  const scores = `${monitor} ${a.loss.toFixed(4)}` + (a.bestLoss === null ? '' : ` against the best epoch's ${a.bestLoss.toFixed(4)}`);
+  const scores = `${a.judgedOn} ${a.loss.toFixed(4)}` + (a.bestLoss === null ? '' : ` against the best epoch's ${a.bestLoss.toFixed(4)}`);
   return a.kept
     ? `; the evaluated model is the mean of the weights of ${span} (${scores})`
     : `; the mean of the weights of ${span} scored worse (${scores}), so the best epoch is the evaluated model`;
@@ -64,7 +64,7 @@ export function summaryMarkdown(args: {
       (config.tta && config.tta > 1 ? `, test-time augmentation ${config.tta} views` : ''),
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
       `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}` +
-      averagingNote(args.averaging, config.monitor ?? 'val_loss'),
+      averagingNote(args.averaging),
   );
   if (args.interrupted || !ev) {
     lines.push(

@@ -52,7 +52,10 @@ function epochDir(dir: string, epoch: number): string {
 export interface AveragingOutcome {
   /** The epochs in the mean. */
   epochs: number[];
-  /** The mean's monitored validation loss, after its batch-norm statistics were re-estimated. */
+  /** The validation loss the mean and the best epoch were compared on: the split that did not pick the best epoch
+   * when the run has both (src/pipeline/steps.ts averagingJudge). */
+  judgedOn: 'val_loss' | 'val_time_loss';
+  /** The mean's, after its batch-norm statistics were re-estimated. */
   loss: number;
   /** The best single epoch's (null when no epoch had a finite one). */
   bestLoss: number | null;
