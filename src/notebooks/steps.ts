@@ -44,7 +44,7 @@ export interface TrainParams {
   augment: string;
   patience: number;
   seed: number;
-  /** Weight averaging's first epoch: 'second-half' (the default), a whole epoch, or 0 for the best epoch alone. */
+  /** Weight averaging's first epoch: 0 (off, the default: the best epoch alone), a whole epoch, or 'second-half'. */
   swaFrom?: number | string;
   /** Run folder label; '' names it by the hyperparameters that differ from the defaults. */
   name?: string;
