@@ -1,9 +1,11 @@
 /**
  * Stochastic weight averaging (Izmailov et al., 2018, "Averaging Weights Leads to Wider Optima and Better
- * Generalization"): the model the run keeps is the mean of the weights at the end of every epoch from `from` on,
- * instead of one epoch's weights. One epoch's weights sit wherever the last batches left them; their mean sits
- * nearer the middle of the low-loss region, which is what films from another time and device need, and it does not
- * hang on which single epoch validation happened to prefer.
+ * Generalization"): the mean of the weights at the end of every epoch from `from` on, which the pipeline keeps
+ * instead of the best epoch's weights when it validates at least as well (src/pipeline/steps.ts averagingJudge).
+ * One epoch's weights sit wherever the last batches left them; their mean sits nearer the middle of the low-loss
+ * region, which should suit films from another time and device, and it does not hang on which single epoch
+ * validation happened to prefer. On our films it did not beat the best epoch (README "Generalization"), so it is
+ * off by default.
  *
  * Batch-norm's moving statistics are not linear in the weights, so after averaging they are estimated again with
  * one pass over the training images (recomputeBatchNormStats), as torch.optim.swa_utils.update_bn does.
