@@ -30,6 +30,8 @@ import type { EpochLogs } from '../src/train/train';
 let tmp: string;
 let dataDir: string;
 
+const weightValues = (model: tf.LayersModel) => model.getWeights().map((w) => Array.from(w.dataSync()));
+
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pneumo-pipeline-'));
   dataDir = path.join(tmp, 'demo');
@@ -126,7 +128,7 @@ describe('runPipeline', () => {
       expect(first.interrupted).toBe(true);
       first.model?.dispose();
       const bestBefore = await loadModel(path.join(first.runDir, RUN_FILES.model));
-      const bestBeforeWeights = bestBefore.getWeights().map((w) => Array.from(w.dataSync()));
+      const bestBeforeWeights = weightValues(bestBefore);
       bestBefore.dispose();
 
       const lines: string[] = [];
@@ -148,8 +150,8 @@ describe('runPipeline', () => {
       expect(lines.join('\n')).toMatch(/Weight averaging: .*mean of epochs 2-3 \(2\).*batch-norm statistics re-estimated/);
       // The saved model is the one evaluated: the mean when kept, else the best epoch.
       const saved = await loadModel(path.join(first.runDir, RUN_FILES.model));
-      const a = saved.getWeights().map((w) => Array.from(w.dataSync()));
-      const b = second.model!.getWeights().map((w) => Array.from(w.dataSync()));
+      const a = weightValues(saved);
+      const b = weightValues(second.model!);
       expect(a).toEqual(b);
       const metrics = JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.metrics), 'utf8'));
       expect(JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.averaging), 'utf8'))).toEqual(outcome);
@@ -158,7 +160,7 @@ describe('runPipeline', () => {
         expect(metrics.averagedEpochs).toEqual([2, 3]);
         // The best epoch waits beside the mean; training on without averaging puts it back as the checkpoint.
         const aside = await loadModel(path.join(first.runDir, RUN_FILES.bestEpoch));
-        const asideWeights = aside.getWeights().map((w) => Array.from(w.dataSync()));
+        const asideWeights = weightValues(aside);
         aside.dispose();
         expect(asideWeights).not.toEqual(a);
         const more: string[] = [];
@@ -173,7 +175,7 @@ describe('runPipeline', () => {
         const after = JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.metrics), 'utf8'));
         expect(after.averagedEpochs).toBeUndefined();
         const fourth = third.history[3].val_loss;
-        const thirdWeights = third.model!.getWeights().map((w) => Array.from(w.dataSync()));
+        const thirdWeights = weightValues(third.model!);
         // Unless epoch 4 set a new best, the model is the best epoch set aside, not the old mean.
         if (!(fourth < outcome.bestLoss!)) expect(thirdWeights).toEqual(asideWeights);
         expect(thirdWeights).not.toEqual(a);

@@ -10,7 +10,7 @@ import { writeHistory } from '../train/callbacks';
 import { RUN_FILES, createRunDir } from '../runs/layout';
 import { writeFileAtomic, writeJsonAtomic } from '../files';
 import { runLabel } from '../runs/naming';
-import { toMetricsFile, writeMetrics, type MetricsFile } from '../runs/metrics-file';
+import { toMetricsFile, writeMetrics, type EvaluatedRunInfo, type MetricsFile } from '../runs/metrics-file';
 import { type RunConfigFile } from '../runs/read';
 import { DEFAULT_PIPELINE, type PipelineConfig } from './config';
 import type { DecodedSplit } from './steps';
@@ -29,11 +29,7 @@ function countsOf(decoded: DecodedSplit): Record<SplitName, Record<Label, number
  * metrics.json and predictions.csv of an evaluated run: the one writer `npm start` and notebook 05 share, so
  * predict, the comparison and the report read one schema.
  */
-export function writeEvaluation(
-  runDir: string,
-  evaluation: EvalResult,
-  run: { bestEpoch: number | null; averagedEpochs?: number[]; epochsRun: number; imageSize: number; writtenBy: string },
-): MetricsFile {
+export function writeEvaluation(runDir: string, evaluation: EvalResult, run: EvaluatedRunInfo): MetricsFile {
   const metrics = toMetricsFile(evaluation, run);
   writeMetrics(path.join(runDir, RUN_FILES.metrics), metrics);
   writeFileAtomic(path.join(runDir, RUN_FILES.predictions), predictionsToCsv(evaluation.predictions));

@@ -218,10 +218,18 @@ export async function trainModel(
     try {
       const outcome = result.interrupted
         ? undefined
-        : await averagedModel(model, averaging, averagingJudge(decoded, monitor, result.history, checkpoint), cfg, bestDir, log);
+        : await averagedModel(
+            model,
+            averaging,
+            decoded.train,
+            averagingJudge(decoded, monitor, result.history, checkpoint),
+            cfg,
+            bestDir,
+            log,
+          );
       if (outcome) writeJsonAtomic(path.join(runDir, RUN_FILES.averaging), outcome);
+      averagingOutcome = outcome;
       if (outcome?.kept) return { model, result, bestEpoch: checkpoint.bestEpoch, averaging: outcome };
-      if (outcome) averagingOutcome = outcome;
     } finally {
       averaging.dispose();
     }
@@ -244,7 +252,6 @@ export interface AveragingJudge {
   judgedOn: AveragingOutcome['judgedOn'];
   images: DecodedSplit['val'] | undefined;
   bestLoss: number | null;
-  train: DecodedSplit['train'];
 }
 
 /**
@@ -253,7 +260,7 @@ export interface AveragingJudge {
  * the best epoch; its loss on the other split, logged in the same epoch, is a fair opponent. With one split, that one.
  */
 export function averagingJudge(
-  decoded: Pick<DecodedSplit, 'train' | 'val' | 'valTime'>,
+  decoded: Pick<DecodedSplit, 'val' | 'valTime'>,
   monitor: MonitoredLoss,
   history: readonly EpochLogs[],
   checkpoint: { best: number | null; bestEpoch: number | null },
@@ -263,14 +270,9 @@ export function averagingJudge(
   const bestRow = history.find((h) => h.epoch === checkpoint.bestEpoch);
   const otherBest = bestRow?.[other];
   if (otherImages?.labels.length && otherBest !== undefined && Number.isFinite(otherBest)) {
-    return { judgedOn: other, images: otherImages, bestLoss: otherBest, train: decoded.train };
+    return { judgedOn: other, images: otherImages, bestLoss: otherBest };
   }
-  return {
-    judgedOn: monitor,
-    images: monitor === 'val_loss' ? decoded.val : decoded.valTime,
-    bestLoss: checkpoint.best,
-    train: decoded.train,
-  };
+  return { judgedOn: monitor, images: monitor === 'val_loss' ? decoded.val : decoded.valTime, bestLoss: checkpoint.best };
 }
 
 /**
@@ -283,6 +285,7 @@ export function averagingJudge(
 async function averagedModel(
   model: tf.LayersModel,
   averaging: ReturnType<typeof weightAveraging>,
+  train: DecodedSplit['train'],
   judge: AveragingJudge,
   cfg: PipelineConfig,
   modelDir: string,
@@ -294,7 +297,7 @@ async function averagedModel(
     return undefined;
   }
   const started = Date.now();
-  const batches = await recomputeBatchNormStats(model, judge.train, cfg.train.batchSize);
+  const batches = await recomputeBatchNormStats(model, train, cfg.train.batchSize);
   const loss = judge.images?.labels.length ? logLoss(judge.images.labels, await predictProbabilities(model, judge.images)) : NaN;
   const { judgedOn, bestLoss } = judge;
   const outcome: AveragingOutcome = { epochs, judgedOn, loss, bestLoss, kept: bestLoss === null || loss <= bestLoss };

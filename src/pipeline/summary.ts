@@ -53,6 +53,7 @@ export function summaryMarkdown(args: {
       `- Test set: ${args.testSource === 'official' ? "the dataset's own test/ folder" : 'carved from train, grouped by patient'}`,
     );
   const t = config.train;
+  const averagedFrom = swaStartEpoch(t);
   lines.push(
     `- Backend: ${args.backend.replace(/^backend:\s*/, '')}`,
     `- Model: ${config.variant} at ${config.imageSize}x${config.imageSize}; Adam lr ${t.learningRate}, batch ${t.batchSize}, ` +
@@ -60,7 +61,7 @@ export function summaryMarkdown(args: {
       (config.normalize && config.normalize !== 'none' ? `, normalize ${config.normalize}` : '') +
       (t.labelSmoothing ? `, label smoothing ${t.labelSmoothing}` : '') +
       (t.mixup ? `, mixup ${t.mixup}` : '') +
-      (swaStartEpoch(t) ? `, weight averaging from epoch ${swaStartEpoch(t)}` : '') +
+      (averagedFrom ? `, weight averaging from epoch ${averagedFrom}` : '') +
       (config.tta && config.tta > 1 ? `, test-time augmentation ${config.tta} views` : ''),
     `- Epochs run: ${args.history.length} of ${t.epochs}${args.stopReason ? ` (${args.stopReason})` : ''}; ` +
       `best epoch (lowest ${config.monitor ?? 'val_loss'}): ${args.bestEpoch ?? '-'}` +

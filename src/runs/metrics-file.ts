@@ -36,14 +36,17 @@ export interface MetricsFile {
   writtenBy: string;
 }
 
+/** What a writer of metrics.json adds about the run to its evaluation. */
+export interface EvaluatedRunInfo {
+  bestEpoch: number | null;
+  averagedEpochs?: number[];
+  epochsRun: number;
+  imageSize: number;
+  writtenBy: string;
+}
+
 /** The file form of an evaluation (the per-image rows go to predictions.csv). */
-export function toMetricsFile(
-  ev: EvalResult,
-  {
-    averagedEpochs,
-    ...run
-  }: { bestEpoch: number | null; averagedEpochs?: number[]; epochsRun: number; imageSize: number; writtenBy: string },
-): MetricsFile {
+export function toMetricsFile(ev: EvalResult, { averagedEpochs, ...run }: EvaluatedRunInfo): MetricsFile {
   return {
     schema: METRICS_SCHEMA,
     threshold: ev.threshold,
