@@ -23,7 +23,7 @@ import { initBackend } from '../src/accel';
 import { discoverDataset } from '../src/data/discover';
 import { loadSplit } from '../src/data/split';
 import { RUN_FILES } from '../src/runs/layout';
-import { findLatestRun } from '../src/runs/read';
+import { findLatestRun, readRun } from '../src/runs/read';
 import { loadModel } from '../src/runs/model-files';
 import type { EpochLogs } from '../src/train/train';
 
@@ -113,6 +113,7 @@ describe('runPipeline', () => {
 
   it('weight averaging survives an interruption, and its mean becomes the model only when it scores at least as well', async () => {
     const outcomes: boolean[] = [];
+    let lastRunDir = '';
     for (const seed of [1, 2, 3]) {
       const controller = new AbortController();
       const abortInEpoch3 = {
@@ -127,6 +128,7 @@ describe('runPipeline', () => {
       });
       expect(first.interrupted).toBe(true);
       first.model?.dispose();
+      lastRunDir = first.runDir;
       const bestBefore = await loadModel(path.join(first.runDir, RUN_FILES.model));
       const bestBeforeWeights = weightValues(bestBefore);
       bestBefore.dispose();
@@ -155,6 +157,7 @@ describe('runPipeline', () => {
       expect(a).toEqual(b);
       const metrics = JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.metrics), 'utf8'));
       expect(JSON.parse(fs.readFileSync(path.join(first.runDir, RUN_FILES.averaging), 'utf8'))).toEqual(outcome);
+      expect(readRun(first.runDir).averaging).toEqual(outcome);
       if (outcome.kept) {
         expect(summary).toMatch(/the evaluated model is the mean of the weights of epochs 2, 3/);
         expect(metrics.averagedEpochs).toEqual([2, 3]);
@@ -192,6 +195,9 @@ describe('runPipeline', () => {
     // These seeds take both branches (measured when the rule was added), so both stay tested.
     expect(outcomes).toContain(true);
     expect(outcomes).toContain(false);
+    const broken = path.join(lastRunDir, RUN_FILES.averaging);
+    fs.writeFileSync(broken, JSON.stringify({ epochs: 'two', kept: true }));
+    expect(() => readRun(lastRunDir)).toThrow(/averaging\.json does not record weight averaging .*delete it and resume/);
   });
 
   it('the steps run one by one, as notebook cells do, and produce the same files', async () => {

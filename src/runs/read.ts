@@ -71,14 +71,24 @@ export function hasModel(runDir: string): boolean {
   return fs.existsSync(path.join(runDir, RUN_FILES.model, 'model.json'));
 }
 
+/** averaging.json, when the run averaged weights; a file that is not one names itself and the fix. */
+function readAveraging(dir: string): AveragingOutcome | undefined {
+  const file = path.join(dir, RUN_FILES.averaging);
+  if (!fs.existsSync(file)) return undefined;
+  const a = readJson<AveragingOutcome>(file);
+  if (!a || typeof a.kept !== 'boolean' || !Array.isArray(a.epochs) || !a.epochs.every((e) => Number.isInteger(e) && e >= 1)) {
+    throw new Error(`${file} does not record weight averaging (epochs, kept); delete it and resume the run to decide again.`);
+  }
+  return a;
+}
+
 export function readRun(runDir: string): Run {
   const dir = path.resolve(runDir);
   const cfg = readRunConfigFile(dir);
   const metricsFile = path.join(dir, RUN_FILES.metrics);
   const metrics = fs.existsSync(metricsFile) ? readMetrics(metricsFile) : undefined;
   const history = readHistory(dir);
-  const averagingFile = path.join(dir, RUN_FILES.averaging);
-  const averaging = fs.existsSync(averagingFile) ? readJson<AveragingOutcome>(averagingFile) : undefined;
+  const averaging = readAveraging(dir);
   const lock = readLock(dir);
   const status: RunStatus = metrics ? 'evaluated' : hasModel(dir) ? 'trained' : history.length ? 'interrupted' : 'started';
   return {
