@@ -81,6 +81,9 @@ const convCases: ConvCase[] = [
   { batch: 2, side: [6, 6], inC: 8, outC: 16, k: [1, 1], stride: 1, pad: 'valid' },
   { batch: 1, side: [10, 9], inC: 5, outC: 3, k: [5, 5], stride: 1, pad: 'valid' },
   { batch: 2, side: [9, 9], inC: 3, outC: 2, k: [3, 3], stride: 1, pad: 'same', dilation: 2 },
+  // 16 -> 16 channels, 3x3, stride 1: the shape that takes Winograd on AVX-512 CPUs (accel/onednn/src/conv.cc).
+  { batch: 2, side: [10, 13], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' },
+  { batch: 3, side: [9, 7], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'valid' },
 ];
 
 function convInputs(rng: Rng, c: ConvCase, depthwise: boolean) {
@@ -211,6 +214,34 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
           .sum(),
       )(xt),
     );
+  });
+
+  it('max pool gradient of windows holding NaN, -Infinity and signed zeros matches cpu exactly', async () => {
+    // Windows in order: all -inf; NaN then 1; all NaN; -0 then +0 ties; +0 then -0 ties; -inf then 5; 3 then NaN.
+    const windows = [
+      [-Infinity, -Infinity, -Infinity, -Infinity],
+      [NaN, 1, 0, 1],
+      [NaN, NaN, NaN, NaN],
+      [-0, 0, -1, 0],
+      [0, -0, -1, -0],
+      [-Infinity, 5, 5, -Infinity],
+      [3, NaN, 2, 3],
+      [-2, -1, -1, -3],
+    ];
+    // Two rows of four 2x2 windows over a [1, 4, 8, 1] image: window w covers rows 2*(w >> 2), columns 2*(w & 3).
+    const data = new Float32Array(32);
+    windows.forEach((taps, w) =>
+      taps.forEach((v, t) => {
+        data[(2 * (w >> 2) + (t >> 1)) * 8 + 2 * (w & 3) + (t & 1)] = v;
+      }),
+    );
+    const weights = tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 4, 1]);
+    const [native, cpu] = await onBoth([{ shape: [1, 4, 8, 1], data }], (xt) =>
+      tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, 2, 2, 'valid').mul(weights).sum())(xt),
+    );
+    expect(Array.from(native[0])).toEqual(Array.from(cpu[0]));
+    expect(Array.from(native[0]).filter((v) => v !== 0)).toHaveLength(6); // the two windows with no finite maximum give none
+    weights.dispose();
   });
 
   it.each([

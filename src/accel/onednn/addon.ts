@@ -18,7 +18,8 @@ export interface NativeAddon {
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
-  maxPoolGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  /** y: the forward output, which holds each window's maximum. */
+  maxPoolGrad(dy: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array, geom: Int32Array): void;
   /** y = a (op) b over `blocks` blocks of `inner` elements, each operand broadcast as its mode says. */
   binary(
     op: BinaryOp,
