@@ -237,7 +237,12 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     );
     const weights = tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 4, 1]);
     const [native, cpu] = await onBoth([{ shape: [1, 4, 8, 1], data }], (xt) =>
-      tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, 2, 2, 'valid').mul(weights).sum())(xt),
+      tf.grad((xx: tf.Tensor) =>
+        tf
+          .maxPool(xx as tf.Tensor4D, 2, 2, 'valid')
+          .mul(weights)
+          .sum(),
+      )(xt),
     );
     expect(Array.from(native[0])).toEqual(Array.from(cpu[0]));
     expect(Array.from(native[0]).filter((v) => v !== 0)).toHaveLength(6); // the two windows with no finite maximum give none
