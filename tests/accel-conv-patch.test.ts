@@ -92,6 +92,8 @@ describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', (
     // Both layers ran fused: one fused kernel each, and no separate bias add or ReLU.
     expect(fused.kernels.filter((k) => k === FUSED_KERNEL)).toHaveLength(2);
     expect(fused.kernels).not.toContain('Relu');
+    // Each layer's gradient took ReLU's mask and the bias's gradient in one pass.
+    expect(fused.kernels.filter((k) => k === 'NativeReluGradChannelSums')).toHaveLength(2);
     expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
     for (const reference of [tfjsNative, cpu]) {
       expectCloseToScale([fused.output], [reference.output], 1e-5);

@@ -163,6 +163,46 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// A convolution + bias + ReLU layer's gradient through its output y, in one pass over channels-last dy and y:
+// masked = dy * step(y) (as ReluGrad) and sums[c] = sum masked[., c], the bias's gradient. A separate Sum read
+// all of masked again, for every conv layer on every step. Accumulates in double, like Sum, split into the same
+// row ranges per thread, so the sums are Sum's to the bit.
+Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
+  // (dy, y, masked, sums[C])
+  const float* dy = f32(info[0]);
+  const float* y = f32(info[1]);
+  float* masked = f32(info[2]);
+  float* sums = f32(info[3]);
+  const int64_t c = info[3].As<Napi::Float32Array>().ElementLength();
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t rows = n / c;
+  int threads = n > kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * c, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    double* acc = partial.data() + static_cast<size_t>(t) * c;
+    for (int64_t r = rows * t / nt, r1 = rows * (t + 1) / nt; r < r1; r++) {
+      const float* g = dy + r * c;
+      const float* v = y + r * c;
+      float* m = masked + r * c;
+#pragma omp simd
+      for (int64_t j = 0; j < c; j++) {
+        float s = v[j] != v[j] ? v[j] : (v[j] > 0.f ? 1.f : 0.f);
+        m[j] = g[j] * s;
+        acc[j] += m[j];
+      }
+    }
+  }
+  for (int64_t j = 0; j < c; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * c + j];
+    sums[j] = static_cast<float>(s);
+  }
+  return info.Env().Undefined();
+}
+
 // The two per-channel sums batch-norm's gradient needs, in one pass over channels-last dy and x:
 // sums[c] = sum dy[., c], sums[C + c] = sum dy[., c] * (x[., c] - mean[c]). tfjs builds them from
 // five activation-sized tensors (x - mean, dy * scale, their products, a tiled rsqrt) and four
@@ -401,6 +441,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
+  exports.Set("reluGradChannelSums", Napi::Function::New(env, ReluGradChannelSums));
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
   exports.Set("batchNormTrainGrad", Napi::Function::New(env, BatchNormTrainGrad));

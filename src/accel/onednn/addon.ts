@@ -38,6 +38,8 @@ export interface NativeAddon {
   tile(x: Float32Array, y: Float32Array, inShape: Int32Array, outShape: Int32Array): void;
   /** y = dy * step(x): ReLU's gradient in one pass. */
   reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;
+  /** masked = dy * step(y) and sums[c] = sum of masked over channel c (channels last), in one pass. */
+  reluGradChannelSums(dy: Float32Array, y: Float32Array, masked: Float32Array, sums: Float32Array): void;
   /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
   /** dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. */

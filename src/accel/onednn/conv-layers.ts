@@ -4,8 +4,9 @@
  * Under a gradient tape tfjs does not fuse a convolution's bias and ReLU (fused.conv2d runs conv2d, add and relu
  * when gradientDepth > 0), and SeparableConv2D never fuses them: two activation-sized passes per layer and step
  * that oneDNN's post-ops do for free inside the convolution. This runs the convolution as one kernel,
- * NativeConv2DBiasRelu (the native FusedConv2D), whose registered gradient takes ReLU's mask from the output:
- * dy * step(y), the bias's sum, and the convolution's two gradients, each only when the tape needs it.
+ * NativeConv2DBiasRelu (the native FusedConv2D), whose registered gradient takes ReLU's mask from the output,
+ * dy * step(y), with the bias's gradient (its per-channel sums) in the same pass, and the convolution's two
+ * gradients, each only when the tape needs it.
  *
  * As batchnorm.ts does, it replaces `call` on the two layer classes (layer-patch.ts) and takes over only layers
  * with a bias, a ReLU, channels-last data, 'same' or 'valid' padding and no dilation, on float32 input; the
@@ -14,11 +15,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { NATIVE_BACKEND } from './backend';
+import { NATIVE_RELU_GRAD_CHANNEL_SUMS } from './gradients';
 import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 
 const CONV_BIAS_RELU = 'NativeConv2DBiasRelu';
-/** gradients.ts's fused ReLU gradient: dy * step(x). */
-const RELU_GRAD = 'NativeReluGrad';
 
 /** The fields of tfjs-layers' Conv2D / SeparableConv2D that the patched calls read (tfjs-layers 4.22). */
 interface ConvInternals {
@@ -105,13 +105,14 @@ export function registerFusedConvLayers(): void {
       const [x, filter, y] = saved;
       const { strides, pad } = attrs as { strides: number[]; pad: string };
       const engine = tf.engine();
-      const masked = engine.runKernel(RELU_GRAD, { dy: dy as tf.Tensor, x: y }) as tf.Tensor;
+      // ReLU's mask and the bias's gradient (the mask's per-channel sums) in one pass.
+      const [masked, biasGrad] = engine.runKernel(NATIVE_RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[];
       const convAttrs = { strides, pad, dataFormat: 'NHWC' };
       return {
         x: () => engine.runKernel(tf.Conv2DBackpropInput, { dy: masked, filter }, { ...convAttrs, inputShape: x.shape }) as tf.Tensor,
         filter: () =>
           engine.runKernel(tf.Conv2DBackpropFilter, { x, dy: masked }, { ...convAttrs, filterShape: filter.shape }) as tf.Tensor,
-        bias: () => tf.sum(masked, [0, 1, 2]),
+        bias: () => biasGrad,
       };
     },
   });

@@ -5,8 +5,10 @@ import { NATIVE_BACKEND } from './backend';
 import { uninitialised } from './buffers';
 import { type Attrs, type Backend, type NativeKernel, allFloat32, output, registerNativeOnly, size, values } from './common';
 
-/** Kernels with no tfjs counterpart, run only by the gradients in registerFusedGradients. */
+/** Kernels with no tfjs counterpart, run only by the gradients here and in conv-layers.ts. */
 const NATIVE_RELU_GRAD = 'NativeReluGrad';
+/** Inputs dy and y (a conv + bias + ReLU output, channels last); outputs [dy * step(y), its per-channel sums]. */
+export const NATIVE_RELU_GRAD_CHANNEL_SUMS = 'NativeReluGradChannelSums';
 
 function reluGrad(a: NativeAddon): NativeKernel {
   return ({ inputs, backend }) => {
@@ -17,6 +19,17 @@ function reluGrad(a: NativeAddon): NativeKernel {
   };
 }
 
+function reluGradChannelSums(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend }) => {
+    const { dy, y } = inputs;
+    const channels = y.shape[y.shape.length - 1];
+    const masked = uninitialised(size(y.shape));
+    const sums = new Float32Array(channels);
+    a.reluGradChannelSums(values(backend, dy), values(backend, y), masked, sums);
+    return [output(backend, [...y.shape], masked), output(backend, [channels], sums)];
+  };
+}
+
 /**
  * Gradients that tfjs computes as chains of activation-sized ops, replaced by one fused native
  * kernel while the native backend is active (tfjs's gradient registry is global, so on any other
@@ -24,6 +37,7 @@ function reluGrad(a: NativeAddon): NativeKernel {
  */
 export function registerFusedGradients(a: NativeAddon): void {
   registerNativeOnly(NATIVE_RELU_GRAD, reluGrad(a));
+  registerNativeOnly(NATIVE_RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
   registerBatchNormGradient(a);
   registerMeanGradient();
   replaceGradient(tf.Relu, (original) => (dy, saved, attrs) => {
