@@ -146,7 +146,7 @@ function maxPool(a: NativeAddon): NativeKernel {
 function maxPoolGrad(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }, fallback) => {
     const { dy, input, output: y } = inputs;
-    if (!allFloat32(dy, input, y)) return fallback();
+    if (!y || !allFloat32(dy, input, y)) return fallback();
     const info = poolInfo(input.shape, attrs!);
     const dx = uninitialised(size(input.shape));
     a.maxPoolGrad(values(backend, dy), values(backend, input), values(backend, y), dx, poolGeom(info));
