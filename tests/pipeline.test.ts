@@ -114,7 +114,11 @@ describe('runPipeline', () => {
   it('weight averaging survives an interruption, and its mean becomes the model only when it scores at least as well', async () => {
     const outcomes: boolean[] = [];
     let lastRunDir = '';
-    for (const seed of [1, 2, 3]) {
+    // Which branch a seed takes moves with the kernels' last bits: seeds 1-3 took both until the native gradients
+    // changed in session 7, after which seed 6 was the first to keep the mean. So seeds are tried until both
+    // branches have been checked.
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      if (outcomes.includes(true) && outcomes.includes(false)) break;
       const controller = new AbortController();
       const abortInEpoch3 = {
         onBatchEnd: (_b: number, _l: unknown, ctx: { history: EpochLogs[] }) => void (ctx.history.length === 2 && controller.abort()),
@@ -192,7 +196,7 @@ describe('runPipeline', () => {
       saved.dispose();
       second.model?.dispose();
     }
-    // These seeds take both branches (measured when the rule was added), so both stay tested.
+    // Both branches were tested within those seeds.
     expect(outcomes).toContain(true);
     expect(outcomes).toContain(false);
     const broken = path.join(lastRunDir, RUN_FILES.averaging);
