@@ -99,8 +99,12 @@ const CONV_CASES: Case[] = [
   { n: 1, h: 10, w: 11, ci: 3, co: 4, k: [3, 3], stride: 2, pad: 'valid' },
   { n: 3, h: 6, w: 5, ci: 5, co: 7, k: [1, 1], stride: 1, pad: 'same' },
   { n: 2, h: 5, w: 7, ci: 8, co: 4, k: [1, 1], stride: 1, pad: 'valid' },
-  // large enough (positions x co >= 2^21) for the path that packs x instead of dy
+  // co a multiple of 16: the SIMD dense loop, which takes (tap, input channel) rows in pairs; 27 and 9 rows leave
+  // one out, and 2 x 128 x 128 positions span many float32 partial sums
   { n: 2, h: 128, w: 128, ci: 4, co: 64, k: [1, 1], stride: 1, pad: 'same' },
+  { n: 2, h: 9, w: 10, ci: 3, co: 16, k: [3, 3], stride: 1, pad: 'same' },
+  { n: 1, h: 8, w: 7, ci: 1, co: 32, k: [3, 3], stride: 1, pad: 'valid' },
+  { n: 2, h: 6, w: 6, ci: 16, co: 16, k: [3, 2], stride: 1, pad: 'same' },
   { n: 1, h: 9, w: 8, ci: 2, co: 3, k: [2, 4], stride: 1, pad: 'same' },
   { n: 1, h: 7, w: 7, ci: 1, co: 2, k: [5, 5], stride: 1, pad: 'same' },
   // one input channel and co a multiple of 4: the SIMD depthwise-loop path

@@ -144,38 +144,9 @@ function gradOnGrid(backend: WasmBackend, dy: TensorInfo, info: Conv2DInfo) {
   return { grid, owned: true };
 }
 
-/**
- * 1x1 unpadded filter gradient with fewer input than output channels: dWᵀ[co, ci] = dyᵀ[co, P] · x[P, ci].
- * XNNPACK packs the right operand on every call (single-threaded, the costliest part here), so packing x
- * instead of dy halves that work when ci = co / 2 (the pointwise convs that widen a block).
- */
-function pointwiseFilterGradPackingInput(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
-  const { inChannels: ci, outChannels: co } = info;
-  const positions = info.batchSize * info.outHeight * info.outWidth;
-  const dyT = runKernel('Transpose', backend, { x: reshaped(dy, [positions, co]) }, { perm: [1, 0] });
-  const dwT = runKernel('BatchMatMul', backend, { a: dyT, b: reshaped(x, [positions, ci]) }, { transposeA: false, transposeB: false });
-  release(backend, dyT);
-  const dw = allocate(backend, [1, 1, ci, co]);
-  const src = view(backend, dwT);
-  const dst = view(backend, dw);
-  for (let o = 0; o < co; o++) {
-    for (let i = 0; i < ci; i++) dst[i * co + o] = src[o * ci + i];
-  }
-  release(backend, dwT);
-  return dw;
-}
-
-const PACKING_DOMINATES_FLOATS = 1 << 21;
-
 function conv2DBackpropFilterStrideOne(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
   const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co } = info;
   const { wp, positions } = strideOneGrid(info);
-  const unpadded = info.padInfo.top === 0 && info.padInfo.left === 0 && info.outHeight === info.inHeight && info.outWidth === info.inWidth;
-  // Only where dy is large enough that packing it outweighs transposing it (measured: a win at 32x37x37x64
-  // and 32x75x75x32, a loss at 32x18x18x128).
-  if (fh === 1 && fw === 1 && unpadded && ci < co && positions * co >= PACKING_DOMINATES_FLOATS) {
-    return pointwiseFilterGradPackingInput(backend, x, dy, info);
-  }
   const xT = inputOnGridChannelMajor(backend, x, info);
   // dy on the grid is the matmul's right operand for every tap: XNNPACK packs it once and caches it by id.
   const dyg = gradOnGrid(backend, dy, info);
@@ -249,6 +220,9 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
   const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, false);
   requireChannelsLast(info, 'Conv2DBackpropFilter');
   const loops = simdLoops(backend.wasm.sharedMemory);
+  if (info.strideHeight === 1 && info.strideWidth === 1 && info.outChannels % 16 === 0 && loops) {
+    return denseFilterGradSimd(backend, x, dy, info, loops);
+  }
   if (info.strideHeight === 1 && info.strideWidth === 1 && info.inChannels === 1 && info.outChannels % 4 === 0 && loops) {
     return singleChannelFilterGradSimd(backend, x, dy, info, attrs, loops);
   }
@@ -413,40 +387,46 @@ function depthwiseFilterGradStrideOne(backend: WasmBackend, x: TensorInfo, dy: T
 /** Products summed in float32 inside the SIMD loop before moving to the float64 total. */
 const POSITIONS_PER_PARTIAL = 256;
 
+/** Where each filter tap reads x on the stride-1 grid, relative to the output pixel's own grid position, in bytes. */
+function tapByteShifts(info: Conv2DInfo): number[] {
+  const { wp } = strideOneGrid(info);
+  const shifts: number[] = [];
+  for (let i = 0; i < info.filterHeight; i++) {
+    for (let j = 0; j < info.filterWidth; j++) shifts.push((i * info.dilationHeight * wp + j * info.dilationWidth) * info.inChannels * 4);
+  }
+  return shifts;
+}
+
+/** One output row's products into the float32 sums at accByte; the loop's int32 table (byte offsets into x) is at tableByte. */
+type FilterGradRow = (xRowByte: number, dyRowByte: number, accByte: number, tableByte: number) => void;
+
 /**
- * Depthwise filter gradient, stride 1, multiplier 1, channels a multiple of 4, with the SIMD loop: for
- * each output row, acc[tap, k] += xGrid[p + shift(tap), k] * dy[p, k] over the row's positions. x goes
- * onto the padded grid position-major (row copies only); dy is read where it is.
+ * A stride-1 filter gradient taken one output row at a time by a SIMD loop: x goes onto the padded grid
+ * position-major (row copies only), dy is read where it is, and the loop's `sums` float32 sums are moved into a
+ * float64 total every POSITIONS_PER_PARTIAL positions, so long sums keep float32's rounding small.
  */
-function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
-  const { filterHeight: fh, filterWidth: fw, inChannels: c, outHeight, outWidth, batchSize } = info;
+function filterGradByRows(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, sums: number, table: number[], row: FilterGradRow): Float64Array {
+  const { inChannels: ci, outChannels: co, outHeight, outWidth, batchSize } = info;
   const { hp, wp } = strideOneGrid(info);
-  const taps = fh * fw;
-  const gridSize = batchSize * hp * wp * c;
-  const grid = allocate(backend, [gridSize]);
-  const scratch = allocate(backend, [taps * c + taps]); // float32 partial sums, then the taps' byte shifts (int32)
+  const grid = allocate(backend, [batchSize * hp * wp * ci]);
+  const scratch = allocate(backend, [sums + table.length]); // float32 partial sums, then the table (int32)
   copyIntoGrid(view(backend, x), view(backend, grid), inputPlacement(info));
   const scratchView = view(backend, scratch);
-  const shifts = new Int32Array(scratchView.buffer, scratchView.byteOffset + taps * c * 4, taps);
-  for (let i = 0; i < fh; i++) {
-    for (let j = 0; j < fw; j++) shifts[i * fw + j] = (i * info.dilationHeight * wp + j * info.dilationWidth) * c * 4;
-  }
+  new Int32Array(scratchView.buffer, scratchView.byteOffset + sums * 4, table.length).set(table);
   const gridAt = byteOffset(backend, grid);
   const dyAt = byteOffset(backend, dy);
   const accAt = byteOffset(backend, scratch);
-  const total = new Float64Array(taps * c);
+  const total = new Float64Array(sums);
   const flush = () => {
-    const partial = view(backend, scratch).subarray(0, taps * c);
-    for (let k = 0; k < partial.length; k++) total[k] += partial[k];
+    const partial = view(backend, scratch).subarray(0, sums);
+    for (let k = 0; k < sums; k++) total[k] += partial[k];
     partial.fill(0);
   };
-  view(backend, scratch).fill(0, 0, taps * c);
+  view(backend, scratch).fill(0, 0, sums);
   let pending = 0;
   for (let b = 0; b < batchSize; b++) {
     for (let y = 0; y < outHeight; y++) {
-      const xRow = gridAt + (b * hp + y) * wp * c * 4;
-      const dyRow = dyAt + (b * outHeight + y) * outWidth * c * 4;
-      loops.dwgrad(xRow, dyRow, accAt, outWidth, c * 4, accAt + taps * c * 4, taps);
+      row(gridAt + (b * hp + y) * wp * ci * 4, dyAt + (b * outHeight + y) * outWidth * co * 4, accAt, accAt + sums * 4);
       pending += outWidth;
       if (pending >= POSITIONS_PER_PARTIAL) {
         flush();
@@ -456,8 +436,38 @@ function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: Tensor
   }
   flush();
   release(backend, grid, scratch);
+  return total;
+}
+
+/**
+ * Depthwise filter gradient, stride 1, multiplier 1, channels a multiple of 4: for each output row,
+ * acc[tap, k] += xGrid[p + shift(tap), k] * dy[p, k] over the row's positions.
+ */
+function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: c, outWidth } = info;
+  const taps = fh * fw;
+  const total = filterGradByRows(backend, x, dy, info, taps * c, tapByteShifts(info), (xRow, dyRow, acc, shifts) =>
+    loops.dwgrad(xRow, dyRow, acc, outWidth, c * 4, shifts, taps),
+  );
   const dw = allocate(backend, [fh, fw, c, 1]);
   view(backend, dw).set(total); // [tap][channel] is dW's layout
+  return dw;
+}
+
+/**
+ * Dense filter gradient, stride 1, outputs a multiple of 16, with the SIMD loop: for each output row and each
+ * (tap, input channel) pair r, acc[r, o] += xGrid[p + shift(tap), c] * dy[p, o]. XNNPACK's matmuls took ~450 ms for
+ * block 1's 16 -> 16 conv at batch 32, most of it packing dy on one thread; this loop reads both where they lie.
+ */
+function denseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
+  const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co, outWidth } = info;
+  const offsets = tapByteShifts(info).flatMap((shift) => Array.from({ length: ci }, (_, c) => shift + c * 4));
+  if (offsets.length % 2 === 1) offsets.push(0); // the loop takes rows in pairs: an odd one out gets a row of sums nobody reads
+  const total = filterGradByRows(backend, x, dy, info, offsets.length * co, offsets, (xRow, dyRow, acc, table) =>
+    loops.convgrad(xRow, dyRow, acc, outWidth, ci * 4, co * 4, table, offsets.length),
+  );
+  const dw = allocate(backend, [fh, fw, ci, co]);
+  view(backend, dw).set(total.subarray(0, fh * fw * ci * co)); // [tap][input][output] is dW's layout
   return dw;
 }
 

@@ -27,6 +27,18 @@ function leb(n: number): number[] {
   return out;
 }
 
+/** Signed LEB128, what i32.const takes: 64 needs two bytes (a single 0x40 would read as -64). */
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    const done = (n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0);
+    out.push(done ? byte : byte | 0x80);
+    if (done) return out;
+  }
+}
+
 function vec(items: number[][]): number[] {
   return [...leb(items.length), ...items.flat()];
 }
@@ -50,13 +62,17 @@ const op = {
   brIf: (l: number) => [0x0d, l],
   get: (i: number) => [0x20, i],
   set: (i: number) => [0x21, i],
-  i32: (v: number) => [0x41, ...leb(v)], // only small non-negative constants are used (sleb == leb below 64)
+  i32: (v: number) => [0x41, ...sleb(v)],
   add: [0x6a],
   shl: [0x74],
   geU: [0x4f],
   load: [0x28, 2, 0],
   v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
   v128Store: [0xfd, 0x0b, 2, 0],
+  /** v128.load / v128.store / v128.load32_splat with a constant byte offset folded into the instruction. */
+  v128LoadAt: (offset: number) => [0xfd, 0x00, 2, ...leb(offset)],
+  v128StoreAt: (offset: number) => [0xfd, 0x0b, 2, ...leb(offset)],
+  splatAt: (offset: number) => [0xfd, 0x09, 2, ...leb(offset)],
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
@@ -169,6 +185,78 @@ function dwgradBody(): number[] {
   return [...vec([[5, I32]]), ...code, ...op.end];
 }
 
+// convgrad(x, dy, acc, n, ciBytes, coBytes, offsets, rows); i32 locals r = 8, o = 9, p = 10, xa = 11, xb = 12,
+// dp = 13, ap = 14, arow = 15, ra = 16, rb = 17; v128 locals: sums 18-25, dy 26-29, x 30-31
+function convgradBody(): number[] {
+  const [x, dy, acc, n, ciBytes, coBytes, offsets, rows, r, o, p, xa, xb, dp, ap, arow, ra, rb] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+  ];
+  const sums = [18, 19, 20, 21, 22, 23, 24, 25]; // row r: 18-21, row r + 1: 22-25 (16 outputs each)
+  const grads = [26, 27, 28, 29];
+  const [va, vb] = [30, 31];
+  // The sums of outputs o..o+15 of rows r and r+1, at ap and ap + coBytes.
+  const sumAddress = (i: number) => (i < 4 ? op.get(ap) : [...op.get(ap), ...op.get(coBytes), ...op.add]);
+  const loadSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.v128LoadAt((i % 4) * 16), ...op.set(s)]);
+  const storeSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.get(s), ...op.v128StoreAt((i % 4) * 16)]);
+  const multiplyAdd = (s: number, v: number, g: number) => [...op.get(s), ...op.get(v), ...op.get(g), ...op.f32x4Mul, ...op.f32x4Add, ...op.set(s)];
+  // x + offsets[row]: where a row's input value for the row's first pixel lies
+  const rowInput = (row: number) => [...op.get(x), ...op.get(offsets), ...op.get(row), ...op.i32(2), ...op.shl, ...op.add, ...op.load, ...op.add];
+  const pixels = whileBelow(p, n, [
+    ...grads.flatMap((g, i) => [...op.get(dp), ...op.v128LoadAt(i * 16), ...op.set(g)]),
+    ...op.get(xa),
+    ...op.splatAt(0),
+    ...op.set(va),
+    ...op.get(xb),
+    ...op.splatAt(0),
+    ...op.set(vb),
+    ...grads.flatMap((g, i) => [...multiplyAdd(sums[i], va, g), ...multiplyAdd(sums[i + 4], vb, g)]),
+    ...bump(xa, { local: ciBytes }),
+    ...bump(xb, { local: ciBytes }),
+    ...bump(dp, { local: coBytes }),
+    ...bump(p, 1),
+  ]);
+  const outputBlocks = whileBelow(o, coBytes, [
+    ...at(arow, o),
+    ...op.set(ap),
+    ...loadSums,
+    ...rowInput(ra),
+    ...op.set(xa),
+    ...rowInput(rb),
+    ...op.set(xb),
+    ...at(dy, o),
+    ...op.set(dp),
+    ...op.i32(0),
+    ...op.set(p),
+    ...pixels,
+    ...storeSums,
+    ...bump(o, 64),
+  ]);
+  const rowPairs = whileBelow(r, rows, [
+    ...op.get(r),
+    ...op.set(ra),
+    ...op.get(r),
+    ...op.i32(1),
+    ...op.add,
+    ...op.set(rb),
+    ...op.i32(0),
+    ...op.set(o),
+    ...outputBlocks,
+    ...bump(arow, { local: coBytes }),
+    ...bump(arow, { local: coBytes }),
+    ...bump(r, 2),
+  ]);
+  return [
+    ...vec([
+      [10, I32],
+      [14, V128],
+    ]),
+    ...op.get(acc),
+    ...op.set(arow),
+    ...rowPairs,
+    ...op.end,
+  ];
+}
+
 // maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
 // v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
 function maxpoolBody(): number[] {
@@ -277,12 +365,14 @@ function moduleBytes(shared: boolean): Uint8Array {
   const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type5 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0];
+  const type8 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
   const colsum = colsumBody();
   const dwgrad = dwgradBody();
   const maxpool = maxpoolBody();
   const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
   const affine = rowAffineBody();
+  const convgrad = convgradBody();
   return Uint8Array.from([
     0x00,
     0x61,
@@ -292,9 +382,9 @@ function moduleBytes(shared: boolean): Uint8Array {
     0x00,
     0x00,
     0x00,
-    ...section(1, vec([type4, type7, type6, type5])),
+    ...section(1, vec([type4, type7, type6, type5, type8])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4]])),
     ...section(
       7,
       vec([
@@ -305,6 +395,7 @@ function moduleBytes(shared: boolean): Uint8Array {
         [...name('rowadd'), 0x00, 4],
         [...name('rowsub'), 0x00, 5],
         [...name('rowaffine'), 0x00, 6],
+        [...name('convgrad'), 0x00, 7],
       ]),
     ),
     ...section(
@@ -315,6 +406,7 @@ function moduleBytes(shared: boolean): Uint8Array {
         [...leb(maxpool.length), ...maxpool],
         ...rows.map((b) => [...leb(b.length), ...b]),
         [...leb(affine.length), ...affine],
+        [...leb(convgrad.length), ...convgrad],
       ]),
     ),
   ]);
@@ -333,6 +425,13 @@ export interface SimdLoops {
   rowsub(srcByte: number, vByte: number, dstByte: number, rows: number, colsBytes: number): void;
   /** dst[r*cols + k] = (src[r*cols + k] - m[k]) * a[k] + o[k]; cols % 4 === 0. */
   rowaffine(srcByte: number, mByte: number, aByte: number, oByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /**
+   * One output row of a dense filter gradient: acc[r*co + o] += x[offset_r + p*ci] * dy[p*co + o] for p < n, every
+   * row r < rows and output channel o, where row r is one (tap, input channel) pair and offset_r (bytes, i32, at
+   * offsetsByte) is where its input value for the row's first pixel lies. rows % 2 === 0, co % 16 === 0: two rows by 16
+   * outputs are 8 vector sums, which stay in registers over the row's pixels.
+   */
+  convgrad(xByte: number, dyByte: number, accByte: number, n: number, ciBytes: number, coBytes: number, offsetsByte: number, rows: number): void;
   /**
    * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
    * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
