@@ -405,7 +405,15 @@ type FilterGradRow = (xRowByte: number, dyRowByte: number, accByte: number, tabl
  * position-major (row copies only), dy is read where it is, and the loop's `sums` float32 sums are moved into a
  * float64 total every POSITIONS_PER_PARTIAL positions, so long sums keep float32's rounding small.
  */
-function filterGradByRows(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, sums: number, table: number[], row: FilterGradRow): Float64Array {
+function filterGradByRows(
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: Conv2DInfo,
+  sums: number,
+  table: number[],
+  row: FilterGradRow,
+): Float64Array {
   const { inChannels: ci, outChannels: co, outHeight, outWidth, batchSize } = info;
   const { hp, wp } = strideOneGrid(info);
   const grid = allocate(backend, [batchSize * hp * wp * ci]);

@@ -198,9 +198,25 @@ function convgradBody(): number[] {
   const sumAddress = (i: number) => (i < 4 ? op.get(ap) : [...op.get(ap), ...op.get(coBytes), ...op.add]);
   const loadSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.v128LoadAt((i % 4) * 16), ...op.set(s)]);
   const storeSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.get(s), ...op.v128StoreAt((i % 4) * 16)]);
-  const multiplyAdd = (s: number, v: number, g: number) => [...op.get(s), ...op.get(v), ...op.get(g), ...op.f32x4Mul, ...op.f32x4Add, ...op.set(s)];
+  const multiplyAdd = (s: number, v: number, g: number) => [
+    ...op.get(s),
+    ...op.get(v),
+    ...op.get(g),
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.set(s),
+  ];
   // x + offsets[row]: where a row's input value for the row's first pixel lies
-  const rowInput = (row: number) => [...op.get(x), ...op.get(offsets), ...op.get(row), ...op.i32(2), ...op.shl, ...op.add, ...op.load, ...op.add];
+  const rowInput = (row: number) => [
+    ...op.get(x),
+    ...op.get(offsets),
+    ...op.get(row),
+    ...op.i32(2),
+    ...op.shl,
+    ...op.add,
+    ...op.load,
+    ...op.add,
+  ];
   const pixels = whileBelow(p, n, [
     ...grads.flatMap((g, i) => [...op.get(dp), ...op.v128LoadAt(i * 16), ...op.set(g)]),
     ...op.get(xa),
@@ -431,7 +447,16 @@ export interface SimdLoops {
    * offsetsByte) is where its input value for the row's first pixel lies. rows % 2 === 0, co % 16 === 0: two rows by 16
    * outputs are 8 vector sums, which stay in registers over the row's pixels.
    */
-  convgrad(xByte: number, dyByte: number, accByte: number, n: number, ciBytes: number, coBytes: number, offsetsByte: number, rows: number): void;
+  convgrad(
+    xByte: number,
+    dyByte: number,
+    accByte: number,
+    n: number,
+    ciBytes: number,
+    coBytes: number,
+    offsetsByte: number,
+    rows: number,
+  ): void;
   /**
    * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
    * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
