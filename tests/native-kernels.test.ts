@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
-import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
+import { loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
@@ -119,7 +119,8 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     for (const name of cpu) expect(native.has(name)).toBe(true);
   });
 
-  it.each(convCases)('conv2d forward, fused relu+bias, and both gradients: %o', async (c) => {
+  /** Forward, fused bias+relu and both gradients of one case against cpu. */
+  async function expectConvMatchesCpu(c: ConvCase): Promise<void> {
     const rng = makeRng(11);
     const { x, w, b } = convInputs(rng, c, false);
     const dil = c.dilation ?? 1;
@@ -145,6 +146,35 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
             .sum();
         return tf.grads(loss)([xt, wt]);
       });
+    }
+  }
+
+  it.each(convCases)('conv2d forward, fused relu+bias, and both gradients: %o', expectConvMatchesCpu);
+
+  const winogradCases = convCases.filter((c) => c.inC === 16 && c.outC === 16 && c.k[0] === 3 && c.k[1] === 3);
+
+  it('16 -> 16 3x3 convs match cpu with either algorithm, and auto keeps Winograd only where it timed clearly faster', async () => {
+    const { addon } = loaded as { addon: NativeAddon };
+    expect(winogradCases.length).toBe(2);
+    try {
+      for (const mode of ['direct', 'winograd', 'auto'] as const) {
+        addon.setConvAlgorithm(mode);
+        for (const c of winogradCases) await expectConvMatchesCpu(c);
+        if (mode !== 'auto') expect(addon.convAlgorithmChoices()).toEqual([]);
+      }
+      const choices = addon.convAlgorithmChoices();
+      // Each case's forward (plain and fused bias+relu share a geometry), backward data and backward weights.
+      expect(new Set(choices.map((ch) => ch.direction))).toEqual(new Set(['forward', 'backwardData', 'backwardWeights']));
+      expect(choices.length).toBe(3 * winogradCases.length);
+      for (const ch of choices) {
+        const [, , , inC, , , outC, kh, kw] = ch.geometry;
+        expect([inC, outC, kh, kw]).toEqual([16, 16, 3, 3]);
+        expect(ch.directMs).toBeGreaterThan(0);
+        expect(ch.winograd).toBe(ch.winogradMs >= 0 && ch.winogradMs < 0.85 * ch.directMs);
+      }
+      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct' or 'winograd', got 'fast'/);
+    } finally {
+      addon.setConvAlgorithm('auto');
     }
   });
 

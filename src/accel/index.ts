@@ -12,6 +12,7 @@ export {
   BACKEND_ORDER,
   backendInfo,
   describeBackend,
+  describeConvChoices,
   initBackend,
   type BackendInfo,
   type BackendName,

@@ -93,6 +93,7 @@ async function activate(name: string): Promise<string | undefined> {
 }
 
 interface NativeModule {
+  describeConvChoices(): string | undefined;
   tryRegisterNative(): { ok: true; threads: number } | { ok: false; why: string };
 }
 
@@ -217,4 +218,10 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
 /** The backend chosen by initBackend, if it has run. */
 export function backendInfo(): BackendInfo | undefined {
   return current;
+}
+
+/** What the `native` backend's convolutions timed and chose (onednn's describeConvChoices); undefined elsewhere. */
+export function describeConvChoices(): string | undefined {
+  if (current?.name !== 'native') return undefined;
+  return (require('./onednn') as NativeModule).describeConvChoices();
 }

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { repoRoot } from '../paths';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_ORDER, BackendName, initBackend } from '../accel';
+import { BACKEND_ORDER, BackendName, describeConvChoices, initBackend } from '../accel';
 import { ModelVariant, buildModel } from '../model';
 import { makeTrainStep, runStep } from '../train/step';
 import { balancedClassWeights } from '../train/loss';
@@ -219,6 +219,8 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const inferCpuSeconds = cpuSeconds(cpu);
   const inferIps = (opts.batch * opts.steps) / inferSeconds;
   console.log(`infer: ${opts.steps} batches in ${inferSeconds.toFixed(2)} s = ${inferIps.toFixed(1)} img/s`);
+  const convChoices = describeConvChoices();
+  if (convChoices) console.log(`conv algorithms timed and chosen: ${convChoices}`);
   tf.dispose([xs, ys]);
   optimizer.dispose();
   model.dispose();

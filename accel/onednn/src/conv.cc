@@ -1,8 +1,11 @@
 // Convolutions (ordinary and depthwise, forward and both gradients) and batched
 // matmul on oneDNN, reading/writing tfjs tensor storage in place (NHWC, HWIO/HWCM).
 #include "common.h"
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 namespace pn {
 
@@ -27,17 +30,10 @@ struct ConvDescs {
 // Winograd F(4x4, 3x3) computes a 3x3 convolution with about half the arithmetic of the direct one. oneDNN has it
 // on AVX-512 only, and only for activations in its nChw16c layout, which for exactly 16 channels is NHWC byte for
 // byte. Block 1's second conv (16 -> 16 channels at 150x150) is such a convolution and the largest of the network:
-// about a third of a training step and of inference. On an AMD EPYC (Zen 4) with oneDNN 2.6, batch 32: forward
-// 16 -> 10 ms, backward data 21 -> 14 ms, backward weights 18 -> 13 ms on their own; inside the bench's training
-// steps the three primitives took 21.4 ms a call on average before, 15.7 ms after (oneDNN's verbose log).
-// PNEUMO_NATIVE_WINOGRAD=0 turns it off (the direct algorithm, as on CPUs without AVX-512).
+// about a third of a training step and of inference.
 bool winogradFits(const ConvGeom& g) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("PNEUMO_NATIVE_WINOGRAD");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
-  return enabled && g.depthMult == 0 && g.c == 16 && g.oc == 16 && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
-         g.sw == 1 && g.dh == 1 && g.dw == 1;
+  return g.depthMult == 0 && g.c == 16 && g.oc == 16 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 &&
+         g.dh == 1 && g.dw == 1;
 }
 
 ConvDescs describe(const ConvGeom& g, bool winograd) {
@@ -86,17 +82,83 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
   return convolution_forward::primitive_desc(desc, activationAttr(act), cpuEngine());
 }
 
-// plan(descs) builds a primitive descriptor for the winograd descriptions where they fit and this CPU has an
-// implementation, else for the direct ones. oneDNN says "unimplemented" by throwing while the descriptor is made.
-template <typename Plan>
-auto withWinogradIfAvailable(const ConvGeom& g, Plan plan) {
-  if (winogradFits(g)) {
+// Whether Winograd pays depends on the CPU, so where it fits, the first call of each direction and geometry times
+// both algorithms on that call's own buffers and keeps the faster one for the rest of the process. Measured with
+// oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct -> Winograd):
+//   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13
+//   Intel Xeon (AVX-512, AMX): forward 14 -> 25, backward data 13 -> 25, backward weights 15 -> 10
+// Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
+// and with it the last bits of the results, does not flip between runs on one machine with timing noise.
+// PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses it, =1 ('winograd') always where
+// oneDNN has it; unset or 'auto' measures.
+enum class ConvAlgorithm { kAuto, kDirect, kWinograd };
+constexpr double kWinogradMargin = 0.85;  // Winograd's time must be under 85% of the direct one's
+
+ConvAlgorithm& convAlgorithm() {
+  static ConvAlgorithm mode = [] {
+    const char* v = std::getenv("PNEUMO_NATIVE_WINOGRAD");
+    if (v && std::strcmp(v, "0") == 0) return ConvAlgorithm::kDirect;
+    if (v && std::strcmp(v, "1") == 0) return ConvAlgorithm::kWinograd;
+    return ConvAlgorithm::kAuto;
+  }();
+  return mode;
+}
+
+enum class Direction : int { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+
+struct Choice {
+  bool winograd;
+  double winogradMs, directMs;  // the faster of two timed calls each; winogradMs < 0: oneDNN has no Winograd here
+};
+
+using ChoiceKey = std::pair<int, std::vector<int64_t>>;
+std::map<ChoiceKey, Choice>& choices() {
+  static std::map<ChoiceKey, Choice> m;
+  return m;
+}
+
+ChoiceKey choiceKey(Direction dir, const ConvGeom& g) {
+  return {static_cast<int>(dir), {g.n, g.h, g.w, g.c, g.oh, g.ow, g.oc, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.pb, g.pr}};
+}
+
+template <typename Run>
+double fastestOfTwo(Run run) {
+  double best = 1e300;
+  for (int i = 0; i < 2; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Runs the convolution with `run(winograd)` using the algorithm chosen as above. `run` throws dnnl::error when
+// oneDNN has no implementation of the algorithm asked for (its "unimplemented" while making the descriptor).
+template <typename Run>
+void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run) {
+  const ConvAlgorithm mode = convAlgorithm();
+  if (mode == ConvAlgorithm::kDirect || !winogradFits(g)) return run(false);
+  if (mode == ConvAlgorithm::kWinograd) {
     try {
-      return plan(describe(g, true));
+      return run(true);
     } catch (const dnnl::error&) {
+      return run(false);
     }
   }
-  return plan(describe(g, false));
+  const ChoiceKey key = choiceKey(dir, g);
+  auto known = choices().find(key);
+  if (known != choices().end()) return run(known->second.winograd);
+  Choice c{false, -1, 0};
+  try {
+    run(true);  // creates the primitive (JIT), untimed
+    c.winogradMs = fastestOfTwo([&] { run(true); });
+  } catch (const dnnl::error&) {
+  }
+  run(false);
+  c.directMs = fastestOfTwo([&] { run(false); });
+  c.winograd = c.winogradMs >= 0 && c.winogradMs < kWinogradMargin * c.directMs;
+  choices()[key] = c;
+  if (c.winograd) run(true);  // the output is the chosen algorithm's
 }
 
 // Copies between the caller's layout and the primitive's preferred one when they differ.
@@ -117,17 +179,16 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   ConvGeom g = ConvGeom::from(ints(info[4]));
   Activation act = static_cast<Activation>(info[5].As<Napi::Number>().Int32Value());
   memory::desc biasMd({g.oc}, dt::f32, tag::a);
-  ConvDescs d;
-  auto pd = withWinogradIfAvailable(g, [&](const ConvDescs& descs) {
-    d = descs;
-    return forwardPd(d, b ? &biasMd : nullptr, act);
+  runWithChosenAlgorithm(Direction::kForward, g, [&](bool winograd) {
+    ConvDescs d = describe(g, winograd);
+    auto pd = forwardPd(d, b ? &biasMd : nullptr, act);
+    memory src(d.src, cpuEngine(), x), dst(d.dst, cpuEngine(), y);
+    memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), b)});
+    dnnl::convolution_forward(pd).execute(cpuStream(), args);
+    cpuStream().wait();
   });
-  memory src(d.src, cpuEngine(), x), dst(d.dst, cpuEngine(), y);
-  memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-  if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), b)});
-  dnnl::convolution_forward(pd).execute(cpuStream(), args);
-  cpuStream().wait();
   return info.Env().Undefined();
 }
 
@@ -138,18 +199,17 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   float* dx = f32(info[2]);
   ConvGeom g = ConvGeom::from(ints(info[3]));
   using namespace dnnl;
-  ConvDescs d;
-  auto pd = withWinogradIfAvailable(g, [&](const ConvDescs& descs) {
-    d = descs;
+  runWithChosenAlgorithm(Direction::kBackwardData, g, [&](bool winograd) {
+    ConvDescs d = describe(g, winograd);
     auto hint = forwardPd(d, nullptr, Activation::kNone);
     convolution_backward_data::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL, d.padR);
-    return convolution_backward_data::primitive_desc(desc, cpuEngine(), hint);
+    convolution_backward_data::primitive_desc pd(desc, cpuEngine(), hint);
+    memory diffDst(d.dst, cpuEngine(), dy), diffSrc(d.src, cpuEngine(), dx);
+    memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
+    convolution_backward_data(pd).execute(
+        cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
+    cpuStream().wait();
   });
-  memory diffDst(d.dst, cpuEngine(), dy), diffSrc(d.src, cpuEngine(), dx);
-  memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
-  convolution_backward_data(pd).execute(
-      cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
-  cpuStream().wait();
   return info.Env().Undefined();
 }
 
@@ -160,22 +220,21 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   float* dw = f32(info[2]);
   ConvGeom g = ConvGeom::from(ints(info[3]));
   using namespace dnnl;
-  ConvDescs d;
-  auto pd = withWinogradIfAvailable(g, [&](const ConvDescs& descs) {
-    d = descs;
+  runWithChosenAlgorithm(Direction::kBackwardWeights, g, [&](bool winograd) {
+    ConvDescs d = describe(g, winograd);
     auto hint = forwardPd(d, nullptr, Activation::kNone);
     convolution_backward_weights::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL,
                                             d.padR);
-    return convolution_backward_weights::primitive_desc(desc, cpuEngine(), hint);
+    convolution_backward_weights::primitive_desc pd(desc, cpuEngine(), hint);
+    memory src(d.src, cpuEngine(), x), diffDst(d.dst, cpuEngine(), dy);
+    memory user(d.userWeights, cpuEngine(), dw);
+    bool inPlace = pd.diff_weights_desc() == d.userWeights;
+    memory diffWei = inPlace ? user : memory(pd.diff_weights_desc(), cpuEngine());
+    convolution_backward_weights(pd).execute(
+        cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
+    if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
+    cpuStream().wait();
   });
-  memory src(d.src, cpuEngine(), x), diffDst(d.dst, cpuEngine(), dy);
-  memory user(d.userWeights, cpuEngine(), dw);
-  bool direct = pd.diff_weights_desc() == d.userWeights;
-  memory diffWei = direct ? user : memory(pd.diff_weights_desc(), cpuEngine());
-  convolution_backward_weights(pd).execute(
-      cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
-  if (!direct) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
-  cpuStream().wait();
   return info.Env().Undefined();
 }
 
@@ -207,9 +266,44 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setConvAlgorithm('auto' | 'direct' | 'winograd'): what PNEUMO_NATIVE_WINOGRAD sets at load (unset, 0, 1).
+// Switching forgets the measured choices.
+Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
+  const std::string mode = info[0].As<Napi::String>().Utf8Value();
+  if (mode == "auto") convAlgorithm() = ConvAlgorithm::kAuto;
+  else if (mode == "direct") convAlgorithm() = ConvAlgorithm::kDirect;
+  else if (mode == "winograd") convAlgorithm() = ConvAlgorithm::kWinograd;
+  else throw Napi::Error::New(info.Env(), "setConvAlgorithm: expected 'auto', 'direct' or 'winograd', got '" + mode + "'");
+  choices().clear();
+  return info.Env().Undefined();
+}
+
+// The choices measured so far: [{direction, geometry, winograd, winogradMs, directMs}], winogradMs -1 where oneDNN
+// had no Winograd for that convolution.
+Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  static const char* kDirections[] = {"forward", "backwardData", "backwardWeights"};
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& [key, c] : choices()) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("direction", kDirections[key.first]);
+    Napi::Array geom = Napi::Array::New(env, key.second.size());
+    for (uint32_t j = 0; j < key.second.size(); j++) geom.Set(j, Napi::Number::New(env, double(key.second[j])));
+    o.Set("geometry", geom);
+    o.Set("winograd", c.winograd);
+    o.Set("winogradMs", c.winogradMs);
+    o.Set("directMs", c.directMs);
+    out.Set(i++, o);
+  }
+  return out;
+}
+
 }  // namespace
 
 void registerConv(Napi::Env env, Napi::Object exports) {
+  exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));
+  exports.Set("convAlgorithmChoices", Napi::Function::New(env, ConvAlgorithmChoices));
   exports.Set("convForward", Napi::Function::New(env, ConvForward));
   exports.Set("convBackwardData", Napi::Function::New(env, ConvBackwardData));
   exports.Set("convBackwardWeights", Napi::Function::New(env, ConvBackwardWeights));

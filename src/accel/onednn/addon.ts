@@ -8,6 +8,15 @@ import type { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
 const ADDON_RELATIVE = path.join('accel', 'onednn', 'build', 'Release', 'pneumo_native.node');
 
+export interface ConvAlgorithmChoice {
+  direction: 'forward' | 'backwardData' | 'backwardWeights';
+  /** n, h, w, c, oh, ow, oc, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr */
+  geometry: number[];
+  winograd: boolean;
+  winogradMs: number;
+  directMs: number;
+}
+
 /** The addon's functions (accel/onednn/src/*.cc); all synchronous, writing into the last array given. */
 export interface NativeAddon {
   setThreads(n: number): number;
@@ -16,6 +25,11 @@ export interface NativeAddon {
   convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: Activation): void;
   convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  /** Where Winograd fits: 'auto' times it against the direct algorithm once per direction and geometry (the
+   * default; PNEUMO_NATIVE_WINOGRAD=0 / 1 start as 'direct' / 'winograd'). Switching forgets the choices. */
+  setConvAlgorithm(mode: 'auto' | 'direct' | 'winograd'): void;
+  /** What 'auto' chose so far; winogradMs is -1 where oneDNN had no Winograd for the convolution. */
+  convAlgorithmChoices(): ConvAlgorithmChoice[];
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   /** y: the forward output, which holds each window's maximum. */
