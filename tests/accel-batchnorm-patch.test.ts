@@ -1,34 +1,39 @@
 /**
- * The fused training batch-norm (src/accel/onednn/batchnorm.ts) replaces tfjs-layers' BatchNormalization.prototype.call
+ * The fused training batch-norm (src/accel/fused/batchnorm.ts) replaces tfjs-layers' BatchNormalization.prototype.call
  * and reads the layer's fields. These tests fail when a tfjs upgrade changes what it relies on: the layer's layout,
- * and the results. With the patch, a training step on `native` must give tfjs's outputs, gradients (input, gamma,
- * beta, and the weights before the layer) and moving statistics, both against tfjs's own method on `native` and
- * against the cpu backend. They need the addon (skipped, visibly, when it is not built).
+ * and the results. With the patch, a training step on `native` and on `wasm` (each with its own gradient kernel) must
+ * give tfjs's outputs, gradients (input, gamma, beta, and the weights before the layer) and moving statistics, both
+ * against tfjs's own method on that backend and against the cpu backend. The native half needs the addon (skipped,
+ * visibly, when it is not built).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { expectCloseToScale } from './close-arrays';
 import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
+import { startWasmBackend } from '../src/accel/wasm/setup';
 import {
   MIRRORED_TFJS_LAYERS,
   batchNormLayoutProblem,
   fusedBatchNormInstalled,
   installFusedBatchNorm,
   uninstallFusedBatchNorm,
-} from '../src/accel/onednn/batchnorm';
+} from '../src/accel/fused/batchnorm';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
 if (skipWhy) console.warn(`[batch-norm patch tests skipped] ${skipWhy}`);
-const onTfjs = `tfjs ${tf.version_layers}; src/accel/onednn/batchnorm.ts mirrors tfjs-layers ${MIRRORED_TFJS_LAYERS}`;
-const FUSED_KERNEL = 'NativeBatchNormTrainGrad';
+const onTfjs = `tfjs ${tf.version_layers}; src/accel/fused/batchnorm.ts mirrors tfjs-layers ${MIRRORED_TFJS_LAYERS}`;
+const FUSED_KERNEL = 'BatchNormTrainGrad';
 
-/** conv -> batch-norm (momentum 0.6, so one step moves the statistics visibly) -> dense: gradients reach the conv. */
-function net(): tf.LayersModel {
+/**
+ * conv -> batch-norm (momentum 0.6, so one step moves the statistics visibly) -> dense: gradients reach the conv.
+ * wasm's kernel takes 8 channels with its SIMD loops and 5 with plain loops.
+ */
+function net(channels: number): tf.LayersModel {
   const input = tf.input({ shape: [9, 9, 2] });
   let x = tf.layers
-    .conv2d({ filters: 5, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) })
+    .conv2d({ filters: channels, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) })
     .apply(input) as tf.SymbolicTensor;
   x = tf.layers
     .batchNormalization({
@@ -51,9 +56,9 @@ interface StepResult {
 }
 
 /** One forward (training mode by default) and backward pass on `backend`, as host arrays, with the kernels it ran. */
-async function trainingStep(backend: string, training = true): Promise<StepResult> {
+async function trainingStep(backend: string, training = true, channels = 5): Promise<StepResult> {
   await tf.setBackend(backend);
-  const model = net();
+  const model = net(channels);
   const rng = makeRng(8);
   const x = tf.tensor4d(
     Float32Array.from({ length: 4 * 9 * 9 * 2 }, () => rng() * 3 + 1),
@@ -83,13 +88,18 @@ async function trainingStep(backend: string, training = true): Promise<StepResul
   return result;
 }
 
-describe.skipIf(Boolean(skipWhy))(`fused training batch-norm on native (${onTfjs})`, () => {
-  beforeAll(() => {
-    expect(tryRegisterNative()).toMatchObject({ ok: true });
+const backends = [
+  { backend: 'native', skip: skipWhy, start: async () => expect(tryRegisterNative()).toMatchObject({ ok: true }) },
+  { backend: 'wasm', skip: '', start: async () => void (await startWasmBackend()) },
+];
+
+describe.each(backends)(`fused training batch-norm on $backend (${onTfjs})`, ({ backend, skip, start }) => {
+  beforeAll(async () => {
+    if (!skip) await start();
   });
   afterAll(() => installFusedBatchNorm());
 
-  it('is installed with the native backend, and a built layer has the fields it reads', () => {
+  it.skipIf(Boolean(skip))('is installed with the backend, and a built layer has the fields it reads', () => {
     expect(fusedBatchNormInstalled()).toBe(true);
     const layer = tf.layers.batchNormalization({});
     layer.build([2, 3, 3, 4]);
@@ -97,34 +107,37 @@ describe.skipIf(Boolean(skipWhy))(`fused training batch-norm on native (${onTfjs
     expect(batchNormLayoutProblem({ axis: -1, momentum: 0.9, epsilon: 1e-3, center: true, scale: true })).toMatch(/movingMean/);
   });
 
-  it("gives tfjs's outputs, gradients and moving statistics (against tfjs's method on native, and cpu)", async () => {
-    installFusedBatchNorm();
-    const fused = await trainingStep('native');
-    uninstallFusedBatchNorm();
-    const tfjsNative = await trainingStep('native');
-    const cpu = await trainingStep('cpu');
-    installFusedBatchNorm();
+  it.skipIf(Boolean(skip)).each([5, 8])(
+    "gives tfjs's outputs, gradients and moving statistics with %i channels (against tfjs's method on the backend, and cpu)",
+    async (channels) => {
+      installFusedBatchNorm();
+      const fused = await trainingStep(backend, true, channels);
+      uninstallFusedBatchNorm();
+      const tfjsMethod = await trainingStep(backend, true, channels);
+      const cpu = await trainingStep('cpu', true, channels);
+      installFusedBatchNorm();
 
-    expect(fused.kernels).toContain(FUSED_KERNEL);
-    expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
-    for (const reference of [tfjsNative, cpu]) {
-      expectCloseToScale([fused.output], [reference.output], 1e-5);
-      expectCloseToScale(fused.grads, reference.grads, 1e-4);
-      expectCloseToScale(fused.weights, reference.weights, 1e-5);
-    }
-    // The step moved the moving statistics (momentum 0.6), so comparing them above compared something.
-    const movingMean = fused.weights[3];
-    expect(Math.max(...Array.from(movingMean, Math.abs))).toBeGreaterThan(0.01);
-  });
+      expect(fused.kernels).toContain(FUSED_KERNEL);
+      expect(tfjsMethod.kernels).not.toContain(FUSED_KERNEL);
+      for (const reference of [tfjsMethod, cpu]) {
+        expectCloseToScale([fused.output], [reference.output], 1e-5);
+        expectCloseToScale(fused.grads, reference.grads, 1e-4);
+        expectCloseToScale(fused.weights, reference.weights, 1e-5);
+      }
+      // The step moved the moving statistics (momentum 0.6), so comparing them above compared something.
+      const movingMean = fused.weights[3];
+      expect(Math.max(...Array.from(movingMean, Math.abs))).toBeGreaterThan(0.01);
+    },
+  );
 
-  it("leaves inference and other backends to tfjs's method", async () => {
+  it.skipIf(Boolean(skip))("leaves inference and other backends to tfjs's method", async () => {
     installFusedBatchNorm();
-    const inference = await trainingStep('native', false);
+    const inference = await trainingStep(backend, false);
     const onCpu = await trainingStep('cpu');
     expect(inference.kernels).not.toContain(FUSED_KERNEL);
     expect(onCpu.kernels).not.toContain(FUSED_KERNEL);
     uninstallFusedBatchNorm();
-    const tfjsInference = await trainingStep('native', false);
+    const tfjsInference = await trainingStep(backend, false);
     installFusedBatchNorm();
     expect(Array.from(inference.output)).toEqual(Array.from(tfjsInference.output));
   });

@@ -471,3 +471,38 @@ describe('Identity on wasm', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 });
+
+describe("ReLU's fused gradient on wasm (FusedReluGrad)", () => {
+  // 4 x 7 + 3 values: the SIMD loop takes the first 28, the plain loop the last 3; NaN must stay NaN, and -0, 0 and
+  // negatives get no gradient, exactly as cpu's Step and Multiply give.
+  const special = [NaN, -0, 0, -1e-30, 1e-30, -2, 3, Infinity, -Infinity];
+  const x = Float32Array.from({ length: 31 }, (_, i) => (i < special.length ? special[i] : Math.sin(i * 1.7) * 2));
+  const x0 = Float32Array.from(x);
+  x0[29] = NaN; // in the tail too
+  const dy = Float32Array.from({ length: 31 }, (_, i) => Math.cos(i * 0.9) * 3);
+
+  async function reluGradOn(backend: 'cpu' | 'wasm', input: Float32Array) {
+    await tf.setBackend(backend);
+    const [xt, dyt] = [tf.tensor1d(input), tf.tensor1d(dy)];
+    let grad = new Float32Array(0);
+    const { kernelNames } = await tf.profile(() => {
+      const g = tf.grad((t: tf.Tensor) => tf.relu(t))(xt, dyt);
+      grad = g.dataSync() as Float32Array;
+      g.dispose();
+    });
+    tf.dispose([xt, dyt]);
+    return { grad, kernelNames };
+  }
+
+  it.each([
+    ['special values in the SIMD part', x],
+    ['a NaN in the plain-loop tail', x0],
+  ])('%s: the same values as cpu, bit for bit', async (_label, input) => {
+    const wasm = await reluGradOn('wasm', input);
+    const cpu = await reluGradOn('cpu', input);
+    expect(wasm.kernelNames).toContain('FusedReluGrad');
+    expect(cpu.kernelNames).not.toContain('FusedReluGrad');
+    expect(Array.from(wasm.grad).map(String)).toEqual(Array.from(cpu.grad).map(String));
+    expect(Array.from(wasm.grad, (v) => Object.is(v, -0))).toEqual(Array.from(cpu.grad, (v) => Object.is(v, -0)));
+  });
+});

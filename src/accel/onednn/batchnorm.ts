@@ -1,169 +1,33 @@
-/**
- * Batch-norm in training mode as one op with its own gradient, while `native` is the active backend.
- *
- * tfjs-layers computes a training-mode batch-norm as moments() (a mean, a squared difference and a second mean)
- * followed by batchNorm, and differentiates through every one of them: per layer and step, two tiled means,
- * squaredDifference's three-op gradient and two additions of activation-sized tensors, on top of batchNorm's own
- * gradient. The closed form of the whole gradient needs two per-channel sums and one pass over the activations:
- * dx = s r (dy - S1 / n - (x - mean) r^2 S2 / n), with r = 1 / sqrt(variance + eps), S1 = sum dy and
- * S2 = sum dy (x - mean). tfjs-layers has no hook for it, so, as adam.ts does for Adam's update, this replaces a
- * method of a global class, `BatchNormalization.prototype.call`:
- * - installFusedBatchNorm() puts it in place and uninstallFusedBatchNorm() restores tfjs's method;
- * - it takes over only training-mode calls on `native`, with one float32 channels-last input, `axis` the last
- *   one, `center` and `scale` on and the private layout below (batchNormLayoutProblem); anything else runs
- *   tfjs's method;
- * - the forward pass runs the same kernels as tfjs's (Mean, SquaredDifference, Mean, FusedBatchNorm), and the
- *   moving mean and variance are updated with tfjs 4.22's ops and the layer's momentum at call time (which
- *   src/train/step-layers.ts warms up).
- * tests/accel-batchnorm-patch.test.ts compares it with tfjs's method and fails when a tfjs upgrade changes the
- * layout or the results: the time to compare this file with tfjs-layers' normalization.js again.
- */
-import * as tf from '@tensorflow/tfjs';
+/** The native backend's kernel for the fused training batch-norm (../fused/batchnorm.ts). */
 import type { NativeAddon } from './addon';
-import { NATIVE_BACKEND } from './backend';
 import { uninitialised } from './buffers';
-import { type Attrs, type NativeKernel, output, registerNativeOnly, size, values } from './common';
-import { type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
+import { type NativeKernel, output, registerNativeOnly, size, values } from './common';
+import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients, installFusedBatchNorm } from '../fused/batchnorm';
 
-/** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
-export const MIRRORED_TFJS_LAYERS = '4.22.0';
-
-/** BatchNormalization's fields the fused call reads, as tfjs-layers 4.22 keeps them. */
-export interface BatchNormInternals {
-  axis: number;
-  momentum: number;
-  epsilon: number;
-  center: boolean;
-  scale: boolean;
-  gamma: LayerVariableLike | null;
-  beta: LayerVariableLike | null;
-  movingMean: LayerVariableLike;
-  movingVariance: LayerVariableLike;
-}
-
-const TRAIN_GRAD = 'NativeBatchNormTrainGrad';
-
-/** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
-export function batchNormLayoutProblem(layer: unknown): string | undefined {
-  const o = layer as Partial<Record<keyof BatchNormInternals, unknown>>;
-  for (const key of ['axis', 'momentum', 'epsilon'] as const) {
-    if (typeof o[key] !== 'number') return `${key} is not a number`;
-  }
-  for (const key of ['center', 'scale'] as const) {
-    if (typeof o[key] !== 'boolean') return `${key} is not a boolean`;
-  }
-  for (const key of ['movingMean', 'movingVariance'] as const) {
-    if (!isLayerVariable(o[key])) return `${key} is not a layer variable`;
-  }
-  return undefined;
-}
-
-function takesOver(layer: unknown, x: tf.Tensor, kwargs: Attrs | undefined): boolean {
-  if (kwargs?.training !== true || tf.getBackend() !== NATIVE_BACKEND) return false;
-  if (x.dtype !== 'float32' || x.rank < 2 || batchNormLayoutProblem(layer)) return false;
-  const bn = layer as BatchNormInternals;
-  return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isLayerVariable(bn.gamma) && isLayerVariable(bn.beta);
-}
-
-/** tfjs's doMovingAverage: variable <- variable - (variable - value) * (1 - momentum). */
-function movingAverage(variable: LayerVariableLike, value: tf.Tensor, momentum: number): void {
-  tf.tidy(() => {
-    const current = variable.read();
-    variable.write(tf.sub(current, tf.mul(tf.sub(current, value), 1 - momentum)));
-  });
-}
-
-/** y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. */
-function trainingBatchNorm(
-  x: tf.Tensor,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  epsilon: number,
-): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
-  const axes = x.shape.slice(0, -1).map((_, i) => i);
-  let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
-  const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
-    const [input, scale, offset] = args as tf.Tensor[];
-    const save = args[3] as (saved: tf.Tensor[]) => void;
-    // tfjs's moments(): the biased variance around the (non-differentiated) mean.
-    const mean = tf.mean(input, axes);
-    const variance = tf.mean(tf.squaredDifference(input, mean), axes);
-    stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
-    save([input, mean, variance, scale]);
-    return {
-      value: tf.batchNorm(input, mean, variance, offset, scale, epsilon),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, m, v, s] = saved;
-        return tf
-          .engine()
-          .runKernel(TRAIN_GRAD, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
-      },
-    };
-  });
-  const y = op(x, gamma, beta) as tf.Tensor;
-  return { y, ...stats! };
-}
-
-/**
- * [dx, dscale, doffset] of a training-mode batch-norm, channels last: the per-channel sums S1, S2 in one pass, then
- * dx = a dy + b (x - mean) + k per channel with a = s r, b = -s r^3 S2 / n, k = -s r S1 / n; dscale = r S2, doffset = S1.
- */
+/** The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one oneDNN-threaded pass, then dx in another. */
 function trainGrad(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { dy, x, mean, variance, scale } = inputs;
     const channels = mean.shape[0];
-    const n = size(x.shape) / channels;
-    const eps = Math.fround(Number(attrs?.varianceEpsilon ?? 0.001));
-    const v = values(backend, variance);
-    const s = values(backend, scale);
     const m = values(backend, mean);
     const sums = new Float32Array(2 * channels);
     a.batchNormGradSums(values(backend, dy), values(backend, x), m, sums);
-    const coef = new Float32Array(3 * channels);
-    const dScale = new Float32Array(channels);
-    const dOffset = new Float32Array(channels);
-    for (let c = 0; c < channels; c++) {
-      const r = 1 / Math.sqrt(Math.fround(v[c] + eps));
-      const [s1, s2] = [sums[c], sums[channels + c]];
-      coef[c] = s[c] * r;
-      coef[channels + c] = (-s[c] * r * r * r * s2) / n;
-      coef[2 * channels + c] = (-s[c] * r * s1) / n;
-      dScale[c] = r * s2;
-      dOffset[c] = s1;
-    }
+    const { coef, dScale, dOffset } = batchNormGradCoefficients(
+      sums,
+      values(backend, variance),
+      values(backend, scale),
+      Number(attrs?.varianceEpsilon ?? 0.001),
+      size(x.shape) / channels,
+    );
     const dx = uninitialised(size(x.shape));
     a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx);
     return [output(backend, [...x.shape], dx), output(backend, [channels], dScale), output(backend, [channels], dOffset)];
   };
 }
 
-const patch = layerCallPatch(
-  () => tf.layers.batchNormalization({}),
-  (layer, x, kwargs) => {
-    if (!takesOver(layer, x, kwargs)) return undefined;
-    const bn = layer as BatchNormInternals;
-    return tf.tidy(() => {
-      const { y, mean, variance } = trainingBatchNorm(x, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
-      try {
-        movingAverage(bn.movingMean, mean, bn.momentum);
-        movingAverage(bn.movingVariance, variance, bn.momentum);
-      } finally {
-        tf.dispose([mean, variance]);
-      }
-      return y;
-    });
-  },
-);
-
-/** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
-export const installFusedBatchNorm = (): void => patch.install();
-/** Restores tfjs's own BatchNormalization.call. */
-export const uninstallFusedBatchNorm = (): void => patch.uninstall();
-export const fusedBatchNormInstalled = (): boolean => patch.installed();
-
 /** Registers the gradient kernel and installs the fused call; an addon built before this kernel existed keeps tfjs's. */
 export function registerFusedBatchNorm(a: NativeAddon): void {
   if (typeof a.batchNormTrainGrad !== 'function') return;
-  registerNativeOnly(TRAIN_GRAD, trainGrad(a));
+  registerNativeOnly(BATCH_NORM_TRAIN_GRAD, trainGrad(a));
   installFusedBatchNorm();
 }

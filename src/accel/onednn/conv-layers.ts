@@ -8,7 +8,7 @@
  * dy * step(y), with the bias's gradient (its per-channel sums) in the same pass, and the convolution's two
  * gradients, each only when the tape needs it.
  *
- * As batchnorm.ts does, it replaces `call` on the two layer classes (layer-patch.ts) and takes over only layers
+ * As the batch-norm patch does, it replaces `call` on the two layer classes (../fused/layer-patch.ts) and takes over only layers
  * with a bias, a ReLU, channels-last data, 'same' or 'valid' padding and no dilation, on float32 input; the
  * separable layer's depthwise step stays tfjs's op. tests/accel-conv-patch.test.ts compares outputs and gradients
  * with tfjs's methods and cpu.
@@ -16,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { NATIVE_BACKEND } from './backend';
 import { NATIVE_RELU_GRAD_CHANNEL_SUMS } from './gradients';
-import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
+import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from '../fused/layer-patch';
 
 const CONV_BIAS_RELU = 'NativeConv2DBiasRelu';
 

@@ -1,12 +1,11 @@
-/** Fused gradients of ReLU and batch-norm, used while `native` is the active backend. */
+/** Fused gradients of ReLU, batch-norm and mean, used while `native` is the active backend. */
 import * as tf from '@tensorflow/tfjs';
+import { FUSED_RELU_GRAD, installFusedReluGradient, replaceGradient } from '../fused/gradients';
 import type { NativeAddon } from './addon';
 import { NATIVE_BACKEND } from './backend';
 import { uninitialised } from './buffers';
 import { type Attrs, type Backend, type NativeKernel, allFloat32, output, registerNativeOnly, size, values } from './common';
 
-/** Kernels with no tfjs counterpart, run only by the gradients here and in conv-layers.ts. */
-const NATIVE_RELU_GRAD = 'NativeReluGrad';
 /** Inputs dy and y (a conv + bias + ReLU output, channels last); outputs [dy * step(y), its per-channel sums]. */
 export const NATIVE_RELU_GRAD_CHANNEL_SUMS = 'NativeReluGradChannelSums';
 
@@ -36,20 +35,12 @@ function reluGradChannelSums(a: NativeAddon): NativeKernel {
  * backend, or for inputs the fused kernel does not take, the original gradient runs unchanged).
  */
 export function registerFusedGradients(a: NativeAddon): void {
-  registerNativeOnly(NATIVE_RELU_GRAD, reluGrad(a));
+  registerNativeOnly(FUSED_RELU_GRAD, reluGrad(a));
   registerNativeOnly(NATIVE_RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
   registerBatchNormGradient(a);
   registerMeanGradient();
-  replaceGradient(tf.Relu, (original) => (dy, saved, attrs) => {
-    const dyT = dy as tf.Tensor;
-    const [x] = saved;
-    const fused = tf.getBackend() === NATIVE_BACKEND && allFloat32(dyT, x) && size(dyT.shape) === size(x.shape);
-    if (!fused) return original(dy, saved, attrs);
-    return { x: () => tf.engine().runKernel(NATIVE_RELU_GRAD, { dy: dyT, x }) as tf.Tensor };
-  });
+  installFusedReluGradient();
 }
-
-type GradFunc = tf.GradConfig['gradFunc'];
 
 /**
  * Mean's gradient as one broadcast of dy / n. tfjs multiplies dy by a tensor of ones the size of x (filled in
@@ -68,13 +59,6 @@ function registerMeanGradient(): void {
     const count = size(axes.map((i) => x.shape[i]));
     return { x: () => tf.tidy(() => tf.tile(tf.div(tf.reshape(dyT, keptShape), count), reps)) };
   });
-}
-
-/** Registers make(tfjs's gradient) as `kernel`'s gradient, in its place; nothing where tfjs has none. */
-function replaceGradient(kernel: string, make: (original: GradFunc) => GradFunc): void {
-  const original = tf.getGradient(kernel);
-  if (!original) return;
-  tf.registerGradient({ ...original, gradFunc: make((dy, saved, attrs) => original.gradFunc(dy, saved, attrs)) });
 }
 
 /**

@@ -24,7 +24,7 @@ import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
 export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
-export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from './batchnorm';
+export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from './conv-layers';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
 export { NATIVE_BACKEND, NativeBackend } from './backend';

@@ -32,6 +32,9 @@ import {
 } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
+import { FUSED_TRAINING_KERNELS } from './fused';
+import { installFusedBatchNorm } from '../fused/batchnorm';
+import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
 
 const { backend_util } = tf;
@@ -669,7 +672,7 @@ function maxPoolGrad2x2(
   }
 }
 
-type Impl = (args: KernelArgs) => TensorInfo;
+type Impl = (args: KernelArgs) => TensorInfo | TensorInfo[];
 
 const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['Conv2DBackpropFilter', conv2DBackpropFilter],
@@ -678,6 +681,7 @@ const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
   ['MaxPoolGrad', maxPoolGrad],
   ...FAST_OP_KERNELS,
+  ...FUSED_TRAINING_KERNELS,
 ];
 
 export const WASM_TRAINING_KERNEL_NAMES = TRAINING_KERNELS.map(([name]) => name);
@@ -733,6 +737,11 @@ export function registerWasmTrainingKernels(): string[] {
       tf.unregisterKernel(name, 'wasm');
     }
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: impl as unknown as KernelConfig['kernelFunc'] });
+  }
+  if (mode === 'full') {
+    // They take over only where the active backend registered their kernels (above, and on native).
+    installFusedBatchNorm();
+    installFusedReluGradient();
   }
   registered = mode;
   return set.map(([name]) => name);

@@ -10,6 +10,9 @@
  * - rowaffine: dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k], batch norm's forward pass.
  * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
  *   cpu backend's tie rule (the first maximum in row-major order wins).
+ * - bnsums / bngrad: the fused training batch-norm's gradient (../fused/batchnorm.ts): its two per-channel sums in
+ *   one pass, then dx in one pass.
+ * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply.
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
  * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
  * tests/wasm-kernels*.test.ts.
@@ -76,7 +79,10 @@ const op = {
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
+  f32x4Ne: [0xfd, 0x42],
   f32x4Gt: [0xfd, 0x44],
+  /** f32x4.splat of an f32 constant */
+  f32x4Const: (v: number) => [0x43, ...new Uint8Array(Float32Array.of(v).buffer), 0xfd, 0x13],
   and: [0xfd, 0x4e],
   andNot: [0xfd, 0x4f],
   or: [0xfd, 0x50],
@@ -376,12 +382,112 @@ function rowAffineBody(): number[] {
   return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
 }
 
+/**
+ * Batch norm's gradient sums: s1[k] += dy[r, k], s2[k] += dy[r, k] * (x[r, k] - m[k]).
+ * Params (dy, x, m, s1, s2, rows, colsBytes); locals r = 7, k = 8.
+ */
+function bnSumsBody(): number[] {
+  const [dy, x, m, s1, s2, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const inner = lanes(k, colsBytes, [
+    ...at(s1, k),
+    ...at(s1, k),
+    ...op.v128Load,
+    ...at(dy, k),
+    ...op.v128Load,
+    ...op.f32x4Add,
+    ...op.v128Store,
+    ...at(s2, k),
+    ...at(s2, k),
+    ...op.v128Load,
+    ...at(dy, k),
+    ...op.v128Load,
+    ...at(x, k),
+    ...op.v128Load,
+    ...at(m, k),
+    ...op.v128Load,
+    ...op.f32x4Sub,
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [dy, x]), ...op.end];
+}
+
+/**
+ * Batch norm's input gradient: dst[r, k] = dy[r, k] * a[k] + (x[r, k] - m[k]) * b[k] + c[k].
+ * Params (dy, x, m, a, b, c, dst, rows, colsBytes); locals r = 9, k = 10.
+ */
+function bnGradBody(): number[] {
+  const [dy, x, m, a, b, c, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const load = (base: number) => [...at(base, k), ...op.v128Load];
+  const inner = lanes(k, colsBytes, [
+    ...at(dst, k),
+    ...load(dy),
+    ...load(a),
+    ...op.f32x4Mul,
+    ...load(x),
+    ...load(m),
+    ...op.f32x4Sub,
+    ...load(b),
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...load(c),
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [dy, x, dst]), ...op.end];
+}
+
+/**
+ * ReLU's gradient: dst[i] = dy[i] * step(x[i]), step = 1 where x > 0, 0 where not, x itself where x is NaN (the
+ * cpu backend's Step), 4 floats at a time. Params (dy, x, dst, bytes); i32 local k = 4; v128 locals zero = 5
+ * (never written), one = 6, s = 7.
+ */
+function reluGradBody(): number[] {
+  const [dy, x, dst, bytes, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const load = (base: number) => [...at(base, k), ...op.v128Load];
+  const inner = lanes(k, bytes, [
+    ...load(x),
+    ...op.get(zero),
+    ...op.f32x4Gt,
+    ...op.get(one),
+    ...op.and,
+    ...op.set(s),
+    // NaN lanes take x (a NaN) as their step
+    ...load(x),
+    ...op.get(s),
+    ...load(x),
+    ...load(x),
+    ...op.f32x4Ne,
+    ...op.bitselect,
+    ...op.set(s),
+    ...at(dst, k),
+    ...load(dy),
+    ...op.get(s),
+    ...op.f32x4Mul,
+    ...op.v128Store,
+  ]);
+  return [
+    ...vec([
+      [1, I32],
+      [3, V128],
+    ]),
+    ...op.f32x4Const(1),
+    ...op.set(one),
+    ...op.i32(0),
+    ...op.set(k),
+    ...inner,
+    ...op.end,
+  ];
+}
+
 function moduleBytes(shared: boolean): Uint8Array {
   const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
   const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type5 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0];
   const type8 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const type9 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
   const colsum = colsumBody();
   const dwgrad = dwgradBody();
@@ -389,6 +495,9 @@ function moduleBytes(shared: boolean): Uint8Array {
   const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
   const affine = rowAffineBody();
   const convgrad = convgradBody();
+  const bnsums = bnSumsBody();
+  const bngrad = bnGradBody();
+  const relugrad = reluGradBody();
   return Uint8Array.from([
     0x00,
     0x61,
@@ -398,9 +507,9 @@ function moduleBytes(shared: boolean): Uint8Array {
     0x00,
     0x00,
     0x00,
-    ...section(1, vec([type4, type7, type6, type5, type8])),
+    ...section(1, vec([type4, type7, type6, type5, type8, type9])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0]])),
     ...section(
       7,
       vec([
@@ -412,6 +521,9 @@ function moduleBytes(shared: boolean): Uint8Array {
         [...name('rowsub'), 0x00, 5],
         [...name('rowaffine'), 0x00, 6],
         [...name('convgrad'), 0x00, 7],
+        [...name('bnsums'), 0x00, 8],
+        [...name('bngrad'), 0x00, 9],
+        [...name('relugrad'), 0x00, 10],
       ]),
     ),
     ...section(
@@ -423,6 +535,9 @@ function moduleBytes(shared: boolean): Uint8Array {
         ...rows.map((b) => [...leb(b.length), ...b]),
         [...leb(affine.length), ...affine],
         [...leb(convgrad.length), ...convgrad],
+        [...leb(bnsums.length), ...bnsums],
+        [...leb(bngrad.length), ...bngrad],
+        [...leb(relugrad.length), ...relugrad],
       ]),
     ),
   ]);
@@ -462,6 +577,22 @@ export interface SimdLoops {
    * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
    */
   maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
+  /** s1[k] += dy[r*cols + k], s2[k] += dy[r*cols + k] * (x[r*cols + k] - m[k]) for r < rows; cols % 4 === 0. */
+  bnsums(dyByte: number, xByte: number, mByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
+  /** dst[r*cols + k] = dy[r*cols + k] * a[k] + (x[r*cols + k] - m[k]) * b[k] + c[k]; cols % 4 === 0. */
+  bngrad(
+    dyByte: number,
+    xByte: number,
+    mByte: number,
+    aByte: number,
+    bByte: number,
+    cByte: number,
+    dstByte: number,
+    rows: number,
+    colsBytes: number,
+  ): void;
+  /** dst[i] = dy[i] * step(x[i]) for the first bytes / 4 floats; bytes % 16 === 0. */
+  relugrad(dyByte: number, xByte: number, dstByte: number, bytes: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();

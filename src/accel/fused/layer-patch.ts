@@ -1,10 +1,12 @@
 /**
  * Replacing a tfjs-layers class's `call` while keeping tfjs's own for every call the replacement does not take:
- * what batchnorm.ts and conv-layers.ts share. The classes are global, so a patch acts process-wide; each
- * replacement checks that `native` is the active backend before it takes over.
+ * what the batch-norm patch (batchnorm.ts) and the native conv-layer patch (onednn/conv-layers.ts) share. The
+ * classes are global, so a patch acts process-wide; each replacement checks that the active backend can run it
+ * before it takes over.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Attrs } from './common';
+
+type Attrs = Record<string, unknown>;
 
 /** A layer weight as tfjs-layers keeps it (LayerVariable). */
 export interface LayerVariableLike {

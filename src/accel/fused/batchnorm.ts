@@ -1,0 +1,161 @@
+/**
+ * Batch-norm in training mode as one op with its own gradient, on every backend that registers the gradient kernel
+ * BATCH_NORM_TRAIN_GRAD (`native`: onednn/batchnorm.ts; `wasm`: wasm/batchnorm.ts).
+ *
+ * tfjs-layers computes a training-mode batch-norm as moments() (a mean, a squared difference and a second mean)
+ * followed by batchNorm, and differentiates through every one of them: per layer and step, two tiled means,
+ * squaredDifference's three-op gradient and two additions of activation-sized tensors, on top of batchNorm's own
+ * gradient. The closed form of the whole gradient needs two per-channel sums and one pass over the activations:
+ * dx = s r (dy - S1 / n - (x - mean) r^2 S2 / n), with r = 1 / sqrt(variance + eps), S1 = sum dy and
+ * S2 = sum dy (x - mean). tfjs-layers has no hook for it, so, as onednn/adam.ts does for Adam's update, this
+ * replaces a method of a global class, `BatchNormalization.prototype.call`:
+ * - installFusedBatchNorm() puts it in place and uninstallFusedBatchNorm() restores tfjs's method;
+ * - it takes over only training-mode calls on a backend with the gradient kernel, with one float32 channels-last
+ *   input, `axis` the last one, `center` and `scale` on and the private layout below (batchNormLayoutProblem);
+ *   anything else runs tfjs's method;
+ * - the forward pass runs the same kernels as tfjs's (Mean, SquaredDifference, Mean, FusedBatchNorm), and the
+ *   moving mean and variance are updated with tfjs 4.22's ops and the layer's momentum at call time (which
+ *   src/train/step-layers.ts warms up).
+ * tests/accel-batchnorm-patch.test.ts compares it with tfjs's method and fails when a tfjs upgrade changes the
+ * layout or the results: the time to compare this file with tfjs-layers' normalization.js again.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
+
+/** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
+export const MIRRORED_TFJS_LAYERS = '4.22.0';
+
+/** BatchNormalization's fields the fused call reads, as tfjs-layers 4.22 keeps them. */
+export interface BatchNormInternals {
+  axis: number;
+  momentum: number;
+  epsilon: number;
+  center: boolean;
+  scale: boolean;
+  gamma: LayerVariableLike | null;
+  beta: LayerVariableLike | null;
+  movingMean: LayerVariableLike;
+  movingVariance: LayerVariableLike;
+}
+
+/**
+ * The gradient kernel a backend registers to get the fused call: inputs dy, x, mean, variance, scale (the last three
+ * one value per channel, channels last), attribute varianceEpsilon; outputs [dx, dscale, doffset]
+ * (batchNormGradCoefficients says how).
+ */
+export const BATCH_NORM_TRAIN_GRAD = 'BatchNormTrainGrad';
+
+/** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
+export function batchNormLayoutProblem(layer: unknown): string | undefined {
+  const o = layer as Partial<Record<keyof BatchNormInternals, unknown>>;
+  for (const key of ['axis', 'momentum', 'epsilon'] as const) {
+    if (typeof o[key] !== 'number') return `${key} is not a number`;
+  }
+  for (const key of ['center', 'scale'] as const) {
+    if (typeof o[key] !== 'boolean') return `${key} is not a boolean`;
+  }
+  for (const key of ['movingMean', 'movingVariance'] as const) {
+    if (!isLayerVariable(o[key])) return `${key} is not a layer variable`;
+  }
+  return undefined;
+}
+
+function takesOver(layer: unknown, x: tf.Tensor, kwargs: Record<string, unknown> | undefined): boolean {
+  if (kwargs?.training !== true || !tf.getKernel(BATCH_NORM_TRAIN_GRAD, tf.getBackend())) return false;
+  if (x.dtype !== 'float32' || x.rank < 2 || batchNormLayoutProblem(layer)) return false;
+  const bn = layer as BatchNormInternals;
+  return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isLayerVariable(bn.gamma) && isLayerVariable(bn.beta);
+}
+
+/** tfjs's doMovingAverage: variable <- variable - (variable - value) * (1 - momentum). */
+function movingAverage(variable: LayerVariableLike, value: tf.Tensor, momentum: number): void {
+  tf.tidy(() => {
+    const current = variable.read();
+    variable.write(tf.sub(current, tf.mul(tf.sub(current, value), 1 - momentum)));
+  });
+}
+
+/** y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. */
+function trainingBatchNorm(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  epsilon: number,
+): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
+  const axes = x.shape.slice(0, -1).map((_, i) => i);
+  let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
+  const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
+    const [input, scale, offset] = args as tf.Tensor[];
+    const save = args[3] as (saved: tf.Tensor[]) => void;
+    // tfjs's moments(): the biased variance around the (non-differentiated) mean.
+    const mean = tf.mean(input, axes);
+    const variance = tf.mean(tf.squaredDifference(input, mean), axes);
+    stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
+    save([input, mean, variance, scale]);
+    return {
+      value: tf.batchNorm(input, mean, variance, offset, scale, epsilon),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, m, v, s] = saved;
+        return tf
+          .engine()
+          .runKernel(BATCH_NORM_TRAIN_GRAD, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+      },
+    };
+  });
+  const y = op(x, gamma, beta) as tf.Tensor;
+  return { y, ...stats! };
+}
+
+/**
+ * What the backends' gradient kernels share: from the per-channel sums S1 = sum dy and S2 = sum dy (x - mean)
+ * (sums = S1 | S2), the closed form dx = a dy + b (x - mean) + k per channel, with a = s r, b = -s r^3 S2 / n,
+ * k = -s r S1 / n (coef = a | b | k), and dscale = r S2, doffset = S1; r = 1 / sqrt(variance + eps), s = scale,
+ * n = the values per channel.
+ */
+export function batchNormGradCoefficients(
+  sums: ArrayLike<number>,
+  variance: ArrayLike<number>,
+  scale: ArrayLike<number>,
+  epsilon: number,
+  n: number,
+): { coef: Float32Array; dScale: Float32Array; dOffset: Float32Array } {
+  const channels = variance.length;
+  const eps = Math.fround(epsilon);
+  const coef = new Float32Array(3 * channels);
+  const dScale = new Float32Array(channels);
+  const dOffset = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    const r = 1 / Math.sqrt(Math.fround(variance[c] + eps));
+    const [s1, s2] = [sums[c], sums[channels + c]];
+    coef[c] = scale[c] * r;
+    coef[channels + c] = (-scale[c] * r * r * r * s2) / n;
+    coef[2 * channels + c] = (-scale[c] * r * s1) / n;
+    dScale[c] = r * s2;
+    dOffset[c] = s1;
+  }
+  return { coef, dScale, dOffset };
+}
+
+const patch = layerCallPatch(
+  () => tf.layers.batchNormalization({}),
+  (layer, x, kwargs) => {
+    if (!takesOver(layer, x, kwargs)) return undefined;
+    const bn = layer as BatchNormInternals;
+    return tf.tidy(() => {
+      const { y, mean, variance } = trainingBatchNorm(x, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
+      try {
+        movingAverage(bn.movingMean, mean, bn.momentum);
+        movingAverage(bn.movingVariance, variance, bn.momentum);
+      } finally {
+        tf.dispose([mean, variance]);
+      }
+      return y;
+    });
+  },
+);
+
+/** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
+export const installFusedBatchNorm = (): void => patch.install();
+/** Restores tfjs's own BatchNormalization.call. */
+export const uninstallFusedBatchNorm = (): void => patch.uninstall();
+export const fusedBatchNormInstalled = (): boolean => patch.installed();

@@ -1,0 +1,119 @@
+/**
+ * The wasm backend's kernels for the fused training ops of ../fused/: batch-norm's closed-form gradient
+ * (BATCH_NORM_TRAIN_GRAD) and ReLU's one-pass gradient (FUSED_RELU_GRAD). Without them a wasm training step runs
+ * batch-norm's gradient as tfjs's chain of activation-sized Multiply, Add, Sum, Tile and RealDiv kernels, and
+ * ReLU's as Step then Multiply, each pass over memory single-threaded.
+ * Both use the SIMD loops of simd.ts where they apply (4-float lanes: a channel count that is a multiple of 4), and
+ * plain loops elsewhere.
+ */
+import type { TensorInfo } from '@tensorflow/tfjs';
+import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
+import { FUSED_RELU_GRAD } from '../fused/gradients';
+import { type WasmBackend, allocate, byteOffset, release, view } from './heap';
+import { simdLoops } from './simd';
+import type { KernelArgs } from './stock';
+
+/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (as fast-ops' Sum). */
+const ROWS_PER_PARTIAL = 512;
+
+/** [S1 | S2] per channel (S1 = sum dy, S2 = sum dy (x - mean)), accumulated in float64 across partial sums. */
+function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: TensorInfo, rows: number, c: number): Float64Array {
+  const totals = new Float64Array(2 * c);
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (!loops || c % 4 !== 0) {
+    const [d, xs, m] = [view(backend, dy), view(backend, x), view(backend, mean)];
+    for (let r = 0, i = 0; r < rows; r++) {
+      for (let k = 0; k < c; k++, i++) {
+        totals[k] += d[i];
+        totals[c + k] += d[i] * (xs[i] - m[k]);
+      }
+    }
+    return totals;
+  }
+  const partial = allocate(backend, [2 * c]);
+  const [dyAt, xAt, mAt, pAt] = [byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, mean), byteOffset(backend, partial)];
+  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
+    const p = view(backend, partial);
+    p.fill(0);
+    const skip = r0 * c * 4;
+    loops.bnsums(dyAt + skip, xAt + skip, mAt, pAt, pAt + c * 4, Math.min(ROWS_PER_PARTIAL, rows - r0), c * 4);
+    for (let k = 0; k < 2 * c; k++) totals[k] += p[k];
+  }
+  release(backend, partial);
+  return totals;
+}
+
+/** dx = a dy + b (x - mean) + k per channel, coef = a | b | k. */
+function inputGrad(
+  backend: WasmBackend,
+  dy: TensorInfo,
+  x: TensorInfo,
+  mean: TensorInfo,
+  coef: Float32Array,
+  rows: number,
+  c: number,
+): TensorInfo {
+  const dx = allocate(backend, x.shape.slice());
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (!loops || c % 4 !== 0) {
+    const [d, xs, m, out] = [view(backend, dy), view(backend, x), view(backend, mean), view(backend, dx)];
+    for (let r = 0, i = 0; r < rows; r++) {
+      for (let k = 0; k < c; k++, i++) out[i] = d[i] * coef[k] + (xs[i] - m[k]) * coef[c + k] + coef[2 * c + k];
+    }
+    return dx;
+  }
+  const coefficients = allocate(backend, [3 * c]);
+  view(backend, coefficients).set(coef);
+  const at = byteOffset(backend, coefficients);
+  loops.bngrad(
+    byteOffset(backend, dy),
+    byteOffset(backend, x),
+    byteOffset(backend, mean),
+    at,
+    at + 4 * c,
+    at + 8 * c,
+    byteOffset(backend, dx),
+    rows,
+    c * 4,
+  );
+  release(backend, coefficients);
+  return dx;
+}
+
+function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  const { dy, x, mean, variance, scale } = inputs;
+  const c = mean.shape[0];
+  const rows = x.shape.reduce((a, b) => a * b, 1) / c;
+  const sums = gradSums(backend, dy, x, mean, rows, c);
+  const { coef, dScale, dOffset } = batchNormGradCoefficients(
+    sums,
+    view(backend, variance).slice(),
+    view(backend, scale).slice(),
+    Number(attrs.varianceEpsilon ?? 0.001),
+    rows,
+  );
+  const dx = inputGrad(backend, dy, x, mean, coef, rows, c);
+  const dScaleInfo = allocate(backend, [c]);
+  const dOffsetInfo = allocate(backend, [c]);
+  view(backend, dScaleInfo).set(dScale);
+  view(backend, dOffsetInfo).set(dOffset);
+  return [dx, dScaleInfo, dOffsetInfo];
+}
+
+/** dy * step(x): the SIMD loop over the whole 16-byte-aligned length, the cpu backend's rule for the rest. */
+function reluGrad({ inputs, backend }: KernelArgs): TensorInfo {
+  const { dy, x } = inputs;
+  const n = x.shape.reduce((a, b) => a * b, 1);
+  const out = allocate(backend, x.shape.slice());
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  const vectorised = loops ? n - (n % 4) : 0;
+  if (loops && vectorised > 0) loops.relugrad(byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, out), vectorised * 4);
+  const [d, xs, o] = [view(backend, dy), view(backend, x), view(backend, out)];
+  for (let i = vectorised; i < n; i++) o[i] = d[i] * (Number.isNaN(xs[i]) ? xs[i] : xs[i] > 0 ? 1 : 0);
+  return out;
+}
+
+export const FUSED_TRAINING_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo | TensorInfo[]]> = [
+  [BATCH_NORM_TRAIN_GRAD, batchNormTrainGrad],
+  [FUSED_RELU_GRAD, reluGrad],
+];
