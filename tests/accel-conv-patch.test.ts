@@ -1,21 +1,23 @@
 /**
- * The fused convolution + bias + ReLU layers (src/accel/onednn/conv-layers.ts) replace tfjs-layers' Conv2D and
- * SeparableConv2D `call`. With them, a training step on `native` must give tfjs's outputs and gradients, both against
- * tfjs's methods on `native` and against cpu (the inputs straddle zero, so ReLU masks part of the gradient); layers
- * they do not take (another activation or none, no bias) keep tfjs's method. They need the addon (skipped, visibly,
- * when it is not built).
+ * The fused convolution + bias + ReLU layers (src/accel/fused/conv-layers.ts) replace tfjs-layers' Conv2D and
+ * SeparableConv2D `call`. With them, a training step on `native` and on `wasm` must give tfjs's outputs and gradients,
+ * both against tfjs's methods on that backend and against cpu (the inputs straddle zero, so ReLU masks part of the
+ * gradient); layers they do not take (another activation or none, no bias) keep tfjs's method. The conv layer's 6
+ * channels take wasm's plain-loop mask and sums, the separable layer's 4 its SIMD loop. The native half needs the
+ * addon (skipped, visibly, when it is not built).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { expectCloseToScale } from './close-arrays';
 import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
-import { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../src/accel/onednn/conv-layers';
+import { startWasmBackend } from '../src/accel/wasm/setup';
+import { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../src/accel/fused/conv-layers';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
 if (skipWhy) console.warn(`[conv layer patch tests skipped] ${skipWhy}`);
-const FUSED_KERNEL = 'NativeConv2DBiasRelu';
+const FUSED_KERNEL = 'Conv2DBiasRelu';
 
 type ConvArgs = Partial<tf.layers.Layer['getConfig']> & Record<string, unknown>;
 
@@ -75,17 +77,22 @@ async function step(backend: string, conv: ConvArgs = {}, separable: ConvArgs = 
   return { output, grads, kernels: profile.kernels.map((k) => k.name) };
 }
 
-describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', () => {
-  beforeAll(() => {
-    expect(tryRegisterNative()).toMatchObject({ ok: true });
+const backends = [
+  { backend: 'native', skip: skipWhy, start: async () => expect(tryRegisterNative()).toMatchObject({ ok: true }) },
+  { backend: 'wasm', skip: '', start: async () => void (await startWasmBackend()) },
+];
+
+describe.each(backends)('fused conv + bias + relu layers on $backend', ({ backend, skip, start }) => {
+  beforeAll(async () => {
+    if (!skip) await start();
   });
   afterAll(() => installFusedConvLayers());
 
-  it("gives tfjs's outputs and gradients (against tfjs's methods on native, and cpu)", async () => {
+  it.skipIf(Boolean(skip))("gives tfjs's outputs and gradients (against tfjs's methods on the backend, and cpu)", async () => {
     expect(fusedConvLayersInstalled()).toBe(true);
-    const fused = await step('native');
+    const fused = await step(backend);
     uninstallFusedConvLayers();
-    const tfjsNative = await step('native');
+    const tfjsMethod = await step(backend);
     const cpu = await step('cpu');
     installFusedConvLayers();
 
@@ -93,20 +100,20 @@ describe.skipIf(Boolean(skipWhy))('fused conv + bias + relu layers on native', (
     expect(fused.kernels.filter((k) => k === FUSED_KERNEL)).toHaveLength(2);
     expect(fused.kernels).not.toContain('Relu');
     // Each layer's gradient took ReLU's mask and the bias's gradient in one pass.
-    expect(fused.kernels.filter((k) => k === 'NativeReluGradChannelSums')).toHaveLength(2);
-    expect(tfjsNative.kernels).not.toContain(FUSED_KERNEL);
-    for (const reference of [tfjsNative, cpu]) {
+    expect(fused.kernels.filter((k) => k === 'ReluGradChannelSums')).toHaveLength(2);
+    expect(tfjsMethod.kernels).not.toContain(FUSED_KERNEL);
+    for (const reference of [tfjsMethod, cpu]) {
       expectCloseToScale([fused.output], [reference.output], 1e-5);
       expectCloseToScale(fused.grads, reference.grads, 1e-5);
     }
   });
 
-  it.each([
+  it.skipIf(Boolean(skip)).each([
     { why: 'another activation (elu)', conv: { activation: 'elu' }, separable: { activation: 'elu' } },
     { why: 'no bias', conv: { useBias: false }, separable: { useBias: false } },
     { why: 'no activation', conv: { activation: 'linear' }, separable: { activation: 'linear' } },
   ])("leaves $why to tfjs's method", async ({ conv, separable }) => {
-    const fused = await step('native', conv, separable);
+    const fused = await step(backend, conv, separable);
     const cpu = await step('cpu', conv, separable);
     expect(fused.kernels).not.toContain(FUSED_KERNEL);
     expectCloseToScale(fused.grads, cpu.grads, 1e-4);

@@ -1,13 +1,11 @@
 /** Fused gradients of ReLU, batch-norm and mean, used while `native` is the active backend. */
 import * as tf from '@tensorflow/tfjs';
+import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD, installFusedReluGradient, replaceGradient } from '../fused/gradients';
 import type { NativeAddon } from './addon';
 import { NATIVE_BACKEND } from './backend';
 import { uninitialised } from './buffers';
 import { type Attrs, type Backend, type NativeKernel, allFloat32, output, registerNativeOnly, size, values } from './common';
-
-/** Inputs dy and y (a conv + bias + ReLU output, channels last); outputs [dy * step(y), its per-channel sums]. */
-export const NATIVE_RELU_GRAD_CHANNEL_SUMS = 'NativeReluGradChannelSums';
 
 function reluGrad(a: NativeAddon): NativeKernel {
   return ({ inputs, backend }) => {
@@ -36,7 +34,7 @@ function reluGradChannelSums(a: NativeAddon): NativeKernel {
  */
 export function registerFusedGradients(a: NativeAddon): void {
   registerNativeOnly(FUSED_RELU_GRAD, reluGrad(a));
-  registerNativeOnly(NATIVE_RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
+  registerNativeOnly(RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
   registerBatchNormGradient(a);
   registerMeanGradient();
   installFusedReluGradient();

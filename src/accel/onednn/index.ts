@@ -9,7 +9,8 @@
  *
  * Once a step's convolutions were native, the element-wise chains around them cost more: so the
  * ReLU and mean gradients, training-mode batch-norm, convolution + bias + ReLU layers and Adam's update
- * are fused too (gradients.ts, batchnorm.ts, conv-layers.ts, adam.ts), only while this backend is active.
+ * are fused too (gradients.ts, batchnorm.ts, adam.ts here; the layer patches and gradients the wasm backend
+ * shares are in ../fused/), only while this backend is active.
  *
  * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
  * backend chain moves on.
@@ -19,13 +20,13 @@ import { applyThreadSetting, loadNativeAddon } from './addon';
 import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
 import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
-import { registerFusedConvLayers } from './conv-layers';
+import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
 export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
-export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from './conv-layers';
+export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
 export { releaseNativePool } from './buffers';
@@ -46,7 +47,9 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedGradients(loaded.addon);
     registerFusedAdam(loaded.addon);
     registerFusedBatchNorm(loaded.addon);
-    registerFusedConvLayers();
+    // After registerKernels: the fused layers' forward pass is the native FusedConv2D (the addon, with its CPU fallback).
+    registerConvBiasRelu(NATIVE_BACKEND);
+    installFusedConvLayers();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {

@@ -1,13 +1,16 @@
 /**
  * The wasm backend's kernels for the fused training ops of ../fused/: batch-norm's closed-form gradient
- * (BATCH_NORM_TRAIN_GRAD) and ReLU's one-pass gradient (FUSED_RELU_GRAD). Without them a wasm training step runs
- * batch-norm's gradient as tfjs's chain of activation-sized Multiply, Add, Sum, Tile and RealDiv kernels, and
- * ReLU's as Step then Multiply, each pass over memory single-threaded.
+ * (BATCH_NORM_TRAIN_GRAD), ReLU's one-pass gradient (FUSED_RELU_GRAD) and, for conv + bias + ReLU layers, the
+ * same mask with the bias's gradient (RELU_GRAD_CHANNEL_SUMS; the layer's forward pass is the stock XNNPACK
+ * FusedConv2D, registered by registerConvBiasRelu). Without them a wasm training step runs batch-norm's gradient
+ * as tfjs's chain of activation-sized Multiply, Add, Sum, Tile and RealDiv kernels, ReLU's as Step then Multiply,
+ * and a conv layer's bias and ReLU as separate Add and Relu passes, each pass over memory single-threaded.
  * Both use the SIMD loops of simd.ts where they apply (4-float lanes: a channel count that is a multiple of 4), and
  * plain loops elsewhere.
  */
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
+import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
 import { type WasmBackend, allocate, byteOffset, release, view } from './heap';
 import { simdLoops } from './simd';
@@ -100,6 +103,9 @@ function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[
   return [dx, dScaleInfo, dOffsetInfo];
 }
 
+/** The cpu backend's Step: 1 where x > 0, 0 where not, NaN where x is NaN. */
+const step = (x: number) => (Number.isNaN(x) ? x : x > 0 ? 1 : 0);
+
 /** dy * step(x): the SIMD loop over the whole 16-byte-aligned length, the cpu backend's rule for the rest. */
 function reluGrad({ inputs, backend }: KernelArgs): TensorInfo {
   const { dy, x } = inputs;
@@ -109,11 +115,45 @@ function reluGrad({ inputs, backend }: KernelArgs): TensorInfo {
   const vectorised = loops ? n - (n % 4) : 0;
   if (loops && vectorised > 0) loops.relugrad(byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, out), vectorised * 4);
   const [d, xs, o] = [view(backend, dy), view(backend, x), view(backend, out)];
-  for (let i = vectorised; i < n; i++) o[i] = d[i] * (Number.isNaN(xs[i]) ? xs[i] : xs[i] > 0 ? 1 : 0);
+  for (let i = vectorised; i < n; i++) o[i] = d[i] * step(xs[i]);
   return out;
+}
+
+/** [dy * step(y), its per-channel sums], channels last; partial sums in float32, totals in float64. */
+function reluGradChannelSums({ inputs, backend }: KernelArgs): TensorInfo[] {
+  const { dy, y } = inputs;
+  const c = y.shape[y.shape.length - 1];
+  const rows = y.shape.reduce((a, b) => a * b, 1) / c;
+  const masked = allocate(backend, y.shape.slice());
+  const sums = allocate(backend, [c]);
+  const totals = new Float64Array(c);
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (loops && c % 4 === 0) {
+    const [dyAt, yAt, outAt, sumsAt] = [
+      byteOffset(backend, dy),
+      byteOffset(backend, y),
+      byteOffset(backend, masked),
+      byteOffset(backend, sums),
+    ];
+    for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
+      view(backend, sums).fill(0);
+      const skip = r0 * c * 4;
+      loops.relugradsums(dyAt + skip, yAt + skip, outAt + skip, sumsAt, Math.min(ROWS_PER_PARTIAL, rows - r0), c * 4);
+      const partial = view(backend, sums);
+      for (let k = 0; k < c; k++) totals[k] += partial[k];
+    }
+  } else {
+    const [d, ys, out] = [view(backend, dy), view(backend, y), view(backend, masked)];
+    for (let r = 0, i = 0; r < rows; r++) {
+      for (let k = 0; k < c; k++, i++) totals[k] += out[i] = d[i] * step(ys[i]);
+    }
+  }
+  view(backend, sums).set(totals);
+  return [masked, sums];
 }
 
 export const FUSED_TRAINING_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo | TensorInfo[]]> = [
   [BATCH_NORM_TRAIN_GRAD, batchNormTrainGrad],
   [FUSED_RELU_GRAD, reluGrad],
+  [RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums],
 ];

@@ -34,6 +34,7 @@ import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
 import { FUSED_TRAINING_KERNELS } from './fused';
 import { installFusedBatchNorm } from '../fused/batchnorm';
+import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
 
@@ -740,8 +741,10 @@ export function registerWasmTrainingKernels(): string[] {
   }
   if (mode === 'full') {
     // They take over only where the active backend registered their kernels (above, and on native).
+    registerConvBiasRelu('wasm'); // the stock XNNPACK FusedConv2D with its ReLU
     installFusedBatchNorm();
     installFusedReluGradient();
+    installFusedConvLayers();
   }
   registered = mode;
   return set.map(([name]) => name);

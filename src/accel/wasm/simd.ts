@@ -12,7 +12,8 @@
  *   cpu backend's tie rule (the first maximum in row-major order wins).
  * - bnsums / bngrad: the fused training batch-norm's gradient (../fused/batchnorm.ts): its two per-channel sums in
  *   one pass, then dx in one pass.
- * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply.
+ * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply; relugradsums: the same
+ *   through a conv + bias + ReLU layer's output, with the bias's gradient (per-channel sums) in the same pass.
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
  * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
  * tests/wasm-kernels*.test.ts.
@@ -439,28 +440,37 @@ function bnGradBody(): number[] {
 }
 
 /**
- * ReLU's gradient: dst[i] = dy[i] * step(x[i]), step = 1 where x > 0, 0 where not, x itself where x is NaN (the
- * cpu backend's Step), 4 floats at a time. Params (dy, x, dst, bytes); i32 local k = 4; v128 locals zero = 5
- * (never written), one = 6, s = 7.
+ * s = step(x) for the 4 floats `loadX` pushes: 1 where x > 0, 0 where not, x itself where x is NaN (the cpu
+ * backend's Step). `zero` and `one` are v128 locals holding 0 and 1 in every lane.
  */
-function reluGradBody(): number[] {
-  const [dy, x, dst, bytes, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const load = (base: number) => [...at(base, k), ...op.v128Load];
-  const inner = lanes(k, bytes, [
-    ...load(x),
+function stepInto(s: number, loadX: number[], zero: number, one: number): number[] {
+  return [
+    ...loadX,
     ...op.get(zero),
     ...op.f32x4Gt,
     ...op.get(one),
     ...op.and,
     ...op.set(s),
     // NaN lanes take x (a NaN) as their step
-    ...load(x),
+    ...loadX,
     ...op.get(s),
-    ...load(x),
-    ...load(x),
+    ...loadX,
+    ...loadX,
     ...op.f32x4Ne,
     ...op.bitselect,
     ...op.set(s),
+  ];
+}
+
+/**
+ * ReLU's gradient: dst[i] = dy[i] * step(x[i]), 4 floats at a time. Params (dy, x, dst, bytes); i32 local k = 4;
+ * v128 locals zero = 5 (never written), one = 6, s = 7.
+ */
+function reluGradBody(): number[] {
+  const [dy, x, dst, bytes, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const load = (base: number) => [...at(base, k), ...op.v128Load];
+  const inner = lanes(k, bytes, [
+    ...stepInto(s, load(x), zero, one),
     ...at(dst, k),
     ...load(dy),
     ...op.get(s),
@@ -477,6 +487,41 @@ function reluGradBody(): number[] {
     ...op.i32(0),
     ...op.set(k),
     ...inner,
+    ...op.end,
+  ];
+}
+
+/**
+ * A conv + bias + ReLU layer's gradient through its output y: dst[r, k] = dy[r, k] * step(y[r, k]) and
+ * acc[k] += dst[r, k] (the bias's gradient) in one pass. Params (dy, y, dst, acc, rows, colsBytes); i32 locals
+ * r = 6, k = 7; v128 locals zero = 8 (never written), one = 9, s = 10.
+ */
+function reluGradSumsBody(): number[] {
+  const [dy, y, dst, acc, rows, colsBytes, r, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const load = (base: number) => [...at(base, k), ...op.v128Load];
+  const inner = lanes(k, colsBytes, [
+    ...stepInto(s, load(y), zero, one),
+    ...load(dy),
+    ...op.get(s),
+    ...op.f32x4Mul,
+    ...op.set(s),
+    ...at(dst, k),
+    ...op.get(s),
+    ...op.v128Store,
+    ...at(acc, k),
+    ...load(acc),
+    ...op.get(s),
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [
+    ...vec([
+      [2, I32],
+      [3, V128],
+    ]),
+    ...op.f32x4Const(1),
+    ...op.set(one),
+    ...eachRow(r, rows, k, inner, colsBytes, [dy, y, dst]),
     ...op.end,
   ];
 }
@@ -498,6 +543,7 @@ function moduleBytes(shared: boolean): Uint8Array {
   const bnsums = bnSumsBody();
   const bngrad = bnGradBody();
   const relugrad = reluGradBody();
+  const relugradsums = reluGradSumsBody();
   return Uint8Array.from([
     0x00,
     0x61,
@@ -509,7 +555,7 @@ function moduleBytes(shared: boolean): Uint8Array {
     0x00,
     ...section(1, vec([type4, type7, type6, type5, type8, type9])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2]])),
     ...section(
       7,
       vec([
@@ -524,6 +570,7 @@ function moduleBytes(shared: boolean): Uint8Array {
         [...name('bnsums'), 0x00, 8],
         [...name('bngrad'), 0x00, 9],
         [...name('relugrad'), 0x00, 10],
+        [...name('relugradsums'), 0x00, 11],
       ]),
     ),
     ...section(
@@ -538,6 +585,7 @@ function moduleBytes(shared: boolean): Uint8Array {
         [...leb(bnsums.length), ...bnsums],
         [...leb(bngrad.length), ...bngrad],
         [...leb(relugrad.length), ...relugrad],
+        [...leb(relugradsums.length), ...relugradsums],
       ]),
     ),
   ]);
@@ -593,6 +641,8 @@ export interface SimdLoops {
   ): void;
   /** dst[i] = dy[i] * step(x[i]) for the first bytes / 4 floats; bytes % 16 === 0. */
   relugrad(dyByte: number, xByte: number, dstByte: number, bytes: number): void;
+  /** dst[r*cols + k] = dy[r*cols + k] * step(y[r*cols + k]) and acc[k] += dst[r*cols + k] for r < rows; cols % 4 === 0. */
+  relugradsums(dyByte: number, yByte: number, dstByte: number, accByte: number, rows: number, colsBytes: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();

@@ -1,24 +1,27 @@
 /**
- * Convolution + bias + ReLU as one kernel in Conv2D and SeparableConv2D layers, while `native` is the active backend.
+ * Convolution + bias + ReLU as one kernel in Conv2D and SeparableConv2D layers, on every backend that registers
+ * the two kernels below (`native`: onednn/index.ts; `wasm`: wasm/fused.ts).
  *
  * Under a gradient tape tfjs does not fuse a convolution's bias and ReLU (fused.conv2d runs conv2d, add and relu
  * when gradientDepth > 0), and SeparableConv2D never fuses them: two activation-sized passes per layer and step
- * that oneDNN's post-ops do for free inside the convolution. This runs the convolution as one kernel,
- * NativeConv2DBiasRelu (the native FusedConv2D), whose registered gradient takes ReLU's mask from the output,
- * dy * step(y), with the bias's gradient (its per-channel sums) in the same pass, and the convolution's two
- * gradients, each only when the tape needs it.
+ * that the backend's fused convolution (oneDNN's post-ops, XNNPACK's clamp) does for free. This runs the
+ * convolution as one kernel, CONV_BIAS_RELU (the backend's own FusedConv2D with a ReLU), whose registered gradient
+ * takes ReLU's mask from the output, dy * step(y), with the bias's gradient (its per-channel sums) in the same
+ * pass (RELU_GRAD_CHANNEL_SUMS), and the convolution's two gradients, each only when the tape needs it.
  *
- * As the batch-norm patch does, it replaces `call` on the two layer classes (../fused/layer-patch.ts) and takes over only layers
- * with a bias, a ReLU, channels-last data, 'same' or 'valid' padding and no dilation, on float32 input; the
+ * As the batch-norm patch does, it replaces `call` on the two layer classes (layer-patch.ts) and takes over only
+ * layers with a bias, a ReLU, channels-last data, 'same' or 'valid' padding and no dilation, on float32 input; the
  * separable layer's depthwise step stays tfjs's op. tests/accel-conv-patch.test.ts compares outputs and gradients
  * with tfjs's methods and cpu.
  */
 import * as tf from '@tensorflow/tfjs';
-import { NATIVE_BACKEND } from './backend';
-import { NATIVE_RELU_GRAD_CHANNEL_SUMS } from './gradients';
-import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from '../fused/layer-patch';
+import { activeBackendHas } from './gradients';
+import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 
-const CONV_BIAS_RELU = 'NativeConv2DBiasRelu';
+/** The backend's FusedConv2D with a bias and activation 'relu' (registerConvBiasRelu makes it). */
+export const CONV_BIAS_RELU = 'Conv2DBiasRelu';
+/** Inputs dy and y (a conv + bias + ReLU output, channels last); outputs [dy * step(y), its per-channel sums]. */
+export const RELU_GRAD_CHANNEL_SUMS = 'ReluGradChannelSums';
 
 /** The fields of tfjs-layers' Conv2D / SeparableConv2D that the patched calls read (tfjs-layers 4.22). */
 interface ConvInternals {
@@ -36,7 +39,7 @@ interface ConvInternals {
 }
 
 function takesOver(layer: ConvInternals, x: tf.Tensor): boolean {
-  if (tf.getBackend() !== NATIVE_BACKEND || x.dtype !== 'float32' || x.rank !== 4) return false;
+  if (!activeBackendHas(CONV_BIAS_RELU) || x.dtype !== 'float32' || x.rank !== 4) return false;
   const dilations = Array.isArray(layer.dilationRate) ? layer.dilationRate : [layer.dilationRate];
   return (
     layer.rank === 2 &&
@@ -82,21 +85,22 @@ const separablePatch = layerCallPatch(
 
 const patches: LayerPatch[] = [conv2dPatch, separablePatch];
 
-export const installFusedConvLayers = (): void => patches.forEach((p) => p.install());
-export const uninstallFusedConvLayers = (): void => patches.forEach((p) => p.uninstall());
-export const fusedConvLayersInstalled = (): boolean => patches.every((p) => p.installed());
-
-/**
- * The forward pass is the native backend's own FusedConv2D (registry.ts: the addon, with its CPU fallback) with
- * activation 'relu'; the gradient is registered with it. Call after registerKernels.
- */
-export function registerFusedConvLayers(): void {
-  const fusedConv2d = tf.getKernel(tf.FusedConv2D, NATIVE_BACKEND)!.kernelFunc;
+/** CONV_BIAS_RELU on `backendName`: its registered FusedConv2D with activation 'relu'. */
+export function registerConvBiasRelu(backendName: string): void {
+  const fusedConv2d = tf.getKernel(tf.FusedConv2D, backendName)!.kernelFunc;
   tf.registerKernel({
     kernelName: CONV_BIAS_RELU,
-    backendName: NATIVE_BACKEND,
+    backendName,
     kernelFunc: (args) => fusedConv2d({ ...args, attrs: { ...args.attrs, activation: 'relu' } }),
   });
+}
+
+let gradientRegistered = false;
+
+/** CONV_BIAS_RELU's gradient, for every backend (tfjs's gradient registry is global). */
+function registerConvBiasReluGradient(): void {
+  if (gradientRegistered) return;
+  gradientRegistered = true;
   tf.registerGradient({
     kernelName: CONV_BIAS_RELU,
     inputsToSave: ['x', 'filter'],
@@ -106,7 +110,7 @@ export function registerFusedConvLayers(): void {
       const { strides, pad } = attrs as { strides: number[]; pad: string };
       const engine = tf.engine();
       // ReLU's mask and the bias's gradient (the mask's per-channel sums) in one pass.
-      const [masked, biasGrad] = engine.runKernel(NATIVE_RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[];
+      const [masked, biasGrad] = engine.runKernel(RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[];
       const convAttrs = { strides, pad, dataFormat: 'NHWC' };
       return {
         x: () => engine.runKernel(tf.Conv2DBackpropInput, { dy: masked, filter }, { ...convAttrs, inputShape: x.shape }) as tf.Tensor,
@@ -116,5 +120,12 @@ export function registerFusedConvLayers(): void {
       };
     },
   });
-  installFusedConvLayers();
 }
+
+/** Puts the fused calls in place (idempotent); they take over only on backends with both kernels registered. */
+export const installFusedConvLayers = (): void => {
+  registerConvBiasReluGradient();
+  patches.forEach((p) => p.install());
+};
+export const uninstallFusedConvLayers = (): void => patches.forEach((p) => p.uninstall());
+export const fusedConvLayersInstalled = (): boolean => patches.every((p) => p.installed());
