@@ -2,10 +2,13 @@
  * Every wasm training kernel against the cpu backend's reference kernels on random inputs, over
  * strides, paddings, odd sizes, channel multipliers and dilations.
  */
+import * as os from 'node:os';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { startWasmBackend } from '../src/accel/wasm/setup';
+import { startWasmBackend, type WasmStart } from '../src/accel/wasm/setup';
+import { rowSplitter, useRowSplitter, type RowSplitter } from '../src/accel/wasm/row-jobs';
+import { startHelperThread } from '../src/accel/wasm/helper';
 import { makeRng } from '../src/random';
 
 type Pad = 'same' | 'valid';
@@ -113,9 +116,11 @@ const CONV_CASES: Case[] = [
   { n: 2, h: 5, w: 6, ci: 3, co: 2, k: [2, 2], stride: 3, pad: 'same' },
 ];
 
+let start: WasmStart;
+
 beforeAll(async () => {
   // The same start-up the app uses: our kernels on the (multi-threaded where possible) wasm backend.
-  await startWasmBackend();
+  start = await startWasmBackend();
 });
 
 describe('Conv2DBackpropFilter / Conv2DBackpropInput on wasm match cpu', () => {
@@ -504,5 +509,41 @@ describe("ReLU's fused gradient on wasm (FusedReluGrad)", () => {
     expect(cpu.kernelNames).not.toContain('FusedReluGrad');
     expect(Array.from(wasm.grad).map(String)).toEqual(Array.from(cpu.grad).map(String));
     expect(Array.from(wasm.grad, (v) => Object.is(v, -0))).toEqual(Array.from(cpu.grad, (v) => Object.is(v, -0)));
+  });
+});
+
+describe('the helper thread takes half of a large filter gradient', () => {
+  // 2 x 96 x 96 x 16 -> 16, 3x3: block 1's geometry at a smaller size, 192 rows of 96 pixels and 2304 sums per pixel.
+  const xShape = [2, 96, 96, 16];
+  const attrs = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', dimRoundingMode: undefined, filterShape: [3, 3, 16, 16] };
+  const inputs = { x: randomInput(xShape, 31), dy: randomInput(xShape, 32) };
+
+  it.skipIf(os.cpus().length < 2)('runs where the backend has two threads, and matches cpu and one thread', async () => {
+    expect(start.threads).toBeGreaterThan(1);
+    expect(start.helperThread).toBe(true);
+    const helper = rowSplitter()!;
+    let jobs = 0;
+    const counting: RowSplitter = {
+      start: (...args) => (jobs++, helper.start(...args)),
+      finish: () => helper.finish(),
+    };
+    const cpu = await runOn('cpu', 'Conv2DBackpropFilter', inputs, attrs);
+    try {
+      useRowSplitter(counting);
+      const split = await runOn('wasm', 'Conv2DBackpropFilter', inputs, attrs);
+      expect(jobs).toBe(1);
+      useRowSplitter(undefined);
+      const alone = await runOn('wasm', 'Conv2DBackpropFilter', inputs, attrs);
+      expect(jobs).toBe(1);
+      expect(maxRelativeError(split.values, cpu.values)).toBeLessThan(1e-5);
+      expect(maxRelativeError(alone.values, cpu.values)).toBeLessThan(1e-5);
+      expect(maxRelativeError(split.values, alone.values)).toBeLessThan(1e-6);
+    } finally {
+      useRowSplitter(helper);
+    }
+  });
+
+  it('is not started on a memory that is not shared, and says why', () => {
+    expect(startHelperThread(new WebAssembly.Memory({ initial: 1 }))).toBe('the wasm memory is not shared');
   });
 });

@@ -144,7 +144,8 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
         // Lazy: loading the wasm package costs time and memory that other backends do not need.
         const { startWasmBackend } = await import('./wasm/setup');
         const started = await startWasmBackend();
-        const threading = started.singleThreadReason ? `; single-threaded: ${started.singleThreadReason}` : '';
+        const helper = started.helperThread === true ? '' : `; no helper thread: ${started.helperThread}`;
+        const threading = (started.singleThreadReason ? `; single-threaded: ${started.singleThreadReason}` : '') + helper;
         return { ok: true, threads: started.threads, note: `training kernels: ${started.kernels.length}${threading}` };
       } catch (err) {
         return { ok: false, why: firstLine(err) };

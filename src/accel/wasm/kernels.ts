@@ -37,6 +37,7 @@ import { installFusedBatchNorm } from '../fused/batchnorm';
 import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
+import { runFilterGradJob } from './row-jobs';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
@@ -388,9 +389,6 @@ function depthwiseFilterGradStrideOne(backend: WasmBackend, x: TensorInfo, dy: T
   return dw;
 }
 
-/** Products summed in float32 inside the SIMD loop before moving to the float64 total. */
-const POSITIONS_PER_PARTIAL = 256;
-
 /** Where each filter tap reads x on the stride-1 grid, relative to the output pixel's own grid position, in bytes. */
 function tapByteShifts(info: Conv2DInfo): number[] {
   const { wp } = strideOneGrid(info);
@@ -401,13 +399,13 @@ function tapByteShifts(info: Conv2DInfo): number[] {
   return shifts;
 }
 
-/** One output row's products into the float32 sums at accByte; the loop's int32 table (byte offsets into x) is at tableByte. */
-type FilterGradRow = (xRowByte: number, dyRowByte: number, accByte: number, tableByte: number) => void;
+/** Which SIMD loop a filter gradient's rows run, with its three loop-specific arguments (row-jobs.ts). */
+type RowLoop = { loop: 0 | 1; a: number; b: number; c: number };
 
 /**
- * A stride-1 filter gradient taken one output row at a time by a SIMD loop: x goes onto the padded grid
- * position-major (row copies only), dy is read where it is, and the loop's `sums` float32 sums are moved into a
- * float64 total every POSITIONS_PER_PARTIAL positions, so long sums keep float32's rounding small.
+ * A stride-1 filter gradient taken one output row at a time by a SIMD loop (row-jobs.ts, split across two threads
+ * where the helper runs): x goes onto the padded grid position-major (row copies only), dy is read where it is, and
+ * the loop's float32 sums move into float64 totals every 256 positions, so long sums keep float32's rounding small.
  */
 function filterGradByRows(
   backend: WasmBackend,
@@ -416,37 +414,42 @@ function filterGradByRows(
   info: Conv2DInfo,
   sums: number,
   table: number[],
-  row: FilterGradRow,
+  rowLoop: RowLoop,
+  loops: SimdLoops,
 ): Float64Array {
   const { inChannels: ci, outChannels: co, outHeight, outWidth, batchSize } = info;
   const { hp, wp } = strideOneGrid(info);
   const grid = allocate(backend, [batchSize * hp * wp * ci]);
-  const scratch = allocate(backend, [sums + table.length]); // float32 partial sums, then the table (int32)
+  // Per thread: float32 partial sums (padded to an even count), then float64 totals (2 floats each); then the
+  // loop's int32 table. With the allocation 8-byte aligned, every thread's totals are too.
+  const padded = sums + (sums % 2);
+  const perThread = padded + 2 * sums;
+  const scratch = allocate(backend, [2 * perThread + table.length]);
   copyIntoGrid(view(backend, x), view(backend, grid), inputPlacement(info));
-  const scratchView = view(backend, scratch);
-  new Int32Array(scratchView.buffer, scratchView.byteOffset + sums * 4, table.length).set(table);
-  const gridAt = byteOffset(backend, grid);
-  const dyAt = byteOffset(backend, dy);
-  const accAt = byteOffset(backend, scratch);
-  const total = new Float64Array(sums);
-  const flush = () => {
-    const partial = view(backend, scratch).subarray(0, sums);
-    for (let k = 0; k < sums; k++) total[k] += partial[k];
-    partial.fill(0);
+  const scratchAt = byteOffset(backend, scratch);
+  const tableAt = scratchAt + 2 * perThread * 4;
+  new Int32Array(view(backend, scratch).buffer, tableAt, table.length).set(table);
+  const regions = (thread: number) => {
+    const accAt = scratchAt + thread * perThread * 4;
+    return { accAt, totalAt: accAt + padded * 4 };
   };
-  view(backend, scratch).fill(0, 0, sums);
-  let pending = 0;
-  for (let b = 0; b < batchSize; b++) {
-    for (let y = 0; y < outHeight; y++) {
-      row(gridAt + (b * hp + y) * wp * ci * 4, dyAt + (b * outHeight + y) * outWidth * co * 4, accAt, accAt + sums * 4);
-      pending += outWidth;
-      if (pending >= POSITIONS_PER_PARTIAL) {
-        flush();
-        pending = 0;
-      }
-    }
-  }
-  flush();
+  const job = {
+    ...rowLoop,
+    gridAt: byteOffset(backend, grid),
+    dyAt: byteOffset(backend, dy),
+    tableAt,
+    ...regions(0),
+    sums,
+    r0: 0,
+    r1: batchSize * outHeight,
+    outHeight,
+    outWidth,
+    hp,
+    gridRowBytes: wp * ci * 4,
+    dyRowBytes: outWidth * co * 4,
+  };
+  if (scratchAt % 8 !== 0) throw new Error(`wasm filter gradient: the heap gave an allocation at ${scratchAt}, not 8-byte aligned`);
+  const total = runFilterGradJob(loops, () => view(backend, scratch).buffer, job, regions(1));
   release(backend, grid, scratch);
   return total;
 }
@@ -456,11 +459,9 @@ function filterGradByRows(
  * acc[tap, k] += xGrid[p + shift(tap), k] * dy[p, k] over the row's positions.
  */
 function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
-  const { filterHeight: fh, filterWidth: fw, inChannels: c, outWidth } = info;
+  const { filterHeight: fh, filterWidth: fw, inChannels: c } = info;
   const taps = fh * fw;
-  const total = filterGradByRows(backend, x, dy, info, taps * c, tapByteShifts(info), (xRow, dyRow, acc, shifts) =>
-    loops.dwgrad(xRow, dyRow, acc, outWidth, c * 4, shifts, taps),
-  );
+  const total = filterGradByRows(backend, x, dy, info, taps * c, tapByteShifts(info), { loop: 1, a: c * 4, b: taps, c: 0 }, loops);
   const dw = allocate(backend, [fh, fw, c, 1]);
   view(backend, dw).set(total); // [tap][channel] is dW's layout
   return dw;
@@ -472,12 +473,11 @@ function depthwiseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: Tensor
  * block 1's 16 -> 16 conv at batch 32, most of it packing dy on one thread; this loop reads both where they lie.
  */
 function denseFilterGradSimd(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo, loops: SimdLoops): TensorInfo {
-  const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co, outWidth } = info;
+  const { filterHeight: fh, filterWidth: fw, inChannels: ci, outChannels: co } = info;
   const offsets = tapByteShifts(info).flatMap((shift) => Array.from({ length: ci }, (_, c) => shift + c * 4));
   if (offsets.length % 2 === 1) offsets.push(0); // the loop takes rows in pairs: an odd one out gets a row of sums nobody reads
-  const total = filterGradByRows(backend, x, dy, info, offsets.length * co, offsets, (xRow, dyRow, acc, table) =>
-    loops.convgrad(xRow, dyRow, acc, outWidth, ci * 4, co * 4, table, offsets.length),
-  );
+  const rowLoop: RowLoop = { loop: 0, a: ci * 4, b: co * 4, c: offsets.length };
+  const total = filterGradByRows(backend, x, dy, info, offsets.length * co, offsets, rowLoop, loops);
   const dw = allocate(backend, [fh, fw, ci, co]);
   view(backend, dw).set(total.subarray(0, fh * fw * ci * co)); // [tap][input][output] is dW's layout
   return dw;

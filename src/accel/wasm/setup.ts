@@ -22,12 +22,16 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import * as wasmPackage from '@tensorflow/tfjs-backend-wasm';
 import { registerWasmTrainingKernels } from './kernels';
+import { startHelperThread } from './helper';
+import { useRowSplitter } from './row-jobs';
 
 export interface WasmStart {
   threads: number;
   kernels: string[];
   /** Why the threaded build is not in use, when it is not. */
   singleThreadReason?: string;
+  /** Whether our SIMD filter-gradient loops share their rows with a helper thread (helper.ts), or why not. */
+  helperThread: true | string;
 }
 
 export interface WasmStartOptions {
@@ -134,6 +138,18 @@ async function activate(): Promise<string | undefined> {
 
 let started: WasmStart | undefined;
 
+/** With more than one thread, the helper that takes half of our SIMD loops' rows (XNNPACK's pool is idle then). */
+function startRowHelper(threads: number): true | string {
+  useRowSplitter(undefined);
+  if (threads < 2) return 'one thread';
+  const memory = (tf.backend() as unknown as { wasm: { sharedMemory?: WebAssembly.Memory } }).wasm.sharedMemory;
+  if (!memory) return 'the wasm memory is not shared';
+  const helper = startHelperThread(memory);
+  if (typeof helper === 'string') return helper;
+  useRowSplitter(helper);
+  return true;
+}
+
 /**
  * Registers our kernels and makes 'wasm' the active backend, multi-threaded when more than one thread is
  * requested and the threaded module starts. Idempotent. Throws with the loader's reason on failure.
@@ -185,6 +201,6 @@ export async function startWasmBackend(opts: WasmStartOptions = {}): Promise<Was
   if (actual > 1)
     singleThreadReason = undefined; // e.g. the running backend is our threaded one
   else if (!singleThreadReason) singleThreadReason = 'thread pool reported 1 thread';
-  started = { threads: actual, kernels, singleThreadReason };
+  started = { threads: actual, kernels, singleThreadReason, helperThread: startRowHelper(actual) };
   return started;
 }

@@ -526,7 +526,8 @@ function reluGradSumsBody(): number[] {
   ];
 }
 
-function moduleBytes(shared: boolean): Uint8Array {
+/** The loops' module; `shared`: it imports a shared memory (the threaded backend's). */
+export function simdModuleBytes(shared: boolean): Uint8Array {
   const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
   const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
@@ -653,7 +654,7 @@ export function simdLoops(memory: WebAssembly.Memory | undefined): SimdLoops | u
   const cached = instances.get(memory);
   if (cached) return cached;
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  const bytes = moduleBytes(shared);
+  const bytes = simdModuleBytes(shared);
   if (!WebAssembly.validate(bytes)) return undefined;
   const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
   const loops = instance.exports as unknown as SimdLoops;
