@@ -1,5 +1,5 @@
 /**
- * The fused Adam update (src/accel/onednn/adam.ts) replaces tfjs's AdamOptimizer.prototype.applyGradients and reads
+ * The fused Adam update (src/accel/fused/adam.ts) replaces tfjs's AdamOptimizer.prototype.applyGradients and reads
  * and writes the optimizer's private fields. These tests fail when a tfjs upgrade changes what it relies on: the
  * fields' layout after a few steps, and the update itself (the patched method, given a float32 reference kernel on
  * cpu, must match tfjs's own to ~1e-6 over several steps). They need no built addon; tests/native-kernels.test.ts
@@ -16,7 +16,7 @@ import {
   installFusedAdam,
   uninstallFusedAdam,
   type AdamInternals,
-} from '../src/accel/onednn/adam';
+} from '../src/accel/fused/adam';
 
 const REFERENCE_KERNEL = 'TestFusedAdamReference';
 let referenceCalls = 0;
@@ -45,7 +45,7 @@ tf.registerKernel({
 
 const proto = tf.AdamOptimizer.prototype as unknown as { applyGradients: unknown };
 const tfjsApplyGradients = proto.applyGradients;
-const onTfjs = `tfjs ${tf.version_core}; src/accel/onednn/adam.ts mirrors tfjs ${MIRRORED_TFJS}'s AdamOptimizer`;
+const onTfjs = `tfjs ${tf.version_core}; src/accel/fused/adam.ts mirrors tfjs ${MIRRORED_TFJS}'s AdamOptimizer`;
 
 function internals(optimizer: tf.Optimizer): AdamInternals {
   return optimizer as unknown as AdamInternals;

@@ -547,3 +547,32 @@ describe('the helper thread takes half of a large filter gradient', () => {
     expect(startHelperThread(new WebAssembly.Memory({ initial: 1 }))).toBe('the wasm memory is not shared');
   });
 });
+
+describe("Adam's fused update on wasm (FusedAdam)", () => {
+  it("matches tfjs's own Adam on cpu over several steps, SIMD body and odd tail, and runs the fused kernel", async () => {
+    const rng = makeRng(24);
+    const values = [randomArray(4099, 51), randomArray(7, 52)]; // 4096 + 3 in the plain-loop tail; 7 = 4 + 3
+    const targets = values.map((v) => Float32Array.from(v, () => rng() * 2 - 1));
+    const run = async (backend: 'cpu' | 'wasm') => {
+      await tf.setBackend(backend);
+      const vars = values.map((v) => tf.variable(tf.tensor(v)));
+      const goal = targets.map((t) => tf.tensor(t));
+      const optimizer = tf.train.adam(0.05);
+      const { kernelNames } = await tf.profile(() => {
+        for (let step = 0; step < 4; step++) {
+          optimizer.minimize(() => tf.addN(vars.map((v, i) => tf.sum(tf.square(tf.sub(v, goal[i]))))), false, vars);
+        }
+      });
+      const out = vars.map((v) => v.dataSync() as Float32Array);
+      tf.dispose([...vars, ...goal]);
+      optimizer.dispose();
+      return { out, kernelNames };
+    };
+    const wasm = await run('wasm');
+    const cpu = await run('cpu');
+    expect(wasm.kernelNames).toContain('FusedAdam');
+    expect(cpu.kernelNames).not.toContain('FusedAdam');
+    wasm.out.forEach((w, i) => expect(maxRelativeError(w, cpu.out[i])).toBeLessThan(1e-5));
+    expect(maxRelativeError(wasm.out[0], values[0])).toBeGreaterThan(1e-3); // the variables did move
+  });
+});

@@ -7,7 +7,7 @@
  * squaredDifference's three-op gradient and two additions of activation-sized tensors, on top of batchNorm's own
  * gradient. The closed form of the whole gradient needs two per-channel sums and one pass over the activations:
  * dx = s r (dy - S1 / n - (x - mean) r^2 S2 / n), with r = 1 / sqrt(variance + eps), S1 = sum dy and
- * S2 = sum dy (x - mean). tfjs-layers has no hook for it, so, as onednn/adam.ts does for Adam's update, this
+ * S2 = sum dy (x - mean). tfjs-layers has no hook for it, so, as adam.ts does for Adam's update, this
  * replaces a method of a global class, `BatchNormalization.prototype.call`:
  * - installFusedBatchNorm() puts it in place and uninstallFusedBatchNorm() restores tfjs's method;
  * - it takes over only training-mode calls on a backend with the gradient kernel, with one float32 channels-last

@@ -24,7 +24,7 @@ import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-laye
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
-export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from './adam';
+export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from '../fused/adam';
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';

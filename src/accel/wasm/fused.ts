@@ -1,6 +1,6 @@
 /**
- * The wasm backend's kernels for the fused training ops of ../fused/: batch-norm's closed-form gradient
- * (BATCH_NORM_TRAIN_GRAD), ReLU's one-pass gradient (FUSED_RELU_GRAD) and, for conv + bias + ReLU layers, the
+ * The wasm backend's kernels for the fused training ops of ../fused/: Adam's update (FUSED_ADAM), batch-norm's
+ * closed-form gradient (BATCH_NORM_TRAIN_GRAD), ReLU's one-pass gradient (FUSED_RELU_GRAD) and, for conv + bias + ReLU layers, the
  * same mask with the bias's gradient (RELU_GRAD_CHANNEL_SUMS; the layer's forward pass is the stock XNNPACK
  * FusedConv2D, registered by registerConvBiasRelu). Without them a wasm training step runs batch-norm's gradient
  * as tfjs's chain of activation-sized Multiply, Add, Sum, Tile and RealDiv kernels, ReLU's as Step then Multiply,
@@ -12,6 +12,7 @@ import type { TensorInfo } from '@tensorflow/tfjs';
 import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
 import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
+import { FUSED_ADAM } from '../fused/adam';
 import { type WasmBackend, allocate, byteOffset, release, view } from './heap';
 import { simdLoops } from './simd';
 import type { KernelArgs } from './stock';
@@ -152,8 +153,37 @@ function reluGradChannelSums({ inputs, backend }: KernelArgs): TensorInfo[] {
   return [masked, sums];
 }
 
+/** Adam's update of one variable (../fused/adam.ts): the SIMD loop, and float32 steps in tfjs's order for a tail. */
+function adam({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  const { value, gradient, m, v } = inputs;
+  const n = value.shape.reduce((a, b) => a * b, 1);
+  const outs = [0, 1, 2].map(() => allocate(backend, value.shape.slice()));
+  const params = allocate(backend, [8]);
+  const p = (attrs.params as number[]).map(Math.fround);
+  view(backend, params).set(p);
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  const vectorised = loops ? n - (n % 4) : 0;
+  if (loops && vectorised > 0) {
+    const [w2, m2, v2] = outs.map((o) => byteOffset(backend, o));
+    const at = (t: TensorInfo) => byteOffset(backend, t);
+    loops.adam(at(value), at(gradient), at(m), at(v), w2, m2, v2, vectorised * 4, byteOffset(backend, params));
+  }
+  const [w, g, m0, v0] = [value, gradient, m, v].map((t) => view(backend, t));
+  const [w2, m2, v2] = outs.map((o) => view(backend, o));
+  const [b1, omb1, b2, omb2, c1, c2, eps, negLr] = p;
+  const f = Math.fround;
+  for (let i = vectorised; i < n; i++) {
+    m2[i] = f(f(m0[i] * b1) + f(g[i] * omb1));
+    v2[i] = f(f(v0[i] * b2) + f(f(g[i] * g[i]) * omb2));
+    w2[i] = f(f(f(f(m2[i] / c1) / f(f(Math.sqrt(f(v2[i] / c2))) + eps)) * negLr) + w[i]);
+  }
+  release(backend, params);
+  return outs;
+}
+
 export const FUSED_TRAINING_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo | TensorInfo[]]> = [
   [BATCH_NORM_TRAIN_GRAD, batchNormTrainGrad],
   [FUSED_RELU_GRAD, reluGrad],
   [RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums],
+  [FUSED_ADAM, adam],
 ];

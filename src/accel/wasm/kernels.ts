@@ -35,6 +35,7 @@ import { FAST_OP_KERNELS } from './fast-ops';
 import { FUSED_TRAINING_KERNELS } from './fused';
 import { installFusedBatchNorm } from '../fused/batchnorm';
 import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
 import { runFilterGradJob } from './row-jobs';
@@ -745,6 +746,7 @@ export function registerWasmTrainingKernels(): string[] {
     installFusedBatchNorm();
     installFusedReluGradient();
     installFusedConvLayers();
+    installBackendFusedAdam();
   }
   registered = mode;
   return set.map(([name]) => name);

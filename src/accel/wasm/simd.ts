@@ -14,6 +14,7 @@
  *   one pass, then dx in one pass.
  * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply; relugradsums: the same
  *   through a conv + bias + ReLU layer's output, with the bias's gradient (per-channel sums) in the same pass.
+ * - adam: Adam's update of one variable in one pass (../fused/adam.ts), instead of 14 tensor ops.
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
  * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
  * tests/wasm-kernels*.test.ts.
@@ -80,6 +81,8 @@ const op = {
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
+  f32x4Div: [0xfd, 0xe7, 0x01],
+  f32x4Sqrt: [0xfd, 0xe3, 0x01],
   f32x4Ne: [0xfd, 0x42],
   f32x4Gt: [0xfd, 0x44],
   /** f32x4.splat of an f32 constant */
@@ -526,6 +529,72 @@ function reluGradSumsBody(): number[] {
   ];
 }
 
+/**
+ * Adam's update, in tfjs's order of float32 operations: m' = m b1 + g (1 - b1), v' = v b2 + g^2 (1 - b2),
+ * w' = (m' / c1) / (sqrt(v' / c2) + eps) (-lr) + w. Params (w, g, m, v, wOut, mOut, vOut, bytes, p) with p the 8
+ * float32 parameters [b1, 1-b1, b2, 1-b2, c1, c2, eps, -lr]; i32 local k = 9; v128 locals: the parameters 10-17,
+ * m' = 18, v' = 19.
+ */
+function adamBody(): number[] {
+  const [w, g, m, v, wOut, mOut, vOut, bytes, p, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [b1, omb1, b2, omb2, c1, c2, eps, negLr, nm, nv] = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+  const load = (base: number) => [...at(base, k), ...op.v128Load];
+  const params = [b1, omb1, b2, omb2, c1, c2, eps, negLr].flatMap((local, i) => [...op.get(p), ...op.splatAt(i * 4), ...op.set(local)]);
+  const inner = lanes(k, bytes, [
+    ...load(m),
+    ...op.get(b1),
+    ...op.f32x4Mul,
+    ...load(g),
+    ...op.get(omb1),
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.set(nm),
+    ...load(v),
+    ...op.get(b2),
+    ...op.f32x4Mul,
+    ...load(g),
+    ...load(g),
+    ...op.f32x4Mul,
+    ...op.get(omb2),
+    ...op.f32x4Mul,
+    ...op.f32x4Add,
+    ...op.set(nv),
+    ...at(mOut, k),
+    ...op.get(nm),
+    ...op.v128Store,
+    ...at(vOut, k),
+    ...op.get(nv),
+    ...op.v128Store,
+    ...at(wOut, k),
+    ...op.get(nm),
+    ...op.get(c1),
+    ...op.f32x4Div,
+    ...op.get(nv),
+    ...op.get(c2),
+    ...op.f32x4Div,
+    ...op.f32x4Sqrt,
+    ...op.get(eps),
+    ...op.f32x4Add,
+    ...op.f32x4Div,
+    ...op.get(negLr),
+    ...op.f32x4Mul,
+    ...load(w),
+    ...op.f32x4Add,
+    ...op.v128Store,
+  ]);
+  return [
+    ...vec([
+      [1, I32],
+      [10, V128],
+    ]),
+    ...params,
+    ...op.i32(0),
+    ...op.set(k),
+    ...inner,
+    ...op.end,
+  ];
+}
+
 /** The loops' module; `shared`: it imports a shared memory (the threaded backend's). */
 export function simdModuleBytes(shared: boolean): Uint8Array {
   const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
@@ -545,6 +614,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
   const bngrad = bnGradBody();
   const relugrad = reluGradBody();
   const relugradsums = reluGradSumsBody();
+  const adam = adamBody();
   return Uint8Array.from([
     0x00,
     0x61,
@@ -556,7 +626,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
     0x00,
     ...section(1, vec([type4, type7, type6, type5, type8, type9])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5]])),
     ...section(
       7,
       vec([
@@ -572,6 +642,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
         [...name('bngrad'), 0x00, 9],
         [...name('relugrad'), 0x00, 10],
         [...name('relugradsums'), 0x00, 11],
+        [...name('adam'), 0x00, 12],
       ]),
     ),
     ...section(
@@ -587,6 +658,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
         [...leb(bngrad.length), ...bngrad],
         [...leb(relugrad.length), ...relugrad],
         [...leb(relugradsums.length), ...relugradsums],
+        [...leb(adam.length), ...adam],
       ]),
     ),
   ]);
@@ -644,6 +716,18 @@ export interface SimdLoops {
   relugrad(dyByte: number, xByte: number, dstByte: number, bytes: number): void;
   /** dst[r*cols + k] = dy[r*cols + k] * step(y[r*cols + k]) and acc[k] += dst[r*cols + k] for r < rows; cols % 4 === 0. */
   relugradsums(dyByte: number, yByte: number, dstByte: number, accByte: number, rows: number, colsBytes: number): void;
+  /** Adam's update of the first bytes / 4 values (bytes % 16 === 0); p: 8 float32 parameters (see adamBody). */
+  adam(
+    wByte: number,
+    gByte: number,
+    mByte: number,
+    vByte: number,
+    wOutByte: number,
+    mOutByte: number,
+    vOutByte: number,
+    bytes: number,
+    pByte: number,
+  ): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();
