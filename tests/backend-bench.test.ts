@@ -108,5 +108,7 @@ describe('bench-train', () => {
     const rows = profileKernels(() => tf.add(tf.ones([3]), tf.ones([3])));
     expect(rows.find((r) => r.kernel === 'Add')?.calls).toBe(1);
     expect(tf.getKernelsForBackend('wasm').map((k) => k.kernelFunc)).toEqual(before);
+    const byShape = profileKernels(() => tf.add(tf.ones([3]), tf.ones([2, 3])), true);
+    expect(byShape.find((r) => r.kernel.startsWith('Add '))).toMatchObject({ kernel: 'Add [3] [2,3]', calls: 1 });
   });
 });

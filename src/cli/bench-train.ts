@@ -2,7 +2,7 @@
  * Training / inference throughput of the seed CNN on the selected backend, optionally side by side
  * with the PyTorch peer on the same machine.
  *
- *   npm run bench:train [-- --peer] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile]
+ *   npm run bench:train [-- --peer] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile [--by-shape]]
  *                       [--epoch-data DIR | --no-epoch]
  *
  * The bare step is the one train() runs, on the default recipe's model; next to it, one real epoch of the default
@@ -39,6 +39,8 @@ interface BenchOptions {
   peerScript: string;
   peerPython?: string;
   profile: boolean;
+  /** With --profile: one row per kernel and input shapes, not per kernel. */
+  byShape: boolean;
   /** The dataset of the epoch measurement; false (--no-epoch) skips it. */
   epoch: boolean;
   epochData: string;
@@ -61,12 +63,20 @@ function peakRssMb(): number {
 
 type ProfileRow = { kernel: string; ms: number; wallMs: number; calls: number };
 
+/** A kernel call's input shapes, e.g. "[32,150,150,16] [3,3,16,16]". */
+function shapesOf(args: unknown): string {
+  const inputs = (args as { inputs?: Record<string, { shape?: number[] } | null> }).inputs ?? {};
+  return Object.values(inputs)
+    .map((t) => (t?.shape ? `[${t.shape.join(',')}]` : '-'))
+    .join(' ');
+}
+
 /**
  * CPU time per kernel of one call of f, summed by kernel name, largest first. CPU time rather than wall
  * time (tf.profile) so that other processes on a shared machine do not inflate it. Kernels called from
- * inside other kernels count toward the outer kernel only.
+ * inside other kernels count toward the outer kernel only. byShape: one row per kernel and its inputs' shapes.
  */
-export function profileKernels(f: () => unknown): ProfileRow[] {
+export function profileKernels(f: () => unknown, byShape = false): ProfileRow[] {
   const backendName = tf.getBackend();
   const originals = tf.getKernelsForBackend(backendName);
   const totals = new Map<string, { us: number; wallMs: number; calls: number }>();
@@ -86,11 +96,12 @@ export function profileKernels(f: () => unknown): ProfileRow[] {
         } finally {
           const d = process.cpuUsage(start);
           depth--;
-          const entry = totals.get(config.kernelName) ?? { us: 0, wallMs: 0, calls: 0 };
+          const key = byShape ? `${config.kernelName} ${shapesOf(args)}` : config.kernelName;
+          const entry = totals.get(key) ?? { us: 0, wallMs: 0, calls: 0 };
           entry.us += d.user + d.system;
           entry.wallMs += performance.now() - wallStart;
           entry.calls++;
-          totals.set(config.kernelName, entry);
+          totals.set(key, entry);
         }
       }) as typeof config.kernelFunc,
     });
@@ -110,13 +121,14 @@ export function profileKernels(f: () => unknown): ProfileRow[] {
     .sort((a, b) => b.ms - a.ms);
 }
 
-function formatProfile(rows: ProfileRow[], top = 15): string {
+function formatProfile(rows: ProfileRow[], top: number): string {
+  const width = Math.max(36, ...rows.slice(0, top).map((r) => r.kernel.length));
   const total = rows.reduce((s, r) => s + r.ms, 0);
   const lines = rows
     .slice(0, top)
     .map(
       (r) =>
-        `  ${r.kernel.padEnd(36)} ${r.ms.toFixed(1).padStart(9)} ms cpu ${r.wallMs.toFixed(1).padStart(9)} ms wall ${String(r.calls).padStart(5)} calls ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
+        `  ${r.kernel.padEnd(width)} ${r.ms.toFixed(1).padStart(9)} ms cpu ${r.wallMs.toFixed(1).padStart(9)} ms wall ${String(r.calls).padStart(5)} calls ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
     );
   const wall = rows.reduce((s, r) => s + r.wallMs, 0);
   return [
@@ -200,7 +212,13 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   );
 
   for (let i = 0; i < opts.warmup; i++) step(xs, ys);
-  if (opts.profile) console.log(formatProfile(profileKernels(() => step(xs, ys))));
+  if (opts.profile)
+    console.log(
+      formatProfile(
+        profileKernels(() => step(xs, ys), opts.byShape),
+        opts.byShape ? 40 : 15,
+      ),
+    );
 
   let t = performance.now();
   let cpu = process.cpuUsage();
@@ -334,6 +352,7 @@ function parseOptions(argv: string[]): BenchOptions {
     .option('--peer-script <file>', 'path of seed_cnn_torch.py', defaultPeer)
     .option('--peer-python <exe>', 'python with torch installed (default: .venv-peer, else Debian python3, else python3)')
     .option('--profile', 'print per-kernel times of one training step', false)
+    .option('--by-shape', "with --profile: a row per kernel and its inputs' shapes", false)
     .option('--epoch-data <dir>', 'dataset of the one-epoch measurement', defaultEpochData())
     .option('--no-epoch', 'skip the one-epoch measurement')
     .parse(argv);
