@@ -86,7 +86,7 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
 // both algorithms on that call's own buffers and keeps the faster one for the rest of the process. Measured with
 // oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct -> Winograd):
 //   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13
-//   Intel Xeon (AVX-512, AMX): forward 14 -> 25, backward data 13 -> 25, backward weights 15 -> 10
+//   Intel Xeon (AVX-512, AMX):  forward 13 -> 25, backward data 13 -> 25, backward weights 13 -> 9.5
 // Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
 // and with it the last bits of the results, does not flip between runs on one machine with timing noise.
 // PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses it, =1 ('winograd') always where
