@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { allocate, byteOffset, release, reshaped, runKernel, view } from './heap';
+import { allocate, byteOffset, release, reshaped, runKernel, sumInChunks, view } from './heap';
 import { simdLoops } from './simd';
 import { KernelArgs, callStock } from './stock';
 
@@ -97,21 +97,12 @@ function reduceLeading(args: KernelArgs, kernel: 'Sum' | 'Mean'): TensorInfo {
   return reshaped(out, outShape);
 }
 
-/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (rounding stays ~1e-7). */
-const ROWS_PER_PARTIAL = 512;
-
 function simdColumnSums(args: KernelArgs, loops: NonNullable<ReturnType<typeof simdLoops>>, rows: number, cols: number): TensorInfo {
   const { backend } = args;
   const out = allocate(backend, [cols]);
   const src = byteOffset(backend, args.inputs.x);
   const dst = byteOffset(backend, out);
-  const total = new Float64Array(cols);
-  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
-    const partial = view(backend, out);
-    partial.fill(0);
-    loops.colsum(src + r0 * cols * 4, dst, Math.min(ROWS_PER_PARTIAL, rows - r0), cols * 4);
-    for (let k = 0; k < cols; k++) total[k] += partial[k];
-  }
+  const total = sumInChunks(backend, out, rows, (r0, count) => loops.colsum(src + r0 * cols * 4, dst, count, cols * 4));
   view(backend, out).set(total);
   return out;
 }

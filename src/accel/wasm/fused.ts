@@ -13,18 +13,15 @@ import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batch
 import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
 import { FUSED_ADAM } from '../fused/adam';
-import { type WasmBackend, allocate, byteOffset, release, view } from './heap';
+import { type WasmBackend, allocate, byteOffset, release, sumInChunks, view } from './heap';
 import { simdLoops } from './simd';
 import type { KernelArgs } from './stock';
 
-/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (as fast-ops' Sum). */
-const ROWS_PER_PARTIAL = 512;
-
 /** [S1 | S2] per channel (S1 = sum dy, S2 = sum dy (x - mean)), accumulated in float64 across partial sums. */
 function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: TensorInfo, rows: number, c: number): Float64Array {
-  const totals = new Float64Array(2 * c);
   const loops = simdLoops(backend.wasm.sharedMemory);
   if (!loops || c % 4 !== 0) {
+    const totals = new Float64Array(2 * c);
     const [d, xs, m] = [view(backend, dy), view(backend, x), view(backend, mean)];
     for (let r = 0, i = 0; r < rows; r++) {
       for (let k = 0; k < c; k++, i++) {
@@ -36,15 +33,11 @@ function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: Ten
   }
   const partial = allocate(backend, [2 * c]);
   const [dyAt, xAt, mAt, pAt] = [byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, mean), byteOffset(backend, partial)];
-  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
-    const p = view(backend, partial);
-    p.fill(0);
-    const skip = r0 * c * 4;
-    loops.bnsums(dyAt + skip, xAt + skip, mAt, pAt, pAt + c * 4, Math.min(ROWS_PER_PARTIAL, rows - r0), c * 4);
-    for (let k = 0; k < 2 * c; k++) totals[k] += p[k];
-  }
+  const sums = sumInChunks(backend, partial, rows, (r0, count) =>
+    loops.bnsums(dyAt + r0 * c * 4, xAt + r0 * c * 4, mAt, pAt, pAt + c * 4, count, c * 4),
+  );
   release(backend, partial);
-  return totals;
+  return sums;
 }
 
 /** dx = a dy + b (x - mean) + k per channel, coef = a | b | k. */
@@ -127,8 +120,8 @@ function reluGradChannelSums({ inputs, backend }: KernelArgs): TensorInfo[] {
   const rows = y.shape.reduce((a, b) => a * b, 1) / c;
   const masked = allocate(backend, y.shape.slice());
   const sums = allocate(backend, [c]);
-  const totals = new Float64Array(c);
   const loops = simdLoops(backend.wasm.sharedMemory);
+  let totals: Float64Array;
   if (loops && c % 4 === 0) {
     const [dyAt, yAt, outAt, sumsAt] = [
       byteOffset(backend, dy),
@@ -136,14 +129,12 @@ function reluGradChannelSums({ inputs, backend }: KernelArgs): TensorInfo[] {
       byteOffset(backend, masked),
       byteOffset(backend, sums),
     ];
-    for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
-      view(backend, sums).fill(0);
+    totals = sumInChunks(backend, sums, rows, (r0, count) => {
       const skip = r0 * c * 4;
-      loops.relugradsums(dyAt + skip, yAt + skip, outAt + skip, sumsAt, Math.min(ROWS_PER_PARTIAL, rows - r0), c * 4);
-      const partial = view(backend, sums);
-      for (let k = 0; k < c; k++) totals[k] += partial[k];
-    }
+      loops.relugradsums(dyAt + skip, yAt + skip, outAt + skip, sumsAt, count, c * 4);
+    });
   } else {
+    totals = new Float64Array(c);
     const [d, ys, out] = [view(backend, dy), view(backend, y), view(backend, masked)];
     for (let r = 0, i = 0; r < rows; r++) {
       for (let k = 0; k < c; k++, i++) totals[k] += out[i] = d[i] * step(ys[i]);

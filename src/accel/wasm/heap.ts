@@ -121,3 +121,26 @@ export function forEachGridRow(g: GridPlacement, row: (from: number, to: number,
     }
   }
 }
+
+/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (rounding stays ~1e-7). */
+const ROWS_PER_PARTIAL = 512;
+
+/**
+ * Per-column sums of `rows` rows in float64, from SIMD loops that add float32 sums into `partial` (a heap tensor):
+ * add(firstRow, rowCount) runs the loop over one chunk of rows; between chunks the partial sums move to the totals.
+ */
+export function sumInChunks(
+  backend: WasmBackend,
+  partial: TensorInfo,
+  rows: number,
+  add: (firstRow: number, rowCount: number) => void,
+): Float64Array {
+  const totals = new Float64Array(partial.shape.reduce((a, b) => a * b, 1));
+  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
+    view(backend, partial).fill(0);
+    add(r0, Math.min(ROWS_PER_PARTIAL, rows - r0));
+    const sums = view(backend, partial);
+    for (let k = 0; k < totals.length; k++) totals[k] += sums[k];
+  }
+  return totals;
+}
