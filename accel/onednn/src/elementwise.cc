@@ -17,6 +17,27 @@ static const int64_t kParallelMin = [] {
   return v ? std::atoll(v) : int64_t(1) << 18;
 }();
 
+// Per-column sums over `rows` rows of `width` columns: each thread takes one contiguous range of rows and adds them
+// into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The
+// ranges and that order depend only on rows and the thread count, so every kernel built on this (Sum over leading
+// rows, the batch-norm gradient's sums, the conv layers' bias sums) gives the same bits for the same values.
+template <typename RowRange>
+void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale, float* out, RowRange rowRange) {
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * width, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    rowRange(rows * t / nt, rows * (t + 1) / nt, partial.data() + static_cast<size_t>(t) * width);
+  }
+  for (int64_t j = 0; j < width; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * width + j];
+    out[j] = static_cast<float>(s * scale);
+  }
+}
+
 template <BinaryOp OP>
 inline float apply(float a, float b) {
   if (OP == BinaryOp::kAdd) return a + b;
@@ -165,8 +186,8 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
 
 // A convolution + bias + ReLU layer's gradient through its output y, in one pass over channels-last dy and y:
 // masked = dy * step(y) (as ReluGrad) and sums[c] = sum masked[., c], the bias's gradient. A separate Sum read
-// all of masked again, for every conv layer on every step. Accumulates in double, like Sum, split into the same
-// row ranges per thread, so the sums are Sum's to the bit.
+// all of masked again, for every conv layer on every step. Its sums are Sum's over masked to the bit
+// (columnSumsByThread; tests/native-kernels.test.ts checks it).
 Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
   // (dy, y, masked, sums[C])
   const float* dy = f32(info[0]);
@@ -175,15 +196,8 @@ Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
   float* sums = f32(info[3]);
   const int64_t c = info[3].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
-  const int64_t rows = n / c;
-  int threads = n > kParallelMin ? omp_get_max_threads() : 1;
-  std::vector<double> partial(static_cast<size_t>(threads) * c, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    int t = omp_get_thread_num();
-    int nt = omp_get_num_threads();
-    double* acc = partial.data() + static_cast<size_t>(t) * c;
-    for (int64_t r = rows * t / nt, r1 = rows * (t + 1) / nt; r < r1; r++) {
+  columnSumsByThread(n / c, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
+    for (int64_t r = r0; r < r1; r++) {
       const float* g = dy + r * c;
       const float* v = y + r * c;
       float* m = masked + r * c;
@@ -194,12 +208,7 @@ Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
         acc[j] += m[j];
       }
     }
-  }
-  for (int64_t j = 0; j < c; j++) {
-    double s = 0;
-    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * c + j];
-    sums[j] = static_cast<float>(s);
-  }
+  });
   return info.Env().Undefined();
 }
 
@@ -215,16 +224,8 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
   float* sums = f32(info[3]);
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
-  const int64_t rows = n / c;
-  int threads = n > kParallelMin ? omp_get_max_threads() : 1;
-  std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    int t = omp_get_thread_num();
-    int nt = omp_get_num_threads();
-    double* s1 = partial.data() + static_cast<size_t>(t) * 2 * c;
+  columnSumsByThread(n / c, 2 * c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* s1) {
     double* s2 = s1 + c;
-    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
     for (int64_t r = r0; r < r1; r++) {
       const float* dr = dy + r * c;
       const float* xr = x + r * c;
@@ -234,12 +235,7 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
         s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
       }
     }
-  }
-  for (int64_t k = 0; k < 2 * c; k++) {
-    double s = 0;
-    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * 2 * c + k];
-    sums[k] = static_cast<float>(s);
-  }
+  });
   return info.Env().Undefined();
 }
 
@@ -337,15 +333,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
     }
     return info.Env().Undefined();
   }
-  const int64_t rows = outer;
-  int threads = (rows * inner > kParallelMin) ? omp_get_max_threads() : 1;
-  std::vector<double> partial(static_cast<size_t>(threads) * inner, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    int t = omp_get_thread_num();
-    int nt = omp_get_num_threads();
-    double* acc = partial.data() + static_cast<size_t>(t) * inner;
-    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+  columnSumsByThread(outer, inner, outer * inner > kParallelMin, scale, y, [&](int64_t r0, int64_t r1, double* acc) {
     switch (inner) {
       case 8: columnSums<8>(x, r0, r1, acc); break;
       case 16: columnSums<16>(x, r0, r1, acc); break;
@@ -358,12 +346,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
           for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
         }
     }
-  }
-  for (int64_t j = 0; j < inner; j++) {
-    double s = 0;
-    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * inner + j];
-    y[j] = static_cast<float>(s * scale);
-  }
+  });
   return info.Env().Undefined();
 }
 
