@@ -62,10 +62,11 @@ export function filterGradRows(loops: SimdLoops, buffer: ArrayBufferLike, job: A
   }
 }
 
-/** Runs `job` over its rows with a second thread taking `share` of them: [job.r0, split) here, the rest there. */
+/** A second thread for a job's rows [split, r1), while the calling thread runs [r0, split). */
 export interface RowSplitter {
-  /** Runs the rows [split, r1) with the second thread's sums and totals at accAt / totalAt; waits for it in finish(). */
+  /** Posts those rows, with the second thread's own partial sums and totals at accAt / totalAt; false: declined. */
   start(job: FilterGradJob, split: number, accAt: number, totalAt: number): boolean;
+  /** Waits until the second thread has written its totals (throws, naming the way out, if it failed). */
   finish(): void;
 }
 
