@@ -3,7 +3,7 @@
  * strides, paddings, odd sizes, channel multipliers and dilations.
  */
 import * as os from 'node:os';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { startWasmBackend, type WasmStart } from '../src/accel/wasm/setup';
@@ -539,6 +539,32 @@ describe('the helper thread takes half of a large filter gradient', () => {
       expect(maxRelativeError(alone.values, cpu.values)).toBeLessThan(1e-5);
       expect(maxRelativeError(split.values, alone.values)).toBeLessThan(1e-6);
     } finally {
+      useRowSplitter(helper);
+    }
+  });
+
+  it('a helper that fails leaves the result whole: its rows are redone here, with a warning, and it is not asked again', async () => {
+    const helper = rowSplitter();
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    let jobs = 0;
+    const failing: RowSplitter = {
+      start: () => (jobs++, true), // takes the rows, computes nothing
+      finish: () => {
+        throw new Error('the wasm helper thread failed on a filter-gradient job');
+      },
+    };
+    try {
+      useRowSplitter(failing);
+      const cpu = await runOn('cpu', 'Conv2DBackpropFilter', inputs, attrs);
+      const first = await runOn('wasm', 'Conv2DBackpropFilter', inputs, attrs);
+      const second = await runOn('wasm', 'Conv2DBackpropFilter', inputs, attrs);
+      expect(maxRelativeError(first.values, cpu.values)).toBeLessThan(1e-5);
+      expect(maxRelativeError(second.values, cpu.values)).toBeLessThan(1e-5);
+      expect(jobs).toBe(1);
+      expect(rowSplitter()).toBeUndefined();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/helper thread failed.*continuing on one thread/));
+    } finally {
+      warn.mockRestore();
       useRowSplitter(helper);
     }
   });

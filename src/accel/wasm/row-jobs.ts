@@ -66,7 +66,7 @@ export function filterGradRows(loops: SimdLoops, buffer: ArrayBufferLike, job: A
 export interface RowSplitter {
   /** Posts those rows, with the second thread's own partial sums and totals at accAt / totalAt; false: declined. */
   start(job: FilterGradJob, split: number, accAt: number, totalAt: number): boolean;
-  /** Waits until the second thread has written its totals (throws, naming the way out, if it failed). */
+  /** Waits until the second thread has written its totals; throws if it failed (runFilterGradJob then does its rows). */
   finish(): void;
 }
 
@@ -104,7 +104,21 @@ export function runFilterGradJob(
     memory(),
     JOB_FIELDS.map((f) => mine[f]),
   );
-  if (started) splitter!.finish();
+  if (started) {
+    try {
+      splitter!.finish();
+    } catch (err) {
+      // Training goes on without the helper: its rows are done here, and the next jobs stay on this thread.
+      console.warn(`wasm: ${(err as Error).message}; continuing on one thread`);
+      splitter = undefined;
+      const theirs = { ...job, r0: split, accAt: second!.accAt, totalAt: second!.totalAt };
+      filterGradRows(
+        loops,
+        memory(),
+        JOB_FIELDS.map((f) => theirs[f]),
+      );
+    }
+  }
   const totals = new Float64Array(new Float64Array(memory(), job.totalAt, job.sums));
   if (started) {
     const theirs = new Float64Array(memory(), second.totalAt, job.sums);
