@@ -163,10 +163,15 @@ function parseBackendName(value: string, source: string): BackendName {
   throw new Error(`${source}='${value}' is not a backend; use one of: ${BACKEND_ORDER.join(', ')}.`);
 }
 
+/**
+ * One line on the backend: its threads, notes, what was skipped and why, and, once `native`'s convolutions have
+ * timed their algorithms (after the first training step), what they chose, so a run's files record it.
+ */
 export function describeBackend(info: BackendInfo): string {
   const skipped = info.skipped.map((s) => `${s.name}: ${s.why}`).join('; ');
   const note = info.note ? ` [${info.note}]` : '';
-  return `backend: ${info.name} (threads: ${info.threads})${note}${skipped ? ` — skipped ${skipped}` : ''}`;
+  const conv = info.name === 'native' ? describeConvChoices() : undefined;
+  return `backend: ${info.name} (threads: ${info.threads})${note}${skipped ? ` — skipped ${skipped}` : ''}${conv ? ` — conv algorithms: ${conv}` : ''}`;
 }
 
 let current: BackendInfo | undefined;
