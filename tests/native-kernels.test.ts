@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
-import { loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
+import { describeConvChoices, loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
@@ -172,6 +172,10 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         expect(ch.directMs).toBeGreaterThan(0);
         expect(ch.winograd).toBe(ch.winogradMs >= 0 && ch.winogradMs < 0.85 * ch.directMs);
       }
+      // The line runs record (describeBackend, summary.md): one entry per choice, with both times.
+      const line = describeConvChoices()!;
+      expect(line.split('; ')).toHaveLength(choices.length);
+      expect(line).toMatch(/^forward \d+x\d+x\d+x16 (Winograd|direct) \((Winograd [\d.]+ ms|no Winograd), direct [\d.]+ ms\)/);
       expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct' or 'winograd', got 'fast'/);
     } finally {
       addon.setConvAlgorithm('auto');
