@@ -125,6 +125,16 @@ function lanes(k: number, bytes: number, body: number[]): number[] {
   return whileBelow(k, bytes, [...body, ...bump(k, 16)]);
 }
 
+/** base[k..k+4) += the 4 floats that `value` pushes: the accumulate step of the sum loops. */
+function addInto(base: number, k: number, value: number[]): number[] {
+  return [...at(base, k), ...at(base, k), ...op.v128Load, ...value, ...op.f32x4Add, ...op.v128Store];
+}
+
+/** The 4 floats at base + k. */
+function loadAt(base: number, k: number): number[] {
+  return [...at(base, k), ...op.v128Load];
+}
+
 /** For each of `rows` rows (counter r): k = 0, `perRow`, then each pointer in `advance` moves on by rowBytes. */
 function eachRow(r: number, rows: number, k: number, perRow: number[], rowBytes: number, advance: number[]): number[] {
   return whileBelow(r, rows, [
@@ -139,33 +149,14 @@ function eachRow(r: number, rows: number, k: number, perRow: number[], rowBytes:
 // colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
 function colsumBody(): number[] {
   const [src, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5];
-  const inner = lanes(k, colsBytes, [
-    ...at(dst, k),
-    ...at(dst, k),
-    ...op.v128Load,
-    ...at(src, k),
-    ...op.v128Load,
-    ...op.f32x4Add,
-    ...op.v128Store,
-  ]);
+  const inner = lanes(k, colsBytes, addInto(dst, k, loadAt(src, k)));
   return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src]), ...op.end];
 }
 
 // dwgrad(x, dy, acc, n, cBytes, shifts, taps); locals p = 7, t = 8, k = 9, xs = 10, a = 11
 function dwgradBody(): number[] {
   const [x, dy, acc, n, cBytes, shifts, taps, p, t, k, xs, a] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
-  const channels = lanes(k, cBytes, [
-    ...at(a, k),
-    ...at(a, k),
-    ...op.v128Load,
-    ...at(xs, k),
-    ...op.v128Load,
-    ...at(dy, k),
-    ...op.v128Load,
-    ...op.f32x4Mul,
-    ...op.f32x4Add,
-    ...op.v128Store,
-  ]);
+  const channels = lanes(k, cBytes, addInto(a, k, [...loadAt(xs, k), ...loadAt(dy, k), ...op.f32x4Mul]));
   const tapsLoop = whileBelow(t, taps, [
     ...op.get(x),
     ...op.get(shifts),
@@ -393,26 +384,8 @@ function rowAffineBody(): number[] {
 function bnSumsBody(): number[] {
   const [dy, x, m, s1, s2, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const inner = lanes(k, colsBytes, [
-    ...at(s1, k),
-    ...at(s1, k),
-    ...op.v128Load,
-    ...at(dy, k),
-    ...op.v128Load,
-    ...op.f32x4Add,
-    ...op.v128Store,
-    ...at(s2, k),
-    ...at(s2, k),
-    ...op.v128Load,
-    ...at(dy, k),
-    ...op.v128Load,
-    ...at(x, k),
-    ...op.v128Load,
-    ...at(m, k),
-    ...op.v128Load,
-    ...op.f32x4Sub,
-    ...op.f32x4Mul,
-    ...op.f32x4Add,
-    ...op.v128Store,
+    ...addInto(s1, k, loadAt(dy, k)),
+    ...addInto(s2, k, [...loadAt(dy, k), ...loadAt(x, k), ...loadAt(m, k), ...op.f32x4Sub, ...op.f32x4Mul]),
   ]);
   return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [dy, x]), ...op.end];
 }
@@ -423,19 +396,18 @@ function bnSumsBody(): number[] {
  */
 function bnGradBody(): number[] {
   const [dy, x, m, a, b, c, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const load = (base: number) => [...at(base, k), ...op.v128Load];
   const inner = lanes(k, colsBytes, [
     ...at(dst, k),
-    ...load(dy),
-    ...load(a),
+    ...loadAt(dy, k),
+    ...loadAt(a, k),
     ...op.f32x4Mul,
-    ...load(x),
-    ...load(m),
+    ...loadAt(x, k),
+    ...loadAt(m, k),
     ...op.f32x4Sub,
-    ...load(b),
+    ...loadAt(b, k),
     ...op.f32x4Mul,
     ...op.f32x4Add,
-    ...load(c),
+    ...loadAt(c, k),
     ...op.f32x4Add,
     ...op.v128Store,
   ]);
@@ -471,11 +443,10 @@ function stepInto(s: number, loadX: number[], zero: number, one: number): number
  */
 function reluGradBody(): number[] {
   const [dy, x, dst, bytes, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const load = (base: number) => [...at(base, k), ...op.v128Load];
   const inner = lanes(k, bytes, [
-    ...stepInto(s, load(x), zero, one),
+    ...stepInto(s, loadAt(x, k), zero, one),
     ...at(dst, k),
-    ...load(dy),
+    ...loadAt(dy, k),
     ...op.get(s),
     ...op.f32x4Mul,
     ...op.v128Store,
@@ -501,21 +472,16 @@ function reluGradBody(): number[] {
  */
 function reluGradSumsBody(): number[] {
   const [dy, y, dst, acc, rows, colsBytes, r, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const load = (base: number) => [...at(base, k), ...op.v128Load];
   const inner = lanes(k, colsBytes, [
-    ...stepInto(s, load(y), zero, one),
-    ...load(dy),
+    ...stepInto(s, loadAt(y, k), zero, one),
+    ...loadAt(dy, k),
     ...op.get(s),
     ...op.f32x4Mul,
     ...op.set(s),
     ...at(dst, k),
     ...op.get(s),
     ...op.v128Store,
-    ...at(acc, k),
-    ...load(acc),
-    ...op.get(s),
-    ...op.f32x4Add,
-    ...op.v128Store,
+    ...addInto(acc, k, op.get(s)),
   ]);
   return [
     ...vec([
@@ -538,22 +504,21 @@ function reluGradSumsBody(): number[] {
 function adamBody(): number[] {
   const [w, g, m, v, wOut, mOut, vOut, bytes, p, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
   const [b1, omb1, b2, omb2, c1, c2, eps, negLr, nm, nv] = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
-  const load = (base: number) => [...at(base, k), ...op.v128Load];
   const params = [b1, omb1, b2, omb2, c1, c2, eps, negLr].flatMap((local, i) => [...op.get(p), ...op.splatAt(i * 4), ...op.set(local)]);
   const inner = lanes(k, bytes, [
-    ...load(m),
+    ...loadAt(m, k),
     ...op.get(b1),
     ...op.f32x4Mul,
-    ...load(g),
+    ...loadAt(g, k),
     ...op.get(omb1),
     ...op.f32x4Mul,
     ...op.f32x4Add,
     ...op.set(nm),
-    ...load(v),
+    ...loadAt(v, k),
     ...op.get(b2),
     ...op.f32x4Mul,
-    ...load(g),
-    ...load(g),
+    ...loadAt(g, k),
+    ...loadAt(g, k),
     ...op.f32x4Mul,
     ...op.get(omb2),
     ...op.f32x4Mul,
@@ -578,7 +543,7 @@ function adamBody(): number[] {
     ...op.f32x4Div,
     ...op.get(negLr),
     ...op.f32x4Mul,
-    ...load(w),
+    ...loadAt(w, k),
     ...op.f32x4Add,
     ...op.v128Store,
   ]);
