@@ -118,6 +118,7 @@ describe.each(backends)(`fused training batch-norm on $backend (${onTfjs})`, ({ 
       installFusedBatchNorm();
 
       expect(fused.kernels).toContain(FUSED_KERNEL);
+      expect(fused.kernels).toContain('BatchNormMoments');
       expect(tfjsMethod.kernels).not.toContain(FUSED_KERNEL);
       for (const reference of [tfjsMethod, cpu]) {
         expectCloseToScale([fused.output], [reference.output], 1e-5);
@@ -127,6 +128,29 @@ describe.each(backends)(`fused training batch-norm on $backend (${onTfjs})`, ({ 
       // The step moved the moving statistics (momentum 0.6), so comparing them above compared something.
       const movingMean = fused.weights[3];
       expect(Math.max(...Array.from(movingMean, Math.abs))).toBeGreaterThan(0.01);
+    },
+  );
+
+  it.skipIf(Boolean(skip)).each([5, 8])(
+    'takes the statistics in one pass, accurate around a large mean (%i channels, against float64)',
+    async (channels) => {
+      await tf.setBackend(backend);
+      const rng = makeRng(12);
+      const n = 4 * 30 * 30; // 3600 rows: several float32 partial sums on wasm
+      const values = Float32Array.from({ length: n * channels }, (_, i) => 1000 + (i % channels) + (rng() * 2 - 1) * 0.5);
+      const x = tf.tensor4d(values, [4, 30, 30, channels]);
+      const [mean, variance] = tf.engine().runKernel('BatchNormMoments', { x }) as tf.Tensor[];
+      const [m, v] = [await mean.data(), await variance.data()];
+      tf.dispose([x, mean, variance]);
+      for (let k = 0; k < channels; k++) {
+        let s = 0;
+        for (let r = 0; r < n; r++) s += values[r * channels + k];
+        const mu = s / n;
+        let q = 0;
+        for (let r = 0; r < n; r++) q += (values[r * channels + k] - mu) ** 2;
+        expect(Math.abs(m[k] - mu) / mu).toBeLessThan(1e-7);
+        expect(Math.abs(v[k] - q / n) / (q / n)).toBeLessThan(1e-4); // variance 1/12 under a mean of 1000
+      }
     },
   );
 

@@ -2,6 +2,7 @@
 // fast: tfjs's CPU backend runs them in generic JS (batch-norm and its gradient broadcast
 // [C] against [N,H,W,C] and reduce over N,H,W).
 #include "common.h"
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -21,8 +22,8 @@ static const int64_t kParallelMin = [] {
 // into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The
 // ranges and that order depend only on rows and the thread count, so every kernel built on this (Sum over leading
 // rows, the batch-norm gradient's sums, the conv layers' bias sums) gives the same bits for the same values.
-template <typename RowRange>
-void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale, float* out, RowRange rowRange) {
+template <typename Out, typename RowRange>
+void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale, Out* out, RowRange rowRange) {
   const int threads = parallel ? omp_get_max_threads() : 1;
   std::vector<double> partial(static_cast<size_t>(threads) * width, 0.0);
 #pragma omp parallel num_threads(threads)
@@ -34,7 +35,7 @@ void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale
   for (int64_t j = 0; j < width; j++) {
     double s = 0;
     for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * width + j];
-    out[j] = static_cast<float>(s * scale);
+    out[j] = static_cast<Out>(s * scale);
   }
 }
 
@@ -239,6 +240,66 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// BatchNormMoments' sums for rows [r0, r1) with W channels fixed, so the accumulators stay in registers (as
+// columnSums): out[k] += x - x[0, k], out[W + k] += its square, in double.
+template <int W>
+void shiftedSquareSums(const float* x, int64_t r0, int64_t r1, double* out) {
+  double s1[W] = {}, s2[W] = {}, shift[W];
+  for (int k = 0; k < W; k++) shift[k] = x[k];
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row = x + r * W;
+#pragma omp simd
+    for (int k = 0; k < W; k++) {
+      const double d = double(row[k]) - shift[k];
+      s1[k] += d;
+      s2[k] += d * d;
+    }
+  }
+  for (int k = 0; k < W; k++) {
+    out[k] += s1[k];
+    out[W + k] += s2[k];
+  }
+}
+
+// Training-mode batch-norm's statistics in one pass over channels-last x: mean[c] and the biased variance[c], as
+// tfjs's moments() gives them from three passes (a mean, a squared difference written out, a second mean). The
+// sums are taken around each channel's first value (x - x[0, c]) and accumulated in double, so a large mean does
+// not cancel the variance away.
+Napi::Value BatchNormMoments(const Napi::CallbackInfo& info) {
+  // (x, moments[2C]: mean | variance)
+  const float* x = f32(info[0]);
+  float* moments = f32(info[1]);
+  const int64_t c = info[1].As<Napi::Float32Array>().ElementLength() / 2;
+  const int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  const int64_t rows = n / c;
+  std::vector<double> sums(static_cast<size_t>(2 * c));
+  columnSumsByThread(rows, 2 * c, n > kParallelMin, 1.0, sums.data(), [&](int64_t r0, int64_t r1, double* s1) {
+    switch (c) {
+      case 16: shiftedSquareSums<16>(x, r0, r1, s1); break;
+      case 32: shiftedSquareSums<32>(x, r0, r1, s1); break;
+      case 64: shiftedSquareSums<64>(x, r0, r1, s1); break;
+      default: {
+        double* s2 = s1 + c;
+        for (int64_t r = r0; r < r1; r++) {
+          const float* xr = x + r * c;
+#pragma omp simd
+          for (int64_t k = 0; k < c; k++) {
+            const double d = double(xr[k]) - double(x[k]);
+            s1[k] += d;
+            s2[k] += d * d;
+          }
+        }
+      }
+    }
+  });
+  for (int64_t k = 0; k < c; k++) {
+    const double shiftedMean = sums[k] / rows;
+    moments[k] = static_cast<float>(double(x[k]) + shiftedMean);
+    moments[c + k] = static_cast<float>(std::max(0.0, sums[c + k] / rows - shiftedMean * shiftedMean));
+  }
+  return info.Env().Undefined();
+}
+
 // Training-mode batch-norm's input gradient in one pass over channels-last dy and x, from per-channel
 // coefficients the caller derives from BatchNormGradSums: dx = a[c] * dy + b[c] * (x - mean[c]) + k[c].
 // With the batch statistics' own gradients folded in (a = s r, b = -s r^3 S2 / n, k = -s r S1 / n), this
@@ -427,6 +488,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("reluGradChannelSums", Napi::Function::New(env, ReluGradChannelSums));
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
+  exports.Set("batchNormMoments", Napi::Function::New(env, BatchNormMoments));
   exports.Set("batchNormTrainGrad", Napi::Function::New(env, BatchNormTrainGrad));
   exports.Set("tile", Napi::Function::New(env, Tile));
   exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));

@@ -13,13 +13,15 @@
  * - it takes over only training-mode calls on a backend with the gradient kernel, with one float32 channels-last
  *   input, `axis` the last one, `center` and `scale` on and the private layout below (batchNormLayoutProblem);
  *   anything else runs tfjs's method;
- * - the forward pass runs the same kernels as tfjs's (Mean, SquaredDifference, Mean, FusedBatchNorm), and the
+ * - the forward pass runs the same kernels as tfjs's (Mean, SquaredDifference, Mean, FusedBatchNorm; the statistics
+ *   in one BATCH_NORM_MOMENTS pass where the backend has it), and the
  *   moving mean and variance are updated with tfjs 4.22's ops and the layer's momentum at call time (which
  *   src/train/step-layers.ts warms up).
  * tests/accel-batchnorm-patch.test.ts compares it with tfjs's method and fails when a tfjs upgrade changes the
  * layout or the results: the time to compare this file with tfjs-layers' normalization.js again.
  */
 import * as tf from '@tensorflow/tfjs';
+import { activeBackendHas } from './gradients';
 import { type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 
 /** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
@@ -44,6 +46,12 @@ export interface BatchNormInternals {
  * (batchNormGradCoefficients says how).
  */
 export const BATCH_NORM_TRAIN_GRAD = 'BatchNormTrainGrad';
+
+/**
+ * Optional, for the forward pass: input x (channels last), outputs [mean, variance] per channel, the biased variance
+ * as tfjs's moments() gives it. Without it the forward pass runs tfjs's moments ops.
+ */
+export const BATCH_NORM_MOMENTS = 'BatchNormMoments';
 
 /** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
 export function batchNormLayoutProblem(layer: unknown): string | undefined {
@@ -87,9 +95,11 @@ function trainingBatchNorm(
   const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
     const [input, scale, offset] = args as tf.Tensor[];
     const save = args[3] as (saved: tf.Tensor[]) => void;
-    // tfjs's moments(): the biased variance around the (non-differentiated) mean.
-    const mean = tf.mean(input, axes);
-    const variance = tf.mean(tf.squaredDifference(input, mean), axes);
+    // tfjs's moments(): the biased variance around the (non-differentiated) mean; in one pass where the backend has
+    // BATCH_NORM_MOMENTS, instead of a mean, a squared difference written out and a second mean.
+    const [mean, variance] = activeBackendHas(BATCH_NORM_MOMENTS)
+      ? (tf.engine().runKernel(BATCH_NORM_MOMENTS, { x: input }) as tf.Tensor[])
+      : [tf.mean(input, axes), tf.mean(tf.squaredDifference(input, tf.mean(input, axes)), axes)];
     stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
     save([input, mean, variance, scale]);
     return {

@@ -56,6 +56,8 @@ export interface NativeAddon {
   reluGradChannelSums(dy: Float32Array, y: Float32Array, masked: Float32Array, sums: Float32Array): void;
   /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
+  /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */
+  batchNormMoments(x: Float32Array, moments: Float32Array): void;
   /** dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. */
   batchNormTrainGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, coef: Float32Array, dx: Float32Array): void;
   /** One Adam step; p = [beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, epsilon, -learningRate]. */

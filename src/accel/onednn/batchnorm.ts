@@ -2,7 +2,7 @@
 import type { NativeAddon } from './addon';
 import { uninitialised } from './buffers';
 import { type NativeKernel, output, registerNativeOnly, size, values } from './common';
-import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients, installFusedBatchNorm } from '../fused/batchnorm';
+import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients, installFusedBatchNorm } from '../fused/batchnorm';
 
 /** The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one oneDNN-threaded pass, then dx in another. */
 function trainGrad(a: NativeAddon): NativeKernel {
@@ -25,9 +25,21 @@ function trainGrad(a: NativeAddon): NativeKernel {
   };
 }
 
+/** The native BATCH_NORM_MOMENTS: mean and biased variance per channel in one threaded pass. */
+function moments(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend }) => {
+    const { x } = inputs;
+    const c = x.shape[x.shape.length - 1];
+    const out = new Float32Array(2 * c);
+    a.batchNormMoments(values(backend, x), out);
+    return [output(backend, [c], out.slice(0, c)), output(backend, [c], out.slice(c))];
+  };
+}
+
 /** Registers the gradient kernel and installs the fused call; an addon built before this kernel existed keeps tfjs's. */
 export function registerFusedBatchNorm(a: NativeAddon): void {
   if (typeof a.batchNormTrainGrad !== 'function') return;
   registerNativeOnly(BATCH_NORM_TRAIN_GRAD, trainGrad(a));
+  if (typeof a.batchNormMoments === 'function') registerNativeOnly(BATCH_NORM_MOMENTS, moments(a));
   installFusedBatchNorm();
 }

@@ -9,7 +9,7 @@
  * plain loops elsewhere.
  */
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
+import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
 import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
 import { FUSED_ADAM } from '../fused/adam';
@@ -97,6 +97,45 @@ function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[
   return [dx, dScaleInfo, dOffsetInfo];
 }
 
+/**
+ * Mean and biased variance per channel in one pass: sums of x - shift and its square, shift being each channel's
+ * first value (so a large mean does not cancel the variance away), float32 partials moved into float64 totals.
+ */
+function batchNormMoments({ inputs, backend }: KernelArgs): TensorInfo[] {
+  const { x } = inputs;
+  const c = x.shape[x.shape.length - 1];
+  const rows = x.shape.reduce((a, b) => a * b, 1) / c;
+  const shiftInfo = allocate(backend, [c]);
+  const partial = allocate(backend, [2 * c]);
+  const shift = view(backend, x).slice(0, c);
+  view(backend, shiftInfo).set(shift);
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  let sums: Float64Array;
+  if (loops && c % 4 === 0) {
+    const [xAt, shiftAt, pAt] = [byteOffset(backend, x), byteOffset(backend, shiftInfo), byteOffset(backend, partial)];
+    sums = sumInChunks(backend, partial, rows, (r0, count) => loops.bnmoments(xAt + r0 * c * 4, shiftAt, pAt, pAt + c * 4, count, c * 4));
+  } else {
+    sums = new Float64Array(2 * c);
+    const xs = view(backend, x);
+    for (let r = 0, i = 0; r < rows; r++) {
+      for (let k = 0; k < c; k++, i++) {
+        const d = xs[i] - shift[k];
+        sums[k] += d;
+        sums[c + k] += d * d;
+      }
+    }
+  }
+  release(backend, shiftInfo, partial);
+  const [mean, variance] = [allocate(backend, [c]), allocate(backend, [c])];
+  const [m, v] = [view(backend, mean), view(backend, variance)];
+  for (let k = 0; k < c; k++) {
+    const shiftedMean = sums[k] / rows;
+    m[k] = shift[k] + shiftedMean;
+    v[k] = Math.max(0, sums[c + k] / rows - shiftedMean * shiftedMean);
+  }
+  return [mean, variance];
+}
+
 /** The cpu backend's Step: 1 where x > 0, 0 where not, NaN where x is NaN. */
 const step = (x: number) => (Number.isNaN(x) ? x : x > 0 ? 1 : 0);
 
@@ -174,6 +213,7 @@ function adam({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
 
 export const FUSED_TRAINING_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo | TensorInfo[]]> = [
   [BATCH_NORM_TRAIN_GRAD, batchNormTrainGrad],
+  [BATCH_NORM_MOMENTS, batchNormMoments],
   [FUSED_RELU_GRAD, reluGrad],
   [RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums],
   [FUSED_ADAM, adam],

@@ -10,8 +10,8 @@
  * - rowaffine: dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k], batch norm's forward pass.
  * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
  *   cpu backend's tie rule (the first maximum in row-major order wins).
- * - bnsums / bngrad: the fused training batch-norm's gradient (../fused/batchnorm.ts): its two per-channel sums in
- *   one pass, then dx in one pass.
+ * - bnmoments / bnsums / bngrad: the fused training batch-norm (../fused/batchnorm.ts): its statistics in one pass;
+ *   its gradient's two per-channel sums in one pass, then dx in one pass.
  * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply; relugradsums: the same
  *   through a conv + bias + ReLU layer's output, with the bias's gradient (per-channel sums) in the same pass.
  * - adam: Adam's update of one variable in one pass (../fused/adam.ts), instead of 14 tensor ops.
@@ -391,6 +391,30 @@ function bnSumsBody(): number[] {
 }
 
 /**
+ * Batch norm's statistics around a per-channel shift: with d = x[r, k] - shift[k], s1[k] += d and s2[k] += d * d.
+ * Params (x, shift, s1, s2, rows, colsBytes); i32 locals r = 6, k = 7; v128 local d = 8.
+ */
+function bnMomentsBody(): number[] {
+  const [x, shift, s1, s2, rows, colsBytes, r, k, d] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const inner = lanes(k, colsBytes, [
+    ...loadAt(x, k),
+    ...loadAt(shift, k),
+    ...op.f32x4Sub,
+    ...op.set(d),
+    ...addInto(s1, k, op.get(d)),
+    ...addInto(s2, k, [...op.get(d), ...op.get(d), ...op.f32x4Mul]),
+  ]);
+  return [
+    ...vec([
+      [2, I32],
+      [1, V128],
+    ]),
+    ...eachRow(r, rows, k, inner, colsBytes, [x]),
+    ...op.end,
+  ];
+}
+
+/**
  * Batch norm's input gradient: dst[r, k] = dy[r, k] * a[k] + (x[r, k] - m[k]) * b[k] + c[k].
  * Params (dy, x, m, a, b, c, dst, rows, colsBytes); locals r = 9, k = 10.
  */
@@ -580,6 +604,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
   const relugrad = reluGradBody();
   const relugradsums = reluGradSumsBody();
   const adam = adamBody();
+  const bnmoments = bnMomentsBody();
   return Uint8Array.from([
     0x00,
     0x61,
@@ -591,7 +616,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
     0x00,
     ...section(1, vec([type4, type7, type6, type5, type8, type9])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5], [2]])),
     ...section(
       7,
       vec([
@@ -608,6 +633,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
         [...name('relugrad'), 0x00, 10],
         [...name('relugradsums'), 0x00, 11],
         [...name('adam'), 0x00, 12],
+        [...name('bnmoments'), 0x00, 13],
       ]),
     ),
     ...section(
@@ -624,6 +650,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
         [...leb(relugrad.length), ...relugrad],
         [...leb(relugradsums.length), ...relugradsums],
         [...leb(adam.length), ...adam],
+        [...leb(bnmoments.length), ...bnmoments],
       ]),
     ),
   ]);
@@ -681,6 +708,8 @@ export interface SimdLoops {
   relugrad(dyByte: number, xByte: number, dstByte: number, bytes: number): void;
   /** dst[r*cols + k] = dy[r*cols + k] * step(y[r*cols + k]) and acc[k] += dst[r*cols + k] for r < rows; cols % 4 === 0. */
   relugradsums(dyByte: number, yByte: number, dstByte: number, accByte: number, rows: number, colsBytes: number): void;
+  /** With d = x[r*cols + k] - shift[k]: s1[k] += d, s2[k] += d * d for r < rows; cols % 4 === 0. */
+  bnmoments(xByte: number, shiftByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
   /** Adam's update of the first bytes / 4 values (bytes % 16 === 0); p: 8 float32 parameters (see adamBody). */
   adam(
     wByte: number,
