@@ -1,6 +1,6 @@
 /**
  * Batch-norm in training mode as one op with its own gradient, on every backend that registers the gradient kernel
- * BATCH_NORM_TRAIN_GRAD (`native`: onednn/batchnorm.ts; `wasm`: wasm/batchnorm.ts).
+ * BATCH_NORM_TRAIN_GRAD (`native`: onednn/batchnorm.ts; `wasm`: wasm/fused.ts).
  *
  * tfjs-layers computes a training-mode batch-norm as moments() (a mean, a squared difference and a second mean)
  * followed by batchNorm, and differentiates through every one of them: per layer and step, two tiled means,
@@ -69,7 +69,7 @@ export function batchNormLayoutProblem(layer: unknown): string | undefined {
 }
 
 function takesOver(layer: unknown, x: tf.Tensor, kwargs: Record<string, unknown> | undefined): boolean {
-  if (kwargs?.training !== true || !tf.getKernel(BATCH_NORM_TRAIN_GRAD, tf.getBackend())) return false;
+  if (kwargs?.training !== true || !activeBackendHas(BATCH_NORM_TRAIN_GRAD)) return false;
   if (x.dtype !== 'float32' || x.rank < 2 || batchNormLayoutProblem(layer)) return false;
   const bn = layer as BatchNormInternals;
   return (bn.axis === -1 || bn.axis === x.rank - 1) && bn.center && bn.scale && isLayerVariable(bn.gamma) && isLayerVariable(bn.beta);
@@ -81,6 +81,12 @@ function movingAverage(variable: LayerVariableLike, value: tf.Tensor, momentum: 
     const current = variable.read();
     variable.write(tf.sub(current, tf.mul(tf.sub(current, value), 1 - momentum)));
   });
+}
+
+/** tfjs's moments(): the mean, and the biased variance around it. */
+function tfjsMoments(x: tf.Tensor, axes: number[]): [tf.Tensor, tf.Tensor] {
+  const mean = tf.mean(x, axes);
+  return [mean, tf.mean(tf.squaredDifference(x, mean), axes)];
 }
 
 /** y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. */
@@ -99,7 +105,7 @@ function trainingBatchNorm(
     // BATCH_NORM_MOMENTS, instead of a mean, a squared difference written out and a second mean.
     const [mean, variance] = activeBackendHas(BATCH_NORM_MOMENTS)
       ? (tf.engine().runKernel(BATCH_NORM_MOMENTS, { x: input }) as tf.Tensor[])
-      : [tf.mean(input, axes), tf.mean(tf.squaredDifference(input, tf.mean(input, axes)), axes)];
+      : tfjsMoments(input, axes);
     stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
     save([input, mean, variance, scale]);
     return {

@@ -4,7 +4,7 @@ import { uninitialised } from './buffers';
 import { type NativeKernel, output, registerNativeOnly, size, values } from './common';
 import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients, installFusedBatchNorm } from '../fused/batchnorm';
 
-/** The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one oneDNN-threaded pass, then dx in another. */
+/** The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one OpenMP-threaded pass, then dx in another. */
 function trainGrad(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { dy, x, mean, variance, scale } = inputs;
