@@ -307,8 +307,7 @@ function maxpoolBody(): number[] {
     ...op.get(best),
     ...op.f32x4Gt,
     ...op.set(w3),
-    ...at(dyRow, k),
-    ...op.v128Load,
+    ...loadAt(dyRow, k),
     ...op.set(g),
     // The last window element that beat every earlier one gets the gradient; the others get zero.
     ...store([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
@@ -344,15 +343,7 @@ function maxpoolBody(): number[] {
 /** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
 function rowBinaryBody(vectorOp: number[]): number[] {
   const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
-  const inner = lanes(k, colsBytes, [
-    ...at(dst, k),
-    ...at(src, k),
-    ...op.v128Load,
-    ...at(v, k),
-    ...op.v128Load,
-    ...vectorOp,
-    ...op.v128Store,
-  ]);
+  const inner = lanes(k, colsBytes, [...at(dst, k), ...loadAt(src, k), ...loadAt(v, k), ...vectorOp, ...op.v128Store]);
   return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [src, dst]), ...op.end];
 }
 
@@ -361,16 +352,12 @@ function rowAffineBody(): number[] {
   const [src, m, a, o, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const inner = lanes(k, colsBytes, [
     ...at(dst, k),
-    ...at(src, k),
-    ...op.v128Load,
-    ...at(m, k),
-    ...op.v128Load,
+    ...loadAt(src, k),
+    ...loadAt(m, k),
     ...op.f32x4Sub,
-    ...at(a, k),
-    ...op.v128Load,
+    ...loadAt(a, k),
     ...op.f32x4Mul,
-    ...at(o, k),
-    ...op.v128Load,
+    ...loadAt(o, k),
     ...op.f32x4Add,
     ...op.v128Store,
   ]);
