@@ -107,7 +107,7 @@ describe.each(backends)(`fused training batch-norm on $backend (${onTfjs})`, ({ 
     expect(batchNormLayoutProblem({ axis: -1, momentum: 0.9, epsilon: 1e-3, center: true, scale: true })).toMatch(/movingMean/);
   });
 
-  it.skipIf(Boolean(skip)).each([5, 8])(
+  it.skipIf(Boolean(skip)).each([5, 8, 16])(
     "gives tfjs's outputs, gradients and moving statistics with %i channels (against tfjs's method on the backend, and cpu)",
     async (channels) => {
       installFusedBatchNorm();

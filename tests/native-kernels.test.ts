@@ -519,19 +519,23 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     });
   });
 
-  it("the conv layers' ReLU mask and bias sums: the sums are native Sum's over the mask to the bit, the mask is cpu's", async () => {
-    await tf.setBackend('native');
-    const rng = makeRng(31);
-    const shape = [4, 90, 90, 16]; // 518400 values: above the parallel threshold, so both threads take rows
-    const dy = tf.tensor(randomArray(rng, 4 * 90 * 90 * 16), shape);
-    const y = tf.relu(tf.tensor(randomArray(rng, 4 * 90 * 90 * 16), shape));
-    const [masked, sums] = tf.engine().runKernel('ReluGradChannelSums', { dy, y }) as tf.Tensor[];
-    const viaSum = tf.sum(masked, [0, 1, 2]);
-    expect(Array.from(await sums.data())).toEqual(Array.from(await viaSum.data()));
-    const expected = tf.mul(dy, tf.step(y));
-    expect(Array.from(await masked.data())).toEqual(Array.from(await expected.data()));
-    tf.dispose([dy, y, masked, sums, viaSum, expected]);
-  });
+  // 16, 32 and 64 channels take the loops with their sums in registers; 24 the loop for any width.
+  it.each([16, 32, 64, 24])(
+    "the conv layers' ReLU mask and bias sums (%i channels): the sums are native Sum's over the mask to the bit, the mask is cpu's",
+    async (channels) => {
+      await tf.setBackend('native');
+      const rng = makeRng(31);
+      const shape = [4, 90, 90, channels]; // >= 518400 values: above the parallel threshold, so both threads take rows
+      const dy = tf.tensor(randomArray(rng, 4 * 90 * 90 * channels), shape);
+      const y = tf.relu(tf.tensor(randomArray(rng, 4 * 90 * 90 * channels), shape));
+      const [masked, sums] = tf.engine().runKernel('ReluGradChannelSums', { dy, y }) as tf.Tensor[];
+      const viaSum = tf.sum(masked, [0, 1, 2]);
+      expect(Array.from(await sums.data())).toEqual(Array.from(await viaSum.data()));
+      const expected = tf.mul(dy, tf.step(y));
+      expect(Array.from(await masked.data())).toEqual(Array.from(await expected.data()));
+      tf.dispose([dy, y, masked, sums, viaSum, expected]);
+    },
+  );
 
   it('fused Adam updates match tfjs Adam on cpu over several steps (map and list gradients)', async () => {
     const rng = makeRng(24);

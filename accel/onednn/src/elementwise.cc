@@ -185,6 +185,29 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ReluGradChannelSums over rows [r0, r1) with W channels fixed, so the sums stay in registers (as columnSums; the
+// generic loop loaded and stored them for every row and ran at about 60% of the memory bandwidth). W = 0: any width.
+template <int W>
+void reluMaskSums(const float* dy, const float* y, float* masked, int64_t c, int64_t r0, int64_t r1, double* out) {
+  constexpr int kRegisters = W > 0 ? W : 1;
+  double acc[kRegisters] = {};
+  double* sums = W > 0 ? acc : out;
+  const int64_t width = W > 0 ? W : c;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* g = dy + r * width;
+    const float* v = y + r * width;
+    float* m = masked + r * width;
+#pragma omp simd
+    for (int64_t j = 0; j < width; j++) {
+      float s = v[j] != v[j] ? v[j] : (v[j] > 0.f ? 1.f : 0.f);
+      m[j] = g[j] * s;
+      sums[j] += m[j];
+    }
+  }
+  if (W > 0)
+    for (int j = 0; j < W; j++) out[j] += acc[j];
+}
+
 // A convolution + bias + ReLU layer's gradient through its output y, in one pass over channels-last dy and y:
 // masked = dy * step(y) (as ReluGrad) and sums[c] = sum masked[., c], the bias's gradient. A separate Sum read
 // all of masked again, for every conv layer on every step. Its sums are Sum's over masked to the bit
@@ -198,19 +221,36 @@ Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
   const int64_t c = info[3].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
   columnSumsByThread(n / c, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
-    for (int64_t r = r0; r < r1; r++) {
-      const float* g = dy + r * c;
-      const float* v = y + r * c;
-      float* m = masked + r * c;
-#pragma omp simd
-      for (int64_t j = 0; j < c; j++) {
-        float s = v[j] != v[j] ? v[j] : (v[j] > 0.f ? 1.f : 0.f);
-        m[j] = g[j] * s;
-        acc[j] += m[j];
-      }
+    switch (c) {
+      case 16: reluMaskSums<16>(dy, y, masked, c, r0, r1, acc); break;
+      case 32: reluMaskSums<32>(dy, y, masked, c, r0, r1, acc); break;
+      case 64: reluMaskSums<64>(dy, y, masked, c, r0, r1, acc); break;
+      default: reluMaskSums<0>(dy, y, masked, c, r0, r1, acc);
     }
   });
   return info.Env().Undefined();
+}
+
+// BatchNormGradSums over rows [r0, r1) with W channels fixed (registers, as reluMaskSums); W = 0: any width.
+template <int W>
+void batchNormGradSums(const float* dy, const float* x, const float* mean, int64_t c, int64_t r0, int64_t r1,
+                       double* out) {
+  constexpr int kRegisters = W > 0 ? 2 * W : 1;
+  double acc[kRegisters] = {};
+  double* s1 = W > 0 ? acc : out;
+  const int64_t width = W > 0 ? W : c;
+  double* s2 = s1 + width;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* dr = dy + r * width;
+    const float* xr = x + r * width;
+#pragma omp simd
+    for (int64_t k = 0; k < width; k++) {
+      s1[k] += dr[k];
+      s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
+    }
+  }
+  if (W > 0)
+    for (int k = 0; k < 2 * W; k++) out[k] += acc[k];
 }
 
 // The two per-channel sums batch-norm's gradient needs, in one pass over channels-last dy and x:
@@ -226,15 +266,11 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
   columnSumsByThread(n / c, 2 * c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* s1) {
-    double* s2 = s1 + c;
-    for (int64_t r = r0; r < r1; r++) {
-      const float* dr = dy + r * c;
-      const float* xr = x + r * c;
-#pragma omp simd
-      for (int64_t k = 0; k < c; k++) {
-        s1[k] += dr[k];
-        s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
-      }
+    switch (c) {
+      case 16: batchNormGradSums<16>(dy, x, mean, c, r0, r1, s1); break;
+      case 32: batchNormGradSums<32>(dy, x, mean, c, r0, r1, s1); break;
+      case 64: batchNormGradSums<64>(dy, x, mean, c, r0, r1, s1); break;
+      default: batchNormGradSums<0>(dy, x, mean, c, r0, r1, s1);
     }
   });
   return info.Env().Undefined();
