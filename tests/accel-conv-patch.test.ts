@@ -21,10 +21,11 @@ const FUSED_KERNEL = 'Conv2DBiasRelu';
 
 type ConvArgs = Partial<tf.layers.Layer['getConfig']> & Record<string, unknown>;
 
+const init = (seed: number) => tf.initializers.glorotUniform({ seed });
+const bias = (seed: number) => tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed });
+
 /** conv (stride 2, 'valid') -> separable conv ('same') -> dense: a ReLU at both, and a gradient through both. */
 function net(conv: ConvArgs = {}, separable: ConvArgs = {}): tf.LayersModel {
-  const init = (seed: number) => tf.initializers.glorotUniform({ seed });
-  const bias = (seed: number) => tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed });
   const input = tf.input({ shape: [11, 11, 2] });
   let x = tf.layers
     .conv2d({ filters: 6, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(1), biasInitializer: bias(2), ...conv })
@@ -46,19 +47,41 @@ function net(conv: ConvArgs = {}, separable: ConvArgs = {}): tf.LayersModel {
   return tf.model({ inputs: input, outputs: out });
 }
 
+/** Conv + ReLU layers (16 filters, 3x3, 'same' unless `convs` says otherwise) on one-channel 13x13 images, then dense. */
+function oneChannelNet(...convs: ConvArgs[]): tf.LayersModel {
+  const input = tf.input({ shape: [13, 13, 1] });
+  let x = input;
+  convs.forEach((conv, i) => {
+    const layer = tf.layers.conv2d({
+      filters: 16,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      kernelInitializer: init(10 + i),
+      biasInitializer: bias(20 + i),
+      ...conv,
+    });
+    x = layer.apply(x) as tf.SymbolicTensor;
+  });
+  x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
+  const out = tf.layers.dense({ units: 1, kernelInitializer: init(6) }).apply(x) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
 interface StepResult {
   output: Float32Array;
   grads: Float32Array[];
   kernels: string[];
 }
 
-async function step(backend: string, conv: ConvArgs = {}, separable: ConvArgs = {}): Promise<StepResult> {
+async function step(backend: string, build: () => tf.LayersModel = () => net()): Promise<StepResult> {
   await tf.setBackend(backend);
-  const model = net(conv, separable);
+  const model = build();
   const rng = makeRng(9);
+  const shape = [3, ...model.inputs[0].shape.slice(1)] as [number, number, number, number];
   const x = tf.tensor4d(
-    Float32Array.from({ length: 3 * 11 * 11 * 2 }, () => rng() * 2 - 0.5),
-    [3, 11, 11, 2],
+    Float32Array.from({ length: tf.util.sizeFromShape(shape) }, () => rng() * 2 - 0.5),
+    shape,
   );
   const weights = model.trainableWeights.map((w) => w.read() as tf.Variable);
   let output = new Float32Array(0);
@@ -108,13 +131,33 @@ describe.each(backends)('fused conv + bias + relu layers on $backend', ({ backen
     }
   });
 
+  // native's one-pass weight gradients of a one-channel layer: 3x3 and 16 filters (its register loop), and another
+  // geometry (its generic loop); a one-channel layer after another layer, whose input needs a gradient too.
+  it.skipIf(Boolean(skip)).each([
+    { why: "3x3, 16 filters, 'same'", convs: [{}] },
+    { why: "5x5, 6 filters, stride 2, 'valid'", convs: [{ kernelSize: 5, filters: 6, strides: 2, padding: 'valid' }] },
+    { why: 'a one-filter layer, then 3x3 and 16 filters', convs: [{ filters: 1 }, {}] },
+  ])("a one-channel input layer ($why) gives tfjs's gradients", async ({ convs }) => {
+    const fused = await step(backend, () => oneChannelNet(...convs));
+    uninstallFusedConvLayers();
+    const tfjsMethod = await step(backend, () => oneChannelNet(...convs));
+    const cpu = await step('cpu', () => oneChannelNet(...convs));
+    installFusedConvLayers();
+    const oneChannelKernels = fused.kernels.filter((k) => k === 'ReluFilterGradOneChannel');
+    expect(oneChannelKernels).toHaveLength(backend === 'native' ? convs.length : 0);
+    for (const reference of [tfjsMethod, cpu]) {
+      expectCloseToScale([fused.output], [reference.output], 1e-5);
+      expectCloseToScale(fused.grads, reference.grads, 1e-5);
+    }
+  });
+
   it.skipIf(Boolean(skip)).each([
     { why: 'another activation (elu)', conv: { activation: 'elu' }, separable: { activation: 'elu' } },
     { why: 'no bias', conv: { useBias: false }, separable: { useBias: false } },
     { why: 'no activation', conv: { activation: 'linear' }, separable: { activation: 'linear' } },
   ])("leaves $why to tfjs's method", async ({ conv, separable }) => {
-    const fused = await step(backend, conv, separable);
-    const cpu = await step('cpu', conv, separable);
+    const fused = await step(backend, () => net(conv, separable));
+    const cpu = await step('cpu', () => net(conv, separable));
     expect(fused.kernels).not.toContain(FUSED_KERNEL);
     expectCloseToScale(fused.grads, cpu.grads, 1e-4);
   });

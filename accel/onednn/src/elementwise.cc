@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <omp.h>
+#include <vector>
 
 namespace pn {
 namespace {
@@ -228,6 +229,116 @@ Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
       default: reluMaskSums<0>(dy, y, masked, c, r0, r1, acc);
     }
   });
+  return info.Env().Undefined();
+}
+
+// ReluFilterGradOneChannel's sums for output rows [r0, r1) (each one image row), any geometry: out holds the
+// filter's gradient, [KH * KW][OC] (HWIO with one input channel), then the bias's, [OC]. Each row is summed in
+// float, as oneDNN's filter gradient does, and added to out in double.
+void reluFilterGradRows(const ConvGeom& g, const float* x, const float* dy, const float* y, int64_t r0, int64_t r1,
+                        double* out) {
+  const int64_t taps = g.kh * g.kw;
+  std::vector<float> sums(static_cast<size_t>((taps + 1) * g.oc)), mask(static_cast<size_t>(g.oc));
+  float* bias = sums.data() + taps * g.oc;
+  float* m = mask.data();
+  for (int64_t row = r0; row < r1; row++) {
+    const int64_t b = row / g.oh, r = row % g.oh;
+    std::fill(sums.begin(), sums.end(), 0.f);
+    for (int64_t col = 0; col < g.ow; col++) {
+      const float* dr = dy + (row * g.ow + col) * g.oc;
+      const float* yr = y + (row * g.ow + col) * g.oc;
+#pragma omp simd
+      for (int64_t k = 0; k < g.oc; k++) {
+        m[k] = dr[k] * (yr[k] != yr[k] ? yr[k] : (yr[k] > 0.f ? 1.f : 0.f));  // ReluGrad's mask, NaN included
+        bias[k] += m[k];
+      }
+      for (int64_t i = 0; i < g.kh; i++) {
+        const int64_t xr = r * g.sh - g.pt + i * g.dh;
+        if (xr < 0 || xr >= g.h) continue;  // padding: the tap reads zeros
+        for (int64_t j = 0; j < g.kw; j++) {
+          const int64_t xc = col * g.sw - g.pl + j * g.dw;
+          if (xc < 0 || xc >= g.w) continue;
+          const float v = x[(b * g.h + xr) * g.w + xc];
+          float* tap = sums.data() + (i * g.kw + j) * g.oc;
+#pragma omp simd
+          for (int64_t k = 0; k < g.oc; k++) tap[k] += v * m[k];
+        }
+      }
+    }
+    for (size_t k = 0; k < sums.size(); k++) out[k] += sums[k];
+  }
+}
+
+// The same for a 3x3 window and 16 output channels (the seed model's first layer), with the 16 channels as one
+// GCC vector (one AVX-512 register, two AVX2 ones), so a row's ten sums stay in registers (and the window's interior columns skip the padding's checks): the generic loop above
+// loads and stores them for every tap and pixel, and took longer than the mask pass and oneDNN's filter gradient.
+typedef float Floats16 __attribute__((vector_size(64)));
+
+inline Floats16 load16(const float* p) {
+  Floats16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+void reluFilterGradRows3x3x16(const ConvGeom& g, const float* x, const float* dy, const float* y, int64_t r0,
+                              int64_t r1, double* out) {
+  const Floats16 zero = {}, one = zero + 1.f;
+  const std::vector<float> zeros(static_cast<size_t>(g.w), 0.f);
+  for (int64_t row = r0; row < r1; row++) {
+    const int64_t b = row / g.oh, r = row % g.oh;
+    // The window's three input rows; a row in the padding reads zeros.
+    const float* in[3];
+    for (int i = 0; i < 3; i++) {
+      const int64_t xr = r * g.sh - g.pt + i * g.dh;
+      in[i] = xr >= 0 && xr < g.h ? x + (b * g.h + xr) * g.w : zeros.data();
+    }
+    Floats16 taps[9] = {}, bias = {};
+    for (int64_t col = 0; col < g.ow; col++) {
+      const int64_t at = (row * g.ow + col) * 16;
+      const Floats16 v = load16(y + at);
+      const Floats16 m = load16(dy + at) * (v != v ? v : (v > zero ? one : zero));  // ReluGrad's mask, NaN included
+      bias += m;
+      const int64_t c0 = col * g.sw - g.pl;
+      if (c0 >= 0 && c0 + 2 * g.dw < g.w) {
+        for (int i = 0; i < 3; i++)
+          for (int j = 0; j < 3; j++) taps[i * 3 + j] += in[i][c0 + j * g.dw] * m;
+      } else {  // a window over the left or right padding
+        for (int i = 0; i < 3; i++)
+          for (int j = 0; j < 3; j++) {
+            const int64_t xc = c0 + j * g.dw;
+            if (xc >= 0 && xc < g.w) taps[i * 3 + j] += in[i][xc] * m;
+          }
+      }
+    }
+    for (int t = 0; t < 9; t++)
+      for (int k = 0; k < 16; k++) out[t * 16 + k] += taps[t][k];
+    for (int k = 0; k < 16; k++) out[9 * 16 + k] += bias[k];
+  }
+}
+
+// The filter and bias gradients of a convolution + bias + ReLU layer with one input channel (the first layer of a
+// grayscale network), straight from the layer's output gradient dy and output y: the ReLU mask is applied on the
+// fly instead of being written out (the ReLU mask pass and the filter gradient read 3 activation-sized tensors and
+// wrote one; this reads two). Its input gradient is not needed as a rule and is left to the usual kernels.
+Napi::Value ReluFilterGradOneChannel(const Napi::CallbackInfo& info) {
+  // (x, dy, y, dw[KH*KW*OC], sums[OC], geom)
+  const float* x = f32(info[0]);
+  const float* dy = f32(info[1]);
+  const float* y = f32(info[2]);
+  float* dw = f32(info[3]);
+  float* sums = f32(info[4]);
+  const ConvGeom g = ConvGeom::from(ints(info[5]));
+  if (g.c != 1 || g.depthMult != 0) throw std::runtime_error("reluFilterGradOneChannel: expected one input channel");
+  const int64_t taps = g.kh * g.kw;
+  std::vector<double> totals(static_cast<size_t>((taps + 1) * g.oc));
+  const int64_t rows = g.n * g.oh;
+  columnSumsByThread(rows, (taps + 1) * g.oc, rows * g.ow * g.oc > kParallelMin, 1.0, totals.data(),
+                     [&](int64_t r0, int64_t r1, double* acc) {
+                       if (g.kh == 3 && g.kw == 3 && g.oc == 16) reluFilterGradRows3x3x16(g, x, dy, y, r0, r1, acc);
+                       else reluFilterGradRows(g, x, dy, y, r0, r1, acc);
+                     });
+  for (int64_t k = 0; k < taps * g.oc; k++) dw[k] = static_cast<float>(totals[k]);
+  for (int64_t k = 0; k < g.oc; k++) sums[k] = static_cast<float>(totals[taps * g.oc + k]);
   return info.Env().Undefined();
 }
 
@@ -522,6 +633,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
   exports.Set("reluGradChannelSums", Napi::Function::New(env, ReluGradChannelSums));
+  exports.Set("reluFilterGradOneChannel", Napi::Function::New(env, ReluFilterGradOneChannel));
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
   exports.Set("batchNormMoments", Napi::Function::New(env, BatchNormMoments));

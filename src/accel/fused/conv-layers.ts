@@ -22,6 +22,12 @@ import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatc
 export const CONV_BIAS_RELU = 'Conv2DBiasRelu';
 /** Inputs dy and y (a conv + bias + ReLU output, channels last); outputs [dy * step(y), its per-channel sums]. */
 export const RELU_GRAD_CHANNEL_SUMS = 'ReluGradChannelSums';
+/**
+ * Inputs x (one channel), dy and y (the layer's output); attrs strides, pad, filterShape; outputs [the filter's
+ * gradient, the bias's]: the two gradients of a one-channel layer (a grayscale network's first) from dy * step(y)
+ * without writing that product out. A backend registers it where it has such a kernel (`native`).
+ */
+export const RELU_FILTER_GRAD_ONE_CHANNEL = 'ReluFilterGradOneChannel';
 
 /** The fields of tfjs-layers' Conv2D / SeparableConv2D that the patched calls read (tfjs-layers 4.22). */
 interface ConvInternals {
@@ -109,11 +115,27 @@ function registerConvBiasReluGradient(): void {
       const [x, filter, y] = saved;
       const { strides, pad } = attrs as { strides: number[]; pad: string };
       const engine = tf.engine();
+      const convAttrs = { strides, pad, dataFormat: 'NHWC' };
+      const inputGrad = (masked: tf.Tensor) =>
+        engine.runKernel(tf.Conv2DBackpropInput, { dy: masked, filter }, { ...convAttrs, inputShape: x.shape }) as tf.Tensor;
+      if (x.shape[3] === 1 && activeBackendHas(RELU_FILTER_GRAD_ONE_CHANNEL)) {
+        // The first layer of a grayscale network: both weight gradients in one pass over dy and y. Its input
+        // rarely needs a gradient (the tape asks only for what it needs); when it does, the mask is made for it.
+        const [filterGrad, biasGrad] = engine.runKernel(
+          RELU_FILTER_GRAD_ONE_CHANNEL,
+          { x, dy: dy as tf.Tensor, y },
+          { ...convAttrs, filterShape: filter.shape },
+        ) as tf.Tensor[];
+        return {
+          x: () => inputGrad((engine.runKernel(RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[])[0]),
+          filter: () => filterGrad,
+          bias: () => biasGrad,
+        };
+      }
       // ReLU's mask and the bias's gradient (the mask's per-channel sums) in one pass.
       const [masked, biasGrad] = engine.runKernel(RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[];
-      const convAttrs = { strides, pad, dataFormat: 'NHWC' };
       return {
-        x: () => engine.runKernel(tf.Conv2DBackpropInput, { dy: masked, filter }, { ...convAttrs, inputShape: x.shape }) as tf.Tensor,
+        x: () => inputGrad(masked),
         filter: () =>
           engine.runKernel(tf.Conv2DBackpropFilter, { x, dy: masked }, { ...convAttrs, filterShape: filter.shape }) as tf.Tensor,
         bias: () => biasGrad,

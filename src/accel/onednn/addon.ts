@@ -54,6 +54,14 @@ export interface NativeAddon {
   reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;
   /** masked = dy * step(y) and sums[c] = sum of masked over channel c (channels last), in one pass. */
   reluGradChannelSums(dy: Float32Array, y: Float32Array, masked: Float32Array, sums: Float32Array): void;
+  reluFilterGradOneChannel(
+    x: Float32Array,
+    dy: Float32Array,
+    y: Float32Array,
+    dw: Float32Array,
+    sums: Float32Array,
+    geom: Int32Array,
+  ): void;
   /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
   /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */

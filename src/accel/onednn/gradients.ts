@@ -1,9 +1,10 @@
 /** Fused gradients of ReLU, batch-norm and mean, used while `native` is the active backend. */
 import * as tf from '@tensorflow/tfjs';
-import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
+import { RELU_FILTER_GRAD_ONE_CHANNEL, RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD, installFusedReluGradient, replaceGradient } from '../fused/gradients';
 import type { NativeAddon } from './addon';
 import { NATIVE_BACKEND } from './backend';
+import { reluFilterGradOneChannel } from './kernels';
 import { uninitialised } from './buffers';
 import { type Attrs, type Backend, type NativeKernel, allFloat32, output, registerNativeOnly, size, values } from './common';
 
@@ -35,6 +36,7 @@ function reluGradChannelSums(a: NativeAddon): NativeKernel {
 export function registerFusedGradients(a: NativeAddon): void {
   registerNativeOnly(FUSED_RELU_GRAD, reluGrad(a));
   registerNativeOnly(RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
+  if (typeof a.reluFilterGradOneChannel === 'function') registerNativeOnly(RELU_FILTER_GRAD_ONE_CHANNEL, reluFilterGradOneChannel(a));
   registerBatchNormGradient(a);
   registerMeanGradient();
   installFusedReluGradient();

@@ -154,6 +154,22 @@ function maxPoolGrad(a: NativeAddon): NativeKernel {
   };
 }
 
+/**
+ * RELU_FILTER_GRAD_ONE_CHANNEL (fused/conv-layers.ts): a one-channel conv + bias + ReLU layer's filter and bias
+ * gradients from dy and the layer's output y, the ReLU mask applied on the fly.
+ */
+export function reluFilterGradOneChannel(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x, dy, y } = inputs;
+    const filterShape = attrs!.filterShape as [number, number, number, number];
+    const info = backpropConvInfo(x.shape, filterShape, attrs!, false);
+    const dw = uninitialised(size(filterShape));
+    const sums = new Float32Array(info.outChannels);
+    a.reluFilterGradOneChannel(values(backend, x), values(backend, dy), values(backend, y), dw, sums, convGeom(info, false));
+    return [output(backend, [...filterShape], dw), output(backend, [info.outChannels], sums)];
+  };
+}
+
 /** Batch dims of a and b when the addon can handle them (equal, or one side a single batch). */
 function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; batchB: number; outer: number[] } | undefined {
   const outerA = aShape.slice(0, -2);
