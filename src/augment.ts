@@ -482,7 +482,7 @@ function augmentInJs(xs: tf.Tensor4D, params: readonly ImageAugmentParams[], cfg
   return tf.tensor4d(values ?? input.slice(), [n, h, w, c], 'float32');
 }
 
-/** The same augmentation as tfjs ops, for backends with native kernels (wasm, tensorflow, webgl). */
+/** The same augmentation as tfjs ops, for backends with their own kernels (wasm, native, tensorflow, webgl). */
 function augmentWithOps(xs: tf.Tensor4D, params: readonly ImageAugmentParams[], cfg: AugmentConfig): tf.Tensor4D {
   const [n, h, w] = xs.shape;
   return tf.tidy(() => {
@@ -527,8 +527,8 @@ export function applyAugmentParams(xs: tf.Tensor4D, params: readonly ImageAugmen
 }
 
 /**
- * True for the cpu backend and for backends built from its kernels (such as this project's optional 'native'
- * backend), which inherit its broken batched Transform kernel.
+ * True for the cpu backend and for backends built from its kernels that inherit its broken batched Transform kernel
+ * (this project's 'native' backend registers its own, accel/onednn/src/image.cc, and takes the ops path).
  */
 function usesCpuKernels(): boolean {
   const name = tf.getBackend();

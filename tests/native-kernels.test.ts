@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
+import { augmentBatch, sampleAugmentParams, transformFor, warpBilinearNearest } from '../src/augment';
 import { describeConvChoices, loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
 
 const loaded = loadNativeAddon();
@@ -380,6 +381,7 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
       tf.sqrt(tf.abs(t)),
       tf.rsqrt(tf.abs(t).add(0.1)),
       tf.floor(t.mul(3)),
+      tf.clipByValue(t, -0.3, 0.7),
     ]);
     native.forEach((n, i) => expect(Array.from(n)).toEqual(Array.from(cpu[i])));
   });
@@ -590,6 +592,43 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     expect((await again.data())[n - 1]).toBe(6);
     again.dispose();
     expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it("Transform (bilinear, 'nearest' fill) warps every image of a batch as augment.ts's JavaScript warp, to the bit", async () => {
+    await tf.setBackend('native');
+    const rng = makeRng(41);
+    const [n, h, w] = [5, 23, 31];
+    const transforms = new Float32Array(n * 8);
+    sampleAugmentParams({ zoom: 0.3, rotation: 25, widthShift: 0.2, heightShift: 0.1, hflip: true }, rng, n, h, w).forEach((p, i) =>
+      transforms.set(transformFor(p, h, w), i * 8),
+    );
+    for (const c of [1, 3]) {
+      const images = randomArray(rng, n * h * w * c);
+      const warped = tf.tidy(() =>
+        tf.image.transform(tf.tensor4d(images, [n, h, w, c]), tf.tensor2d(transforms, [n, 8]), 'bilinear', 'nearest').dataSync(),
+      );
+      expect(Array.from(warped)).toEqual(Array.from(warpBilinearNearest(images, [n, h, w, c], transforms)));
+    }
+    // One transform for the whole batch, and an output size of its own: against cpu, whose kernel is right for image 0.
+    const one = { shape: [1, h, w, 1], data: randomArray(rng, h * w) };
+    const t = { shape: [1, 8], data: transforms.slice(8, 16) };
+    await expectSame(
+      [one, t],
+      (x, tt) => tf.image.transform(x as tf.Tensor4D, tt as tf.Tensor2D, 'bilinear', 'nearest', 0, [17, 40]),
+      1e-5,
+    );
+  });
+
+  it('the augmentation on native matches cpu (within float32 rounding) and changes every image', async () => {
+    const [n, h, w] = [6, 20, 24];
+    const images = Float32Array.from(randomArray(makeRng(42), n * h * w), (v) => (v + 1) / 2);
+    const cfg = { zoom: 0.2, rotation: 15, widthShift: 0.1, heightShift: 0.1, brightness: 0.2, contrast: 0.2 };
+    const [[native], [cpu]] = await onBoth([{ shape: [n, h, w, 1], data: images }], (x) => augmentBatch(x as tf.Tensor4D, cfg, makeRng(7)));
+    expect(relError(native, cpu)).toBeLessThan(1e-5);
+    for (let i = 0; i < n; i++) {
+      const image = native.subarray(i * h * w, (i + 1) * h * w);
+      expect(Math.max(...image.map((v, j) => Math.abs(v - images[i * h * w + j])))).toBeGreaterThan(0.05);
+    }
   });
 
   it.each(['floor', 'round', 'ceil'] as const)('conv2d and max pool with explicit padding and %s rounding', async (rounding) => {

@@ -53,6 +53,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pn::registerConv(env, exports);
   pn::registerPool(env, exports);
   pn::registerElementwise(env, exports);
+  pn::registerImage(env, exports);
   return exports;
 }
 

@@ -55,5 +55,6 @@ struct ConvGeom {
 void registerConv(Napi::Env env, Napi::Object exports);
 void registerPool(Napi::Env env, Napi::Object exports);
 void registerElementwise(Napi::Env env, Napi::Object exports);
+void registerImage(Napi::Env env, Napi::Object exports);
 
 }  // namespace pn

@@ -169,6 +169,20 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ClipByValue as tfjs's CPU kernel: x > hi ? hi : x < lo ? lo : x, NaN kept (the augmentation clips every
+// training batch to [0, 1]; tfjs's kernel took 3.4 ms of a 32x150x150 batch on one thread).
+Napi::Value Clip(const Napi::CallbackInfo& info) {
+  // (x, y, lo, hi)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  const float lo = info[2].As<Napi::Number>().FloatValue();
+  const float hi = info[3].As<Napi::Number>().FloatValue();
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > hi ? hi : (x[i] < lo ? lo : x[i]);
+  return info.Env().Undefined();
+}
+
 // ReLU's gradient dy * step(x) in one pass instead of two (Step, then Multiply over the same
 // activation-sized tensors). Same values as tfjs: NaN where x is NaN, dy where x > 0, dy * 0
 // (keeping -0 and NaN for infinite dy) elsewhere.
@@ -630,6 +644,7 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
 void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("clip", Napi::Function::New(env, Clip));
   exports.Set("sum", Napi::Function::New(env, Sum));
   exports.Set("reluGrad", Napi::Function::New(env, ReluGrad));
   exports.Set("reluGradChannelSums", Napi::Function::New(env, ReluGradChannelSums));

@@ -54,6 +54,8 @@ export interface NativeAddon {
   reluGrad(dy: Float32Array, x: Float32Array, y: Float32Array): void;
   /** masked = dy * step(y) and sums[c] = sum of masked over channel c (channels last), in one pass. */
   reluGradChannelSums(dy: Float32Array, y: Float32Array, masked: Float32Array, sums: Float32Array): void;
+  clip(x: Float32Array, y: Float32Array, lo: number, hi: number): void;
+  warpBilinearNearest(image: Float32Array, transforms: Float32Array, out: Float32Array, params: Int32Array): void;
   reluFilterGradOneChannel(
     x: Float32Array,
     dy: Float32Array,

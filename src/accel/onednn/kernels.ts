@@ -170,6 +170,27 @@ export function reluFilterGradOneChannel(a: NativeAddon): NativeKernel {
   };
 }
 
+/**
+ * tf.image.transform with bilinear interpolation, 'nearest' fill and affine transforms (the augmentation's warps;
+ * accel/onednn/src/image.cc). With it, augment.ts uses tfjs ops on `native` as on wasm, instead of its JavaScript
+ * warp (tfjs's CPU Transform, which `native` otherwise inherits, warps only a batch's first image).
+ */
+function transform(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, fallback) => {
+    const { image, transforms } = inputs;
+    if (attrs?.interpolation !== 'bilinear' || attrs?.fillMode !== 'nearest' || !allFloat32(image, transforms)) return fallback();
+    if (image.shape.length !== 4 || transforms.shape.length !== 2 || transforms.shape[1] !== 8) return fallback();
+    const [n, h, w, c] = image.shape;
+    if (transforms.shape[0] !== 1 && transforms.shape[0] !== n) return fallback();
+    const t = values(backend, transforms);
+    for (let i = 0; i < t.length; i += 8) if (t[i + 6] !== 0 || t[i + 7] !== 0) return fallback(); // projective
+    const [oh, ow] = (attrs.outputShape as [number, number] | null | undefined) ?? [h, w];
+    const y = uninitialised(n * oh * ow * c);
+    a.warpBilinearNearest(values(backend, image), t, y, Int32Array.from([n, h, w, c, oh, ow]));
+    return output(backend, [n, oh, ow, c], y);
+  };
+}
+
 /** Batch dims of a and b when the addon can handle them (equal, or one side a single batch). */
 function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; batchB: number; outer: number[] } | undefined {
   const outerA = aShape.slice(0, -2);
@@ -256,6 +277,16 @@ function unary(a: NativeAddon, op: UnaryOp): NativeKernel {
   };
 }
 
+function clipByValue(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }, fallback) => {
+    const { x } = inputs;
+    if (!allFloat32(x)) return fallback();
+    const y = uninitialised(size(x.shape));
+    a.clip(values(backend, x), y, Number(attrs!.clipValueMin), Number(attrs!.clipValueMax));
+    return output(backend, [...x.shape], y);
+  };
+}
+
 /** Sum or mean over leading or trailing axes (batch-norm statistics, bias gradients, losses). */
 function reduce(a: NativeAddon, mean: boolean): NativeKernel {
   return ({ inputs, backend, attrs }, fallback) => {
@@ -324,6 +355,8 @@ export function nativeKernels(a: NativeAddon): Record<string, NativeKernel> {
     [tf.DepthwiseConv2dNativeBackpropFilter]: convBackpropFilter(a, true),
     [tf.MaxPool]: maxPool(a),
     [tf.MaxPoolGrad]: maxPoolGrad(a),
+    [tf.Transform]: transform(a),
+    [tf.ClipByValue]: clipByValue(a),
     [tf.BatchMatMul]: matMul(a, false),
     [tf._FusedMatMul]: matMul(a, true),
     [tf.Add]: binary(a, BinaryOp.Add),
