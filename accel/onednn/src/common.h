@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 #include <dnnl.hpp>
+#include <omp.h>
 #include <cstdint>
 #include <vector>
 
@@ -51,6 +52,27 @@ struct ConvGeom {
   int64_t depthMult;  // 0: ordinary conv (HWIO filter); >0: depthwise (HWCM filter)
   static ConvGeom from(const std::vector<int64_t>& p);
 };
+
+// Per-column sums over `rows` rows of `width` columns: each thread takes one contiguous range of rows and adds them
+// into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The
+// ranges and that order depend only on rows and the thread count, so every kernel built on this (Sum over leading
+// rows, the batch-norm gradient's sums, the conv layers' bias sums) gives the same bits for the same values.
+template <typename Out, typename RowRange>
+void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale, Out* out, RowRange rowRange) {
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<double> partial(static_cast<size_t>(threads) * width, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    rowRange(rows * t / nt, rows * (t + 1) / nt, partial.data() + static_cast<size_t>(t) * width);
+  }
+  for (int64_t j = 0; j < width; j++) {
+    double s = 0;
+    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * width + j];
+    out[j] = static_cast<Out>(s * scale);
+  }
+}
 
 void registerConv(Napi::Env env, Napi::Object exports);
 void registerPool(Napi::Env env, Napi::Object exports);

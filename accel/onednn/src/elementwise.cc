@@ -19,27 +19,6 @@ static const int64_t kParallelMin = [] {
   return v ? std::atoll(v) : int64_t(1) << 18;
 }();
 
-// Per-column sums over `rows` rows of `width` columns: each thread takes one contiguous range of rows and adds them
-// into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The
-// ranges and that order depend only on rows and the thread count, so every kernel built on this (Sum over leading
-// rows, the batch-norm gradient's sums, the conv layers' bias sums) gives the same bits for the same values.
-template <typename Out, typename RowRange>
-void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale, Out* out, RowRange rowRange) {
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<double> partial(static_cast<size_t>(threads) * width, 0.0);
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-    rowRange(rows * t / nt, rows * (t + 1) / nt, partial.data() + static_cast<size_t>(t) * width);
-  }
-  for (int64_t j = 0; j < width; j++) {
-    double s = 0;
-    for (int t = 0; t < threads; t++) s += partial[static_cast<size_t>(t) * width + j];
-    out[j] = static_cast<Out>(s * scale);
-  }
-}
-
 template <BinaryOp OP>
 inline float apply(float a, float b) {
   if (OP == BinaryOp::kAdd) return a + b;
@@ -461,32 +440,71 @@ Napi::Value BatchNormMoments(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// BatchNormTrainGrad's rows [r0, r1) times ReLU's mask step(x), with the products' sums added into out; W channels
+// fixed (registers, as reluMaskSums), W = 0: any width.
+template <int W>
+void batchNormGradMasked(const float* dy, const float* x, const float* mean, const float* coef, float* dx, int64_t c,
+                         int64_t r0, int64_t r1, double* out) {
+  constexpr int kRegisters = W > 0 ? W : 1;
+  double acc[kRegisters] = {};
+  double* sums = W > 0 ? acc : out;
+  const int64_t width = W > 0 ? W : c;
+  const float *a = coef, *b = coef + width, *k = coef + 2 * width;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* dr = dy + r * width;
+    const float* xr = x + r * width;
+    float* o = dx + r * width;
+#pragma omp simd
+    for (int64_t j = 0; j < width; j++) {
+      const float step = xr[j] != xr[j] ? xr[j] : (xr[j] > 0.f ? 1.f : 0.f);
+      o[j] = (a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j]) * step;
+      sums[j] += o[j];
+    }
+  }
+  if (W > 0)
+    for (int j = 0; j < W; j++) out[j] += acc[j];
+}
+
 // Training-mode batch-norm's input gradient in one pass over channels-last dy and x, from per-channel
 // coefficients the caller derives from BatchNormGradSums: dx = a[c] * dy + b[c] * (x - mean[c]) + k[c].
 // With the batch statistics' own gradients folded in (a = s r, b = -s r^3 S2 / n, k = -s r S1 / n), this
 // replaces the chain tfjs differentiates through moments(): two tiled means, squaredDifference's gradient
 // and the sums of the three paths back into x.
 Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
-  // (dy, x, mean, coef[3C] = a | b | k, dx)
+  // (dy, x, mean, coef[3C] = a | b | k, dx[, sums[C]])
   const float* dy = f32(info[0]);
   const float* x = f32(info[1]);
   const float* mean = f32(info[2]);
   const float* coef = f32(info[3]);
   float* dx = f32(info[4]);
+  float* sums = info.Length() > 5 ? f32(info[5]) : nullptr;
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[4].As<Napi::Float32Array>().ElementLength();
   const float* a = coef;
   const float* b = coef + c;
   const float* k = coef + 2 * c;
   const int64_t rows = n / c;
+  if (!sums) {
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t r = 0; r < rows; r++) {
-    const float* dr = dy + r * c;
-    const float* xr = x + r * c;
-    float* out = dx + r * c;
+    for (int64_t r = 0; r < rows; r++) {
+      const float* dr = dy + r * c;
+      const float* xr = x + r * c;
+      float* out = dx + r * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; j++) out[j] = a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j];
+      for (int64_t j = 0; j < c; j++) out[j] = a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j];
+    }
+    return info.Env().Undefined();
   }
+  // With sums: x is a ReLU's output, and dx comes out multiplied by ReLU's mask step(x) (ReluGrad's values), with
+  // its per-channel sums, the ReLU layer's bias gradient, so that layer needs no mask pass of its own.
+  columnSumsByThread(rows, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
+    switch (c) {
+      case 16: batchNormGradMasked<16>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
+      case 32: batchNormGradMasked<32>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
+      case 64: batchNormGradMasked<64>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
+      default: batchNormGradMasked<0>(dy, x, mean, coef, dx, c, r0, r1, acc);
+    }
+  });
   return info.Env().Undefined();
 }
 

@@ -57,6 +57,82 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+bool nonOverlapping(const PoolGeom& g) {
+  return g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 && g.oh * g.sh <= g.h &&
+         g.ow * g.sw <= g.w;
+}
+
+// Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs to at most one window, so
+// each window writes its own part of dx directly. The forward output already holds each window's maximum, so a tap
+// only has to compare equal to it; `pending` hands dy to the first tap that does (the tie rule) and then drops to 0.
+// Branch-free, so the channel loop vectorises; the argmax search it replaces did not (a tenth of a training step on
+// a Zen 1 CPU; on Zen 4 this took the kernel from 13.6-14.2 to 11.1-11.2 ms a step).
+// kMasked: the pooled input is a ReLU's output x, and dx comes out already multiplied by ReLU's mask step(x) (as
+// ReluGrad computes it, NaN included) with its per-channel sums added into sums[c] (columnSumsByThread's rows are
+// the window rows), so the layer before needs no mask pass of its own.
+template <bool kMasked>
+void windowGrads(const PoolGeom& g, const float* dy, const float* x, const float* y, float* dx, float* sums) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+  for (int64_t b = 0; b < g.n; b++) {
+    for (int64_t r = 0; r < g.h; r++) {
+      float* row = dx + (b * g.h + r) * g.w * g.c;
+      if (r >= g.oh * g.sh) {
+        std::fill(row, row + g.w * g.c, 0.f);
+        continue;
+      }
+      std::fill(row + g.ow * g.sw * g.c, row + g.w * g.c, 0.f);  // columns no window covers
+    }
+  }
+  auto windowRows = [&](int64_t r0, int64_t r1, double* acc) {
+    std::vector<float> pending(g.c), rowSums(g.c);
+    float* p = pending.data();
+    float* s = rowSums.data();
+    for (int64_t wr = r0; wr < r1; wr++) {
+      const int64_t b = wr / g.oh, r = wr % g.oh;
+      if (kMasked) std::fill(rowSums.begin(), rowSums.end(), 0.f);
+      for (int64_t col = 0; col < g.ow; col++) {
+        const int64_t out = ((b * g.oh + r) * g.ow + col) * g.c;
+        const float* m = y + out;
+        const float* g0 = dy + out;
+        // A window of NaN or -inf has no tap above -inf: like tfjs's strict comparison, no tap takes the gradient.
+#pragma omp simd
+        for (int64_t ch = 0; ch < g.c; ch++) p[ch] = m[ch] > ninf ? g0[ch] : 0.f;
+        for (int64_t i = 0; i < g.kh; i++) {
+          for (int64_t j = 0; j < g.kw; j++) {
+            const int64_t base = ((b * g.h + r * g.sh + i) * g.w + col * g.sw + j) * g.c;
+            const float* in = x + base;
+            float* d = dx + base;
+#pragma omp simd
+            for (int64_t ch = 0; ch < g.c; ch++) {
+              const bool hit = in[ch] == m[ch];
+              float v = hit ? p[ch] : 0.f;
+              if (kMasked) {
+                v *= in[ch] != in[ch] ? in[ch] : (in[ch] > 0.f ? 1.f : 0.f);
+                s[ch] += v;
+              }
+              d[ch] = v;
+              p[ch] = hit ? 0.f : p[ch];
+            }
+          }
+        }
+      }
+      if (kMasked)
+        for (int64_t ch = 0; ch < g.c; ch++) acc[ch] += s[ch];
+    }
+  };
+  const int64_t windowRowCount = g.n * g.oh;
+  if (kMasked) {
+    columnSumsByThread(windowRowCount, g.c, g.n * g.h * g.w * g.c > (1 << 17), 1.0, sums, windowRows);
+  } else {
+#pragma omp parallel if (g.n * g.h * g.w * g.c > (1 << 17))
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      windowRows(windowRowCount * t / nt, windowRowCount * (t + 1) / nt, nullptr);
+    }
+  }
+}
+
 Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   // (dy, x, y, dx, params); y is the forward output; dx is zeroed here.
   const float* dy = f32(info[0]);
@@ -65,52 +141,8 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   float* dx = f32(info[3]);
   PoolGeom g = PoolGeom::from(ints(info[4]));
   const float ninf = -std::numeric_limits<float>::infinity();
-  if (g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 &&
-      g.oh * g.sh <= g.h && g.ow * g.sw <= g.w) {
-    // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs to at most one window,
-    // so each window writes its own part of dx directly. The forward output already holds each window's maximum, so
-    // a tap only has to compare equal to it; `pending` hands dy to the first tap that does (the tie rule) and then
-    // drops to 0. Branch-free, so the channel loop vectorises; the argmax search it replaces did not (a tenth of a
-    // training step on a Zen 1 CPU; on Zen 4 this took the kernel from 13.6-14.2 to 11.1-11.2 ms a step).
-#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
-    for (int64_t b = 0; b < g.n; b++) {
-      for (int64_t r = 0; r < g.h; r++) {
-        float* row = dx + (b * g.h + r) * g.w * g.c;
-        if (r >= g.oh * g.sh) {
-          std::fill(row, row + g.w * g.c, 0.f);
-          continue;
-        }
-        std::fill(row + g.ow * g.sw * g.c, row + g.w * g.c, 0.f);  // columns no window covers
-      }
-    }
-#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
-    for (int64_t b = 0; b < g.n; b++) {
-      for (int64_t r = 0; r < g.oh; r++) {
-        std::vector<float> pending(g.c);
-        float* p = pending.data();
-        for (int64_t col = 0; col < g.ow; col++) {
-          const int64_t out = ((b * g.oh + r) * g.ow + col) * g.c;
-          const float* m = y + out;
-          const float* g0 = dy + out;
-          // A window of NaN or -inf has no tap above -inf: like tfjs's strict comparison, no tap takes the gradient.
-#pragma omp simd
-          for (int64_t ch = 0; ch < g.c; ch++) p[ch] = m[ch] > ninf ? g0[ch] : 0.f;
-          for (int64_t i = 0; i < g.kh; i++) {
-            for (int64_t j = 0; j < g.kw; j++) {
-              const int64_t base = ((b * g.h + r * g.sh + i) * g.w + col * g.sw + j) * g.c;
-              const float* in = x + base;
-              float* d = dx + base;
-#pragma omp simd
-              for (int64_t ch = 0; ch < g.c; ch++) {
-                const bool hit = in[ch] == m[ch];
-                d[ch] = hit ? p[ch] : 0.f;
-                p[ch] = hit ? 0.f : p[ch];
-              }
-            }
-          }
-        }
-      }
-    }
+  if (nonOverlapping(g)) {
+    windowGrads<false>(g, dy, x, y, dx, nullptr);
     return info.Env().Undefined();
   }
   // Parallel over (batch, channel block): windows may overlap, so each thread owns whole channels.
@@ -147,11 +179,27 @@ Napi::Value MaxPoolGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// MaxPoolGrad of a ReLU's output, with ReLU's gradient applied (windowGrads<true>): dx = MaxPoolGrad(dy) * step(x)
+// and sums[c] = sum dx[., c], the ReLU layer's bias gradient. Non-overlapping windows only.
+Napi::Value MaxPoolGradRelu(const Napi::CallbackInfo& info) {
+  // (dy, x, y, dx, sums[C], params)
+  const float* dy = f32(info[0]);
+  const float* x = f32(info[1]);
+  const float* y = f32(info[2]);
+  float* dx = f32(info[3]);
+  float* sums = f32(info[4]);
+  PoolGeom g = PoolGeom::from(ints(info[5]));
+  if (!nonOverlapping(g)) throw std::runtime_error("maxPoolGradRelu: only non-overlapping windows without padding");
+  windowGrads<true>(g, dy, x, y, dx, sums);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPool", Napi::Function::New(env, MaxPool));
   exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
+  exports.Set("maxPoolGradRelu", Napi::Function::New(env, MaxPoolGradRelu));
 }
 
 }  // namespace pn

@@ -23,6 +23,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { activeBackendHas } from './gradients';
 import { type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
+import { followsReluInThisPass, notePremasked } from './relu-mask';
 
 /** The tfjs whose BatchNormalization layer this mirrors (layers/normalization.js in @tensorflow/tfjs-layers). */
 export const MIRRORED_TFJS_LAYERS = '4.22.0';
@@ -52,6 +53,12 @@ export const BATCH_NORM_TRAIN_GRAD = 'BatchNormTrainGrad';
  * as tfjs's moments() gives it. Without it the forward pass runs tfjs's moments ops.
  */
 export const BATCH_NORM_MOMENTS = 'BatchNormMoments';
+
+/**
+ * Optional: BATCH_NORM_TRAIN_GRAD for an x that is a ReLU's output, outputs [dx * step(x), dscale, doffset, the
+ * per-channel sums of dx * step(x)]: the ReLU layer before takes its mask and bias gradient from it (relu-mask.ts).
+ */
+export const BATCH_NORM_TRAIN_GRAD_RELU = 'BatchNormTrainGradRelu';
 
 /** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
 export function batchNormLayoutProblem(layer: unknown): string | undefined {
@@ -97,6 +104,8 @@ function trainingBatchNorm(
   epsilon: number,
 ): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
   const axes = x.shape.slice(0, -1).map((_, i) => i);
+  // After a fused conv + bias + ReLU layer, its ReLU mask is taken here too (relu-mask.ts).
+  const maskRelu = activeBackendHas(BATCH_NORM_TRAIN_GRAD_RELU) && followsReluInThisPass(x);
   let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
   const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
     const [input, scale, offset] = args as tf.Tensor[];
@@ -112,9 +121,14 @@ function trainingBatchNorm(
       value: tf.batchNorm(input, mean, variance, offset, scale, epsilon),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, m, v, s] = saved;
-        return tf
+        const kernel = maskRelu ? BATCH_NORM_TRAIN_GRAD_RELU : BATCH_NORM_TRAIN_GRAD;
+        const grads = tf
           .engine()
-          .runKernel(BATCH_NORM_TRAIN_GRAD, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+          .runKernel(kernel, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+        if (!maskRelu) return grads;
+        const [dx, dScale, dOffset, sums] = grads;
+        notePremasked(dx, xs, sums);
+        return [dx, dScale, dOffset];
       },
     };
   });

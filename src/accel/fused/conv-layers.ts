@@ -17,6 +17,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { activeBackendHas } from './gradients';
 import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
+import { maxPoolingPatch } from './pool-layers';
+import { noteReluOutput, premaskedSums } from './relu-mask';
 
 /** The backend's FusedConv2D with a bias and activation 'relu' (registerConvBiasRelu makes it). */
 export const CONV_BIAS_RELU = 'Conv2DBiasRelu';
@@ -59,7 +61,11 @@ function takesOver(layer: ConvInternals, x: tf.Tensor): boolean {
 }
 
 function convBiasRelu(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, strides: number[], pad: string): tf.Tensor {
-  return tf.engine().runKernel(CONV_BIAS_RELU, { x, filter, bias }, { strides, pad, dataFormat: 'NHWC', dilations: [1, 1] }) as tf.Tensor;
+  const y = tf
+    .engine()
+    .runKernel(CONV_BIAS_RELU, { x, filter, bias }, { strides, pad, dataFormat: 'NHWC', dilations: [1, 1] }) as tf.Tensor;
+  noteReluOutput(y); // the next layer may take the ReLU mask in its gradient (relu-mask.ts)
+  return y;
 }
 
 const conv2dPatch = layerCallPatch(
@@ -89,7 +95,8 @@ const separablePatch = layerCallPatch(
   },
 );
 
-const patches: LayerPatch[] = [conv2dPatch, separablePatch];
+// The max-pooling patch goes with them: it takes over only after a fused layer, to take its ReLU mask.
+const patches: LayerPatch[] = [conv2dPatch, separablePatch, maxPoolingPatch];
 
 /** CONV_BIAS_RELU on `backendName`: its registered FusedConv2D with activation 'relu'. */
 export function registerConvBiasRelu(backendName: string): void {
@@ -132,8 +139,12 @@ function registerConvBiasReluGradient(): void {
           bias: () => biasGrad,
         };
       }
-      // ReLU's mask and the bias's gradient (the mask's per-channel sums) in one pass.
-      const [masked, biasGrad] = engine.runKernel(RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[];
+      // ReLU's mask and the bias's gradient (the mask's per-channel sums) in one pass, unless the next layer's gradient
+      // took them already (relu-mask.ts).
+      const sums = premaskedSums(dy as tf.Tensor, y);
+      const [masked, biasGrad] = sums
+        ? [dy as tf.Tensor, sums]
+        : (engine.runKernel(RELU_GRAD_CHANNEL_SUMS, { dy: dy as tf.Tensor, y }) as tf.Tensor[]);
       return {
         x: () => inputGrad(masked),
         filter: () =>

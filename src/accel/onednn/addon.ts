@@ -34,6 +34,7 @@ export interface NativeAddon {
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   /** y: the forward output, which holds each window's maximum. */
   maxPoolGrad(dy: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  maxPoolGradRelu(dy: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array, sums: Float32Array, geom: Int32Array): void;
   /** y = a (op) b over `blocks` blocks of `inner` elements, each operand broadcast as its mode says. */
   binary(
     op: BinaryOp,
@@ -69,7 +70,15 @@ export interface NativeAddon {
   /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */
   batchNormMoments(x: Float32Array, moments: Float32Array): void;
   /** dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. */
-  batchNormTrainGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, coef: Float32Array, dx: Float32Array): void;
+  /** reluSums: also multiply dx by step(x) and take its per-channel sums (BATCH_NORM_TRAIN_GRAD_RELU). */
+  batchNormTrainGrad(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    coef: Float32Array,
+    dx: Float32Array,
+    reluSums?: Float32Array,
+  ): void;
   /** One Adam step; p = [beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, epsilon, -learningRate]. */
   adam(
     w: Float32Array,

@@ -2,10 +2,19 @@
 import type { NativeAddon } from './addon';
 import { uninitialised } from './buffers';
 import { type NativeKernel, output, registerNativeOnly, size, values } from './common';
-import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients, installFusedBatchNorm } from '../fused/batchnorm';
+import {
+  BATCH_NORM_MOMENTS,
+  BATCH_NORM_TRAIN_GRAD,
+  BATCH_NORM_TRAIN_GRAD_RELU,
+  batchNormGradCoefficients,
+  installFusedBatchNorm,
+} from '../fused/batchnorm';
 
-/** The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one OpenMP-threaded pass, then dx in another. */
-function trainGrad(a: NativeAddon): NativeKernel {
+/**
+ * The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one OpenMP-threaded pass, then dx in another; with
+ * maskRelu, BATCH_NORM_TRAIN_GRAD_RELU (dx times step(x), and its sums, from the second pass).
+ */
+function trainGrad(a: NativeAddon, maskRelu: boolean): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { dy, x, mean, variance, scale } = inputs;
     const channels = mean.shape[0];
@@ -20,8 +29,10 @@ function trainGrad(a: NativeAddon): NativeKernel {
       size(x.shape) / channels,
     );
     const dx = uninitialised(size(x.shape));
-    a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx);
-    return [output(backend, [...x.shape], dx), output(backend, [channels], dScale), output(backend, [channels], dOffset)];
+    const reluSums = maskRelu ? new Float32Array(channels) : undefined;
+    a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx, reluSums);
+    const grads = [output(backend, [...x.shape], dx), output(backend, [channels], dScale), output(backend, [channels], dOffset)];
+    return reluSums ? [...grads, output(backend, [channels], reluSums)] : grads;
   };
 }
 
@@ -39,7 +50,8 @@ function moments(a: NativeAddon): NativeKernel {
 /** Registers the gradient kernel and installs the fused call; an addon built before this kernel existed keeps tfjs's. */
 export function registerFusedBatchNorm(a: NativeAddon): void {
   if (typeof a.batchNormTrainGrad !== 'function') return;
-  registerNativeOnly(BATCH_NORM_TRAIN_GRAD, trainGrad(a));
+  registerNativeOnly(BATCH_NORM_TRAIN_GRAD, trainGrad(a, false));
+  registerNativeOnly(BATCH_NORM_TRAIN_GRAD_RELU, trainGrad(a, true));
   if (typeof a.batchNormMoments === 'function') registerNativeOnly(BATCH_NORM_MOMENTS, moments(a));
   installFusedBatchNorm();
 }

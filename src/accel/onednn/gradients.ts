@@ -4,7 +4,8 @@ import { RELU_FILTER_GRAD_ONE_CHANNEL, RELU_GRAD_CHANNEL_SUMS } from '../fused/c
 import { FUSED_RELU_GRAD, installFusedReluGradient, replaceGradient } from '../fused/gradients';
 import type { NativeAddon } from './addon';
 import { NATIVE_BACKEND } from './backend';
-import { reluFilterGradOneChannel } from './kernels';
+import { maxPoolGradRelu, reluFilterGradOneChannel } from './kernels';
+import { MAX_POOL_GRAD_RELU } from '../fused/pool-layers';
 import { uninitialised } from './buffers';
 import { type Attrs, type Backend, type NativeKernel, allFloat32, output, registerNativeOnly, size, values } from './common';
 
@@ -37,6 +38,7 @@ export function registerFusedGradients(a: NativeAddon): void {
   registerNativeOnly(FUSED_RELU_GRAD, reluGrad(a));
   registerNativeOnly(RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums(a));
   if (typeof a.reluFilterGradOneChannel === 'function') registerNativeOnly(RELU_FILTER_GRAD_ONE_CHANNEL, reluFilterGradOneChannel(a));
+  if (typeof a.maxPoolGradRelu === 'function') registerNativeOnly(MAX_POOL_GRAD_RELU, maxPoolGradRelu(a));
   registerBatchNormGradient(a);
   registerMeanGradient();
   installFusedReluGradient();

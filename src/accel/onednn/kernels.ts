@@ -191,6 +191,18 @@ function transform(a: NativeAddon): NativeKernel {
   };
 }
 
+/** MAX_POOL_GRAD_RELU (fused/pool-layers.ts): MaxPoolGrad times step(input), and its per-channel sums. */
+export function maxPoolGradRelu(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, input, output: y } = inputs;
+    const info = poolInfo(input.shape, attrs!);
+    const dx = uninitialised(size(input.shape));
+    const sums = new Float32Array(info.inChannels);
+    a.maxPoolGradRelu(values(backend, dy), values(backend, input), values(backend, y), dx, sums, poolGeom(info));
+    return [output(backend, [...input.shape], dx), output(backend, [info.inChannels], sums)];
+  };
+}
+
 /** Batch dims of a and b when the addon can handle them (equal, or one side a single batch). */
 function matMulBatches(aShape: number[], bShape: number[]): { batchA: number; batchB: number; outer: number[] } | undefined {
   const outerA = aShape.slice(0, -2);
