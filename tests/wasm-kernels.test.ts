@@ -421,6 +421,11 @@ describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', (
     { a: [1, 3, 4], b: [1, 4, 2], ta: false, tb: false },
     { a: [1, 3, 8], b: [1, 40, 8], ta: false, tb: true }, // small a: computed as (b·aᵀ)ᵀ
     { a: [3, 8], b: [40, 8], ta: false, tb: true }, // rank 2, as tf.matMul may pass it
+    // Small a times large b, no transposes: a 1x1 filter gradient over k laid as rows (a dense layer's forward pass).
+    { a: [6, 64], b: [64, 32], ta: false, tb: false },
+    { a: [1, 4, 96], b: [1, 96, 48], ta: false, tb: false },
+    { a: [6, 67], b: [67, 32], ta: false, tb: false }, // k prime: no row width, the stock kernel
+    { a: [1, 37, 45], b: [1, 40, 45], ta: false, tb: true }, // transposes in tiles, with partial tiles
   ];
   for (const c of mmCases) {
     it(`BatchMatMul ${c.a.join('x')}${c.ta ? 'ᵀ' : ''} @ ${c.b.join('x')}${c.tb ? 'ᵀ' : ''}`, async () => {
