@@ -517,6 +517,102 @@ describe("ReLU's fused gradient on wasm (FusedReluGrad)", () => {
   });
 });
 
+describe('the helper thread takes half of a large row loop (row-jobs.ts RowCall)', () => {
+  // 2 x 96 x 96 x 16: 294912 values, above the split threshold; 192 rows of pixels for the ReLU mask's sums (partial
+  // sums per thread), 96 output rows for the 2x2 max-pool gradient (one row per call, nothing summed).
+  const shape = [2, 96, 96, 16];
+  const dy = randomInput(shape, 41);
+  const y = randomInput(shape, 42);
+  const pooledDy = randomInput([2, 48, 48, 16], 43);
+  const poolAttrs = { filterSize: [2, 2], strides: [2, 2], pad: 'valid', dimRoundingMode: undefined };
+
+  /** ReluGradChannelSums' [masked, sums] and MaxPoolGrad's dx on wasm, with the row splitter `splitter`. */
+  async function rowLoops(splitter: RowSplitter | undefined): Promise<Float32Array[]> {
+    await tf.setBackend('wasm');
+    const helper = rowSplitter();
+    useRowSplitter(splitter);
+    try {
+      return tf.tidy(() => {
+        const [dyT, yT] = [tf.tensor(dy.values, shape), tf.tensor(y.values, shape)];
+        const [masked, sums] = tf.engine().runKernel('ReluGradChannelSums', { dy: dyT, y: yT }) as tf.Tensor[];
+        const pooled = tf.maxPool(yT as tf.Tensor4D, 2, 2, 'valid');
+        const dx = tf
+          .engine()
+          .runKernel(
+            'MaxPoolGrad',
+            { dy: tf.tensor(pooledDy.values, pooledDy.shape), input: yT, output: pooled },
+            poolAttrs as never,
+          ) as tf.Tensor;
+        return [masked, sums, dx].map((t) => t.dataSync() as Float32Array);
+      });
+    } finally {
+      if (rowSplitter() === splitter) useRowSplitter(helper);
+    }
+  }
+
+  async function onCpu(): Promise<Float32Array[]> {
+    await tf.setBackend('cpu');
+    return tf.tidy(() => {
+      const [dyT, yT] = [tf.tensor(dy.values, shape), tf.tensor(y.values, shape)];
+      const masked = tf.mul(dyT, tf.step(yT));
+      const pooled = tf.maxPool(yT as tf.Tensor4D, 2, 2, 'valid');
+      const dx = tf
+        .engine()
+        .runKernel(
+          'MaxPoolGrad',
+          { dy: tf.tensor(pooledDy.values, pooledDy.shape), input: yT, output: pooled },
+          poolAttrs as never,
+        ) as tf.Tensor;
+      return [masked, tf.sum(masked, [0, 1, 2]), dx].map((t) => t.dataSync() as Float32Array);
+    });
+  }
+
+  it.skipIf(os.cpus().length < 2)('runs ReLU-mask sums and max-pool rows on both threads, as one thread and cpu do', async () => {
+    expect(start.helperThread).toBe(true);
+    const helper = rowSplitter()!;
+    let jobs = 0;
+    const counting: RowSplitter = { start: (...args) => (jobs++, helper.start(...args)), finish: () => helper.finish() };
+    const warn = vi.spyOn(console, 'warn');
+    const split = await rowLoops(counting);
+    expect(jobs).toBe(2);
+    expect(warn).not.toHaveBeenCalled();
+    warn.mockRestore();
+    const alone = await rowLoops(undefined);
+    const cpu = await onCpu();
+    expect(Array.from(split[0])).toEqual(Array.from(alone[0])); // the mask, element for element
+    expect(Array.from(split[2])).toEqual(Array.from(alone[2])); // max-pool rows
+    expect(maxRelativeError(split[1], alone[1])).toBeLessThan(1e-6); // sums, added in another order
+    expect(Array.from(split[0])).toEqual(Array.from(cpu[0]));
+    expect(maxRelativeError(split[1], cpu[1])).toBeLessThan(1e-5);
+    expect(Array.from(split[2])).toEqual(Array.from(cpu[2]));
+  });
+
+  it('a helper that fails on a row loop leaves the results whole, with a warning, and is not asked again', async () => {
+    const helper = rowSplitter();
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    let jobs = 0;
+    const failing: RowSplitter = {
+      start: () => (jobs++, true),
+      finish: () => {
+        throw new Error('the wasm helper thread failed on a job');
+      },
+    };
+    try {
+      const results = await rowLoops(failing);
+      const cpu = await onCpu();
+      expect(jobs).toBe(1);
+      expect(rowSplitter()).toBeUndefined();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/helper thread failed.*continuing on one thread/));
+      expect(Array.from(results[0])).toEqual(Array.from(cpu[0]));
+      expect(maxRelativeError(results[1], cpu[1])).toBeLessThan(1e-5);
+      expect(Array.from(results[2])).toEqual(Array.from(cpu[2]));
+    } finally {
+      warn.mockRestore();
+      useRowSplitter(helper);
+    }
+  });
+});
+
 describe('the helper thread takes half of a large filter gradient', () => {
   // 2 x 96 x 96 x 16 -> 16, 3x3: block 1's geometry at a smaller size, 192 rows of 96 pixels and 2304 sums per pixel.
   const xShape = [2, 96, 96, 16];

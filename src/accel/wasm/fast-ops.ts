@@ -16,7 +16,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { allocate, byteOffset, release, reshaped, runKernel, sumInChunks, view } from './heap';
+import { allocate, byteOffset, release, reshaped, runKernel, runRows, view } from './heap';
+import type { RowCall } from './row-jobs';
 import { simdLoops } from './simd';
 import { KernelArgs, callStock } from './stock';
 
@@ -100,10 +101,15 @@ function reduceLeading(args: KernelArgs, kernel: 'Sum' | 'Mean'): TensorInfo {
 function simdColumnSums(args: KernelArgs, loops: NonNullable<ReturnType<typeof simdLoops>>, rows: number, cols: number): TensorInfo {
   const { backend } = args;
   const out = allocate(backend, [cols]);
-  const src = byteOffset(backend, args.inputs.x);
-  const dst = byteOffset(backend, out);
-  const total = sumInChunks(backend, out, rows, (r0, count) => loops.colsum(src + r0 * cols * 4, dst, count, cols * 4));
-  view(backend, out).set(total);
+  // colsum(src, sums, rows, colsBytes), sums in the thread's partial sums.
+  const call: RowCall = {
+    loop: 'colsum',
+    args: [byteOffset(backend, args.inputs.x), 0, 0, cols * 4],
+    strides: [cols * 4, 0, 0, 0],
+    countArg: 2,
+    partialArgs: 0b10,
+  };
+  view(backend, out).set(runRows(backend, loops, call, rows, rows * cols, cols));
   return out;
 }
 
@@ -272,7 +278,16 @@ function fusedBatchNorm(args: KernelArgs): TensorInfo {
     coeff[c + k] = o ? o[k] : 0;
   }
   const at = byteOffset(backend, coefficients);
-  loops.rowaffine(byteOffset(backend, x), byteOffset(backend, mean), at, at + c * 4, byteOffset(backend, out), sizeOf(x.shape) / c, c * 4);
+  const rows = sizeOf(x.shape) / c;
+  // rowaffine(x, mean, a, offset, out, rows, colsBytes)
+  const call: RowCall = {
+    loop: 'rowaffine',
+    args: [byteOffset(backend, x), byteOffset(backend, mean), at, at + c * 4, byteOffset(backend, out), 0, c * 4],
+    strides: [c * 4, 0, 0, 0, c * 4, 0, 0],
+    countArg: 5,
+    partialArgs: 0,
+  };
+  runRows(backend, loops, call, rows, rows * c);
   release(backend, coefficients);
   return out;
 }

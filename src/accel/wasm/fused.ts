@@ -13,8 +13,9 @@ import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } 
 import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
 import { FUSED_ADAM } from '../fused/adam';
-import { type WasmBackend, allocate, byteOffset, release, sumInChunks, view } from './heap';
+import { type WasmBackend, allocate, byteOffset, release, runRows, view } from './heap';
 import { simdLoops } from './simd';
+import type { RowCall } from './row-jobs';
 import type { KernelArgs } from './stock';
 
 /** [S1 | S2] per channel (S1 = sum dy, S2 = sum dy (x - mean)), accumulated in float64 across partial sums. */
@@ -31,13 +32,15 @@ function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: Ten
     }
     return totals;
   }
-  const partial = allocate(backend, [2 * c]);
-  const [dyAt, xAt, mAt, pAt] = [byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, mean), byteOffset(backend, partial)];
-  const sums = sumInChunks(backend, partial, rows, (r0, count) =>
-    loops.bnsums(dyAt + r0 * c * 4, xAt + r0 * c * 4, mAt, pAt, pAt + c * 4, count, c * 4),
-  );
-  release(backend, partial);
-  return sums;
+  // bnsums(dy, x, mean, s1, s2, rows, colsBytes), s1 and s2 in the thread's partial sums.
+  const call: RowCall = {
+    loop: 'bnsums',
+    args: [byteOffset(backend, dy), byteOffset(backend, x), byteOffset(backend, mean), 0, c * 4, 0, c * 4],
+    strides: [c * 4, c * 4, 0, 0, 0, 0, 0],
+    countArg: 5,
+    partialArgs: 0b11000,
+  };
+  return runRows(backend, loops, call, rows, rows * c, 2 * c);
 }
 
 /** dx = a dy + b (x - mean) + k per channel, coef = a | b | k. */
@@ -62,17 +65,25 @@ function inputGrad(
   const coefficients = allocate(backend, [3 * c]);
   view(backend, coefficients).set(coef);
   const at = byteOffset(backend, coefficients);
-  loops.bngrad(
-    byteOffset(backend, dy),
-    byteOffset(backend, x),
-    byteOffset(backend, mean),
-    at,
-    at + 4 * c,
-    at + 8 * c,
-    byteOffset(backend, dx),
-    rows,
-    c * 4,
-  );
+  // bngrad(dy, x, mean, a, b, k, dx, rows, colsBytes)
+  const call: RowCall = {
+    loop: 'bngrad',
+    args: [
+      byteOffset(backend, dy),
+      byteOffset(backend, x),
+      byteOffset(backend, mean),
+      at,
+      at + 4 * c,
+      at + 8 * c,
+      byteOffset(backend, dx),
+      0,
+      c * 4,
+    ],
+    strides: [c * 4, c * 4, 0, 0, 0, 0, c * 4, 0, 0],
+    countArg: 7,
+    partialArgs: 0,
+  };
+  runRows(backend, loops, call, rows, rows * c);
   release(backend, coefficients);
   return dx;
 }
@@ -106,14 +117,20 @@ function batchNormMoments({ inputs, backend }: KernelArgs): TensorInfo[] {
   const c = x.shape[x.shape.length - 1];
   const rows = x.shape.reduce((a, b) => a * b, 1) / c;
   const shiftInfo = allocate(backend, [c]);
-  const partial = allocate(backend, [2 * c]);
   const shift = view(backend, x).slice(0, c);
   view(backend, shiftInfo).set(shift);
   const loops = simdLoops(backend.wasm.sharedMemory);
   let sums: Float64Array;
   if (loops && c % 4 === 0) {
-    const [xAt, shiftAt, pAt] = [byteOffset(backend, x), byteOffset(backend, shiftInfo), byteOffset(backend, partial)];
-    sums = sumInChunks(backend, partial, rows, (r0, count) => loops.bnmoments(xAt + r0 * c * 4, shiftAt, pAt, pAt + c * 4, count, c * 4));
+    // bnmoments(x, shift, s1, s2, rows, colsBytes), s1 and s2 in the thread's partial sums.
+    const call: RowCall = {
+      loop: 'bnmoments',
+      args: [byteOffset(backend, x), byteOffset(backend, shiftInfo), 0, c * 4, 0, c * 4],
+      strides: [c * 4, 0, 0, 0, 0, 0],
+      countArg: 4,
+      partialArgs: 0b1100,
+    };
+    sums = runRows(backend, loops, call, rows, rows * c, 2 * c);
   } else {
     sums = new Float64Array(2 * c);
     const xs = view(backend, x);
@@ -125,7 +142,7 @@ function batchNormMoments({ inputs, backend }: KernelArgs): TensorInfo[] {
       }
     }
   }
-  release(backend, shiftInfo, partial);
+  release(backend, shiftInfo);
   const [mean, variance] = [allocate(backend, [c]), allocate(backend, [c])];
   const [m, v] = [view(backend, mean), view(backend, variance)];
   for (let k = 0; k < c; k++) {
@@ -162,16 +179,15 @@ function reluGradChannelSums({ inputs, backend }: KernelArgs): TensorInfo[] {
   const loops = simdLoops(backend.wasm.sharedMemory);
   let totals: Float64Array;
   if (loops && c % 4 === 0) {
-    const [dyAt, yAt, outAt, sumsAt] = [
-      byteOffset(backend, dy),
-      byteOffset(backend, y),
-      byteOffset(backend, masked),
-      byteOffset(backend, sums),
-    ];
-    totals = sumInChunks(backend, sums, rows, (r0, count) => {
-      const skip = r0 * c * 4;
-      loops.relugradsums(dyAt + skip, yAt + skip, outAt + skip, sumsAt, count, c * 4);
-    });
+    // relugradsums(dy, y, masked, sums, rows, colsBytes), sums in the thread's partial sums.
+    const call: RowCall = {
+      loop: 'relugradsums',
+      args: [byteOffset(backend, dy), byteOffset(backend, y), byteOffset(backend, masked), 0, 0, c * 4],
+      strides: [c * 4, c * 4, c * 4, 0, 0, 0],
+      countArg: 4,
+      partialArgs: 0b1000,
+    };
+    totals = runRows(backend, loops, call, rows, rows * c, c);
   } else {
     totals = new Float64Array(c);
     const [d, ys, out] = [view(backend, dy), view(backend, y), view(backend, masked)];

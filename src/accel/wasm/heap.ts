@@ -9,6 +9,8 @@
  */
 import type { TensorInfo, DataType, NamedAttrMap } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
+import { type RowCall, runRowCallJob } from './row-jobs';
+import type { SimdLoops } from './simd';
 
 interface WasmTensorData {
   id: number;
@@ -122,25 +124,24 @@ export function forEachGridRow(g: GridPlacement, row: (from: number, to: number,
   }
 }
 
-/** Rows summed in float32 by one SIMD call before the partial sums move to a float64 total (rounding stays ~1e-7). */
-const ROWS_PER_PARTIAL = 512;
-
 /**
- * Per-column sums of `rows` rows in float64, from SIMD loops that add float32 sums into `partial` (a heap tensor):
- * add(firstRow, rowCount) runs the loop over one chunk of rows; between chunks the partial sums move to the totals.
+ * A SIMD row loop (row-jobs.ts's RowCall) over `rows` rows of `values` values in all, split with the helper thread
+ * where it runs and the call is large; returns the float64 totals of the loop's `sums` float32 partial sums (an
+ * empty array for loops that sum nothing). The partial sums move into the totals every 512 rows, so rounding stays
+ * near float32's 1e-7.
  */
-export function sumInChunks(
-  backend: WasmBackend,
-  partial: TensorInfo,
-  rows: number,
-  add: (firstRow: number, rowCount: number) => void,
-): Float64Array {
-  const totals = new Float64Array(partial.shape.reduce((a, b) => a * b, 1));
-  for (let r0 = 0; r0 < rows; r0 += ROWS_PER_PARTIAL) {
-    view(backend, partial).fill(0);
-    add(r0, Math.min(ROWS_PER_PARTIAL, rows - r0));
-    const sums = view(backend, partial);
-    for (let k = 0; k < totals.length; k++) totals[k] += sums[k];
+export function runRows(backend: WasmBackend, loops: SimdLoops, call: RowCall, rows: number, values: number, sums = 0): Float64Array {
+  // Per thread: float32 partial sums (padded to an even count), then float64 totals. With the allocation 8-byte
+  // aligned (dlmalloc's guarantee), every thread's totals are too.
+  const padded = sums + (sums % 2);
+  const perThread = padded + 2 * sums;
+  const scratch = allocate(backend, [Math.max(2, 2 * perThread)]);
+  const at = byteOffset(backend, scratch);
+  try {
+    if (at % 8 !== 0) throw new Error(`wasm row loop: the heap gave an allocation at ${at}, not 8-byte aligned`);
+    const regions = (thread: 0 | 1) => ({ partialAt: at + thread * perThread * 4, totalAt: at + (thread * perThread + padded) * 4 });
+    return runRowCallJob(loops, () => view(backend, scratch).buffer, call, rows, values, sums, regions);
+  } finally {
+    release(backend, scratch);
   }
-  return totals;
 }

@@ -3,17 +3,19 @@
  * kernels.ts run synchronously inside a kernel call, so the main thread hands the helper half of a job's rows
  * through a shared control block, runs its own half, and waits (Atomics) for the helper: no event loop involved.
  * The helper instantiates the same SIMD module on the backend's shared memory and runs row-jobs.ts's
- * filterGradRows, whose source it is given as text.
+ * filterGradRows or runRowCall, whose sources it is given as text.
  */
 import { Worker } from 'node:worker_threads';
-import { JOB_FIELDS, filterGradRows, type FilterGradJob, type RowSplitter } from './row-jobs';
+import { FILTER_GRAD_JOB, JOB_FIELDS, ROW_CALL_LOOPS, filterGradRows, runRowCall, type RowSplitter } from './row-jobs';
 import { simdModuleBytes } from './simd';
 
-// The control block: [state, ready, ...job fields]. state: 0 idle, 1 job posted, 2 done, 3 failed; ready: 0 starting,
-// 1 ready, 2 could not compile the loops.
+// The control block: [state, ready, kind, ...job fields]. state: 0 idle, 1 job posted, 2 done, 3 failed; ready:
+// 0 starting, 1 ready, 2 could not compile the loops; kind: FILTER_GRAD_JOB or ROW_CALL_JOB.
 const STATE = 0;
 const READY = 1;
-const JOB = 2;
+const KIND = 2;
+const JOB = 3;
+const MAX_FIELDS = 32;
 const START_TIMEOUT_MS = 10_000;
 const JOB_TIMEOUT_MS = 120_000;
 
@@ -21,6 +23,8 @@ function workerSource(): string {
   return `
 const { workerData } = require('node:worker_threads');
 const filterGradRows = ${filterGradRows.toString()};
+const rowCallLoops = ${JSON.stringify(ROW_CALL_LOOPS)};
+const runRowCall = ${runRowCall.toString()};
 const { memory, control, bytes } = workerData;
 const ctl = new Int32Array(control);
 let loops;
@@ -38,7 +42,8 @@ for (;;) {
     continue;
   }
   try {
-    filterGradRows(loops, memory.buffer, ctl.subarray(${JOB}, ${JOB + JOB_FIELDS.length}));
+    if (Atomics.load(ctl, ${KIND}) === ${FILTER_GRAD_JOB}) filterGradRows(loops, memory.buffer, ctl.subarray(${JOB}, ${JOB + JOB_FIELDS.length}));
+    else runRowCall(loops, memory.buffer, ctl.subarray(${JOB}, ${JOB + MAX_FIELDS}));
     Atomics.store(ctl, ${STATE}, 2);
   } catch {
     Atomics.store(ctl, ${STATE}, 3);
@@ -51,7 +56,7 @@ for (;;) {
 /** Starts the helper on `memory` (the threaded backend's shared memory); the reason it could not, as a string. */
 export function startHelperThread(memory: WebAssembly.Memory): RowSplitter | string {
   if (!(memory.buffer instanceof SharedArrayBuffer)) return 'the wasm memory is not shared';
-  const control = new SharedArrayBuffer(4 * (JOB + JOB_FIELDS.length));
+  const control = new SharedArrayBuffer(4 * (JOB + MAX_FIELDS));
   const ctl = new Int32Array(control);
   let worker: Worker;
   try {
@@ -70,9 +75,10 @@ export function startHelperThread(memory: WebAssembly.Memory): RowSplitter | str
       : `the helper thread did not start in ${START_TIMEOUT_MS / 1000} s`;
   }
   return {
-    start(job: FilterGradJob, split: number, accAt: number, totalAt: number): boolean {
-      const theirs: FilterGradJob = { ...job, r0: split, accAt, totalAt };
-      JOB_FIELDS.forEach((f, i) => (ctl[JOB + i] = theirs[f]));
+    start(kind: number, fields: number[]): boolean {
+      if (fields.length > MAX_FIELDS) return false;
+      ctl.set(fields, JOB);
+      Atomics.store(ctl, KIND, kind);
       Atomics.store(ctl, STATE, 1);
       Atomics.notify(ctl, STATE);
       return true;
@@ -84,7 +90,7 @@ export function startHelperThread(memory: WebAssembly.Memory): RowSplitter | str
       Atomics.store(ctl, STATE, 0);
       if (state !== 2) {
         throw new Error(
-          `the wasm helper thread ${state === 1 ? `did not finish a filter-gradient job in ${JOB_TIMEOUT_MS / 1000} s` : 'failed on a filter-gradient job'}; PNEUMO_WASM_THREADS=1 runs without it`,
+          `the wasm helper thread ${state === 1 ? `did not finish a job in ${JOB_TIMEOUT_MS / 1000} s` : 'failed on a job'}; PNEUMO_WASM_THREADS=1 runs without it`,
         );
       }
     },

@@ -28,6 +28,7 @@ import {
   releaseAlias,
   reshaped,
   runKernel,
+  runRows,
   view,
 } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
@@ -38,7 +39,7 @@ import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-laye
 import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
-import { runFilterGradJob } from './row-jobs';
+import { type RowCall, runFilterGradJob } from './row-jobs';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
@@ -578,6 +579,20 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
       if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
       const [xAt, dyAt, outAt] = [byteOffset(backend, input), byteOffset(backend, dy), byteOffset(backend, dx)];
       const rowBytes = inWidth * c * 4;
+      if (inHeight === 2 * outHeight) {
+        // Every output row's input rows are two rows after the previous one's, across images too: one row call
+        // (maxpool2x2(xRow, dyRow, dxRow, outW, cBytes, rowBytes), a row per call), split with the helper thread.
+        const dyRowBytes = outWidth * c * 4;
+        const call: RowCall = {
+          loop: 'maxpool2x2',
+          args: [xAt, dyAt, outAt, outWidth, c * 4, rowBytes],
+          strides: [2 * rowBytes, dyRowBytes, 2 * rowBytes, 0, 0, 0],
+          countArg: -1,
+          partialArgs: 0,
+        };
+        runRows(backend, loops, call, batchSize * outHeight, batchSize * inHeight * inWidth * c);
+        return dx;
+      }
       for (let b = 0; b < batchSize; b++) {
         for (let oy = 0; oy < outHeight; oy++) {
           const row = (b * inHeight + 2 * oy) * rowBytes;

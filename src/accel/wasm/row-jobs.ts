@@ -1,10 +1,16 @@
 /**
- * The row loop of the stride-1 filter gradients (kernels.ts), split across two threads where a helper thread runs
- * (helper.ts, started by setup.ts in Node). Its SIMD loops ran on the main thread alone while XNNPACK's pool sat
- * idle: block 1's 16 -> 16 filter gradient was the largest kernel of a wasm training step.
+ * Row loops split across two threads where a helper thread runs (helper.ts, started by setup.ts in Node): the SIMD
+ * loops of the stride-1 filter gradients (kernels.ts) and the memory-bound row loops of the fused training kernels
+ * (RowCall: the ReLU mask and its sums, batch-norm's sums, gradient, statistics and inference pass). They ran on the
+ * main thread alone while XNNPACK's pool sat idle: block 1's 16 -> 16 filter gradient was the largest kernel of a
+ * wasm training step, and the row loops together took 90 ms of a step on one thread.
  * This module imports nothing from Node, so kernels.ts (and with it the web page's bundle) stays free of it.
  */
 import type { SimdLoops } from './simd';
+
+/** What a RowSplitter is given: a filter-gradient job (FilterGradJob's fields) or a row call (rowCallFields). */
+export const FILTER_GRAD_JOB = 0;
+export const ROW_CALL_JOB = 1;
 
 /**
  * What one call of filterGradRows needs, in this order (the helper thread reads it from a shared Int32Array):
@@ -62,11 +68,12 @@ export function filterGradRows(loops: SimdLoops, buffer: ArrayBufferLike, job: A
   }
 }
 
-/** A second thread for a job's rows [split, r1), while the calling thread runs [r0, split). */
+/** A second thread for part of a job's rows, while the calling thread runs the rest. */
 export interface RowSplitter {
-  /** Posts those rows, with the second thread's own partial sums and totals at accAt / totalAt; false: declined. */
-  start(job: FilterGradJob, split: number, accAt: number, totalAt: number): boolean;
-  /** Waits until the second thread has written its totals; throws if it failed (runFilterGradJob then does its rows). */
+  /** Posts a job of `kind` (FILTER_GRAD_JOB, ROW_CALL_JOB), its fields already holding the second thread's rows and
+   * its own partial sums and totals; false: declined. */
+  start(kind: number, fields: number[]): boolean;
+  /** Waits until the second thread has written its totals; throws if it failed (the caller then does its rows). */
   finish(): void;
 }
 
@@ -97,7 +104,13 @@ export function runFilterGradJob(
   const work = rows * job.outWidth * job.sums;
   const split = job.r0 + Math.floor(rows / 2);
   const helped = second !== undefined && splitter !== undefined && rows >= 2 && work >= MIN_SPLIT_WORK;
-  const started = helped && splitter!.start(job, split, second.accAt, second.totalAt);
+  const theirs = helped ? { ...job, r0: split, accAt: second.accAt, totalAt: second.totalAt } : undefined;
+  const started =
+    theirs !== undefined &&
+    splitter!.start(
+      FILTER_GRAD_JOB,
+      JOB_FIELDS.map((f) => theirs[f]),
+    );
   const mine = started ? { ...job, r1: split } : job;
   filterGradRows(
     loops,
@@ -109,20 +122,121 @@ export function runFilterGradJob(
       splitter!.finish();
     } catch (err) {
       // Training goes on without the helper: its rows are done here, and the next jobs stay on this thread.
-      console.warn(`wasm: ${(err as Error).message}; continuing on one thread`);
-      splitter = undefined;
-      const theirs = { ...job, r0: split, accAt: second!.accAt, totalAt: second!.totalAt };
+      helperFailed(err);
       filterGradRows(
         loops,
         memory(),
-        JOB_FIELDS.map((f) => theirs[f]),
+        JOB_FIELDS.map((f) => theirs![f]),
       );
     }
   }
   const totals = new Float64Array(new Float64Array(memory(), job.totalAt, job.sums));
   if (started) {
-    const theirs = new Float64Array(memory(), second.totalAt, job.sums);
-    for (let k = 0; k < job.sums; k++) totals[k] += theirs[k];
+    const helperTotals = new Float64Array(memory(), theirs!.totalAt, job.sums);
+    for (let k = 0; k < job.sums; k++) totals[k] += helperTotals[k];
+  }
+  return totals;
+}
+
+/** Training goes on without the helper: the caller redoes its rows, and later jobs stay on this thread. */
+function helperFailed(err: unknown): void {
+  console.warn(`wasm: ${(err as Error).message}; continuing on one thread`);
+  splitter = undefined;
+}
+
+// Not exported under this name: runRowCall's source text must refer to it as a plain identifier (an exported const
+// compiles to `exports.X`), which the helper thread defines.
+const rowCallLoops = ['relugradsums', 'bnsums', 'bngrad', 'bnmoments', 'rowaffine', 'colsum', 'maxpool2x2'] as const;
+/** The SIMD loops a RowCall may name; the index travels to the helper thread, which is given this list too. */
+export const ROW_CALL_LOOPS = rowCallLoops;
+
+/**
+ * One SIMD row loop (simd.ts) over rows of channels-last data, described as data so the helper thread can run part
+ * of it: the loop's arguments for row 0, the bytes each one moves per row, which one takes the row count (-1: the
+ * loop does one row per call, as maxpool2x2), and which ones are byte offsets into the running thread's own float32
+ * partial sums (bit i for argument i).
+ */
+export interface RowCall {
+  loop: (typeof ROW_CALL_LOOPS)[number];
+  args: number[];
+  strides: number[];
+  countArg: number;
+  partialArgs: number;
+}
+
+const MAX_ROW_CALL_ARGS = 9;
+
+/** A row call's fields for rows [r0, r1): loop, r0, r1, partialAt, totalAt, sums, countArg, partialArgs, 9 args, 9 strides. */
+function rowCallFields(call: RowCall, r0: number, r1: number, partialAt: number, totalAt: number, sums: number): number[] {
+  if (call.args.length > MAX_ROW_CALL_ARGS || call.strides.length !== call.args.length) {
+    throw new Error(`row call ${call.loop}: up to ${MAX_ROW_CALL_ARGS} arguments, each with a stride`);
+  }
+  const pad = (xs: number[]) => [...xs, ...new Array<number>(MAX_ROW_CALL_ARGS - xs.length).fill(0)];
+  const loop = ROW_CALL_LOOPS.indexOf(call.loop);
+  return [loop, r0, r1, partialAt, totalAt, sums, call.countArg, call.partialArgs, ...pad(call.args), ...pad(call.strides)];
+}
+
+/**
+ * Runs a row call's rows [r0, r1) (fields as rowCallFields makes them) in chunks of 512 rows, moving the float32
+ * partial sums into the float64 totals after each, so long sums keep float32's rounding small. Self-contained but
+ * for rowCallLoops: helper.ts runs this function's source text in its thread, and defines that list there.
+ */
+export function runRowCall(loops: SimdLoops, buffer: ArrayBufferLike, fields: ArrayLike<number>): void {
+  const f = Array.from(fields);
+  const [loop, r0, r1, partialAt, totalAt, sums, countArg, partialArgs] = f;
+  const args = f.slice(8, 17);
+  const strides = f.slice(17, 26);
+  const run = loops[rowCallLoops[loop]] as (...a: number[]) => void;
+  const partial = new Float32Array(buffer, partialAt, sums);
+  const total = new Float64Array(buffer, totalAt, sums);
+  total.fill(0);
+  if (countArg < 0) {
+    for (let r = r0; r < r1; r++) run(...args.map((a, i) => a + r * strides[i]));
+    return;
+  }
+  for (let r = r0; r < r1; r += 512) {
+    const count = Math.min(512, r1 - r);
+    partial.fill(0);
+    run(...args.map((a, i) => (i === countArg ? count : (partialArgs >> i) & 1 ? partialAt + a : a + r * strides[i])));
+    for (let k = 0; k < sums; k++) total[k] += partial[k];
+  }
+}
+
+/** Below this many values a row call stays on one thread: waking the helper costs about as much as it saves. */
+const MIN_SPLIT_VALUES = 1 << 17;
+
+/**
+ * A row call over `rows` rows of `values` values in all, on this thread and, for large calls with a helper, half
+ * on it; returns the float64 totals of its `sums` partial sums. scratch(thread) gives each thread's partial-sum
+ * and total addresses (the totals 8-byte aligned).
+ */
+export function runRowCallJob(
+  loops: SimdLoops,
+  memory: () => ArrayBufferLike,
+  call: RowCall,
+  rows: number,
+  values: number,
+  sums: number,
+  scratch: (thread: 0 | 1) => { partialAt: number; totalAt: number },
+): Float64Array {
+  const split = Math.floor(rows / 2);
+  const mine = scratch(0);
+  const theirs = splitter !== undefined && rows >= 2 && values >= MIN_SPLIT_VALUES ? scratch(1) : undefined;
+  const theirFields = theirs && rowCallFields(call, split, rows, theirs.partialAt, theirs.totalAt, sums);
+  const started = theirFields !== undefined && splitter!.start(ROW_CALL_JOB, theirFields);
+  runRowCall(loops, memory(), rowCallFields(call, 0, started ? split : rows, mine.partialAt, mine.totalAt, sums));
+  if (started) {
+    try {
+      splitter!.finish();
+    } catch (err) {
+      helperFailed(err);
+      runRowCall(loops, memory(), theirFields);
+    }
+  }
+  const totals = new Float64Array(new Float64Array(memory(), mine.totalAt, sums));
+  if (started) {
+    const helperTotals = new Float64Array(memory(), theirs!.totalAt, sums);
+    for (let k = 0; k < sums; k++) totals[k] += helperTotals[k];
   }
   return totals;
 }
