@@ -82,6 +82,10 @@ const convCases: ConvCase[] = [
   { batch: 2, side: [6, 6], inC: 8, outC: 16, k: [1, 1], stride: 1, pad: 'valid' },
   { batch: 1, side: [10, 9], inC: 5, outC: 3, k: [5, 5], stride: 1, pad: 'valid' },
   { batch: 2, side: [9, 9], inC: 3, outC: 2, k: [3, 3], stride: 1, pad: 'same', dilation: 2 },
+  // 1 -> 16 channels, 3x3: the seed model's first layer, written out in conv.cc (with padding, and with stride 2).
+  { batch: 2, side: [11, 9], inC: 1, outC: 16, k: [3, 3], stride: 1, pad: 'same' },
+  { batch: 2, side: [10, 13], inC: 1, outC: 16, k: [3, 3], stride: 2, pad: 'same' },
+  { batch: 1, side: [9, 9], inC: 1, outC: 16, k: [3, 3], stride: 1, pad: 'same', dilation: 2 }, // oneDNN's
   // 16 -> 16 channels, 3x3, stride 1: the shape that takes Winograd on AVX-512 CPUs (accel/onednn/src/conv.cc).
   { batch: 2, side: [10, 13], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' },
   { batch: 3, side: [9, 7], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'valid' },

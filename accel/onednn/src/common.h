@@ -6,6 +6,7 @@
 #include <dnnl.hpp>
 #include <omp.h>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace pn {
@@ -52,6 +53,18 @@ struct ConvGeom {
   int64_t depthMult;  // 0: ordinary conv (HWIO filter); >0: depthwise (HWCM filter)
   static ConvGeom from(const std::vector<int64_t>& p);
 };
+
+// 16 floats as one GCC vector (one AVX-512 register, two AVX2 ones): the channels of the one-channel 3x3 x 16
+// layer's hand-written loops (the seed model's first layer), whose sums then stay in registers.
+typedef float Floats16 __attribute__((vector_size(64)));
+
+inline Floats16 load16(const float* p) {
+  Floats16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store16(float* p, Floats16 v) { std::memcpy(p, &v, sizeof v); }
 
 // Per-column sums over `rows` rows of `width` columns: each thread takes one contiguous range of rows and adds them
 // into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The

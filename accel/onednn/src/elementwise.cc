@@ -263,15 +263,9 @@ void reluFilterGradRows(const ConvGeom& g, const float* x, const float* dy, cons
 }
 
 // The same for a 3x3 window and 16 output channels (the seed model's first layer), with the 16 channels as one
-// GCC vector (one AVX-512 register, two AVX2 ones), so a row's ten sums stay in registers (and the window's interior columns skip the padding's checks): the generic loop above
-// loads and stores them for every tap and pixel, and took longer than the mask pass and oneDNN's filter gradient.
-typedef float Floats16 __attribute__((vector_size(64)));
-
-inline Floats16 load16(const float* p) {
-  Floats16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+// GCC vector (Floats16), so a row's ten sums stay in registers (and the window's interior columns skip the padding's
+// checks): the generic loop above loads and stores them for every tap and pixel, and took longer than the mask pass
+// and oneDNN's filter gradient.
 
 void reluFilterGradRows3x3x16(const ConvGeom& g, const float* x, const float* dy, const float* y, int64_t r0,
                               int64_t r1, double* out) {
