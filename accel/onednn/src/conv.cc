@@ -180,10 +180,12 @@ bool isOneChannel3x3x16(const ConvGeom& g) {
 // output pixel once, with its bias and ReLU. ReLU keeps NaN, as oneDNN's and tfjs's do.
 void convForwardOneChannel3x3x16(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
                                  bool relu) {
-  Floats16 taps[9];
-  for (int t = 0; t < 9; t++) taps[t] = load16(w + t * 16);
-  const Floats16 zero = {};
-  const Floats16 start = bias ? load16(bias) : zero;
+  FloatsV taps[9][kParts16], start[kParts16];
+  const FloatsV zero = {};
+  for (int q = 0; q < kParts16; q++) {
+    for (int t = 0; t < 9; t++) taps[t][q] = loadV(w + t * 16 + q * kLanes);
+    start[q] = bias ? loadV(bias + q * kLanes) : zero;
+  }
   const std::vector<float> zeros(static_cast<size_t>(g.w), 0.f);
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < g.n * g.oh; row++) {
@@ -195,18 +197,20 @@ void convForwardOneChannel3x3x16(const ConvGeom& g, const float* x, const float*
     }
     float* out = y + row * g.ow * 16;
     for (int64_t col = 0; col < g.ow; col++) {
-      Floats16 acc = start;
+      FloatsV acc[kParts16];
+      for (int q = 0; q < kParts16; q++) acc[q] = start[q];
       const int64_t c0 = col * g.sw - g.pl;
-      if (c0 >= 0 && c0 + 2 < g.w) {
-        for (int i = 0; i < 3; i++)
-          for (int j = 0; j < 3; j++) acc += in[i][c0 + j] * taps[i * 3 + j];
-      } else {
-        for (int i = 0; i < 3; i++)
-          for (int j = 0; j < 3; j++)
-            if (c0 + j >= 0 && c0 + j < g.w) acc += in[i][c0 + j] * taps[i * 3 + j];
+      const bool interior = c0 >= 0 && c0 + 2 < g.w;
+      for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+          if (!interior && (c0 + j < 0 || c0 + j >= g.w)) continue;  // a tap over the left or right padding
+          const float v = in[i][c0 + j];
+          for (int q = 0; q < kParts16; q++) acc[q] += v * taps[i * 3 + j][q];
+        }
+      for (int q = 0; q < kParts16; q++) {
+        if (relu) acc[q] = (acc[q] > zero) | (acc[q] != acc[q]) ? acc[q] : zero;
+        storeV(out + col * 16 + q * kLanes, acc[q]);
       }
-      if (relu) acc = (acc > zero) | (acc != acc) ? acc : zero;
-      store16(out + col * 16, acc);
     }
   }
 }

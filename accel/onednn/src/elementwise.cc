@@ -262,14 +262,14 @@ void reluFilterGradRows(const ConvGeom& g, const float* x, const float* dy, cons
   }
 }
 
-// The same for a 3x3 window and 16 output channels (the seed model's first layer), with the 16 channels as one
-// GCC vector (Floats16), so a row's ten sums stay in registers (and the window's interior columns skip the padding's
-// checks): the generic loop above loads and stores them for every tap and pixel, and took longer than the mask pass
-// and oneDNN's filter gradient.
+// The same for a 3x3 window and 16 output channels (the seed model's first layer), with the 16 channels as kParts16
+// target-wide GCC vectors (FloatsV, common.h), so a row's ten sums stay in registers (and the window's interior
+// columns skip the padding's checks): the generic loop above loads and stores them for every tap and pixel, and took
+// longer than the mask pass and oneDNN's filter gradient.
 
 void reluFilterGradRows3x3x16(const ConvGeom& g, const float* x, const float* dy, const float* y, int64_t r0,
                               int64_t r1, double* out) {
-  const Floats16 zero = {}, one = zero + 1.f;
+  const FloatsV zero = {}, one = zero + 1.f;
   const std::vector<float> zeros(static_cast<size_t>(g.w), 0.f);
   for (int64_t row = r0; row < r1; row++) {
     const int64_t b = row / g.oh, r = row % g.oh;
@@ -279,27 +279,30 @@ void reluFilterGradRows3x3x16(const ConvGeom& g, const float* x, const float* dy
       const int64_t xr = r * g.sh - g.pt + i * g.dh;
       in[i] = xr >= 0 && xr < g.h ? x + (b * g.h + xr) * g.w : zeros.data();
     }
-    Floats16 taps[9] = {}, bias = {};
+    FloatsV taps[9][kParts16] = {}, bias[kParts16] = {};
     for (int64_t col = 0; col < g.ow; col++) {
       const int64_t at = (row * g.ow + col) * 16;
-      const Floats16 v = load16(y + at);
-      const Floats16 m = load16(dy + at) * (v != v ? v : (v > zero ? one : zero));  // ReluGrad's mask, NaN included
-      bias += m;
-      const int64_t c0 = col * g.sw - g.pl;
-      if (c0 >= 0 && c0 + 2 * g.dw < g.w) {
-        for (int i = 0; i < 3; i++)
-          for (int j = 0; j < 3; j++) taps[i * 3 + j] += in[i][c0 + j * g.dw] * m;
-      } else {  // a window over the left or right padding
-        for (int i = 0; i < 3; i++)
-          for (int j = 0; j < 3; j++) {
-            const int64_t xc = c0 + j * g.dw;
-            if (xc >= 0 && xc < g.w) taps[i * 3 + j] += in[i][xc] * m;
-          }
+      FloatsV m[kParts16];
+      for (int q = 0; q < kParts16; q++) {
+        const FloatsV v = loadV(y + at + q * kLanes);
+        m[q] = loadV(dy + at + q * kLanes) * (v != v ? v : (v > zero ? one : zero));  // ReluGrad's mask, NaN included
+        bias[q] += m[q];
       }
+      const int64_t c0 = col * g.sw - g.pl;
+      const bool interior = c0 >= 0 && c0 + 2 * g.dw < g.w;
+      for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+          const int64_t xc = c0 + j * g.dw;
+          if (!interior && (xc < 0 || xc >= g.w)) continue;  // a tap over the left or right padding
+          const float v = in[i][xc];
+          for (int q = 0; q < kParts16; q++) taps[i * 3 + j][q] += v * m[q];
+        }
     }
     for (int t = 0; t < 9; t++)
-      for (int k = 0; k < 16; k++) out[t * 16 + k] += taps[t][k];
-    for (int k = 0; k < 16; k++) out[9 * 16 + k] += bias[k];
+      for (int q = 0; q < kParts16; q++)
+        for (int k = 0; k < kLanes; k++) out[t * 16 + q * kLanes + k] += taps[t][q][k];
+    for (int q = 0; q < kParts16; q++)
+      for (int k = 0; k < kLanes; k++) out[9 * 16 + q * kLanes + k] += bias[q][k];
   }
 }
 

@@ -103,45 +103,48 @@ export function runFilterGradJob(
   const rows = job.r1 - job.r0;
   const work = rows * job.outWidth * job.sums;
   const split = job.r0 + Math.floor(rows / 2);
-  const helped = second !== undefined && splitter !== undefined && rows >= 2 && work >= MIN_SPLIT_WORK;
-  const theirs = helped ? { ...job, r0: split, accAt: second.accAt, totalAt: second.totalAt } : undefined;
-  const started =
-    theirs !== undefined &&
-    splitter!.start(
-      FILTER_GRAD_JOB,
-      JOB_FIELDS.map((f) => theirs[f]),
-    );
-  const mine = started ? { ...job, r1: split } : job;
-  filterGradRows(
-    loops,
-    memory(),
-    JOB_FIELDS.map((f) => mine[f]),
-  );
+  const fields = (j: FilterGradJob) => JOB_FIELDS.map((f) => j[f]);
+  const halves: [number[], number[]] | undefined =
+    second !== undefined && rows >= 2 && work >= MIN_SPLIT_WORK
+      ? [fields({ ...job, r1: split }), fields({ ...job, r0: split, accAt: second.accAt, totalAt: second.totalAt })]
+      : undefined;
+  const helped = splitWithHelper(FILTER_GRAD_JOB, (f) => filterGradRows(loops, memory(), f), fields(job), halves);
+  return addTotals(memory(), job.sums, job.totalAt, helped ? second!.totalAt : undefined);
+}
+
+/**
+ * Runs `whole` here, or, where `halves` is given and the helper takes its second half, the first half here while the
+ * helper runs the second. If the helper fails, training goes on without it: its half is run here, and later jobs
+ * stay on this thread. Returns whether the job was split (the second half's totals are then in its own region).
+ */
+function splitWithHelper(
+  kind: number,
+  run: (fields: number[]) => void,
+  whole: number[],
+  halves: [number[], number[]] | undefined,
+): boolean {
+  const started = halves !== undefined && splitter !== undefined && splitter.start(kind, halves[1]);
+  run(started ? halves![0] : whole);
   if (started) {
     try {
       splitter!.finish();
     } catch (err) {
-      // Training goes on without the helper: its rows are done here, and the next jobs stay on this thread.
-      helperFailed(err);
-      filterGradRows(
-        loops,
-        memory(),
-        JOB_FIELDS.map((f) => theirs![f]),
-      );
+      console.warn(`wasm: ${(err as Error).message}; continuing on one thread`);
+      splitter = undefined;
+      run(halves![1]);
     }
   }
-  const totals = new Float64Array(new Float64Array(memory(), job.totalAt, job.sums));
-  if (started) {
-    const helperTotals = new Float64Array(memory(), theirs!.totalAt, job.sums);
-    for (let k = 0; k < job.sums; k++) totals[k] += helperTotals[k];
-  }
-  return totals;
+  return started;
 }
 
-/** Training goes on without the helper: the caller redoes its rows, and later jobs stay on this thread. */
-function helperFailed(err: unknown): void {
-  console.warn(`wasm: ${(err as Error).message}; continuing on one thread`);
-  splitter = undefined;
+/** A copy of the float64 totals at totalAt, plus those at secondAt when given. */
+function addTotals(buffer: ArrayBufferLike, sums: number, totalAt: number, secondAt: number | undefined): Float64Array {
+  const totals = new Float64Array(new Float64Array(buffer, totalAt, sums));
+  if (secondAt !== undefined) {
+    const second = new Float64Array(buffer, secondAt, sums);
+    for (let k = 0; k < sums; k++) totals[k] += second[k];
+  }
+  return totals;
 }
 
 // Not exported under this name: runRowCall's source text must refer to it as a plain identifier (an exported const
@@ -220,23 +223,10 @@ export function runRowCallJob(
   scratch: (thread: 0 | 1) => { partialAt: number; totalAt: number },
 ): Float64Array {
   const split = Math.floor(rows / 2);
-  const mine = scratch(0);
-  const theirs = splitter !== undefined && rows >= 2 && values >= MIN_SPLIT_VALUES ? scratch(1) : undefined;
-  const theirFields = theirs && rowCallFields(call, split, rows, theirs.partialAt, theirs.totalAt, sums);
-  const started = theirFields !== undefined && splitter!.start(ROW_CALL_JOB, theirFields);
-  runRowCall(loops, memory(), rowCallFields(call, 0, started ? split : rows, mine.partialAt, mine.totalAt, sums));
-  if (started) {
-    try {
-      splitter!.finish();
-    } catch (err) {
-      helperFailed(err);
-      runRowCall(loops, memory(), theirFields);
-    }
-  }
-  const totals = new Float64Array(new Float64Array(memory(), mine.totalAt, sums));
-  if (started) {
-    const helperTotals = new Float64Array(memory(), theirs!.totalAt, sums);
-    for (let k = 0; k < sums; k++) totals[k] += helperTotals[k];
-  }
-  return totals;
+  const [mine, theirs] = [scratch(0), scratch(1)];
+  const fields = (r0: number, r1: number, at: typeof mine) => rowCallFields(call, r0, r1, at.partialAt, at.totalAt, sums);
+  const halves: [number[], number[]] | undefined =
+    rows >= 2 && values >= MIN_SPLIT_VALUES ? [fields(0, split, mine), fields(split, rows, theirs)] : undefined;
+  const helped = splitWithHelper(ROW_CALL_JOB, (f) => runRowCall(loops, memory(), f), fields(0, rows, mine), halves);
+  return addTotals(memory(), sums, mine.totalAt, helped ? theirs.totalAt : undefined);
 }
