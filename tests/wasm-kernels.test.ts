@@ -526,6 +526,16 @@ describe('the helper thread takes half of a large row loop (row-jobs.ts RowCall)
   const pooledDy = randomInput([2, 48, 48, 16], 43);
   const poolAttrs = { filterSize: [2, 2], strides: [2, 2], pad: 'valid', dimRoundingMode: undefined };
 
+  /** MaxPoolGrad of pooledDy through y's 2x2 max pool, on the active backend. */
+  const poolGradient = (yT: tf.Tensor) =>
+    tf
+      .engine()
+      .runKernel(
+        'MaxPoolGrad',
+        { dy: tf.tensor(pooledDy.values, pooledDy.shape), input: yT, output: tf.maxPool(yT as tf.Tensor4D, 2, 2, 'valid') },
+        poolAttrs as never,
+      ) as tf.Tensor;
+
   /** ReluGradChannelSums' [masked, sums] and MaxPoolGrad's dx on wasm, with the row splitter `splitter`. */
   async function rowLoops(splitter: RowSplitter | undefined): Promise<Float32Array[]> {
     await tf.setBackend('wasm');
@@ -535,15 +545,7 @@ describe('the helper thread takes half of a large row loop (row-jobs.ts RowCall)
       return tf.tidy(() => {
         const [dyT, yT] = [tf.tensor(dy.values, shape), tf.tensor(y.values, shape)];
         const [masked, sums] = tf.engine().runKernel('ReluGradChannelSums', { dy: dyT, y: yT }) as tf.Tensor[];
-        const pooled = tf.maxPool(yT as tf.Tensor4D, 2, 2, 'valid');
-        const dx = tf
-          .engine()
-          .runKernel(
-            'MaxPoolGrad',
-            { dy: tf.tensor(pooledDy.values, pooledDy.shape), input: yT, output: pooled },
-            poolAttrs as never,
-          ) as tf.Tensor;
-        return [masked, sums, dx].map((t) => t.dataSync() as Float32Array);
+        return [masked, sums, poolGradient(yT)].map((t) => t.dataSync() as Float32Array);
       });
     } finally {
       if (rowSplitter() === splitter) useRowSplitter(helper);
@@ -555,15 +557,7 @@ describe('the helper thread takes half of a large row loop (row-jobs.ts RowCall)
     return tf.tidy(() => {
       const [dyT, yT] = [tf.tensor(dy.values, shape), tf.tensor(y.values, shape)];
       const masked = tf.mul(dyT, tf.step(yT));
-      const pooled = tf.maxPool(yT as tf.Tensor4D, 2, 2, 'valid');
-      const dx = tf
-        .engine()
-        .runKernel(
-          'MaxPoolGrad',
-          { dy: tf.tensor(pooledDy.values, pooledDy.shape), input: yT, output: pooled },
-          poolAttrs as never,
-        ) as tf.Tensor;
-      return [masked, tf.sum(masked, [0, 1, 2]), dx].map((t) => t.dataSync() as Float32Array);
+      return [masked, tf.sum(masked, [0, 1, 2]), poolGradient(yT)].map((t) => t.dataSync() as Float32Array);
     });
   }
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <omp.h>
+#include <type_traits>
 #include <vector>
 
 namespace pn {
@@ -18,6 +19,25 @@ static const int64_t kParallelMin = [] {
   const char* v = std::getenv("PNEUMO_NATIVE_PARALLEL_MIN");
   return v ? std::atoll(v) : int64_t(1) << 18;
 }();
+
+// tfjs's step(x) with alpha (ReLU's mask with alpha 0): NaN where x is NaN. Written as two plain selects: GCC does not
+// if-convert the nested form for AVX2 (no mask registers), which left the loops using it scalar there.
+inline float stepOf(float x, float alpha = 0.f) {
+  const float positive = x > 0.f ? 1.f : alpha;
+  return x != x ? x : positive;
+}
+
+// Calls f(std::integral_constant<int, W>()) with W = c for the channel counts whose per-channel sums a loop keeps in
+// registers (16, 32, 64), and W = 0 (the loop for any width) for the others.
+template <typename F>
+void withChannelWidth(int64_t c, F f) {
+  switch (c) {
+    case 16: f(std::integral_constant<int, 16>()); break;
+    case 32: f(std::integral_constant<int, 32>()); break;
+    case 64: f(std::integral_constant<int, 64>()); break;
+    default: f(std::integral_constant<int, 0>());
+  }
+}
 
 template <BinaryOp OP>
 inline float apply(float a, float b) {
@@ -117,11 +137,14 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   switch (static_cast<UnaryOp>(op)) {
     case UnaryOp::kRelu:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? x[i] : 0.f);  // Math.max(0, x)
+      for (int64_t i = 0; i < n; i++) {
+        const float positive = x[i] > 0.f ? x[i] : 0.f;  // Math.max(0, x), in two selects as stepOf
+        y[i] = x[i] != x[i] ? x[i] : positive;
+      }
       break;
     case UnaryOp::kStep:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-      for (int64_t i = 0; i < n; i++) y[i] = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : alpha);
+      for (int64_t i = 0; i < n; i++) y[i] = stepOf(x[i], alpha);
       break;
     case UnaryOp::kSqrt:
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
@@ -173,30 +196,23 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
   int64_t n = info[2].As<Napi::Float32Array>().ElementLength();
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; i++) {
-    float s = x[i] != x[i] ? x[i] : (x[i] > 0.f ? 1.f : 0.f);
-    y[i] = dy[i] * s;
+    y[i] = dy[i] * stepOf(x[i]);
   }
   return info.Env().Undefined();
 }
 
-// ReluGradChannelSums over rows [r0, r1) with W channels fixed, so the sums stay in registers (as columnSums; the
-// generic loop loaded and stored them for every row and ran at about 60% of the memory bandwidth). W = 0: any width.
-template <int W>
-void reluMaskSums(const float* dy, const float* y, float* masked, int64_t c, int64_t r0, int64_t r1, double* out) {
+// Rows [r0, r1) of a loop over channels-last values whose value(i, j) (element i, channel j) is written out and
+// summed per channel into out; with W channels fixed (W > 0) the sums stay in registers instead of being loaded
+// and stored for every row (the generic loop ran the ReLU mask at about 60% of the memory bandwidth); W = 0: c wide.
+template <int W, typename Value>
+void rowsWithChannelSums(int64_t c, int64_t r0, int64_t r1, double* out, Value value) {
   constexpr int kRegisters = W > 0 ? W : 1;
   double acc[kRegisters] = {};
   double* sums = W > 0 ? acc : out;
   const int64_t width = W > 0 ? W : c;
   for (int64_t r = r0; r < r1; r++) {
-    const float* g = dy + r * width;
-    const float* v = y + r * width;
-    float* m = masked + r * width;
 #pragma omp simd
-    for (int64_t j = 0; j < width; j++) {
-      float s = v[j] != v[j] ? v[j] : (v[j] > 0.f ? 1.f : 0.f);
-      m[j] = g[j] * s;
-      sums[j] += m[j];
-    }
+    for (int64_t j = 0; j < width; j++) sums[j] += value(r * width + j, j);
   }
   if (W > 0)
     for (int j = 0; j < W; j++) out[j] += acc[j];
@@ -215,12 +231,9 @@ Napi::Value ReluGradChannelSums(const Napi::CallbackInfo& info) {
   const int64_t c = info[3].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
   columnSumsByThread(n / c, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
-    switch (c) {
-      case 16: reluMaskSums<16>(dy, y, masked, c, r0, r1, acc); break;
-      case 32: reluMaskSums<32>(dy, y, masked, c, r0, r1, acc); break;
-      case 64: reluMaskSums<64>(dy, y, masked, c, r0, r1, acc); break;
-      default: reluMaskSums<0>(dy, y, masked, c, r0, r1, acc);
-    }
+    withChannelWidth(c, [&](auto w) {
+      rowsWithChannelSums<decltype(w)::value>(c, r0, r1, acc, [&](int64_t i, int64_t) { return masked[i] = dy[i] * stepOf(y[i]); });
+    });
   });
   return info.Env().Undefined();
 }
@@ -242,7 +255,7 @@ void reluFilterGradRows(const ConvGeom& g, const float* x, const float* dy, cons
       const float* yr = y + (row * g.ow + col) * g.oc;
 #pragma omp simd
       for (int64_t k = 0; k < g.oc; k++) {
-        m[k] = dr[k] * (yr[k] != yr[k] ? yr[k] : (yr[k] > 0.f ? 1.f : 0.f));  // ReluGrad's mask, NaN included
+        m[k] = dr[k] * stepOf(yr[k]);
         bias[k] += m[k];
       }
       for (int64_t i = 0; i < g.kh; i++) {
@@ -332,7 +345,7 @@ Napi::Value ReluFilterGradOneChannel(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// BatchNormGradSums over rows [r0, r1) with W channels fixed (registers, as reluMaskSums); W = 0: any width.
+// BatchNormGradSums over rows [r0, r1) with W channels fixed (registers, as rowsWithChannelSums); W = 0: any width.
 template <int W>
 void batchNormGradSums(const float* dy, const float* x, const float* mean, int64_t c, int64_t r0, int64_t r1,
                        double* out) {
@@ -367,12 +380,7 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
   columnSumsByThread(n / c, 2 * c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* s1) {
-    switch (c) {
-      case 16: batchNormGradSums<16>(dy, x, mean, c, r0, r1, s1); break;
-      case 32: batchNormGradSums<32>(dy, x, mean, c, r0, r1, s1); break;
-      case 64: batchNormGradSums<64>(dy, x, mean, c, r0, r1, s1); break;
-      default: batchNormGradSums<0>(dy, x, mean, c, r0, r1, s1);
-    }
+    withChannelWidth(c, [&](auto w) { batchNormGradSums<decltype(w)::value>(dy, x, mean, c, r0, r1, s1); });
   });
   return info.Env().Undefined();
 }
@@ -437,31 +445,6 @@ Napi::Value BatchNormMoments(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// BatchNormTrainGrad's rows [r0, r1) times ReLU's mask step(x), with the products' sums added into out; W channels
-// fixed (registers, as reluMaskSums), W = 0: any width.
-template <int W>
-void batchNormGradMasked(const float* dy, const float* x, const float* mean, const float* coef, float* dx, int64_t c,
-                         int64_t r0, int64_t r1, double* out) {
-  constexpr int kRegisters = W > 0 ? W : 1;
-  double acc[kRegisters] = {};
-  double* sums = W > 0 ? acc : out;
-  const int64_t width = W > 0 ? W : c;
-  const float *a = coef, *b = coef + width, *k = coef + 2 * width;
-  for (int64_t r = r0; r < r1; r++) {
-    const float* dr = dy + r * width;
-    const float* xr = x + r * width;
-    float* o = dx + r * width;
-#pragma omp simd
-    for (int64_t j = 0; j < width; j++) {
-      const float step = xr[j] != xr[j] ? xr[j] : (xr[j] > 0.f ? 1.f : 0.f);
-      o[j] = (a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j]) * step;
-      sums[j] += o[j];
-    }
-  }
-  if (W > 0)
-    for (int j = 0; j < W; j++) out[j] += acc[j];
-}
-
 // Training-mode batch-norm's input gradient in one pass over channels-last dy and x, from per-channel
 // coefficients the caller derives from BatchNormGradSums: dx = a[c] * dy + b[c] * (x - mean[c]) + k[c].
 // With the batch statistics' own gradients folded in (a = s r, b = -s r^3 S2 / n, k = -s r S1 / n), this
@@ -495,12 +478,11 @@ Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
   // With sums: x is a ReLU's output, and dx comes out multiplied by ReLU's mask step(x) (ReluGrad's values), with
   // its per-channel sums, the ReLU layer's bias gradient, so that layer needs no mask pass of its own.
   columnSumsByThread(rows, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
-    switch (c) {
-      case 16: batchNormGradMasked<16>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
-      case 32: batchNormGradMasked<32>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
-      case 64: batchNormGradMasked<64>(dy, x, mean, coef, dx, c, r0, r1, acc); break;
-      default: batchNormGradMasked<0>(dy, x, mean, coef, dx, c, r0, r1, acc);
-    }
+    withChannelWidth(c, [&](auto w) {
+      rowsWithChannelSums<decltype(w)::value>(c, r0, r1, acc, [&](int64_t i, int64_t j) {
+        return dx[i] = (a[j] * dy[i] + b[j] * (x[i] - mean[j]) + k[j]) * stepOf(x[i]);
+      });
+    });
   });
   return info.Env().Undefined();
 }
