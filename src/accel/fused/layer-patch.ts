@@ -1,6 +1,6 @@
 /**
  * Replacing a tfjs-layers class's `call` while keeping tfjs's own for every call the replacement does not take:
- * what the batch-norm patch (batchnorm.ts) and the native conv-layer patch (onednn/conv-layers.ts) share. The
+ * what the batch-norm (batchnorm.ts), conv-layer (conv-layers.ts) and max-pooling (pool-layers.ts) patches share. The
  * classes are global, so a patch acts process-wide; each replacement checks that the active backend can run it
  * before it takes over.
  */
