@@ -76,6 +76,13 @@ inline FloatsV loadV(const float* p) {
 
 inline void storeV(float* p, FloatsV v) { std::memcpy(p, &v, sizeof v); }
 
+// tfjs's step(x) with alpha (ReLU's mask with alpha 0): NaN where x is NaN. Written as two plain selects: GCC does not
+// if-convert the nested form for AVX2 (no mask registers), which left the loops using it scalar there.
+inline float stepOf(float x, float alpha = 0.f) {
+  const float positive = x > 0.f ? 1.f : alpha;
+  return x != x ? x : positive;
+}
+
 // Per-column sums over `rows` rows of `width` columns: each thread takes one contiguous range of rows and adds them
 // into its own row of doubles with rowRange(r0, r1, acc); the threads' rows are then added in thread order. The
 // ranges and that order depend only on rows and the thread count, so every kernel built on this (Sum over leading

@@ -20,18 +20,12 @@ static const int64_t kParallelMin = [] {
   return v ? std::atoll(v) : int64_t(1) << 18;
 }();
 
-// tfjs's step(x) with alpha (ReLU's mask with alpha 0): NaN where x is NaN. Written as two plain selects: GCC does not
-// if-convert the nested form for AVX2 (no mask registers), which left the loops using it scalar there.
-inline float stepOf(float x, float alpha = 0.f) {
-  const float positive = x > 0.f ? 1.f : alpha;
-  return x != x ? x : positive;
-}
-
 // Calls f(std::integral_constant<int, W>()) with W = c for the channel counts whose per-channel sums a loop keeps in
-// registers (16, 32, 64), and W = 0 (the loop for any width) for the others.
+// registers (8, 16, 32, 64), and W = 0 (the loop for any width) for the others.
 template <typename F>
 void withChannelWidth(int64_t c, F f) {
   switch (c) {
+    case 8: f(std::integral_constant<int, 8>()); break;
     case 16: f(std::integral_constant<int, 16>()); break;
     case 32: f(std::integral_constant<int, 32>()); break;
     case 64: f(std::integral_constant<int, 64>()); break;
@@ -279,7 +273,6 @@ void reluFilterGradRows(const ConvGeom& g, const float* x, const float* dy, cons
 // target-wide GCC vectors (FloatsV, common.h), so a row's ten sums stay in registers (and the window's interior
 // columns skip the padding's checks): the generic loop above loads and stores them for every tap and pixel, and took
 // longer than the mask pass and oneDNN's filter gradient.
-
 void reluFilterGradRows3x3x16(const ConvGeom& g, const float* x, const float* dy, const float* y, int64_t r0,
                               int64_t r1, double* out) {
   const FloatsV zero = {}, one = zero + 1.f;
@@ -386,24 +379,28 @@ Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
 }
 
 // BatchNormMoments' sums for rows [r0, r1) with W channels fixed, so the accumulators stay in registers (as
-// columnSums): out[k] += x - x[0, k], out[W + k] += its square, in double.
+// rowsWithChannelSums; W = 0: c wide): out[k] += x - x[0, k], out[c + k] += its square, in double.
 template <int W>
-void shiftedSquareSums(const float* x, int64_t r0, int64_t r1, double* out) {
-  double s1[W] = {}, s2[W] = {}, shift[W];
-  for (int k = 0; k < W; k++) shift[k] = x[k];
+void shiftedSquareSums(const float* x, int64_t c, int64_t r0, int64_t r1, double* out) {
+  constexpr int kRegisters = W > 0 ? W : 1;
+  double acc1[kRegisters] = {}, acc2[kRegisters] = {};
+  const int64_t width = W > 0 ? W : c;
+  double* s1 = W > 0 ? acc1 : out;
+  double* s2 = W > 0 ? acc2 : out + c;
   for (int64_t r = r0; r < r1; r++) {
-    const float* row = x + r * W;
+    const float* row = x + r * width;
 #pragma omp simd
-    for (int k = 0; k < W; k++) {
-      const double d = double(row[k]) - shift[k];
+    for (int64_t k = 0; k < width; k++) {
+      const double d = double(row[k]) - double(x[k]);
       s1[k] += d;
       s2[k] += d * d;
     }
   }
-  for (int k = 0; k < W; k++) {
-    out[k] += s1[k];
-    out[W + k] += s2[k];
-  }
+  if (W > 0)
+    for (int k = 0; k < W; k++) {
+      out[k] += acc1[k];
+      out[W + k] += acc2[k];
+    }
 }
 
 // Training-mode batch-norm's statistics in one pass over channels-last x: mean[c] and the biased variance[c], as
@@ -419,23 +416,7 @@ Napi::Value BatchNormMoments(const Napi::CallbackInfo& info) {
   const int64_t rows = n / c;
   std::vector<double> sums(static_cast<size_t>(2 * c));
   columnSumsByThread(rows, 2 * c, n > kParallelMin, 1.0, sums.data(), [&](int64_t r0, int64_t r1, double* s1) {
-    switch (c) {
-      case 16: shiftedSquareSums<16>(x, r0, r1, s1); break;
-      case 32: shiftedSquareSums<32>(x, r0, r1, s1); break;
-      case 64: shiftedSquareSums<64>(x, r0, r1, s1); break;
-      default: {
-        double* s2 = s1 + c;
-        for (int64_t r = r0; r < r1; r++) {
-          const float* xr = x + r * c;
-#pragma omp simd
-          for (int64_t k = 0; k < c; k++) {
-            const double d = double(xr[k]) - double(x[k]);
-            s1[k] += d;
-            s2[k] += d * d;
-          }
-        }
-      }
-    }
+    withChannelWidth(c, [&](auto w) { shiftedSquareSums<decltype(w)::value>(x, c, r0, r1, s1); });
   });
   for (int64_t k = 0; k < c; k++) {
     const double shiftedMean = sums[k] / rows;
@@ -485,20 +466,6 @@ Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
     });
   });
   return info.Env().Undefined();
-}
-
-// Column sums of rows [r0, r1) of a [rows, W] matrix with W fixed, so the W double accumulators
-// stay in registers instead of being loaded and stored for every row (channel counts of
-// batch-norm and bias gradients; measured 2-3x faster than the generic loop at W = 16).
-template <int W>
-void columnSums(const float* x, int64_t r0, int64_t r1, double* out) {
-  double acc[W] = {};
-  for (int64_t r = r0; r < r1; r++) {
-    const float* row = x + r * W;
-#pragma omp simd
-    for (int j = 0; j < W; j++) acc[j] += row[j];
-  }
-  for (int j = 0; j < W; j++) out[j] += acc[j];
 }
 
 // One Adam step for one variable, in tfjs's order of float32 operations (AdamOptimizer's
@@ -553,18 +520,7 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   columnSumsByThread(outer, inner, outer * inner > kParallelMin, scale, y, [&](int64_t r0, int64_t r1, double* acc) {
-    switch (inner) {
-      case 8: columnSums<8>(x, r0, r1, acc); break;
-      case 16: columnSums<16>(x, r0, r1, acc); break;
-      case 32: columnSums<32>(x, r0, r1, acc); break;
-      case 64: columnSums<64>(x, r0, r1, acc); break;
-      default:
-        for (int64_t r = r0; r < r1; r++) {
-          const float* row = x + r * inner;
-#pragma omp simd
-          for (int64_t j = 0; j < inner; j++) acc[j] += row[j];
-        }
-    }
+    withChannelWidth(inner, [&](auto w) { rowsWithChannelSums<decltype(w)::value>(inner, r0, r1, acc, [&](int64_t i, int64_t) { return x[i]; }); });
   });
   return info.Env().Undefined();
 }

@@ -90,7 +90,7 @@ void windowGrads(const PoolGeom& g, const float* dy, const float* x, const float
     float* s = rowSums.data();
     for (int64_t wr = r0; wr < r1; wr++) {
       const int64_t b = wr / g.oh, r = wr % g.oh;
-      if (kMasked) std::fill(rowSums.begin(), rowSums.end(), 0.f);
+      if constexpr (kMasked) std::fill(rowSums.begin(), rowSums.end(), 0.f);
       for (int64_t col = 0; col < g.ow; col++) {
         const int64_t out = ((b * g.oh + r) * g.ow + col) * g.c;
         const float* m = y + out;
@@ -110,12 +110,9 @@ void windowGrads(const PoolGeom& g, const float* dy, const float* x, const float
               const float taken = hit ? p[ch] : 0.f;
               p[ch] = hit ? 0.f : p[ch];
               if constexpr (kMasked) {
-                // Selects only, no branches: AVX2 has no mask registers, and a branch here (GCC would not
-                // if-convert the nested one) made this loop scalar and ten times slower there.
-                const float positive = v > 0.f ? 1.f : 0.f;
-                const float step = v != v ? v : positive;
-                d[ch] = taken * step;
-                s[ch] += taken * step;
+                const float masked = taken * stepOf(v);  // stepOf's selects keep this loop vectorised for AVX2
+                d[ch] = masked;
+                s[ch] += masked;
               } else {
                 d[ch] = taken;
               }
@@ -123,12 +120,12 @@ void windowGrads(const PoolGeom& g, const float* dy, const float* x, const float
           }
         }
       }
-      if (kMasked)
+      if constexpr (kMasked)
         for (int64_t ch = 0; ch < g.c; ch++) acc[ch] += s[ch];
     }
   };
   const int64_t windowRowCount = g.n * g.oh;
-  if (kMasked) {
+  if constexpr (kMasked) {
     columnSumsByThread(windowRowCount, g.c, g.n * g.h * g.w * g.c > (1 << 17), 1.0, sums, windowRows);
   } else {
 #pragma omp parallel if (g.n * g.h * g.w * g.c > (1 << 17))
