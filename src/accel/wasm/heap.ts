@@ -131,17 +131,33 @@ export function forEachGridRow(g: GridPlacement, row: (from: number, to: number,
  * near float32's 1e-7.
  */
 export function runRows(backend: WasmBackend, loops: SimdLoops, call: RowCall, rows: number, values: number, sums = 0): Float64Array {
-  // Per thread: float32 partial sums (padded to an even count), then float64 totals. With the allocation 8-byte
-  // aligned (dlmalloc's guarantee), every thread's totals are too.
+  const scratch = twoThreadSums(backend, sums, 0, 'row loop');
+  try {
+    return runRowCallJob(loops, () => view(backend, scratch.info).buffer, call, rows, values, sums, scratch.regions);
+  } finally {
+    release(backend, scratch.info);
+  }
+}
+
+/**
+ * Scratch for a job split across two threads (row-jobs.ts): per thread, `sums` float32 partial sums (padded to an
+ * even count) and their float64 totals, then `extra` more floats (extraAt). With the allocation 8-byte aligned
+ * (dlmalloc's guarantee; checked, `job` names the job in the error) every thread's totals are too.
+ */
+export function twoThreadSums(
+  backend: WasmBackend,
+  sums: number,
+  extra: number,
+  job: string,
+): { info: TensorInfo; regions: (thread: 0 | 1) => { partialAt: number; totalAt: number }; extraAt: number } {
   const padded = sums + (sums % 2);
   const perThread = padded + 2 * sums;
-  const scratch = allocate(backend, [Math.max(2, 2 * perThread)]);
-  const at = byteOffset(backend, scratch);
-  try {
-    if (at % 8 !== 0) throw new Error(`wasm row loop: the heap gave an allocation at ${at}, not 8-byte aligned`);
-    const regions = (thread: 0 | 1) => ({ partialAt: at + thread * perThread * 4, totalAt: at + (thread * perThread + padded) * 4 });
-    return runRowCallJob(loops, () => view(backend, scratch).buffer, call, rows, values, sums, regions);
-  } finally {
-    release(backend, scratch);
+  const info = allocate(backend, [Math.max(2, 2 * perThread + extra)]);
+  const at = byteOffset(backend, info);
+  if (at % 8 !== 0) {
+    release(backend, info);
+    throw new Error(`wasm ${job}: the heap gave an allocation at ${at}, not 8-byte aligned`);
   }
+  const regions = (thread: 0 | 1) => ({ partialAt: at + thread * perThread * 4, totalAt: at + (thread * perThread + padded) * 4 });
+  return { info, regions, extraAt: at + 2 * perThread * 4 };
 }

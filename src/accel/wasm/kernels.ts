@@ -29,6 +29,7 @@ import {
   reshaped,
   runKernel,
   runRows,
+  twoThreadSums,
   view,
 } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
@@ -422,18 +423,14 @@ function filterGradByRows(
   const { inChannels: ci, outChannels: co, outHeight, outWidth, batchSize } = info;
   const { hp, wp } = strideOneGrid(info);
   const grid = allocate(backend, [batchSize * hp * wp * ci]);
-  // Per thread: float32 partial sums (padded to an even count), then float64 totals (2 floats each); then the
-  // loop's int32 table. With the allocation 8-byte aligned, every thread's totals are too.
-  const padded = sums + (sums % 2);
-  const perThread = padded + 2 * sums;
-  const scratch = allocate(backend, [2 * perThread + table.length]);
+  // Each thread's partial sums and totals, then the loop's int32 table.
+  const scratch = twoThreadSums(backend, sums, table.length, 'filter gradient');
   copyIntoGrid(view(backend, x), view(backend, grid), inputPlacement(info));
-  const scratchAt = byteOffset(backend, scratch);
-  const tableAt = scratchAt + 2 * perThread * 4;
-  new Int32Array(view(backend, scratch).buffer, tableAt, table.length).set(table);
-  const regions = (thread: number) => {
-    const accAt = scratchAt + thread * perThread * 4;
-    return { accAt, totalAt: accAt + padded * 4 };
+  const tableAt = scratch.extraAt;
+  new Int32Array(view(backend, scratch.info).buffer, tableAt, table.length).set(table);
+  const regions = (thread: 0 | 1) => {
+    const { partialAt, totalAt } = scratch.regions(thread);
+    return { accAt: partialAt, totalAt };
   };
   const job = {
     ...rowLoop,
@@ -450,9 +447,8 @@ function filterGradByRows(
     gridRowBytes: wp * ci * 4,
     dyRowBytes: outWidth * co * 4,
   };
-  if (scratchAt % 8 !== 0) throw new Error(`wasm filter gradient: the heap gave an allocation at ${scratchAt}, not 8-byte aligned`);
-  const total = runFilterGradJob(loops, () => view(backend, scratch).buffer, job, regions(1));
-  release(backend, grid, scratch);
+  const total = runFilterGradJob(loops, () => view(backend, scratch.info).buffer, job, regions(1));
+  release(backend, grid, scratch.info);
   return total;
 }
 
