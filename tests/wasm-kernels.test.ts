@@ -9,6 +9,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { startWasmBackend, type WasmStart } from '../src/accel/wasm/setup';
 import { rowSplitter, useRowSplitter, type RowSplitter } from '../src/accel/wasm/row-jobs';
 import { startHelperThread } from '../src/accel/wasm/helper';
+import { hasRelaxedSimd, simdModuleBytes, type SimdLoops } from '../src/accel/wasm/simd';
 import { makeRng } from '../src/random';
 
 type Pad = 'same' | 'valid';
@@ -666,6 +667,51 @@ describe('the helper thread takes half of a large filter gradient', () => {
 
   it('is not started on a memory that is not shared, and says why', () => {
     expect(startHelperThread(new WebAssembly.Memory({ initial: 1 }))).toBe('the wasm memory is not shared');
+  });
+});
+
+describe("the filter gradient's loop with and without relaxed SIMD's fused multiply-add", () => {
+  // convgrad directly, on a memory of its own: acc[r, o] += x[offset_r + p * ci] * dy[p, o], rows in pairs, 16 outputs
+  // at a time. 4 rows (taps at pixel shifts 0..3) of a 3-channel x, 32 outputs, 40 pixels.
+  const [ci, co, rows, n] = [3, 32, 4, 40];
+  const x = randomArray((n + rows) * ci, 41);
+  const dy = randomArray(n * co, 42);
+  const offsets = Int32Array.from({ length: rows }, (_, r) => 4 * (r * ci + (r % ci)));
+  const expected = new Float64Array(rows * co).fill(0.5); // acc starts at 0.5: convgrad adds into it
+  for (let r = 0; r < rows; r++)
+    for (let o = 0; o < co; o++) for (let p = 0; p < n; p++) expected[r * co + o] += x[offsets[r] / 4 + p * ci] * dy[p * co + o];
+
+  function runConvgrad(fused: boolean): Float32Array {
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const loops = new WebAssembly.Instance(new WebAssembly.Module(simdModuleBytes(false, fused)), { env: { memory } })
+      .exports as unknown as SimdLoops;
+    const [xAt, dyAt, accAt, offsetsAt] = [0, 4096, 16384, 32768];
+    new Float32Array(memory.buffer, xAt, x.length).set(x);
+    new Float32Array(memory.buffer, dyAt, dy.length).set(dy);
+    new Float32Array(memory.buffer, accAt, rows * co).fill(0.5);
+    new Int32Array(memory.buffer, offsetsAt, rows).set(offsets);
+    loops.convgrad(xAt, dyAt, accAt, n, 4 * ci, 4 * co, offsetsAt, rows);
+    return new Float32Array(memory.buffer, accAt, rows * co).slice();
+  }
+
+  it('the plain loop (multiply, then add) matches a float64 reference', () => {
+    expect(maxRelativeError(runConvgrad(false), Float32Array.from(expected))).toBeLessThan(1e-6);
+  });
+
+  it('the fused loop matches it too, and the backend started with it (Node 20 behind the V8 flag setup.ts sets)', () => {
+    expect(start.fusedMultiplyAdd).toBe(true);
+    expect(hasRelaxedSimd()).toBe(true);
+    expect(maxRelativeError(runConvgrad(true), Float32Array.from(expected))).toBeLessThan(1e-6);
+  });
+
+  it('PNEUMO_WASM_FMA=0 keeps the plain loop', () => {
+    vi.stubEnv('PNEUMO_WASM_FMA', '0');
+    try {
+      expect(hasRelaxedSimd()).toBe(false);
+      expect(simdModuleBytes(false)).toEqual(simdModuleBytes(false, false));
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 });
 

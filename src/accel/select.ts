@@ -146,7 +146,8 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
         const started = await startWasmBackend();
         const helper = started.helperThread === true ? '' : `; no helper thread: ${started.helperThread}`;
         const threading = (started.singleThreadReason ? `; single-threaded: ${started.singleThreadReason}` : '') + helper;
-        return { ok: true, threads: started.threads, note: `training kernels: ${started.kernels.length}${threading}` };
+        const fma = started.fusedMultiplyAdd ? ', relaxed-SIMD FMA' : '';
+        return { ok: true, threads: started.threads, note: `training kernels: ${started.kernels.length}${fma}${threading}` };
       } catch (err) {
         return { ok: false, why: firstLine(err) };
       }

@@ -15,6 +15,9 @@
  * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply; relugradsums: the same
  *   through a conv + bias + ReLU layer's output, with the bias's gradient (per-channel sums) in the same pass.
  * - adam: Adam's update of one variable in one pass (../fused/adam.ts), instead of 14 tensor ops.
+ * Where the runtime has relaxed SIMD (browsers since Chrome 114; Node 20 once setup.ts turns its V8 flag on), the
+ * filter gradient's multiply-adds are f32x4.relaxed_madd, one FMA instruction on x86 CPUs with FMA3: that loop is
+ * bound by the multiply-add chain, and fusing the two halves its instructions (see hasRelaxedSimd).
  * No wasm toolchain is available at build time, so the module is assembled here from its opcodes;
  * both loops need a column count that is a multiple of 4 and are checked against the cpu backend in
  * tests/wasm-kernels*.test.ts.
@@ -81,6 +84,8 @@ const op = {
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
+  /** relaxed SIMD's a * b + c, fused or not as the CPU does it fastest */
+  f32x4RelaxedMadd: [0xfd, 0x85, 0x02],
   f32x4Div: [0xfd, 0xe7, 0x01],
   f32x4Sqrt: [0xfd, 0xe3, 0x01],
   f32x4Ne: [0xfd, 0x42],
@@ -92,6 +97,11 @@ const op = {
   or: [0xfd, 0x50],
   bitselect: [0xfd, 0x52],
 };
+
+/** a * b + c from the code that pushes each: one relaxed multiply-add where `fused`, else a multiply then an add. */
+function mulAdd(fused: boolean, a: number[], b: number[], c: number[]): number[] {
+  return fused ? [...a, ...b, ...c, ...op.f32x4RelaxedMadd] : [...c, ...a, ...b, ...op.f32x4Mul, ...op.f32x4Add];
+}
 
 /** i += step */
 function bump(local: number, step: number | { local: number }): number[] {
@@ -188,7 +198,7 @@ function dwgradBody(): number[] {
 
 // convgrad(x, dy, acc, n, ciBytes, coBytes, offsets, rows); i32 locals r = 8, o = 9, p = 10, xa = 11, xb = 12,
 // dp = 13, ap = 14, arow = 15, ra = 16, rb = 17; v128 locals: sums 18-25, dy 26-29, x 30-31
-function convgradBody(): number[] {
+function convgradBody(fused: boolean): number[] {
   const [x, dy, acc, n, ciBytes, coBytes, offsets, rows, r, o, p, xa, xb, dp, ap, arow, ra, rb] = [
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
   ];
@@ -199,14 +209,7 @@ function convgradBody(): number[] {
   const sumAddress = (i: number) => (i < 4 ? op.get(ap) : [...op.get(ap), ...op.get(coBytes), ...op.add]);
   const loadSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.v128LoadAt((i % 4) * 16), ...op.set(s)]);
   const storeSums = sums.flatMap((s, i) => [...sumAddress(i), ...op.get(s), ...op.v128StoreAt((i % 4) * 16)]);
-  const multiplyAdd = (s: number, v: number, g: number) => [
-    ...op.get(s),
-    ...op.get(v),
-    ...op.get(g),
-    ...op.f32x4Mul,
-    ...op.f32x4Add,
-    ...op.set(s),
-  ];
+  const multiplyAdd = (s: number, v: number, g: number) => [...mulAdd(fused, op.get(v), op.get(g), op.get(s)), ...op.set(s)];
   // x + offsets[row]: where a row's input value for the row's first pixel lies
   const rowInput = (row: number) => [
     ...op.get(x),
@@ -571,8 +574,11 @@ function adamBody(): number[] {
   ];
 }
 
-/** The loops' module; `shared`: it imports a shared memory (the threaded backend's). */
-export function simdModuleBytes(shared: boolean): Uint8Array {
+/**
+ * The loops' module; `shared`: it imports a shared memory (the threaded backend's); `fused`: its filter-gradient
+ * loop uses relaxed SIMD's multiply-add (by default where this runtime validates it).
+ */
+export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint8Array {
   const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
   const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
   const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
@@ -585,7 +591,7 @@ export function simdModuleBytes(shared: boolean): Uint8Array {
   const maxpool = maxpoolBody();
   const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
   const affine = rowAffineBody();
-  const convgrad = convgradBody();
+  const convgrad = convgradBody(fused);
   const bnsums = bnSumsBody();
   const bngrad = bnGradBody();
   const relugrad = reluGradBody();
@@ -709,6 +715,28 @@ export interface SimdLoops {
     bytes: number,
     pByte: number,
   ): void;
+}
+
+/** A module whose one function returns f32x4.relaxed_madd of three zero vectors: valid only with relaxed SIMD. */
+function relaxedSimdProbe(): Uint8Array {
+  const zeros = [0xfd, 0x0c, ...new Array<number>(16).fill(0)]; // v128.const 0
+  const body = [0, ...zeros, ...zeros, ...zeros, ...op.f32x4RelaxedMadd, ...op.end];
+  const header = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  return Uint8Array.from([
+    ...header,
+    ...section(1, vec([[0x60, 0, ...vec([[V128]])]])),
+    ...section(3, vec([[0]])),
+    ...section(10, vec([[...leb(body.length), ...body]])),
+  ]);
+}
+
+/**
+ * Whether this runtime compiles relaxed SIMD, asked anew each time: Node 20 has it only behind a V8 flag, which
+ * setup.ts may turn on after this module loaded. PNEUMO_WASM_FMA=0 keeps the plain multiply-then-add loops.
+ */
+export function hasRelaxedSimd(): boolean {
+  if (typeof process !== 'undefined' && process.env?.PNEUMO_WASM_FMA === '0') return false;
+  return WebAssembly.validate(relaxedSimdProbe());
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdLoops>();
