@@ -18,6 +18,7 @@ const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
 if (skipWhy) console.warn(`[conv layer patch tests skipped] ${skipWhy}`);
 const FUSED_KERNEL = 'Conv2DBiasRelu';
+const SEPARABLE_KERNEL = 'SeparableConv2dBiasRelu';
 
 type ConvArgs = Partial<tf.layers.Layer['getConfig']> & Record<string, unknown>;
 
@@ -125,6 +126,8 @@ describe.each(backends)('fused conv + bias + relu layers on $backend', ({ backen
     // Each layer's gradient took ReLU's mask and the bias's gradient in one pass.
     expect(fused.kernels.filter((k) => k === 'ReluGradChannelSums')).toHaveLength(2);
     expect(tfjsMethod.kernels).not.toContain(FUSED_KERNEL);
+    // Under the tape the separable layer keeps its two convolutions: its one-pass kernel has no gradient.
+    expect(fused.kernels).not.toContain(SEPARABLE_KERNEL);
     for (const reference of [tfjsMethod, cpu]) {
       expectCloseToScale([fused.output], [reference.output], 1e-5);
       expectCloseToScale(fused.grads, reference.grads, 1e-5);
@@ -160,5 +163,78 @@ describe.each(backends)('fused conv + bias + relu layers on $backend', ({ backen
     const cpu = await step('cpu', () => net(conv, separable));
     expect(fused.kernels).not.toContain(FUSED_KERNEL);
     expectCloseToScale(fused.grads, cpu.grads, 1e-4);
+  });
+});
+
+/** One separable conv + bias + ReLU layer (3x3 depthwise) on [3, h, w, ci] inputs. */
+function separableNet(h: number, w: number, ci: number, co: number, layer: ConvArgs = {}): tf.LayersModel {
+  const input = tf.input({ shape: [h, w, ci] });
+  const out = tf.layers
+    .separableConv2d({
+      filters: co,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      depthwiseInitializer: init(3),
+      pointwiseInitializer: init(4),
+      biasInitializer: bias(5),
+      ...layer,
+    })
+    .apply(input) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: out });
+}
+
+/** The model's prediction on `backend` for seeded inputs straddling zero, and the kernels it ran. */
+async function predictOn(backend: string, build: () => tf.LayersModel): Promise<{ output: Float32Array; kernels: string[] }> {
+  await tf.setBackend(backend);
+  const model = build();
+  const shape = [3, ...model.inputs[0].shape.slice(1)] as [number, number, number, number];
+  const rng = makeRng(11);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: tf.util.sizeFromShape(shape) }, () => rng() * 2 - 1),
+    shape,
+  );
+  let output = new Float32Array(0);
+  const profile = await tf.profile(() => {
+    output = tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync() as Float32Array);
+  });
+  x.dispose();
+  model.dispose();
+  return { output, kernels: profile.kernels.map((k) => k.name) };
+}
+
+describe("a separable layer's prediction in one kernel on native (SeparableConv2dBiasRelu)", () => {
+  beforeAll(() => {
+    if (!skipWhy) expect(tryRegisterNative()).toMatchObject({ ok: true });
+  });
+
+  // 16 -> 32 and 32 -> 64 channels: the one-pass loops on AVX-512 and AVX2 builds; 4 -> 8: channels this build's
+  // vectors do not divide, so the kernel runs the two convolutions. Widths: 10 pixels a row (a chunk of 90 pixels,
+  // whose last register block overlaps the one before), 2x2 (fewer pixels than a block) and one column.
+  it.skipIf(Boolean(skipWhy)).each([
+    { h: 9, w: 10, ci: 16, co: 32 },
+    { h: 7, w: 6, ci: 32, co: 64 },
+    { h: 2, w: 2, ci: 16, co: 32 },
+    { h: 5, w: 1, ci: 16, co: 32 },
+    { h: 6, w: 7, ci: 4, co: 8 },
+  ])("$h x $w x $ci -> $co gives cpu's output", async ({ h, w, ci, co }) => {
+    const native = await predictOn('native', () => separableNet(h, w, ci, co));
+    const cpu = await predictOn('cpu', () => separableNet(h, w, ci, co));
+    expect(native.kernels.filter((k) => k === SEPARABLE_KERNEL)).toHaveLength(1);
+    expect(native.kernels).not.toContain('DepthwiseConv2dNative');
+    expect(cpu.output.some((v) => v === 0) && cpu.output.some((v) => v > 0)).toBe(true); // ReLU cut some
+    expectCloseToScale([native.output], [cpu.output], 1e-5);
+  });
+
+  it.skipIf(Boolean(skipWhy)).each([
+    { why: "'valid' padding", layer: { padding: 'valid' } },
+    { why: 'stride 2', layer: { strides: 2 } },
+    { why: 'a 5x5 window', layer: { kernelSize: 5 } },
+    { why: 'depth multiplier 2', layer: { depthMultiplier: 2 } },
+  ])('leaves $why to the two convolutions', async ({ layer }) => {
+    const native = await predictOn('native', () => separableNet(9, 10, 16, 32, layer));
+    const cpu = await predictOn('cpu', () => separableNet(9, 10, 16, 32, layer));
+    expect(native.kernels).not.toContain(SEPARABLE_KERNEL);
+    expectCloseToScale([native.output], [cpu.output], 1e-5);
   });
 });

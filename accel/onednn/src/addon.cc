@@ -54,6 +54,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pn::registerPool(env, exports);
   pn::registerElementwise(env, exports);
   pn::registerImage(env, exports);
+  pn::registerSeparable(env, exports);
   return exports;
 }
 

@@ -108,5 +108,6 @@ void registerConv(Napi::Env env, Napi::Object exports);
 void registerPool(Napi::Env env, Napi::Object exports);
 void registerElementwise(Napi::Env env, Napi::Object exports);
 void registerImage(Napi::Env env, Napi::Object exports);
+void registerSeparable(Napi::Env env, Napi::Object exports);
 
 }  // namespace pn

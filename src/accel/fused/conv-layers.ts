@@ -13,6 +13,11 @@
  * layers with a bias, a ReLU, channels-last data, 'same' or 'valid' padding and no dilation, on float32 input; the
  * separable layer's depthwise step stays tfjs's op. tests/accel-conv-patch.test.ts compares outputs and gradients
  * with tfjs's methods and cpu.
+ *
+ * Outside any gradient computation (prediction, validation), a separable layer with a 3x3 depthwise filter, stride
+ * 1 and 'same' padding runs as one kernel where the backend has it (SEPARABLE_CONV_BIAS_RELU, `native`), so that
+ * the depthwise output never goes out to memory. Under a tape the two convolutions stay apart: the pointwise
+ * filter's gradient needs the depthwise output, and SEPARABLE_CONV_BIAS_RELU has no gradient.
  */
 import * as tf from '@tensorflow/tfjs';
 import { activeBackendHas } from './gradients';
@@ -30,6 +35,11 @@ export const RELU_GRAD_CHANNEL_SUMS = 'ReluGradChannelSums';
  * without writing that product out. A backend registers it where it has such a kernel (`native`).
  */
 export const RELU_FILTER_GRAD_ONE_CHANNEL = 'ReluFilterGradOneChannel';
+/**
+ * Inputs x, depthwiseFilter [3, 3, ci, 1], pointwiseFilter [1, 1, ci, co], bias [co]: relu(bias + the 1x1
+ * convolution of x's depthwise convolution, stride 1, 'same' padding), for inference only (no gradient).
+ */
+export const SEPARABLE_CONV_BIAS_RELU = 'SeparableConv2dBiasRelu';
 
 /** The fields of tfjs-layers' Conv2D / SeparableConv2D that the patched calls read (tfjs-layers 4.22). */
 interface ConvInternals {
@@ -77,16 +87,40 @@ const conv2dPatch = layerCallPatch(
   },
 );
 
+/** Whether tfjs records the ops that run now for a gradient (inside tf.grad, variableGrads, minimize, fit's step). */
+function recordingGradients(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
+/** Whether a separable layer's forward pass may run as SEPARABLE_CONV_BIAS_RELU now. */
+function separableInOnePass(conv: ConvInternals, depthwiseKernel: tf.Tensor): boolean {
+  const [kh, kw, , multiplier] = depthwiseKernel.shape;
+  return (
+    kh === 3 &&
+    kw === 3 &&
+    multiplier === 1 &&
+    conv.padding === 'same' &&
+    conv.strides.every((s) => s === 1) &&
+    !recordingGradients() &&
+    activeBackendHas(SEPARABLE_CONV_BIAS_RELU)
+  );
+}
+
 const separablePatch = layerCallPatch(
   () => tf.layers.separableConv2d({ filters: 1, kernelSize: 1 }),
   (layer, x) => {
     const conv = layer as ConvInternals;
     if (!takesOver(conv, x) || !isLayerVariable(conv.depthwiseKernel) || !isLayerVariable(conv.pointwiseKernel)) return undefined;
+    const depthwiseFilter = conv.depthwiseKernel.read();
+    if (separableInOnePass(conv, depthwiseFilter)) {
+      const inputs = { x, depthwiseFilter, pointwiseFilter: conv.pointwiseKernel.read(), bias: conv.bias!.read() };
+      return tf.engine().runKernel(SEPARABLE_CONV_BIAS_RELU, inputs, {}) as tf.Tensor;
+    }
     // tfjs's separableConv2d: the depthwise convolution, then a 1x1 convolution with stride 1 and no padding.
     return tf.tidy(() => {
       const depthwise = tf.depthwiseConv2d(
         x as tf.Tensor4D,
-        conv.depthwiseKernel!.read() as tf.Tensor4D,
+        depthwiseFilter as tf.Tensor4D,
         conv.strides as [number, number],
         conv.padding as 'same' | 'valid',
       );

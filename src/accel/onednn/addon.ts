@@ -65,6 +65,18 @@ export interface NativeAddon {
     sums: Float32Array,
     geom: Int32Array,
   ): void;
+  /**
+   * y = relu(bias + pointwise(depthwise(x))), the depthwise 3x3 with stride 1 and 'same' padding, in one pass; params
+   * [n, h, w, ci, co]. False (nothing written) where this build's vectors do not divide ci, or twice their width co.
+   */
+  separableConvBiasRelu(
+    x: Float32Array,
+    depthwise: Float32Array,
+    pointwise: Float32Array,
+    bias: Float32Array,
+    y: Float32Array,
+    params: Int32Array,
+  ): boolean;
   /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
   /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */

@@ -20,7 +20,9 @@ import { applyThreadSetting, loadNativeAddon } from './addon';
 import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
 import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
-import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { SEPARABLE_CONV_BIAS_RELU, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { registerNativeOnly } from './common';
+import { separableConvBiasRelu } from './kernels';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
@@ -49,6 +51,7 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedBatchNorm(loaded.addon);
     // After registerKernels: the fused layers' forward pass is the native FusedConv2D (the addon, with its CPU fallback).
     registerConvBiasRelu(NATIVE_BACKEND);
+    registerNativeOnly(SEPARABLE_CONV_BIAS_RELU, separableConvBiasRelu(loaded.addon));
     installFusedConvLayers();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };

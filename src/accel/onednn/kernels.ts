@@ -171,6 +171,29 @@ export function reluFilterGradOneChannel(a: NativeAddon): NativeKernel {
 }
 
 /**
+ * SEPARABLE_CONV_BIAS_RELU (fused/conv-layers.ts): a separable layer's depthwise 3x3 (stride 1, 'same') and its 1x1
+ * + bias + ReLU in one pass (accel/onednn/src/separable.cc). Where the build's vectors do not divide the channels, the
+ * two convolutions run one after the other, as the layer otherwise would.
+ */
+export function separableConvBiasRelu(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend }) => {
+    const { x, depthwiseFilter, pointwiseFilter, bias } = inputs;
+    const [n, h, w, ci] = x.shape;
+    const co = pointwiseFilter.shape[3];
+    const y = uninitialised(n * h * w * co);
+    const [xv, dwv, pwv, bv] = [x, depthwiseFilter, pointwiseFilter, bias].map((t) => values(backend, t));
+    if (!a.separableConvBiasRelu(xv, dwv, pwv, bv, y, Int32Array.from([n, h, w, ci, co]))) {
+      const same = (filter: Info) =>
+        tf.backend_util.computeConv2DInfo(x.shape as never, filter.shape as never, 1, 1, 'same', undefined, filter === depthwiseFilter);
+      const depthwise = uninitialised(size(x.shape));
+      a.convForward(xv, dwv, null, depthwise, convGeom(same(depthwiseFilter), true), Activation.None);
+      a.convForward(depthwise, pwv, bv, y, convGeom(same(pointwiseFilter), false), Activation.Relu);
+    }
+    return output(backend, [n, h, w, co], y);
+  };
+}
+
+/**
  * tf.image.transform with bilinear interpolation, 'nearest' fill and affine transforms (the augmentation's warps;
  * accel/onednn/src/image.cc). With it, augment.ts uses tfjs ops on `native` as on wasm, instead of its JavaScript
  * warp (tfjs's CPU Transform, which `native` otherwise inherits, warps only a batch's first image).
