@@ -10,6 +10,7 @@ import { startWasmBackend, type WasmStart } from '../src/accel/wasm/setup';
 import { rowSplitter, useRowSplitter, type RowSplitter } from '../src/accel/wasm/row-jobs';
 import { startHelperThread } from '../src/accel/wasm/helper';
 import { hasRelaxedSimd, simdModuleBytes, type SimdLoops } from '../src/accel/wasm/simd';
+import { ROW_CALL_LOOPS } from '../src/accel/wasm/row-jobs';
 import { makeRng } from '../src/random';
 
 type Pad = 'same' | 'valid';
@@ -115,6 +116,11 @@ const CONV_CASES: Case[] = [
   { n: 2, h: 9, w: 11, ci: 1, co: 8, k: [3, 3], stride: 1, pad: 'same' },
   { n: 3, h: 8, w: 7, ci: 1, co: 4, k: [2, 3], stride: 1, pad: 'valid' },
   { n: 2, h: 5, w: 6, ci: 3, co: 2, k: [2, 2], stride: 3, pad: 'same' },
+  // 16 -> 16, 3x3, stride 1, 'same', even sizes: the input gradient by Winograd (winograd.ts); 5 tiles a row (an odd
+  // count: the loop's extra tile), 2 (a row's first tile is next to its last); odd height: the direct path
+  { n: 2, h: 6, w: 10, ci: 16, co: 16, k: [3, 3], stride: 1, pad: 'same' },
+  { n: 1, h: 4, w: 4, ci: 16, co: 16, k: [3, 3], stride: 1, pad: 'same' },
+  { n: 1, h: 7, w: 6, ci: 16, co: 16, k: [3, 3], stride: 1, pad: 'same' },
 ];
 
 let start: WasmStart;
@@ -667,6 +673,76 @@ describe('the helper thread takes half of a large filter gradient', () => {
 
   it('is not started on a memory that is not shared, and says why', () => {
     expect(startHelperThread(new WebAssembly.Memory({ initial: 1 }))).toBe('the wasm memory is not shared');
+  });
+});
+
+describe("block 1's 16 -> 16 convolution by Winograd on wasm (FusedConv2D, Conv2DBackpropInput)", () => {
+  /** Runs `kernel` on wasm with a splitter that records which row loops the helper was given, and on cpu. */
+  async function withLoopsSeen(
+    kernel: string,
+    inputs: Record<string, { shape: number[]; values: Float32Array }>,
+    attrs: Record<string, unknown>,
+  ) {
+    const helper = rowSplitter();
+    const loops: string[] = [];
+    const seeing: RowSplitter = {
+      start: (kind, fields) => (loops.push(ROW_CALL_LOOPS[fields[0]] ?? `job ${kind}`), helper ? helper.start(kind, fields) : false),
+      finish: () => helper?.finish(),
+    };
+    try {
+      useRowSplitter(seeing);
+      const wasm = await runOn('wasm', kernel, inputs, attrs);
+      const cpu = await runOn('cpu', kernel, inputs, attrs);
+      return { wasm, cpu, loops };
+    } finally {
+      useRowSplitter(helper);
+    }
+  }
+  const conv = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', dilations: [1, 1], dimRoundingMode: undefined };
+
+  // 2 x 32 x 30: large enough to be split with the helper thread (15 tiles a row: odd, with the extra tile)
+  it.each([
+    { activation: 'relu', bias: true },
+    { activation: 'linear', bias: true },
+    { activation: 'relu', bias: false },
+  ])("the forward pass ($activation, bias $bias) gives cpu's output, by the Winograd loop", async ({ activation, bias }) => {
+    const inputs = {
+      x: randomInput([2, 32, 30, 16], 51),
+      filter: randomInput([3, 3, 16, 16], 52),
+      ...(bias ? { bias: randomInput([16], 53) } : {}),
+    };
+    const { wasm, cpu, loops } = await withLoopsSeen('FusedConv2D', inputs, { ...conv, activation });
+    expect(maxRelativeError(wasm.values, cpu.values)).toBeLessThan(1e-5);
+    if (activation === 'relu') expect(cpu.values.some((v) => v === 0)).toBe(true);
+    expect(loops).toEqual([activation === 'relu' ? 'winogradrelu' : 'winograd']);
+  });
+
+  it("the input gradient of the same convolution gives cpu's, by the Winograd loop", async () => {
+    const inputs = { dy: randomInput([2, 32, 30, 16], 54), filter: randomInput([3, 3, 16, 16], 55) };
+    const { wasm, cpu, loops } = await withLoopsSeen('Conv2DBackpropInput', inputs, { ...conv, inputShape: [2, 32, 30, 16] });
+    expect(maxRelativeError(wasm.values, cpu.values)).toBeLessThan(1e-5);
+    expect(loops).toEqual(['winograd']);
+  });
+
+  it('keeps NaN through its ReLU, as the cpu backend does', async () => {
+    const x = randomInput([1, 4, 4, 16], 56);
+    x.values[5 * 16 + 3] = NaN; // pixel (1, 1): every output pixel's window but the far corner's holds it
+    const inputs = { x, filter: randomInput([3, 3, 16, 16], 57), bias: randomInput([16], 58) };
+    const wasm = await runOn('wasm', 'FusedConv2D', inputs, { ...conv, activation: 'relu' });
+    const cpu = await runOn('cpu', 'FusedConv2D', inputs, { ...conv, activation: 'relu' });
+    expect(Array.from(wasm.values, Number.isNaN)).toEqual(Array.from(cpu.values, Number.isNaN));
+    expect(wasm.values.some(Number.isNaN)).toBe(true);
+  });
+
+  it.each([
+    { why: 'another channel count', x: [1, 6, 6, 8], filter: [3, 3, 8, 16] },
+    { why: 'an odd width', x: [1, 6, 7, 16], filter: [3, 3, 16, 16] },
+    { why: 'a 5x5 window', x: [1, 6, 6, 16], filter: [5, 5, 16, 16] },
+  ])("leaves $why to XNNPACK, with cpu's result", async ({ x, filter }) => {
+    const inputs = { x: randomInput(x, 59), filter: randomInput(filter, 60), bias: randomInput([16], 61) };
+    const { wasm, cpu, loops } = await withLoopsSeen('FusedConv2D', inputs, { ...conv, activation: 'relu' });
+    expect(maxRelativeError(wasm.values, cpu.values)).toBeLessThan(1e-5);
+    expect(loops).not.toContain('winogradrelu');
   });
 });
 

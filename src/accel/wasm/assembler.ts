@@ -46,6 +46,8 @@ export const V128 = 0x7b;
 export const op = {
   block: [0x02, 0x40],
   loop: [0x03, 0x40],
+  if: [0x04, 0x40],
+  else: [0x05],
   end: [0x0b],
   br: (l: number) => [0x0c, l],
   brIf: (l: number) => [0x0d, l],
@@ -53,8 +55,18 @@ export const op = {
   set: (i: number) => [0x21, i],
   i32: (v: number) => [0x41, ...sleb(v)],
   add: [0x6a],
+  sub: [0x6b],
+  mul: [0x6c],
+  divU: [0x6e],
+  andI32: [0x71],
   shl: [0x74],
+  eqz: [0x45],
+  eq: [0x46],
+  ltU: [0x49],
   geU: [0x4f],
+  /** memory.copy(dst, src, bytes) and memory.fill(dst, byte, bytes) from the code that pushes each operand */
+  memoryCopy: (dst: number[], src: number[], bytes: number[]) => [...dst, ...src, ...bytes, 0xfc, 0x0a, 0x00, 0x00],
+  memoryFill: (dst: number[], value: number[], bytes: number[]) => [...dst, ...value, ...bytes, 0xfc, 0x0b, 0x00],
   load: [0x28, 2, 0],
   v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
   v128Store: [0xfd, 0x0b, 2, 0],
@@ -68,6 +80,9 @@ export const op = {
   /** relaxed SIMD's a * b + c, fused or not as the CPU does it fastest */
   f32x4RelaxedMadd: [0xfd, 0x85, 0x02],
   f32x4Div: [0xfd, 0xe7, 0x01],
+  /** lane-wise maximum; NaN where either lane is NaN */
+  f32x4Max: [0xfd, 0xe9, 0x01],
+  v128Zero: [0xfd, 0x0c, ...new Array<number>(16).fill(0)],
   f32x4Sqrt: [0xfd, 0xe3, 0x01],
   f32x4Ne: [0xfd, 0x42],
   f32x4Gt: [0xfd, 0x44],

@@ -12,7 +12,8 @@
  * (i, j) reads for grid position p is position p + (i*dh*wp + j*dw). So for every tap,
  *   dW[i, j] = dyGridᵀ[co, P] · xGrid[P + shift, ci]
  * is one matmul over a shifted window of the same buffer: no im2col copy.
- * Input gradient, stride 1: a convolution of dy with the spatially flipped, in/out-swapped filter.
+ * Input gradient, stride 1: a convolution of dy with the spatially flipped, in/out-swapped filter; block 1's 16 -> 16
+ * 3x3 one, like that layer's forward pass (FusedConv2D), by Winograd's algorithm (winograd.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
@@ -41,6 +42,7 @@ import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
 import { type RowCall, runFilterGradJob } from './row-jobs';
+import { winogradConv, winogradFilter, winogradFits } from './winograd';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
@@ -310,6 +312,8 @@ function conv2DBackpropInput(args: KernelArgs): TensorInfo {
   requireFloat32('Conv2DBackpropInput', dy, filter);
   const info = conv2dInfo(attrs.inputShape as number[], filter.shape, attrs, false);
   requireChannelsLast(info, 'Conv2DBackpropInput');
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (loops && winogradFits(info)) return winogradConv(backend, loops, dy, winogradFilter(view(backend, filter), true), undefined, false);
   const pad = transposedPadding(info);
   if (info.strideHeight !== 1 || info.strideWidth !== 1 || !paddingIsNonNegative(pad)) {
     return callStock('Conv2DBackpropInput', args);
@@ -323,6 +327,28 @@ function conv2DBackpropInput(args: KernelArgs): TensorInfo {
   } as unknown as NamedAttrMap);
   release(backend, flipped);
   return dx;
+}
+
+/**
+ * FusedConv2D: block 1's 16 -> 16 convolution (with its bias, and ReLU or no activation) by Winograd (winograd.ts);
+ * every other convolution by the stock XNNPACK kernel. CONV_BIAS_RELU, what the fused conv layers run, is this kernel
+ * with activation 'relu'.
+ */
+function fusedConv2D(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { x, filter, bias, preluActivationWeights } = inputs;
+  const activation = attrs.activation ?? 'linear';
+  const plain = preluActivationWeights === undefined && (activation === 'relu' || activation === 'linear');
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  if (!plain || !loops || x.dtype !== 'float32' || filter.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) {
+    return callStock('FusedConv2D', args);
+  }
+  const info = conv2dInfo(x.shape, filter.shape, attrs, false, (attrs.dilations as [number, number]) ?? 1);
+  if (info.dataFormat !== 'channelsLast' || !winogradFits(info) || (bias && bias.shape.reduce((a, b) => a * b, 1) !== 16)) {
+    return callStock('FusedConv2D', args);
+  }
+  const u = winogradFilter(view(backend, filter), false);
+  return winogradConv(backend, loops, x, u, bias ? view(backend, bias).slice() : undefined, activation === 'relu');
 }
 
 function depthwiseFilterGradLoops(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: Conv2DInfo): TensorInfo {
@@ -690,6 +716,7 @@ type Impl = (args: KernelArgs) => TensorInfo | TensorInfo[];
 const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['Conv2DBackpropFilter', conv2DBackpropFilter],
   ['Conv2DBackpropInput', conv2DBackpropInput],
+  ['FusedConv2D', fusedConv2D],
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseConv2dNativeBackpropFilter],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
   ['MaxPoolGrad', maxPoolGrad],

@@ -149,7 +149,17 @@ function addTotals(buffer: ArrayBufferLike, sums: number, totalAt: number, secon
 
 // Not exported under this name: runRowCall's source text must refer to it as a plain identifier (an exported const
 // compiles to `exports.X`), which the helper thread defines.
-const rowCallLoops = ['relugradsums', 'bnsums', 'bngrad', 'bnmoments', 'rowaffine', 'colsum', 'maxpool2x2'] as const;
+const rowCallLoops = [
+  'relugradsums',
+  'bnsums',
+  'bngrad',
+  'bnmoments',
+  'rowaffine',
+  'colsum',
+  'maxpool2x2',
+  'winograd',
+  'winogradrelu',
+] as const;
 /** The SIMD loops a RowCall may name; the index travels to the helper thread, which is given this list too. */
 export const ROW_CALL_LOOPS = rowCallLoops;
 

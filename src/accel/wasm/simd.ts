@@ -24,6 +24,7 @@
  */
 
 import { I32, V128, addInto, at, bump, eachRow, lanes, leb, loadAt, mulAdd, name, op, section, vec, whileBelow } from './assembler';
+import { winogradBody } from './winograd';
 
 // colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
 function colsumBody(): number[] {
@@ -467,6 +468,7 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
   const relugradsums = reluGradSumsBody();
   const adam = adamBody();
   const bnmoments = bnMomentsBody();
+  const winograd = [winogradBody(false, fused), winogradBody(true, fused)];
   return Uint8Array.from([
     0x00,
     0x61,
@@ -478,7 +480,7 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
     0x00,
     ...section(1, vec([type4, type7, type6, type5, type8, type9])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5], [2]])),
+    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5], [2], [5], [5]])),
     ...section(
       7,
       vec([
@@ -496,6 +498,8 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
         [...name('relugradsums'), 0x00, 11],
         [...name('adam'), 0x00, 12],
         [...name('bnmoments'), 0x00, 13],
+        [...name('winograd'), 0x00, 14],
+        [...name('winogradrelu'), 0x00, 15],
       ]),
     ),
     ...section(
@@ -513,6 +517,7 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
         [...leb(relugradsums.length), ...relugradsums],
         [...leb(adam.length), ...adam],
         [...leb(bnmoments.length), ...bnmoments],
+        ...winograd.map((b) => [...leb(b.length), ...b]),
       ]),
     ),
   ]);
@@ -572,6 +577,29 @@ export interface SimdLoops {
   relugradsums(dyByte: number, yByte: number, dstByte: number, accByte: number, rows: number, colsBytes: number): void;
   /** With d = x[r*cols + k] - shift[k]: s1[k] += d, s2[k] += d * d for r < rows; cols % 4 === 0. */
   bnmoments(xByte: number, shiftByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
+  /** winograd.ts's 16 -> 16 channel 3x3 convolution over rows of tiles (see winogradBody); winogradrelu adds ReLU. */
+  winograd(
+    xPad: number,
+    u: number,
+    bias: number,
+    y: number,
+    scratch: number,
+    firstRow: number,
+    count: number,
+    tilesW: number,
+    tilesH: number,
+  ): void;
+  winogradrelu(
+    xPad: number,
+    u: number,
+    bias: number,
+    y: number,
+    scratch: number,
+    firstRow: number,
+    count: number,
+    tilesW: number,
+    tilesH: number,
+  ): void;
   /** Adam's update of the first bytes / 4 values (bytes % 16 === 0); p: 8 float32 parameters (see adamBody). */
   adam(
     wByte: number,
@@ -588,8 +616,7 @@ export interface SimdLoops {
 
 /** A module whose one function returns f32x4.relaxed_madd of three zero vectors: valid only with relaxed SIMD. */
 function relaxedSimdProbe(): Uint8Array {
-  const zeros = [0xfd, 0x0c, ...new Array<number>(16).fill(0)]; // v128.const 0
-  const body = [0, ...zeros, ...zeros, ...zeros, ...op.f32x4RelaxedMadd, ...op.end];
+  const body = [0, ...op.v128Zero, ...op.v128Zero, ...op.v128Zero, ...op.f32x4RelaxedMadd, ...op.end];
   const header = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
   return Uint8Array.from([
     ...header,
