@@ -127,11 +127,20 @@ export function forEachGridRow(g: GridPlacement, row: (from: number, to: number,
 /**
  * A SIMD row loop (row-jobs.ts's RowCall) over `rows` rows of `values` values in all, split with the helper thread
  * where it runs and the call is large; returns the float64 totals of the loop's `sums` float32 partial sums (an
- * empty array for loops that sum nothing). The partial sums move into the totals every 512 rows, so rounding stays
- * near float32's 1e-7.
+ * empty array for loops that sum nothing). The partial sums move into the totals every call.chunkRows rows (512 by
+ * default), so rounding stays near float32's 1e-7. Each thread's region holds its partial sums and then
+ * `scratchFloats` floats of scratch of its own.
  */
-export function runRows(backend: WasmBackend, loops: SimdLoops, call: RowCall, rows: number, values: number, sums = 0): Float64Array {
-  const scratch = twoThreadSums(backend, sums, 0, 'row loop');
+export function runRows(
+  backend: WasmBackend,
+  loops: SimdLoops,
+  call: RowCall,
+  rows: number,
+  values: number,
+  sums = 0,
+  scratchFloats = 0,
+): Float64Array {
+  const scratch = twoThreadSums(backend, sums, 0, 'row loop', scratchFloats);
   try {
     return runRowCallJob(loops, () => view(backend, scratch.info).buffer, call, rows, values, sums, scratch.regions);
   } finally {
@@ -140,17 +149,19 @@ export function runRows(backend: WasmBackend, loops: SimdLoops, call: RowCall, r
 }
 
 /**
- * Scratch for a job split across two threads (row-jobs.ts): per thread, `sums` float32 partial sums (padded to an
- * even count) and their float64 totals, then `extra` more floats (extraAt). With the allocation 8-byte aligned
- * (dlmalloc's guarantee; checked, `job` names the job in the error) every thread's totals are too.
+ * Scratch for a job split across two threads (row-jobs.ts): per thread, `sums` float32 partial sums and
+ * `perThreadScratch` floats more (padded to an even count together) and the sums' float64 totals, then `extra`
+ * floats shared (extraAt). With the allocation 8-byte aligned (dlmalloc's guarantee; checked, `job` names the job
+ * in the error) every thread's totals are too.
  */
 export function twoThreadSums(
   backend: WasmBackend,
   sums: number,
   extra: number,
   job: string,
+  perThreadScratch = 0,
 ): { info: TensorInfo; regions: (thread: 0 | 1) => { partialAt: number; totalAt: number }; extraAt: number } {
-  const padded = sums + (sums % 2);
+  const padded = sums + perThreadScratch + ((sums + perThreadScratch) % 2);
   const perThread = padded + 2 * sums;
   const info = allocate(backend, [Math.max(2, 2 * perThread + extra)]);
   const at = byteOffset(backend, info);

@@ -166,8 +166,9 @@ export const ROW_CALL_LOOPS = rowCallLoops;
 /**
  * One SIMD row loop (simd.ts) over rows of channels-last data, described as data so the helper thread can run part
  * of it: the loop's arguments for row 0, the bytes each one moves per row, which one takes the row count (-1: the
- * loop does one row per call, as maxpool2x2), and which ones are byte offsets into the running thread's own float32
- * partial sums (bit i for argument i).
+ * loop does one row per call, as maxpool2x2), which ones are byte offsets into the running thread's own region (its
+ * float32 partial sums, then its scratch; bit i for argument i), and how many rows a call takes at most (512 when
+ * not given): the partial sums move into the float64 totals after each call.
  */
 export interface RowCall {
   loop: (typeof ROW_CALL_LOOPS)[number];
@@ -175,30 +176,48 @@ export interface RowCall {
   strides: number[];
   countArg: number;
   partialArgs: number;
+  chunkRows?: number;
 }
 
 const MAX_ROW_CALL_ARGS = 9;
 
-/** A row call's fields for rows [r0, r1): loop, r0, r1, partialAt, totalAt, sums, countArg, partialArgs, 9 args, 9 strides. */
+/**
+ * A row call's fields for rows [r0, r1): loop, r0, r1, partialAt, totalAt, sums, countArg, partialArgs, 9 args,
+ * 9 strides, chunkRows.
+ */
 function rowCallFields(call: RowCall, r0: number, r1: number, partialAt: number, totalAt: number, sums: number): number[] {
   if (call.args.length > MAX_ROW_CALL_ARGS || call.strides.length !== call.args.length) {
     throw new Error(`row call ${call.loop}: up to ${MAX_ROW_CALL_ARGS} arguments, each with a stride`);
   }
   const pad = (xs: number[]) => [...xs, ...new Array<number>(MAX_ROW_CALL_ARGS - xs.length).fill(0)];
   const loop = ROW_CALL_LOOPS.indexOf(call.loop);
-  return [loop, r0, r1, partialAt, totalAt, sums, call.countArg, call.partialArgs, ...pad(call.args), ...pad(call.strides)];
+  return [
+    loop,
+    r0,
+    r1,
+    partialAt,
+    totalAt,
+    sums,
+    call.countArg,
+    call.partialArgs,
+    ...pad(call.args),
+    ...pad(call.strides),
+    call.chunkRows ?? 512,
+  ];
 }
 
 /**
- * Runs a row call's rows [r0, r1) (fields as rowCallFields makes them) in chunks of 512 rows, moving the float32
- * partial sums into the float64 totals after each, so long sums keep float32's rounding small. Self-contained but
- * for rowCallLoops: helper.ts runs this function's source text in its thread, and defines that list there.
+ * Runs a row call's rows [r0, r1) (fields as rowCallFields makes them) in chunks of chunkRows rows, moving the
+ * float32 partial sums into the float64 totals after each, so long sums keep float32's rounding small.
+ * Self-contained but for rowCallLoops: helper.ts runs this function's source text in its thread, and defines that
+ * list there.
  */
 export function runRowCall(loops: SimdLoops, buffer: ArrayBufferLike, fields: ArrayLike<number>): void {
   const f = Array.from(fields);
   const [loop, r0, r1, partialAt, totalAt, sums, countArg, partialArgs] = f;
   const args = f.slice(8, 17);
   const strides = f.slice(17, 26);
+  const chunkRows = f[26];
   const run = loops[rowCallLoops[loop]] as (...a: number[]) => void;
   const partial = new Float32Array(buffer, partialAt, sums);
   const total = new Float64Array(buffer, totalAt, sums);
@@ -207,8 +226,8 @@ export function runRowCall(loops: SimdLoops, buffer: ArrayBufferLike, fields: Ar
     for (let r = r0; r < r1; r++) run(...args.map((a, i) => a + r * strides[i]));
     return;
   }
-  for (let r = r0; r < r1; r += 512) {
-    const count = Math.min(512, r1 - r);
+  for (let r = r0; r < r1; r += chunkRows) {
+    const count = Math.min(chunkRows, r1 - r);
     partial.fill(0);
     run(...args.map((a, i) => (i === countArg ? count : (partialArgs >> i) & 1 ? partialAt + a : a + r * strides[i])));
     for (let k = 0; k < sums; k++) total[k] += partial[k];

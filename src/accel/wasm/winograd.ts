@@ -433,8 +433,6 @@ export function winogradConv(
     k.fill(0, WINOGRAD_FILTER_FLOATS);
     if (bias) k.set(bias, WINOGRAD_FILTER_FLOATS);
     const uAt = byteOffset(backend, constants);
-    // Each thread's scratch is the row call's region for partial sums: the loop sums nothing across rows, so the
-    // totals runRows returns are not read.
     const call: RowCall = {
       loop: relu ? 'winogradrelu' : 'winograd',
       args: [byteOffset(backend, x), uAt, uAt + 4 * WINOGRAD_FILTER_FLOATS, byteOffset(backend, y), 0, 0, 0, tilesW, tilesH],
@@ -442,7 +440,7 @@ export function winogradConv(
       countArg: 6,
       partialArgs: 1 << 4,
     };
-    runRows(backend, loops, call, n * tilesH, n * h * w * c * 9, winogradScratchFloats(tilesW));
+    runRows(backend, loops, call, n * tilesH, n * h * w * c * 9, 0, winogradScratchFloats(tilesW));
   } catch (err) {
     release(backend, y);
     throw err;
