@@ -615,10 +615,10 @@ describe('the helper thread takes half of a large row loop (row-jobs.ts RowCall)
 });
 
 describe('the helper thread takes half of a large filter gradient', () => {
-  // 2 x 96 x 96 x 16 -> 16, 3x3: block 1's geometry at a smaller size, 192 rows of 96 pixels and 2304 sums per pixel.
+  // 2 x 96 x 96 x 16 -> 32, 3x3: 192 rows of 96 pixels and 4608 sums per pixel (16 -> 16, block 1's, is Winograd's)
   const xShape = [2, 96, 96, 16];
-  const attrs = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', dimRoundingMode: undefined, filterShape: [3, 3, 16, 16] };
-  const inputs = { x: randomInput(xShape, 31), dy: randomInput(xShape, 32) };
+  const attrs = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', dimRoundingMode: undefined, filterShape: [3, 3, 16, 32] };
+  const inputs = { x: randomInput(xShape, 31), dy: randomInput([2, 96, 96, 32], 32) };
 
   it.skipIf(os.cpus().length < 2)('runs where the backend has two threads, and matches cpu and one thread', async () => {
     expect(start.threads).toBeGreaterThan(1);
@@ -722,6 +722,13 @@ describe("block 1's 16 -> 16 convolution by Winograd on wasm (FusedConv2D, Conv2
     const { wasm, cpu, loops } = await withLoopsSeen('Conv2DBackpropInput', inputs, { ...conv, inputShape: [2, 32, 30, 16] });
     expect(maxRelativeError(wasm.values, cpu.values)).toBeLessThan(1e-5);
     expect(loops).toEqual(['winograd']);
+  });
+
+  it("the filter gradient gives cpu's, by the Winograd loop", async () => {
+    const inputs = { x: randomInput([2, 32, 30, 16], 62), dy: randomInput([2, 32, 30, 16], 63) };
+    const { wasm, cpu, loops } = await withLoopsSeen('Conv2DBackpropFilter', inputs, { ...conv, filterShape: [3, 3, 16, 16] });
+    expect(maxRelativeError(wasm.values, cpu.values)).toBeLessThan(1e-5);
+    expect(loops).toEqual(['winogradfilter']);
   });
 
   it('keeps NaN through its ReLU, as the cpu backend does', async () => {

@@ -50,6 +50,7 @@ export const op = {
   else: [0x05],
   end: [0x0b],
   br: (l: number) => [0x0c, l],
+  call: (f: number) => [0x10, ...leb(f)],
   brIf: (l: number) => [0x0d, l],
   get: (i: number) => [0x20, i],
   set: (i: number) => [0x21, i],
@@ -76,6 +77,7 @@ export const op = {
   splatAt: (offset: number) => [0xfd, 0x09, 2, ...leb(offset)],
   f32x4Add: [0xfd, 0xe4, 0x01],
   f32x4Sub: [0xfd, 0xe5, 0x01],
+  f32x4Neg: [0xfd, 0xe1, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01],
   /** relaxed SIMD's a * b + c, fused or not as the CPU does it fastest */
   f32x4RelaxedMadd: [0xfd, 0x85, 0x02],

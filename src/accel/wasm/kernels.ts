@@ -12,8 +12,9 @@
  * (i, j) reads for grid position p is position p + (i*dh*wp + j*dw). So for every tap,
  *   dW[i, j] = dyGridᵀ[co, P] · xGrid[P + shift, ci]
  * is one matmul over a shifted window of the same buffer: no im2col copy.
- * Input gradient, stride 1: a convolution of dy with the spatially flipped, in/out-swapped filter; block 1's 16 -> 16
- * 3x3 one, like that layer's forward pass (FusedConv2D), by Winograd's algorithm (winograd.ts).
+ * Input gradient, stride 1: a convolution of dy with the spatially flipped, in/out-swapped filter.
+ * Block 1's 16 -> 16 3x3 convolution takes Winograd's algorithm instead (winograd.ts), for both gradients and for its
+ * forward pass (FusedConv2D).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
@@ -42,7 +43,7 @@ import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
 import { type RowCall, runFilterGradJob } from './row-jobs';
-import { winogradConv, winogradFilter, winogradFits } from './winograd';
+import { winogradConv, winogradFilter, winogradFilterGrad, winogradFits } from './winograd';
 
 const { backend_util } = tf;
 type Conv2DInfo = ReturnType<typeof backend_util.computeConv2DInfo>;
@@ -230,6 +231,7 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
   const info = conv2dInfo(x.shape, attrs.filterShape as number[], attrs, false);
   requireChannelsLast(info, 'Conv2DBackpropFilter');
   const loops = simdLoops(backend.wasm.sharedMemory);
+  if (loops && winogradFits(info)) return winogradFilterGrad(backend, loops, x, dy);
   if (info.strideHeight === 1 && info.strideWidth === 1 && info.outChannels % 16 === 0 && loops) {
     return denseFilterGradSimd(backend, x, dy, info, loops);
   }

@@ -159,6 +159,7 @@ const rowCallLoops = [
   'maxpool2x2',
   'winograd',
   'winogradrelu',
+  'winogradfilter',
 ] as const;
 /** The SIMD loops a RowCall may name; the index travels to the helper thread, which is given this list too. */
 export const ROW_CALL_LOOPS = rowCallLoops;

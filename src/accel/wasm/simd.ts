@@ -24,7 +24,7 @@
  */
 
 import { I32, V128, addInto, at, bump, eachRow, lanes, leb, loadAt, mulAdd, name, op, section, vec, whileBelow } from './assembler';
-import { winogradBody } from './winograd';
+import { winogradBody, winogradFilterGradBody } from './winograd';
 
 // colsum(src, dst, rows, colsBytes); locals r = 4, k = 5
 function colsumBody(): number[] {
@@ -449,77 +449,43 @@ function adamBody(): number[] {
  * loop uses relaxed SIMD's multiply-add (by default where this runtime validates it).
  */
 export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint8Array {
-  const type4 = [0x60, ...vec([[I32], [I32], [I32], [I32]]), 0];
-  const type7 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
-  const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), 0];
-  const type5 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0];
-  const type8 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
-  const type9 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0];
+  const params = (n: number) => [0x60, ...vec(new Array<number[]>(n).fill([I32])), 0];
+  const types = [4, 7, 6, 5, 8, 9]; // the functions' parameter counts, in the type section's order
   const memoryLimits = shared ? [0x03, ...leb(1), ...leb(65536)] : [0x00, ...leb(1)];
-  const colsum = colsumBody();
-  const dwgrad = dwgradBody();
-  const maxpool = maxpoolBody();
-  const rows = [rowBinaryBody(op.f32x4Mul), rowBinaryBody(op.f32x4Add), rowBinaryBody(op.f32x4Sub)];
-  const affine = rowAffineBody();
-  const convgrad = convgradBody(fused);
-  const bnsums = bnSumsBody();
-  const bngrad = bnGradBody();
-  const relugrad = reluGradBody();
-  const relugradsums = reluGradSumsBody();
-  const adam = adamBody();
-  const bnmoments = bnMomentsBody();
-  const winograd = [winogradBody(false, fused), winogradBody(true, fused)];
+  // [export name, parameter count, body], in function-index order
+  const functions: Array<[string, number, number[]]> = [
+    ['colsum', 4, colsumBody()],
+    ['dwgrad', 7, dwgradBody()],
+    ['maxpool2x2', 6, maxpoolBody()],
+    ['rowscale', 5, rowBinaryBody(op.f32x4Mul)],
+    ['rowadd', 5, rowBinaryBody(op.f32x4Add)],
+    ['rowsub', 5, rowBinaryBody(op.f32x4Sub)],
+    ['rowaffine', 7, rowAffineBody()],
+    ['convgrad', 8, convgradBody(fused)],
+    ['bnsums', 7, bnSumsBody()],
+    ['bngrad', 9, bnGradBody()],
+    ['relugrad', 4, reluGradBody()],
+    ['relugradsums', 6, reluGradSumsBody()],
+    ['adam', 9, adamBody()],
+    ['bnmoments', 6, bnMomentsBody()],
+    ['winograd', 9, winogradBody(false, fused)],
+    ['winogradrelu', 9, winogradBody(true, fused)],
+  ];
+  functions.push([
+    'winogradfilter',
+    9,
+    winogradFilterGradBody(
+      fused,
+      functions.findIndex(([n]) => n === 'convgrad'),
+    ),
+  ]);
   return Uint8Array.from([
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
-    ...section(1, vec([type4, type7, type6, type5, type8, type9])),
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    ...section(1, vec(types.map(params))),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memoryLimits]])),
-    ...section(3, vec([[0], [1], [2], [3], [3], [3], [1], [4], [1], [5], [0], [2], [5], [2], [5], [5]])),
-    ...section(
-      7,
-      vec([
-        [...name('colsum'), 0x00, 0],
-        [...name('dwgrad'), 0x00, 1],
-        [...name('maxpool2x2'), 0x00, 2],
-        [...name('rowscale'), 0x00, 3],
-        [...name('rowadd'), 0x00, 4],
-        [...name('rowsub'), 0x00, 5],
-        [...name('rowaffine'), 0x00, 6],
-        [...name('convgrad'), 0x00, 7],
-        [...name('bnsums'), 0x00, 8],
-        [...name('bngrad'), 0x00, 9],
-        [...name('relugrad'), 0x00, 10],
-        [...name('relugradsums'), 0x00, 11],
-        [...name('adam'), 0x00, 12],
-        [...name('bnmoments'), 0x00, 13],
-        [...name('winograd'), 0x00, 14],
-        [...name('winogradrelu'), 0x00, 15],
-      ]),
-    ),
-    ...section(
-      10,
-      vec([
-        [...leb(colsum.length), ...colsum],
-        [...leb(dwgrad.length), ...dwgrad],
-        [...leb(maxpool.length), ...maxpool],
-        ...rows.map((b) => [...leb(b.length), ...b]),
-        [...leb(affine.length), ...affine],
-        [...leb(convgrad.length), ...convgrad],
-        [...leb(bnsums.length), ...bnsums],
-        [...leb(bngrad.length), ...bngrad],
-        [...leb(relugrad.length), ...relugrad],
-        [...leb(relugradsums.length), ...relugradsums],
-        [...leb(adam.length), ...adam],
-        [...leb(bnmoments.length), ...bnmoments],
-        ...winograd.map((b) => [...leb(b.length), ...b]),
-      ]),
-    ),
+    ...section(3, vec(functions.map(([, n]) => leb(types.indexOf(n))))),
+    ...section(7, vec(functions.map(([fn], i) => [...name(fn), 0x00, ...leb(i)]))),
+    ...section(10, vec(functions.map(([, , body]) => [...leb(body.length), ...body]))),
   ]);
 }
 
@@ -577,6 +543,18 @@ export interface SimdLoops {
   relugradsums(dyByte: number, yByte: number, dstByte: number, accByte: number, rows: number, colsBytes: number): void;
   /** With d = x[r*cols + k] - shift[k]: s1[k] += d, s2[k] += d * d for r < rows; cols % 4 === 0. */
   bnmoments(xByte: number, shiftByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
+  /** winograd.ts's filter gradient of a 16 -> 16 channel 3x3 convolution over rows of tiles (winogradFilterGradBody). */
+  winogradfilter(
+    x: number,
+    dy: number,
+    table: number,
+    sums: number,
+    scratch: number,
+    firstRow: number,
+    count: number,
+    tilesW: number,
+    tilesH: number,
+  ): void;
   /** winograd.ts's 16 -> 16 channel 3x3 convolution over rows of tiles (see winogradBody); winogradrelu adds ReLU. */
   winograd(
     xPad: number,

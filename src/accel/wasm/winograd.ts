@@ -1,16 +1,17 @@
 /**
  * Block 1's 16 -> 16 convolution on wasm with Winograd's F(2x2, 3x3): 2.25 times fewer multiply-adds than the
- * direct convolution, for the forward pass (bias and ReLU included) and the input gradient of a 3x3, stride-1,
- * 'same' convolution with 16 input and 16 output channels. XNNPACK's direct convolution ran each of them at about
- * the arithmetic limit of 128-bit SIMD: 56-58 ms for 32x150x150x16 on a 2-core Xeon, a fifth of a wasm training step
- * for the two; this loop takes 23-24 ms for each.
+ * direct convolution, for the forward pass (bias and ReLU included), the input gradient and the filter gradient of
+ * a 3x3, stride-1, 'same' convolution with 16 input and 16 output channels. The direct loops ran each of them at
+ * about the arithmetic limit of 128-bit SIMD: XNNPACK's forward pass and input gradient 56-58 ms for 32x150x150x16
+ * on a 2-core Xeon, our filter gradient 55 ms, together 30% of a wasm training step; here they take 23-24, 23-24
+ * and 33 ms.
  *
  * Each 2x2 block of outputs (a tile) comes from the 4x4 input pixels around it: V = Bᵀ d B per channel, then 16
  * small products M[ξ] = V[ξ] · U[ξ] (U = G g Gᵀ, the filter transformed once per call, here in JavaScript), then
  * the outputs Aᵀ M A. One call of the wasm loop runs whole rows of tiles: it transforms a row's inputs into scratch,
  * multiplies them two tiles at a time (8 vector sums in registers, as the filter gradient's loop), and writes the
- * row's outputs, so the transformed data stays in cache. Rows of tiles are split with the helper thread as the other
- * row loops are.
+ * row's outputs, so the transformed data stays in cache. The filter gradient is the same algorithm transposed (see
+ * winogradFilterGradBody). Rows of tiles are split with the helper thread as the other row loops are.
  */
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { I32, V128, bump, mulAdd, op, vec, whileBelow } from './assembler';
@@ -104,8 +105,31 @@ export function winogradFilter(w: Float32Array, flipped: boolean): Float32Array 
  *   row and the two edge patches.
  */
 export function winogradBody(relu: boolean, fused: boolean): number[] {
-  // params
+  return tileRowLoop({ kind: relu ? 'convRelu' : 'conv', fused });
+}
+
+/**
+ * The filter gradient's wasm body: winogradfilter(x, dy, table, sums, scratch, firstRow, count, tilesW, tilesH)
+ * adds, for tile rows [firstRow, firstRow + count) of x and dy (both as winogradBody's x), S[ξ][ci][co] += the sum
+ * over tiles of X[ξ][tile][ci] Y[ξ][tile][co] into `sums` (4096 floats), where X = Bᵀ d B (the forward pass's input
+ * transform) and Y = A dy Aᵀ (dy's 2x2 block under the tile, transformed). The filter's gradient is then Gᵀ S G
+ * (winogradFilterGradient): the transpose of the forward pass, y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, with respect to g.
+ * The sums over tiles are the filter gradient's own loop (convgrad, called with the tiles as its pixels and `table`
+ * holding 4 ci, the byte offsets of the 16 input channels). scratch: winogradScratchFloats(tilesW) floats.
+ */
+export function winogradFilterGradBody(fused: boolean, convgradIndex: number): number[] {
+  return tileRowLoop({ kind: 'filterGrad', fused, convgradIndex });
+}
+
+type TileRowLoop = { kind: 'conv' | 'convRelu'; fused: boolean } | { kind: 'filterGrad'; fused: boolean; convgradIndex: number };
+
+/** The loop over rows of tiles that winogradBody and winogradFilterGradBody share; `kind` says what each row does. */
+function tileRowLoop(spec: TileRowLoop): number[] {
+  const { fused } = spec;
+  const relu = spec.kind === 'convRelu';
+  // params (the filter gradient's: x, dy, table, sums, scratch, ...)
   const [x, u, bias, y, scratch, firstRow, count, tilesW, tilesH] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [dy, table, sumsAt] = [1, 2, 3];
   // i32 locals
   const [tr, end, img, t, Q, tilesWE, xiStride, outRow, tc, g, dst, xi, vA, uX, mA, mAt, q, c16, c64, ci] = [
     9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
@@ -371,12 +395,86 @@ export function winogradBody(relu: boolean, fused: boolean): number[] {
     ...i32Set(end, [...get(firstRow), ...get(count), ...op.add]),
     ...i32Set(tr, get(firstRow)),
   ];
+  // The filter gradient's dy transform: per tile and group of 4 channels, Y = A dy Aᵀ from dy's 2x2 block (rows of
+  // A dy: dy0, dy0 + dy1, dy0 - dy1, -dy1; each row times Aᵀ likewise), into the M area as [ξ][tile][co].
+  const z = w.slice(0, 8); // A dy, 4 rows of 2
+  const dyBlock = d.slice(0, 4);
+  const negate = (out: number, a: number) => [...get(a), ...op.f32x4Neg, ...set(out)];
+  const aTimes = (out: number[], a0: number, a1: number) => [
+    ...get(a0),
+    ...set(out[0]),
+    ...add(out[1], a0, a1),
+    ...sub(out[2], a0, a1),
+    ...negate(out[3], a1),
+  ];
+  const dyTransform = [
+    ...i32Set(tc, op.i32(0)),
+    ...whileBelow(tc, tilesW, [
+      ...i32Set(g, op.i32(0)),
+      ...whileBelow(g, c64, [
+        // outRow is dy's row 2t here; the block: (2t, 2tc), (2t, 2tc + 1), (2t + 1, 2tc), (2t + 1, 2tc + 1)
+        ...i32Set(dst, [...get(outRow), ...get(tc), ...op.i32(2 * PIXEL), ...op.mul, ...op.add, ...get(g), ...op.add]),
+        ...get(dst),
+        ...op.v128LoadAt(0),
+        ...set(dyBlock[0]),
+        ...get(dst),
+        ...op.v128LoadAt(PIXEL),
+        ...set(dyBlock[1]),
+        ...get(dst),
+        ...get(Q),
+        ...op.add,
+        ...op.v128LoadAt(0),
+        ...set(dyBlock[2]),
+        ...get(dst),
+        ...get(Q),
+        ...op.add,
+        ...op.v128LoadAt(PIXEL),
+        ...set(dyBlock[3]),
+        // columns of the block (k = 0, 1): A times (row 0, row 1)
+        ...[0, 1].flatMap((k) => aTimes([z[k], z[2 + k], z[4 + k], z[6 + k]], dyBlock[k], dyBlock[2 + k])),
+        // each row i of A dy (z[2i], z[2i + 1]) times Aᵀ: Y[4i .. 4i + 3], into d
+        ...[0, 1, 2, 3].flatMap((i) => aTimes(d.slice(4 * i, 4 * i + 4), z[2 * i], z[2 * i + 1])),
+        ...i32Set(dst, [...get(mAt), ...get(tc), ...op.i32(PIXEL), ...op.mul, ...op.add, ...get(g), ...op.add]),
+        ...storeV,
+        ...bump(g, 16),
+      ]),
+      ...bump(tc, 1),
+    ]),
+  ];
+  // S[ξ] += X[ξ]ᵀ Y[ξ] over the row's tiles: convgrad(X[ξ], Y[ξ], S[ξ], tilesW, 64, 64, table, 16) for each ξ
+  const tileSums =
+    spec.kind === 'filterGrad'
+      ? [
+          ...i32Set(xi, op.i32(0)),
+          ...whileBelow(xi, c16, [
+            ...i32Set(vA, [...get(scratch), ...get(xi), ...get(xiStride), ...op.mul, ...op.add]),
+            ...get(vA),
+            ...get(mAt),
+            ...get(xi),
+            ...get(xiStride),
+            ...op.mul,
+            ...op.add,
+            ...get(sumsAt),
+            ...get(xi),
+            ...op.i32(16 * PIXEL),
+            ...op.mul,
+            ...op.add,
+            ...get(tilesW),
+            ...op.i32(PIXEL),
+            ...op.i32(PIXEL),
+            ...get(table),
+            ...op.i32(WINOGRAD_CHANNELS),
+            ...op.call(spec.convgradIndex),
+            ...bump(xi, 1),
+          ]),
+        ]
+      : [];
   const perTileRow = [
     ...i32Set(img, [...get(tr), ...get(tilesH), ...op.divU]),
     ...i32Set(t, [...get(tr), ...get(img), ...get(tilesH), ...op.mul, ...op.sub]),
-    // outRow = y + (img 2 tilesH + 2t) Q
+    // outRow = y + (img 2 tilesH + 2t) Q (the filter gradient: dy's row)
     ...i32Set(outRow, [
-      ...get(y),
+      ...get(spec.kind === 'filterGrad' ? dy : y),
       ...get(img),
       ...get(tilesH),
       ...op.mul,
@@ -390,8 +488,7 @@ export function winogradBody(relu: boolean, fused: boolean): number[] {
     ]),
     ...rowsOfTileRow,
     ...inputTransform,
-    ...product,
-    ...outputTransform,
+    ...(spec.kind === 'filterGrad' ? [...dyTransform, ...tileSums] : [...product, ...outputTransform]),
     ...bump(tr, 1),
   ];
   return [
@@ -448,4 +545,55 @@ export function winogradConv(
     release(backend, constants);
   }
   return y;
+}
+
+/** Gᵀ of F(2x2, 3x3): the filter gradient is Gᵀ S G (winogradFilterGradBody). */
+const G_T = [
+  [1, 0.5, 0.5, 0],
+  [0, 0.5, -0.5, 0],
+  [0, 0.5, 0.5, 1],
+];
+
+/**
+ * The filter gradient of a 16 -> 16 channel 3x3 convolution (stride 1, 'same') from its input x and output
+ * gradient dy, both [n, h, w, 16] (h and w even): a new [3, 3, 16, 16] tensor. The sums over tiles move into
+ * float64 every 8 rows of tiles (600 tiles at 150 pixels a row), so their float32 rounding stays small.
+ */
+export function winogradFilterGrad(backend: WasmBackend, loops: SimdLoops, x: TensorInfo, dy: TensorInfo): TensorInfo {
+  const [n, h, w, c] = x.shape;
+  const [tilesH, tilesW] = [h / 2, w / 2];
+  const table = allocate(backend, [WINOGRAD_CHANNELS]);
+  let sums: Float64Array;
+  try {
+    const tableAt = byteOffset(backend, table);
+    new Int32Array(view(backend, table).buffer, tableAt, WINOGRAD_CHANNELS).set(
+      Array.from({ length: WINOGRAD_CHANNELS }, (_, ci) => 4 * ci),
+    );
+    const call: RowCall = {
+      loop: 'winogradfilter',
+      // the sums, then the scratch, in each thread's own region
+      args: [byteOffset(backend, x), byteOffset(backend, dy), tableAt, 0, 4 * WINOGRAD_FILTER_FLOATS, 0, 0, tilesW, tilesH],
+      strides: [0, 0, 0, 0, 0, 1, 0, 0, 0],
+      countArg: 6,
+      partialArgs: (1 << 3) | (1 << 4),
+      chunkRows: 8,
+    };
+    sums = runRows(backend, loops, call, n * tilesH, n * h * w * c * 9, WINOGRAD_FILTER_FLOATS, winogradScratchFloats(tilesW));
+  } finally {
+    release(backend, table);
+  }
+  const C = WINOGRAD_CHANNELS;
+  const dw = allocate(backend, [3, 3, C, C]);
+  const out = view(backend, dw);
+  for (let a = 0; a < 3; a++)
+    for (let b = 0; b < 3; b++)
+      for (let k = 0; k < C * C; k++) {
+        let v = 0;
+        for (let i = 0; i < 4; i++) {
+          if (G_T[a][i] === 0) continue;
+          for (let j = 0; j < 4; j++) if (G_T[b][j] !== 0) v += G_T[a][i] * G_T[b][j] * sums[(i * 4 + j) * C * C + k];
+        }
+        out[(a * 3 + b) * C * C + k] = v;
+      }
+  return dw;
 }
