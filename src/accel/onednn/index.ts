@@ -51,7 +51,10 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedBatchNorm(loaded.addon);
     // After registerKernels: the fused layers' forward pass is the native FusedConv2D (the addon, with its CPU fallback).
     registerConvBiasRelu(NATIVE_BACKEND);
-    registerNativeOnly(SEPARABLE_CONV_BIAS_RELU, separableConvBiasRelu(loaded.addon));
+    // An addon built before this kernel existed lacks it: separable layers then keep their two convolutions.
+    if (typeof loaded.addon.separableConvBiasRelu === 'function') {
+      registerNativeOnly(SEPARABLE_CONV_BIAS_RELU, separableConvBiasRelu(loaded.addon));
+    }
     installFusedConvLayers();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
