@@ -34,7 +34,7 @@ export interface WasmStart {
   singleThreadReason?: string;
   /** Whether our SIMD filter-gradient loops share their rows with a helper thread (helper.ts), or why not. */
   helperThread: true | string;
-  /** Whether the filter-gradient loop uses relaxed SIMD's fused multiply-add (allowRelaxedSimd). */
+  /** Whether the filter-gradient and Winograd loops use relaxed SIMD's fused multiply-add (allowRelaxedSimd). */
   fusedMultiplyAdd: boolean;
 }
 
@@ -144,7 +144,7 @@ let started: WasmStart | undefined;
 
 /**
  * Node 20's V8 compiles relaxed SIMD only behind --experimental-wasm-relaxed-simd (on by default from V8 11.4,
- * Node 22). Our filter-gradient loop takes about a quarter less time with its fused multiply-add, so the flag is
+ * Node 22). Our filter-gradient loop took about a quarter less time with its fused multiply-add, so the flag is
  * turned on here, before our SIMD module is compiled; the flag only admits the relaxed opcodes in modules compiled
  * afterwards. PNEUMO_WASM_FMA=0 leaves it off.
  */

@@ -489,6 +489,22 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
   ]);
 }
 
+/**
+ * winograd.ts's loops over rows of tiles: (x, then three arguments of the loop's own, this thread's scratch, firstRow,
+ * count, tilesW, tilesH); see winogradBody and winogradFilterGradBody.
+ */
+type TileRowLoop = (
+  x: number,
+  a: number,
+  b: number,
+  c: number,
+  scratch: number,
+  firstRow: number,
+  count: number,
+  tilesW: number,
+  tilesH: number,
+) => void;
+
 export interface SimdLoops {
   /** dst[k] += src[r*cols + k] for r < rows, k < cols; byte addresses; cols % 4 === 0. */
   colsum(srcByte: number, dstByte: number, rows: number, colsBytes: number): void;
@@ -544,40 +560,10 @@ export interface SimdLoops {
   /** With d = x[r*cols + k] - shift[k]: s1[k] += d, s2[k] += d * d for r < rows; cols % 4 === 0. */
   bnmoments(xByte: number, shiftByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
   /** winograd.ts's filter gradient of a 16 -> 16 channel 3x3 convolution over rows of tiles (winogradFilterGradBody). */
-  winogradfilter(
-    x: number,
-    dy: number,
-    table: number,
-    sums: number,
-    scratch: number,
-    firstRow: number,
-    count: number,
-    tilesW: number,
-    tilesH: number,
-  ): void;
+  winogradfilter: TileRowLoop;
   /** winograd.ts's 16 -> 16 channel 3x3 convolution over rows of tiles (see winogradBody); winogradrelu adds ReLU. */
-  winograd(
-    xPad: number,
-    u: number,
-    bias: number,
-    y: number,
-    scratch: number,
-    firstRow: number,
-    count: number,
-    tilesW: number,
-    tilesH: number,
-  ): void;
-  winogradrelu(
-    xPad: number,
-    u: number,
-    bias: number,
-    y: number,
-    scratch: number,
-    firstRow: number,
-    count: number,
-    tilesW: number,
-    tilesH: number,
-  ): void;
+  winograd: TileRowLoop;
+  winogradrelu: TileRowLoop;
   /** Adam's update of the first bytes / 4 values (bytes % 16 === 0); p: 8 float32 parameters (see adamBody). */
   adam(
     wByte: number,
