@@ -25,24 +25,27 @@ type ConvArgs = Partial<tf.layers.Layer['getConfig']> & Record<string, unknown>;
 const init = (seed: number) => tf.initializers.glorotUniform({ seed });
 const bias = (seed: number) => tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed });
 
+/** A 3x3 'same' separable conv + ReLU layer with seeded weights and a bias straddling zero; `extra` overrides. */
+function separableLayer(filters: number, extra: ConvArgs = {}): tf.layers.Layer {
+  return tf.layers.separableConv2d({
+    filters,
+    kernelSize: 3,
+    padding: 'same',
+    activation: 'relu',
+    depthwiseInitializer: init(3),
+    pointwiseInitializer: init(4),
+    biasInitializer: bias(5),
+    ...extra,
+  });
+}
+
 /** conv (stride 2, 'valid') -> separable conv ('same') -> dense: a ReLU at both, and a gradient through both. */
 function net(conv: ConvArgs = {}, separable: ConvArgs = {}): tf.LayersModel {
   const input = tf.input({ shape: [11, 11, 2] });
   let x = tf.layers
     .conv2d({ filters: 6, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(1), biasInitializer: bias(2), ...conv })
     .apply(input) as tf.SymbolicTensor;
-  x = tf.layers
-    .separableConv2d({
-      filters: 4,
-      kernelSize: 3,
-      padding: 'same',
-      activation: 'relu',
-      depthwiseInitializer: init(3),
-      pointwiseInitializer: init(4),
-      biasInitializer: bias(5),
-      ...separable,
-    })
-    .apply(x) as tf.SymbolicTensor;
+  x = separableLayer(4, separable).apply(x) as tf.SymbolicTensor;
   x = tf.layers.flatten().apply(x) as tf.SymbolicTensor;
   const out = tf.layers.dense({ units: 1, kernelInitializer: init(6) }).apply(x) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: out });
@@ -169,18 +172,7 @@ describe.each(backends)('fused conv + bias + relu layers on $backend', ({ backen
 /** One separable conv + bias + ReLU layer (3x3 depthwise) on [3, h, w, ci] inputs. */
 function separableNet(h: number, w: number, ci: number, co: number, layer: ConvArgs = {}): tf.LayersModel {
   const input = tf.input({ shape: [h, w, ci] });
-  const out = tf.layers
-    .separableConv2d({
-      filters: co,
-      kernelSize: 3,
-      padding: 'same',
-      activation: 'relu',
-      depthwiseInitializer: init(3),
-      pointwiseInitializer: init(4),
-      biasInitializer: bias(5),
-      ...layer,
-    })
-    .apply(input) as tf.SymbolicTensor;
+  const out = separableLayer(co, layer).apply(input) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: out });
 }
 

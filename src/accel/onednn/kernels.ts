@@ -183,11 +183,11 @@ export function separableConvBiasRelu(a: NativeAddon): NativeKernel {
     const y = uninitialised(n * h * w * co);
     const [xv, dwv, pwv, bv] = [x, depthwiseFilter, pointwiseFilter, bias].map((t) => values(backend, t));
     if (!a.separableConvBiasRelu(xv, dwv, pwv, bv, y, Int32Array.from([n, h, w, ci, co]))) {
-      const same = (filter: Info) =>
-        tf.backend_util.computeConv2DInfo(x.shape as never, filter.shape as never, 1, 1, 'same', undefined, filter === depthwiseFilter);
+      const same = (filter: Info, depthwise: boolean) =>
+        convGeom(tf.backend_util.computeConv2DInfo(x.shape as never, filter.shape as never, 1, 1, 'same', undefined, depthwise), depthwise);
       const depthwise = uninitialised(size(x.shape));
-      a.convForward(xv, dwv, null, depthwise, convGeom(same(depthwiseFilter), true), Activation.None);
-      a.convForward(depthwise, pwv, bv, y, convGeom(same(pointwiseFilter), false), Activation.Relu);
+      a.convForward(xv, dwv, null, depthwise, same(depthwiseFilter, true), Activation.None);
+      a.convForward(depthwise, pwv, bv, y, same(pointwiseFilter, false), Activation.Relu);
     }
     return output(backend, [n, h, w, co], y);
   };

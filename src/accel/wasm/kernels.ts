@@ -346,7 +346,7 @@ function fusedConv2D(args: KernelArgs): TensorInfo {
     return callStock('FusedConv2D', args);
   }
   const info = conv2dInfo(x.shape, filter.shape, attrs, false, (attrs.dilations as [number, number]) ?? 1);
-  if (info.dataFormat !== 'channelsLast' || !winogradFits(info) || (bias && bias.shape.reduce((a, b) => a * b, 1) !== 16)) {
+  if (info.dataFormat !== 'channelsLast' || !winogradFits(info) || (bias && tf.util.sizeFromShape(bias.shape) !== info.outChannels)) {
     return callStock('FusedConv2D', args);
   }
   const u = winogradFilter(view(backend, filter), false);

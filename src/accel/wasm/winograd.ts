@@ -13,35 +13,21 @@
  * row's outputs, so the transformed data stays in cache. The filter gradient is the same algorithm transposed (see
  * winogradFilterGradBody). Rows of tiles are split with the helper thread as the other row loops are.
  */
-import type { TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo, backend_util } from '@tensorflow/tfjs';
 import { I32, V128, bump, mulAdd, op, vec, whileBelow } from './assembler';
 import { type WasmBackend, allocate, byteOffset, release, runRows, view } from './heap';
 import type { RowCall } from './row-jobs';
 import type { SimdLoops } from './simd';
 
 /** Channels in and out: the only geometry the loop is written for (block 1 of the seed model). */
-export const WINOGRAD_CHANNELS = 16;
+const WINOGRAD_CHANNELS = 16;
 /** Bytes of one pixel's 16 channels. */
 const PIXEL = 4 * WINOGRAD_CHANNELS;
 /** Floats of the transformed filter: U[ξ][ci][co], 16 x 16 x 16. */
-export const WINOGRAD_FILTER_FLOATS = 16 * WINOGRAD_CHANNELS * WINOGRAD_CHANNELS;
+const WINOGRAD_FILTER_FLOATS = 16 * WINOGRAD_CHANNELS * WINOGRAD_CHANNELS;
 
 /** Whether a convolution's geometry is the one the Winograd loop takes. */
-export function winogradFits(g: {
-  inChannels: number;
-  outChannels: number;
-  filterHeight: number;
-  filterWidth: number;
-  strideHeight: number;
-  strideWidth: number;
-  dilationHeight: number;
-  dilationWidth: number;
-  inHeight: number;
-  inWidth: number;
-  outHeight: number;
-  outWidth: number;
-  padInfo: { top: number; left: number };
-}): boolean {
+export function winogradFits(g: backend_util.Conv2DInfo): boolean {
   return (
     g.inChannels === WINOGRAD_CHANNELS &&
     g.outChannels === WINOGRAD_CHANNELS &&
@@ -503,7 +489,7 @@ function tileRowLoop(spec: TileRowLoop): number[] {
 }
 
 /** Floats of scratch one thread of the loop needs for rows of `tilesW` tiles (see winogradBody). */
-export function winogradScratchFloats(tilesW: number): number {
+function winogradScratchFloats(tilesW: number): number {
   const tilesWE = tilesW + (tilesW % 2);
   return 2 * 16 * tilesWE * WINOGRAD_CHANNELS + (2 * tilesW + 2) * WINOGRAD_CHANNELS + 2 * 16 * WINOGRAD_CHANNELS;
 }
