@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { profileKernels, runBenchTrain } from '../src/cli/bench-train';
+import { profileKernels, runBenchTrain, summarizeRounds, type BenchRound } from '../src/cli/bench-train';
 import { initBackend } from '../src/accel';
 import { generateDemoDataset } from '../src/data/demo';
 
@@ -110,5 +110,72 @@ describe('bench-train', () => {
     expect(tf.getKernelsForBackend('wasm').map((k) => k.kernelFunc)).toEqual(before);
     const byShape = profileKernels(() => tf.add(tf.ones([3]), tf.ones([2, 3])), true);
     expect(byShape.find((r) => r.kernel.startsWith('Add '))).toMatchObject({ kernel: 'Add [3] [2,3]', calls: 1 });
+  });
+  it('rounds: each ratio is ours over the peer measured right after it; medians, and the ratio spread', () => {
+    const round = (train: number, infer: number, peerTrain: number, peerInfer: number): BenchRound => ({
+      train: { imgPerS: train, cpuS: 2, wallS: 1 },
+      infer: { imgPerS: infer, cpuS: 1, wallS: 0.5 },
+      peer: { train_img_per_s: peerTrain, infer_img_per_s: peerInfer, threads: 2 },
+    });
+    // Ratios: train 3, 2, 2.5 -> median 2.5; infer 4, 3, 2 -> median 3. Ours' medians 180 / 600, the peer's 72 / 200.
+    const summary = summarizeRounds([round(180, 800, 60, 200), round(190, 600, 95, 200), round(175, 500, 70, 250)]);
+    expect(summary).toMatchObject({
+      rounds: 3,
+      train_img_per_s: 180,
+      infer_img_per_s: 600,
+      peer_train_img_per_s: 70,
+      peer_infer_img_per_s: 200,
+      train_ratio: 2.5,
+      train_ratio_min: 2,
+      train_ratio_max: 3,
+      infer_ratio: 3,
+      infer_ratio_min: 2,
+      infer_ratio_max: 4,
+      train_cpu_s: 6,
+      infer_wall_s: 1.5,
+    });
+    // One round: the same keys as before rounds existed, no spread.
+    const one = summarizeRounds([round(180, 800, 60, 200)]);
+    expect(one.train_ratio).toBe(3);
+    expect(one).not.toHaveProperty('train_ratio_min');
+    // Without the peer: no ratios at all.
+    expect(summarizeRounds([{ ...round(180, 800, 60, 200), peer: undefined }])).not.toHaveProperty('train_ratio');
+  });
+
+  it('--rounds runs the peer after each round and reports the medians', async () => {
+    // A stand-in "python": answers the torch probe, then reports peer throughputs 40, 10, 20 on successive runs.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-peer-'));
+    const python = path.join(dir, 'python');
+    fs.writeFileSync(
+      python,
+      [
+        '#!/bin/sh',
+        'if [ "$1" = "-c" ]; then echo 9.9.9-fake; exit 0; fi',
+        `n=$(cat "${dir}/n" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "${dir}/n"`,
+        'case $n in 1) t=40;; 2) t=10;; *) t=20;; esac',
+        'echo "{\\"train_img_per_s\\": $t, \\"infer_img_per_s\\": $((t * 3)), \\"threads\\": 2, \\"torch\\": \\"9.9.9-fake\\"}"',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const script = path.join(dir, 'seed_cnn_torch.py');
+    fs.writeFileSync(script, '# not run: the stand-in python ignores it\n');
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+    try {
+      const peerFlags = ['--peer', '--peer-script', script, '--peer-python', python, '--rounds', '3'];
+      const tiny = ['--variant', 'small', '--size', '32', '--batch', '4', '--steps', '1', '--warmup', '1', '--backend', 'cpu'];
+      const result = await runBenchTrain(['node', 'bench-train', ...peerFlags, ...tiny, '--no-epoch']);
+      expect(fs.readFileSync(path.join(dir, 'n'), 'utf8').trim()).toBe('3');
+      expect(lines.filter((l) => /^round \d\/3 peer: train/.test(l))).toHaveLength(3);
+      expect(result).toMatchObject({ rounds: 3, peer_train_img_per_s: 20, peer_infer_img_per_s: 60, peer_torch: '9.9.9-fake' });
+      const [lo, mid, hi] = [result.train_ratio_min, result.train_ratio, result.train_ratio_max] as number[];
+      expect(lo).toBeLessThanOrEqual(mid);
+      expect(mid).toBeLessThanOrEqual(hi);
+      // The round against the slowest peer (10 img/s) has the highest ratio, unless ours slowed 4x between rounds.
+      expect(hi / lo).toBeGreaterThan(1.5);
+    } finally {
+      spy.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,16 +2,19 @@
  * Training / inference throughput of the seed CNN on the selected backend, optionally side by side
  * with the PyTorch peer on the same machine.
  *
- *   npm run bench:train [-- --peer] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile [--by-shape]]
+ *   npm run bench:train [-- --peer] [--rounds R] [--steps N] [--size 150] [--batch 32] [--variant seed] [--profile [--by-shape]]
  *                       [--epoch-data DIR | --no-epoch]
  *
  * The bare step is the one train() runs, on the default recipe's model; next to it, one real epoch of the default
  * recipe (augmentation, batching, progress and validation included) on the dataset, with where its time went, so
  * the step's figure and what a user waits for cannot drift apart.
  *
+ * With --rounds R the timed loop runs R times, each followed by the peer, and the figures are medians over the
+ * rounds with each ratio's lowest and highest: the peer wanders far more between runs than we do.
+ *
  * The last line of output is one JSON object (backend, train_img_per_s, infer_img_per_s, peak_rss_mb, with a
  * dataset epoch_img_per_s and the epoch's phases, and with --peer: peer_train_img_per_s, peer_infer_img_per_s,
- * train_ratio, infer_ratio, epoch_ratio).
+ * train_ratio, infer_ratio, epoch_ratio, and with several rounds train_ratio_min / _max, infer_ratio_min / _max).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -26,10 +29,12 @@ import { balancedClassWeights } from '../train/loss';
 import { DEFAULT_TRAIN, train, type EpochTiming } from '../train/train';
 import { DEFAULT_PIPELINE, decode, loadData, makeSplit } from '../pipeline';
 import { findPeerPython } from '../bench/peer';
+import { describeNumbers } from '../viz/images';
 
 interface BenchOptions {
   steps: number;
   warmup: number;
+  rounds: number;
   size: number;
   batch: number;
   channels: number;
@@ -137,7 +142,7 @@ function formatProfile(rows: ProfileRow[], top: number): string {
   ].join('\n');
 }
 
-interface PeerResult {
+export interface PeerResult {
   train_img_per_s: number;
   infer_img_per_s: number;
   threads?: number;
@@ -181,6 +186,97 @@ function runPeer(opts: BenchOptions, python: string): PeerResult {
 
 export type BenchResult = Record<string, string | number>;
 
+/** One round of the timed loop: ours, then (with --peer) the peer right after, so each ratio compares neighbours in time. */
+export interface BenchRound {
+  train: Timing;
+  infer: Timing;
+  peer?: PeerResult;
+}
+
+/** Throughput of a timed loop, with the CPU seconds (all threads) and wall seconds it took. */
+export interface Timing {
+  imgPerS: number;
+  cpuS: number;
+  wallS: number;
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+/** Images per second of `calls` calls of f, each of one batch, with the CPU time they took. */
+function timeCalls(f: () => unknown, calls: number, batch: number): Timing {
+  const started = performance.now();
+  const cpu = process.cpuUsage();
+  for (let i = 0; i < calls; i++) f();
+  const wallS = (performance.now() - started) / 1000;
+  return { imgPerS: (batch * calls) / wallS, cpuS: cpuSeconds(cpu), wallS };
+}
+
+/**
+ * opts.rounds rounds of: opts.steps training steps, opts.steps predictions, then the peer's bench. The peer's
+ * throughput wanders by a third between runs minutes apart on these shared machines while ours holds within a few
+ * percent, so one pair of numbers says little about the ratio; rounds give its spread.
+ */
+function measureRounds(opts: BenchOptions, step: () => unknown, predict: () => unknown, peer?: () => PeerResult): BenchRound[] {
+  const rounds: BenchRound[] = [];
+  for (let r = 1; r <= opts.rounds; r++) {
+    const train = timeCalls(step, opts.steps, opts.batch);
+    const infer = timeCalls(predict, opts.steps, opts.batch);
+    const round: BenchRound = { train, infer };
+    const label = opts.rounds > 1 ? `round ${r}/${opts.rounds} ` : '';
+    console.log(`${label}train: ${opts.steps} steps in ${train.wallS.toFixed(2)} s = ${train.imgPerS.toFixed(1)} img/s`);
+    console.log(`${label}infer: ${opts.steps} batches in ${infer.wallS.toFixed(2)} s = ${infer.imgPerS.toFixed(1)} img/s`);
+    if (peer) {
+      console.log(`${label}running the PyTorch peer on the same input shape ...`);
+      round.peer = peer();
+      console.log(
+        `${label}peer: train ${round.peer.train_img_per_s} img/s, infer ${round.peer.infer_img_per_s} img/s; ratios ` +
+          `${(train.imgPerS / round.peer.train_img_per_s).toFixed(2)}x / ${(infer.imgPerS / round.peer.infer_img_per_s).toFixed(2)}x`,
+      );
+    }
+    rounds.push(round);
+  }
+  return rounds;
+}
+
+/**
+ * The benchmark's figures from its rounds: medians of ours and of the peer's throughput, the median of the
+ * rounds' ratios (each ours over the peer measured right after it), and with several rounds, each ratio's
+ * lowest and highest. CPU and wall seconds are totals over the rounds.
+ */
+export function summarizeRounds(rounds: readonly BenchRound[]): BenchResult {
+  const median = (f: (r: BenchRound) => number) => describeNumbers(rounds.map(f)).median;
+  const total = (f: (r: BenchRound) => number) => round2(rounds.reduce((s, r) => s + f(r), 0));
+  const summary: BenchResult = {
+    rounds: rounds.length,
+    train_img_per_s: round1(median((r) => r.train.imgPerS)),
+    infer_img_per_s: round1(median((r) => r.infer.imgPerS)),
+    // CPU seconds per timed phase: on a busy machine wall time inflates; cpu time shows the work done.
+    train_cpu_s: total((r) => r.train.cpuS),
+    train_wall_s: total((r) => r.train.wallS),
+    infer_cpu_s: total((r) => r.infer.cpuS),
+    infer_wall_s: total((r) => r.infer.wallS),
+  };
+  const withPeer = rounds.filter((r): r is BenchRound & { peer: PeerResult } => r.peer !== undefined);
+  if (withPeer.length !== rounds.length || rounds.length === 0) return summary;
+  summary.peer_threads = withPeer[0].peer.threads ?? 0;
+  const peerMedian = (f: (p: PeerResult) => number) => round1(describeNumbers(withPeer.map((r) => f(r.peer))).median);
+  summary.peer_train_img_per_s = peerMedian((p) => p.train_img_per_s);
+  summary.peer_infer_img_per_s = peerMedian((p) => p.infer_img_per_s);
+  const ratios = {
+    train_ratio: describeNumbers(withPeer.map((r) => r.train.imgPerS / r.peer.train_img_per_s)),
+    infer_ratio: describeNumbers(withPeer.map((r) => r.infer.imgPerS / r.peer.infer_img_per_s)),
+  };
+  for (const [key, d] of Object.entries(ratios)) {
+    summary[key] = round2(d.median);
+    if (rounds.length > 1) {
+      summary[`${key}_min`] = round2(d.min);
+      summary[`${key}_max`] = round2(d.max);
+    }
+  }
+  return summary;
+}
+
 async function bench(opts: BenchOptions): Promise<BenchResult> {
   // Fail before minutes of benchmarking, not after.
   if (opts.peer) checkPeerScript(opts);
@@ -220,23 +316,10 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
       ),
     );
 
-  let t = performance.now();
-  let cpu = process.cpuUsage();
-  for (let i = 0; i < opts.steps; i++) step(xs, ys);
-  const trainSeconds = (performance.now() - t) / 1000;
-  const trainCpuSeconds = cpuSeconds(cpu);
-  const trainIps = (opts.batch * opts.steps) / trainSeconds;
-  console.log(`train: ${opts.steps} steps in ${trainSeconds.toFixed(2)} s = ${trainIps.toFixed(1)} img/s`);
-
   const predict = () => tf.tidy(() => (model.predict(xs) as tf.Tensor).dataSync());
   predict();
-  t = performance.now();
-  cpu = process.cpuUsage();
-  for (let i = 0; i < opts.steps; i++) predict();
-  const inferSeconds = (performance.now() - t) / 1000;
-  const inferCpuSeconds = cpuSeconds(cpu);
-  const inferIps = (opts.batch * opts.steps) / inferSeconds;
-  console.log(`infer: ${opts.steps} batches in ${inferSeconds.toFixed(2)} s = ${inferIps.toFixed(1)} img/s`);
+  const peerRun = peerPython ? () => runPeer(opts, peerPython.python) : undefined;
+  const rounds = measureRounds(opts, () => step(xs, ys), predict, peerRun);
   const convChoices = describeConvChoices();
   if (convChoices) console.log(`conv algorithms timed and chosen: ${convChoices}`);
   tf.dispose([xs, ys]);
@@ -250,27 +333,14 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
     size: opts.size,
     batch: opts.batch,
     steps: opts.steps,
-    train_img_per_s: Math.round(trainIps * 10) / 10,
-    infer_img_per_s: Math.round(inferIps * 10) / 10,
+    ...summarizeRounds(rounds),
     peak_rss_mb: peakRssMb(),
-    // CPU seconds per timed phase: on a busy machine wall time inflates; cpu time shows the work done.
-    train_cpu_s: Math.round(trainCpuSeconds * 100) / 100,
-    train_wall_s: Math.round(trainSeconds * 100) / 100,
-    infer_cpu_s: Math.round(inferCpuSeconds * 100) / 100,
-    infer_wall_s: Math.round(inferSeconds * 100) / 100,
   };
+  if (peerPython) result.peer_torch = rounds[0].peer?.torch ?? peerPython.torch;
   const epoch = opts.epoch ? await benchEpoch(opts) : undefined;
   if (epoch) Object.assign(result, epoch);
-  if (opts.peer) {
-    console.log('running the PyTorch peer on the same inputs shape ...');
-    const peer = runPeer(opts, peerPython!.python);
-    result.peer_train_img_per_s = peer.train_img_per_s;
-    result.peer_infer_img_per_s = peer.infer_img_per_s;
-    result.peer_threads = peer.threads ?? 0;
-    result.peer_torch = peer.torch ?? peerPython!.torch;
-    result.train_ratio = Math.round((trainIps / peer.train_img_per_s) * 100) / 100;
-    result.infer_ratio = Math.round((inferIps / peer.infer_img_per_s) * 100) / 100;
-    if (epoch) result.epoch_ratio = Math.round((epoch.epoch_img_per_s / peer.train_img_per_s) * 100) / 100;
+  if (epoch && typeof result.peer_train_img_per_s === 'number') {
+    result.epoch_ratio = round2(epoch.epoch_img_per_s / result.peer_train_img_per_s);
   }
   console.log(JSON.stringify(result));
   return result;
@@ -343,6 +413,7 @@ function parseOptions(argv: string[]): BenchOptions {
     .description('Training and inference throughput of the pneumonia CNN on the selected tfjs backend')
     .option('--steps <n>', 'timed steps (training and inference each)', positiveInt, 5)
     .option('--warmup <n>', 'untimed warm-up training steps', positiveInt, 2)
+    .option('--rounds <n>', 'timed rounds, each ours then the peer; medians and ratio spread over them', positiveInt, 1)
     .option('--size <px>', 'input side', positiveInt, 150)
     .option('--batch <n>', 'batch size', positiveInt, 32)
     .option('--channels <n>', 'input channels (1 or 3)', positiveInt, 1)
