@@ -158,11 +158,12 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
 
   const winogradCases = convCases.filter((c) => c.inC === 16 && c.outC === 16 && c.k[0] === 3 && c.k[1] === 3);
 
-  it('16 -> 16 3x3 convs match cpu with either algorithm, and auto keeps Winograd only where it timed clearly faster', async () => {
+  it('16 -> 16 3x3 convs match cpu with every algorithm, and auto keeps a Winograd only where it timed clearly faster', async () => {
     const { addon } = loaded as { addon: NativeAddon };
     expect(winogradCases.length).toBe(2);
     try {
-      for (const mode of ['direct', 'winograd', 'auto'] as const) {
+      // 'winograd2x2' runs our F(2x2, 3x3) on the 'same' case (forward and input gradient) on any CPU.
+      for (const mode of ['direct', 'winograd', 'winograd2x2', 'auto'] as const) {
         addon.setConvAlgorithm(mode);
         for (const c of winogradCases) await expectConvMatchesCpu(c);
         if (mode !== 'auto') expect(addon.convAlgorithmChoices()).toEqual([]);
@@ -175,13 +176,34 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         const [, , , inC, , , outC, kh, kw] = ch.geometry;
         expect([inC, outC, kh, kw]).toEqual([16, 16, 3, 3]);
         expect(ch.directMs).toBeGreaterThan(0);
-        expect(ch.winograd).toBe(ch.winogradMs >= 0 && ch.winogradMs < 0.85 * ch.directMs);
+        // F(2x2) is timed for the forward pass and the input gradient (every padding here is 0 or 1), not the filter's.
+        expect(ch.winograd2x2Ms >= 0).toBe(ch.direction !== 'backwardWeights');
+        const candidates = [
+          { algorithm: 'winograd', ms: ch.winogradMs },
+          { algorithm: 'winograd2x2', ms: ch.winograd2x2Ms },
+        ].filter((a) => a.ms >= 0 && a.ms < 0.85 * ch.directMs);
+        const fastest = candidates.sort((a, b) => a.ms - b.ms)[0]?.algorithm ?? 'direct';
+        expect(ch.algorithm).toBe(fastest);
       }
-      // The line runs record (describeBackend, summary.md): one entry per choice, with both times.
+      // The line runs record (describeBackend, summary.md): one entry per choice, with the times it compared.
       const line = describeConvChoices()!;
       expect(line.split('; ')).toHaveLength(choices.length);
-      expect(line).toMatch(/^forward \d+x\d+x\d+x16 (Winograd|direct) \((Winograd [\d.]+ ms|no Winograd), direct [\d.]+ ms\)/);
-      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct' or 'winograd', got 'fast'/);
+      expect(line).toMatch(
+        /^forward \d+x\d+x\d+x16 (Winograd|Winograd F\(2x2\)|direct) \((Winograd [\d.]+ ms|no oneDNN Winograd), Winograd F\(2x2\) [\d.]+ ms, direct [\d.]+ ms\)/,
+      );
+      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct', 'winograd' or 'winograd2x2', got 'fast'/);
+    } finally {
+      addon.setConvAlgorithm('auto');
+    }
+  });
+
+  it('our Winograd F(2x2) matches cpu over rows of more tiles than one register block, with an odd width and height', async () => {
+    const { addon } = loaded as { addon: NativeAddon };
+    try {
+      addon.setConvAlgorithm('winograd2x2');
+      // 21 tiles a row: one full block of products and an overlapping last one, then a half tile at the right and
+      // bottom edges.
+      await expectConvMatchesCpu({ batch: 2, side: [7, 41], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' });
     } finally {
       addon.setConvAlgorithm('auto');
     }

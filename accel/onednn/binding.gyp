@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "pneumo_native",
-      "sources": ["src/addon.cc", "src/conv.cc", "src/pool.cc", "src/elementwise.cc", "src/image.cc", "src/separable.cc"],
+      "sources": ["src/addon.cc", "src/conv.cc", "src/pool.cc", "src/elementwise.cc", "src/image.cc", "src/separable.cc", "src/winograd.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
       "cflags!": ["-fno-exceptions"],

@@ -1,7 +1,9 @@
 // Convolutions (ordinary and depthwise, forward and both gradients) and batched
 // matmul on oneDNN, reading/writing tfjs tensor storage in place (NHWC, HWIO/HWCM).
 #include "common.h"
+#include "winograd.h"
 #include <chrono>
+#include <functional>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -83,32 +85,38 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
 }
 
 // Whether Winograd pays depends on the CPU, so where it fits, the first call of each direction and geometry times
-// both algorithms on that call's own buffers and keeps the faster one for the rest of the process. Measured with
-// oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct -> Winograd):
-//   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13
-//   Intel Xeon (AVX-512, AMX):  forward 13 -> 25, backward data 13 -> 25, backward weights 13 -> 9.5
-// Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
+// the algorithms on that call's own buffers and keeps the fastest for the rest of the process: oneDNN's direct
+// convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and for the forward pass and the
+// input gradient our own F(2x2, 3x3) (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv
+// at 150x150 (ms, direct -> oneDNN's Winograd, F(2x2)):
+//   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13 (before F(2x2))
+//   Intel Xeon (AVX-512, AMX):  forward 13.5 -> 25, 14.5; backward data 13 -> 25; backward weights 13.6 -> 9.5
+//   the same Xeon, everything capped at AVX2 (no oneDNN Winograd there): forward 22 -> 15.5
+// A Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
 // and with it the last bits of the results, does not flip between runs on one machine with timing noise.
-// PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses it, =1 ('winograd') always where
-// oneDNN has it; unset or 'auto' measures.
-enum class ConvAlgorithm { kAuto, kDirect, kWinograd };
-constexpr double kWinogradMargin = 0.85;  // Winograd's time must be under 85% of the direct one's
+// PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses one, =1 ('winograd') always where one fits
+// (oneDNN's first), =2x2 ('winograd2x2') F(2x2) wherever it fits; unset or 'auto' measures.
+enum class ConvAlgorithm { kAuto, kDirect, kWinograd, kWinograd2x2 };
+constexpr double kWinogradMargin = 0.85;  // a Winograd's time must be under 85% of the direct one's
 
 ConvAlgorithm& convAlgorithm() {
   static ConvAlgorithm mode = [] {
     const char* v = std::getenv("PNEUMO_NATIVE_WINOGRAD");
     if (v && std::strcmp(v, "0") == 0) return ConvAlgorithm::kDirect;
     if (v && std::strcmp(v, "1") == 0) return ConvAlgorithm::kWinograd;
+    if (v && std::strcmp(v, "2x2") == 0) return ConvAlgorithm::kWinograd2x2;
     return ConvAlgorithm::kAuto;
   }();
   return mode;
 }
 
 enum class Direction : int { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+enum class Algorithm : int { kDirect = 0, kOnednnWinograd = 1, kWinograd2x2 = 2 };
 
 struct Choice {
-  bool winograd;
-  double winogradMs, directMs;  // the faster of two timed calls each; winogradMs < 0: oneDNN has no Winograd here
+  Algorithm algorithm;
+  // The faster of two timed calls each; -1 where the algorithm does not exist for the convolution.
+  double winogradMs, winograd2x2Ms, directMs;
 };
 
 using ChoiceKey = std::pair<int, std::vector<int64_t>>;
@@ -132,33 +140,46 @@ double fastestOfTwo(Run run) {
   return best;
 }
 
-// Runs the convolution with `run(winograd)` using the algorithm chosen as above. `run` throws dnnl::error when
-// oneDNN has no implementation of the algorithm asked for (its "unimplemented" while making the descriptor).
+// Runs the convolution with the algorithm chosen as above: `run(winograd)` runs oneDNN's direct or Winograd one
+// (throwing dnnl::error where oneDNN has no implementation of it: its "unimplemented" while making the
+// descriptor), `own()` the F(2x2) one, null where this direction has none.
 template <typename Run>
-void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run) {
+void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run, const std::function<void()>& own) {
   const ConvAlgorithm mode = convAlgorithm();
   if (mode == ConvAlgorithm::kDirect || !winogradFits(g)) return run(false);
+  const bool ownFits = own && winograd2x2Fits(g);
+  if (mode == ConvAlgorithm::kWinograd2x2) return ownFits ? own() : run(false);
   if (mode == ConvAlgorithm::kWinograd) {
     try {
       return run(true);
     } catch (const dnnl::error&) {
-      return run(false);
     }
+    return ownFits ? own() : run(false);
   }
+  auto execute = [&](Algorithm a) {
+    if (a == Algorithm::kWinograd2x2) own();
+    else run(a == Algorithm::kOnednnWinograd);
+  };
   const ChoiceKey key = choiceKey(dir, g);
   auto known = choices().find(key);
-  if (known != choices().end()) return run(known->second.winograd);
-  Choice c{false, -1, 0};
+  if (known != choices().end()) return execute(known->second.algorithm);
+  Choice c{Algorithm::kDirect, -1, -1, 0};
   try {
     run(true);  // creates the primitive (JIT), untimed
     c.winogradMs = fastestOfTwo([&] { run(true); });
   } catch (const dnnl::error&) {
   }
+  if (ownFits) {
+    own();
+    c.winograd2x2Ms = fastestOfTwo(own);
+  }
   run(false);
   c.directMs = fastestOfTwo([&] { run(false); });
-  c.winograd = c.winogradMs >= 0 && c.winogradMs < kWinogradMargin * c.directMs;
+  double best = kWinogradMargin * c.directMs;
+  if (c.winogradMs >= 0 && c.winogradMs < best) c.algorithm = Algorithm::kOnednnWinograd, best = c.winogradMs;
+  if (c.winograd2x2Ms >= 0 && c.winograd2x2Ms < best) c.algorithm = Algorithm::kWinograd2x2;
   choices()[key] = c;
-  if (c.winograd) run(true);  // the output is the chosen algorithm's
+  if (c.algorithm != Algorithm::kDirect) execute(c.algorithm);  // the output is the chosen algorithm's
 }
 
 // Copies between the caller's layout and the primitive's preferred one when they differ.
@@ -237,7 +258,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
     if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), b)});
     dnnl::convolution_forward(pd).execute(cpuStream(), args);
     cpuStream().wait();
-  });
+  }, [&] { winograd2x2Forward(g, x, w, b, y, act == Activation::kRelu); });
   return info.Env().Undefined();
 }
 
@@ -258,7 +279,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
     convolution_backward_data(pd).execute(
         cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
     cpuStream().wait();
-  });
+  }, [&] { winograd2x2BackwardData(g, dy, w, dx); });
   return info.Env().Undefined();
 }
 
@@ -283,7 +304,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
         cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
     if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
     cpuStream().wait();
-  });
+  }, nullptr);
   return info.Env().Undefined();
 }
 
@@ -315,23 +336,28 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setConvAlgorithm('auto' | 'direct' | 'winograd'): what PNEUMO_NATIVE_WINOGRAD sets at load (unset, 0, 1).
+// setConvAlgorithm('auto' | 'direct' | 'winograd' | 'winograd2x2'): what PNEUMO_NATIVE_WINOGRAD sets at load
+// (unset, 0, 1, 2x2).
 // Switching forgets the measured choices.
 Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
   const std::string mode = info[0].As<Napi::String>().Utf8Value();
   if (mode == "auto") convAlgorithm() = ConvAlgorithm::kAuto;
   else if (mode == "direct") convAlgorithm() = ConvAlgorithm::kDirect;
   else if (mode == "winograd") convAlgorithm() = ConvAlgorithm::kWinograd;
-  else throw Napi::Error::New(info.Env(), "setConvAlgorithm: expected 'auto', 'direct' or 'winograd', got '" + mode + "'");
+  else if (mode == "winograd2x2") convAlgorithm() = ConvAlgorithm::kWinograd2x2;
+  else
+    throw Napi::Error::New(info.Env(),
+                           "setConvAlgorithm: expected 'auto', 'direct', 'winograd' or 'winograd2x2', got '" + mode + "'");
   choices().clear();
   return info.Env().Undefined();
 }
 
-// The choices measured so far: [{direction, geometry, winograd, winogradMs, directMs}], winogradMs -1 where oneDNN
-// had no Winograd for that convolution.
+// The choices measured so far: [{direction, geometry, algorithm, winogradMs, winograd2x2Ms, directMs}], a time -1
+// where that algorithm does not exist for the convolution.
 Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   static const char* kDirections[] = {"forward", "backwardData", "backwardWeights"};
+  static const char* kAlgorithms[] = {"direct", "winograd", "winograd2x2"};
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& [key, c] : choices()) {
@@ -340,8 +366,9 @@ Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
     Napi::Array geom = Napi::Array::New(env, key.second.size());
     for (uint32_t j = 0; j < key.second.size(); j++) geom.Set(j, Napi::Number::New(env, double(key.second[j])));
     o.Set("geometry", geom);
-    o.Set("winograd", c.winograd);
+    o.Set("algorithm", kAlgorithms[static_cast<int>(c.algorithm)]);
     o.Set("winogradMs", c.winogradMs);
+    o.Set("winograd2x2Ms", c.winograd2x2Ms);
     o.Set("directMs", c.directMs);
     out.Set(i++, o);
   }

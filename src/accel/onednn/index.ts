@@ -16,7 +16,7 @@
  * backend chain moves on.
  */
 import * as tf from '@tensorflow/tfjs';
-import { applyThreadSetting, loadNativeAddon } from './addon';
+import { type ConvAlgorithmChoice, applyThreadSetting, loadNativeAddon } from './addon';
 import { NATIVE_BACKEND, NATIVE_PRIORITY, NativeBackend } from './backend';
 import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
@@ -64,9 +64,16 @@ export function tryRegisterNative(): NativeRegistration {
   return registration;
 }
 
+const ALGORITHM_NAMES: Record<ConvAlgorithmChoice['algorithm'], string> = {
+  direct: 'direct',
+  winograd: 'Winograd',
+  winograd2x2: 'Winograd F(2x2)',
+};
+
 /**
  * One line on the convolution algorithms the `native` backend timed and chose so far (accel/onednn/src/conv.cc),
- * e.g. "forward direct (Winograd 24.1 ms, direct 13.2 ms)"; undefined before any such choice.
+ * e.g. "forward 32x150x150x16 direct (Winograd 24.1 ms, Winograd F(2x2) 14.5 ms, direct 13.2 ms)"; undefined before
+ * any such choice.
  */
 export function describeConvChoices(): string | undefined {
   const loaded = loadNativeAddon();
@@ -76,8 +83,12 @@ export function describeConvChoices(): string | undefined {
   return choices
     .map((c) => {
       const shape = `${c.geometry[0]}x${c.geometry[1]}x${c.geometry[2]}x${c.geometry[3]}`;
-      const winograd = c.winogradMs < 0 ? 'no Winograd' : `Winograd ${c.winogradMs.toFixed(1)} ms`;
-      return `${c.direction} ${shape} ${c.winograd ? 'Winograd' : 'direct'} (${winograd}, direct ${c.directMs.toFixed(1)} ms)`;
+      const timed = [
+        c.winogradMs < 0 ? 'no oneDNN Winograd' : `Winograd ${c.winogradMs.toFixed(1)} ms`,
+        ...(c.winograd2x2Ms < 0 ? [] : [`Winograd F(2x2) ${c.winograd2x2Ms.toFixed(1)} ms`]),
+        `direct ${c.directMs.toFixed(1)} ms`,
+      ];
+      return `${c.direction} ${shape} ${ALGORITHM_NAMES[c.algorithm]} (${timed.join(', ')})`;
     })
     .join('; ');
 }
