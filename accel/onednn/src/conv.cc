@@ -86,12 +86,12 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
 
 // Whether Winograd pays depends on the CPU, so where it fits, the first call of each direction and geometry times
 // the algorithms on that call's own buffers and keeps the fastest for the rest of the process: oneDNN's direct
-// convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and for the forward pass and the
-// input gradient our own F(2x2, 3x3) (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv
-// at 150x150 (ms, direct -> oneDNN's Winograd, F(2x2)):
+// convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and our own F(2x2, 3x3)
+// (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct -> oneDNN's
+// Winograd, F(2x2)):
 //   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13 (before F(2x2))
-//   Intel Xeon (AVX-512, AMX):  forward 13.5 -> 25, 14.5; backward data 13 -> 25; backward weights 13.6 -> 9.5
-//   the same Xeon, everything capped at AVX2 (no oneDNN Winograd there): forward 22 -> 15.5
+//   Intel Xeon (AVX-512, AMX):  forward 13.0 -> 25.2, 13.6; backward data 12.2 -> 25.3, 13.9; weights 12.9 -> 9.1, 13.2
+//   the same Xeon capped at AVX2 (no oneDNN Winograd): forward 21.4 -> 14.6, data 17.7 -> 14.4, weights 26.3 -> 18.9
 // A Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
 // and with it the last bits of the results, does not flip between runs on one machine with timing noise.
 // PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses one, =1 ('winograd') always where one fits
@@ -142,12 +142,12 @@ double fastestOfTwo(Run run) {
 
 // Runs the convolution with the algorithm chosen as above: `run(winograd)` runs oneDNN's direct or Winograd one
 // (throwing dnnl::error where oneDNN has no implementation of it: its "unimplemented" while making the
-// descriptor), `own()` the F(2x2) one, null where this direction has none.
+// descriptor), `own()` the F(2x2) one.
 template <typename Run>
 void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run, const std::function<void()>& own) {
   const ConvAlgorithm mode = convAlgorithm();
   if (mode == ConvAlgorithm::kDirect || !winogradFits(g)) return run(false);
-  const bool ownFits = own && winograd2x2Fits(g);
+  const bool ownFits = winograd2x2Fits(g);
   if (mode == ConvAlgorithm::kWinograd2x2) return ownFits ? own() : run(false);
   if (mode == ConvAlgorithm::kWinograd) {
     try {
@@ -304,7 +304,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
         cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
     if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
     cpuStream().wait();
-  }, nullptr);
+  }, [&] { winograd2x2BackwardFilter(g, x, dy, dw); });
   return info.Env().Undefined();
 }
 

@@ -1,11 +1,13 @@
 // Winograd F(2x2, 3x3) for the 16 -> 16 channel 3x3 convolutions with stride 1 (block 1's second layer, the
-// largest of the network), forward and input gradient, for CPUs where oneDNN has no Winograd of its own (it has one
-// on AVX-512 only). Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A over a 4x4 input patch: 16 products of
-// 16 x 16 channel matrices per tile instead of 36 taps per output pixel, 2.25x fewer multiply-adds. One call of the
-// tile-row loop transforms a row of input patches into a per-thread buffer, multiplies, and transforms the row of
-// outputs back (with bias and ReLU), so the transformed data stays in cache. conv.cc times it against the direct
-// convolution and keeps whichever is clearly faster; measured on a 2-core Xeon with both capped at AVX2 (32x150x150,
-// forward): oneDNN direct 22 ms, this 15.5 ms; on the same Xeon with AVX-512, 13.5 and 14.5 ms.
+// largest of the network), the forward pass and both gradients, for CPUs where oneDNN has no Winograd of its own
+// (it has one on AVX-512 only). Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A over a 4x4 input patch: 16
+// products of 16 x 16 channel matrices per tile instead of 36 taps per output pixel, 2.25x fewer multiply-adds. One
+// call of the tile-row loop transforms a row of input patches into a per-thread buffer, multiplies, and transforms
+// the row back, so the transformed data stays in cache; the filter gradient is the same algorithm transposed.
+// conv.cc times each direction against the direct convolution and keeps whichever is clearly faster: on a 2-core
+// Xeon capped at AVX2, 32x150x150x16, forward 21.4 -> 14.6 ms, input gradient 17.7 -> 14.4, filter gradient
+// 26.3 -> 18.9. With AVX-512, oneDNN's direct forward and input gradient and its own Winograd filter gradient stay
+// ahead (13.0, 12.2, 9.1 ms against 13.6, 13.9, 13.2): the transforms read the activations at memory speed.
 #include "winograd.h"
 
 #include <algorithm>
@@ -170,6 +172,63 @@ void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, co
   }
 }
 
+// dM[xi][tile][c] = (A dY A^T)[xi] for the row of tiles whose output rows are dy0 and dy1 (dy1 null past the
+// output's last row): the output transform's transpose. The column past an odd width reads as zero.
+void outputGradTransform(const float* dy0, const float* dy1, const TileGeom& g, float* dm) {
+  const FloatsV zero = {};
+  const int64_t tiles = g.tileCols();
+  for (int64_t tc = 0; tc < tiles; tc++)
+    for (int q = 0; q < kParts16; q++) {
+      FloatsV d[2][2];
+      for (int c = 0; c < 2; c++) {
+        const bool inside = 2 * tc + c < g.outW;
+        const int64_t at = (2 * tc + c) * kChannels + q * kLanes;
+        d[0][c] = inside ? loadV(dy0 + at) : zero;
+        d[1][c] = inside && dy1 ? loadV(dy1 + at) : zero;
+      }
+      // Rows (A dY): dy0, dy0 + dy1, dy0 - dy1, -dy1; then the same along the columns.
+      FloatsV r[4][2];
+      for (int c = 0; c < 2; c++) {
+        r[0][c] = d[0][c];
+        r[1][c] = d[0][c] + d[1][c];
+        r[2][c] = d[0][c] - d[1][c];
+        r[3][c] = zero - d[1][c];
+      }
+      for (int i = 0; i < 4; i++) {
+        const FloatsV out[4] = {r[i][0], r[i][0] + r[i][1], r[i][0] - r[i][1], zero - r[i][1]};
+        for (int j = 0; j < 4; j++) storeV(dm + ((i * 4 + j) * tiles + tc) * kChannels + q * kLanes, out[j]);
+      }
+    }
+}
+
+// Input channels per register block of the filter gradient's products: with AVX-512 all 16 (16 sums, one vector of
+// outputs each), with AVX2 4 (8 sums of two vectors each), so the sums, dM's vectors and a broadcast fit the registers.
+constexpr int kGradChannels = kParts16 == 1 ? 16 : 4;
+
+// s[xi][ci][co] += sum over the row's tiles of V[xi][tile][ci] dM[xi][tile][co], in float.
+void filterGradProducts(const float* v, const float* dm, int64_t tiles, float* s) {
+  for (int xi = 0; xi < 16; xi++) {
+    const float* vx = v + xi * tiles * kChannels;
+    const float* dmx = dm + xi * tiles * kChannels;
+    for (int c0 = 0; c0 < kChannels; c0 += kGradChannels) {
+      FloatsV acc[kGradChannels][kParts16] = {};
+      for (int64_t t = 0; t < tiles; t++) {
+        FloatsV g[kParts16];
+        for (int q = 0; q < kParts16; q++) g[q] = loadV(dmx + t * kChannels + q * kLanes);
+        for (int c = 0; c < kGradChannels; c++) {
+          const float a = vx[t * kChannels + c0 + c];
+          for (int q = 0; q < kParts16; q++) acc[c][q] += a * g[q];
+        }
+      }
+      for (int c = 0; c < kGradChannels; c++)
+        for (int q = 0; q < kParts16; q++) {
+          float* at = s + (xi * kChannels + c0 + c) * kChannels + q * kLanes;
+          storeV(at, loadV(at) + acc[c][q]);
+        }
+    }
+  }
+}
+
 }  // namespace
 
 bool winograd2x2Fits(const ConvGeom& g) {
@@ -185,6 +244,61 @@ void winograd2x2Forward(const ConvGeom& g, const float* x, const float* w, const
 // dx is the convolution of dy with the turned filter, padded by 2 - the forward padding.
 void winograd2x2BackwardData(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   tileRows({g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl}, dy, transformFilter(w, true), nullptr, false, dx);
+}
+
+// Tile rows whose sums a thread keeps in float before adding them into its double ones: float over a few hundred
+// tiles, double over the whole batch (180,000 tiles at 32x150x150).
+constexpr int64_t kRowsPerFlush = 8;
+
+// dW = G^T S G for each channel pair, S the sum over all tiles of V^T dM (the forward pass transposed), per thread
+// and then added in thread order, so the result does not depend on timing.
+void winograd2x2BackwardFilter(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
+  const int64_t tilesH = tg.tileRows(), tiles = tg.tileCols();
+  const int64_t inRow = g.w * kChannels, outRow = g.ow * kChannels;
+  constexpr size_t kSums = 16 * kChannels * kChannels;
+  const int threads = omp_get_max_threads();
+  std::vector<double> partial(threads * kSums, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> v(static_cast<size_t>(16 * tiles * kChannels)), dm(v.size()),
+        zeros(static_cast<size_t>(inRow), 0.f), rowSums(kSums, 0.f);
+    double* s = partial.data() + omp_get_thread_num() * kSums;
+    int64_t rowsSummed = 0;
+    auto flush = [&] {
+      for (size_t k = 0; k < kSums; k++) s[k] += rowSums[k];
+      std::fill(rowSums.begin(), rowSums.end(), 0.f);
+    };
+#pragma omp for schedule(static) nowait
+    for (int64_t item = 0; item < g.n * tilesH; item++) {
+      const int64_t b = item / tilesH, t = item % tilesH;
+      const float* rows[4];
+      for (int i = 0; i < 4; i++) {
+        const int64_t r = 2 * t - tg.padTop + i;
+        rows[i] = r >= 0 && r < g.h ? x + (b * g.h + r) * inRow : zeros.data();
+      }
+      inputTransform(rows, tg, v.data());
+      const float* dy0 = dy + (b * g.oh + 2 * t) * outRow;
+      outputGradTransform(dy0, 2 * t + 1 < g.oh ? dy0 + outRow : nullptr, tg, dm.data());
+      filterGradProducts(v.data(), dm.data(), tiles, rowSums.data());
+      if (++rowsSummed % kRowsPerFlush == 0) flush();
+    }
+    flush();
+  }
+  for (int t = 1; t < threads; t++)
+    for (size_t k = 0; k < kSums; k++) partial[k] += partial[t * kSums + k];
+  // G^T S G: G's rows are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
+  static const double kG[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  for (int ci = 0; ci < kChannels; ci++)
+    for (int co = 0; co < kChannels; co++)
+      for (int a = 0; a < 3; a++)
+        for (int c = 0; c < 3; c++) {
+          double sum = 0;
+          for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+              sum += kG[i][a] * kG[j][c] * partial[((i * 4 + j) * kChannels + ci) * kChannels + co];
+          dw[(a * 3 + c) * 256 + ci * kChannels + co] = static_cast<float>(sum);
+        }
 }
 
 }  // namespace pn
