@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { augmentBatch, sampleAugmentParams, transformFor, warpBilinearNearest } from '../src/augment';
 import { describeConvChoices, loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
+import { STANDARDIZE_IMAGES, standardizeImages } from '../src/model/normalization';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
@@ -263,6 +264,29 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
           .sum(),
       )(xt),
     );
+  });
+
+  it("the input standardization is one kernel on native, matching cpu's six ops (a flat image too) and their gradient", async () => {
+    const rng = makeRng(21);
+    const [n, h, w] = [4, 9, 7];
+    const data = Float32Array.from({ length: n * h * w }, (_, i) => (i < 3 * h * w ? 0.2 + 0.6 * rng() : 0.4)); // image 4 flat
+    const x = { shape: [n, h, w, 1], data };
+    const weights = { shape: [n, h, w, 1], data: randomArray(rng, n * h * w) };
+    await expectSame([x], (xt) => standardizeImages(xt as tf.Tensor4D));
+    // The gradient against the ops' own on the three images with contrast (on the flat one the ops' sqrt(0) gives NaN).
+    const gradient = (xt: tf.Tensor, wt: tf.Tensor) =>
+      tf.grad((t: tf.Tensor) => tf.sum(tf.mul(standardizeImages(t as tf.Tensor4D), wt)))(xt);
+    const varied = (t: { data: Float32Array }) => ({ shape: [3, h, w, 1], data: t.data.slice(0, 3 * h * w) });
+    await expectSame([varied(x), varied(weights)], gradient);
+    await tf.setBackend('native');
+    // On the flat one the std is the floor, a constant: dx = (dy - mean(dy)) * sqrt(pixels).
+    const dx = tf.tidy(() => gradient(tf.tensor4d(data, [n, h, w, 1]), tf.tensor4d(weights.data, [n, h, w, 1])).dataSync());
+    const dy = weights.data.slice(3 * h * w);
+    const meanDy = dy.reduce((a, b) => a + b, 0) / dy.length;
+    dx.slice(3 * h * w).forEach((v, i) => expect(v).toBeCloseTo((dy[i] - meanDy) * Math.sqrt(h * w), 4));
+    const profile = await tf.profile(() => standardizeImages(tf.tensor4d(data, [n, h, w, 1])));
+    expect(profile.kernelNames).toContain(STANDARDIZE_IMAGES);
+    expect(profile.kernelNames).not.toContain('Mean');
   });
 
   it('max pool gradient picks the first of tied maxima, like cpu', async () => {

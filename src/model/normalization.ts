@@ -13,8 +13,21 @@ import * as tf from '@tensorflow/tfjs';
 export type InputNormalization = 'none' | 'standardize' | 'equalize';
 export const INPUT_NORMALIZATIONS: readonly InputNormalization[] = ['none', 'standardize', 'equalize'];
 
+/**
+ * The kernel a backend may register to standardize a batch in one pass (input x, channels last; output each image
+ * [h, w, c] to zero mean and unit variance, as standardizeImagesWithOps computes it): `native` does
+ * (accel/onednn/src/elementwise.cc). Elsewhere the six tfjs ops run.
+ */
+export const STANDARDIZE_IMAGES = 'StandardizeImages';
+
 /** Each image [h, w, c] of a batch to zero mean and unit variance (the std floored at 1/sqrt(pixels), as TF does). */
 export function standardizeImages(x: tf.Tensor4D): tf.Tensor4D {
+  if (!tf.getKernel(STANDARDIZE_IMAGES, tf.getBackend())) return standardizeImagesWithOps(x);
+  return tf.engine().runKernel(STANDARDIZE_IMAGES, { x }) as tf.Tensor4D;
+}
+
+/** standardizeImages with tfjs ops: the reference, and the path of backends without the kernel. */
+export function standardizeImagesWithOps(x: tf.Tensor4D): tf.Tensor4D {
   return tf.tidy(() => {
     const [, h, w, c] = x.shape;
     const { mean, variance } = tf.moments(x, [1, 2, 3], true);
@@ -22,6 +35,30 @@ export function standardizeImages(x: tf.Tensor4D): tf.Tensor4D {
     return tf.div(tf.sub(x, mean), std) as tf.Tensor4D;
   });
 }
+
+// The kernel's gradient, for anyone differentiating through the layer (training does not: images are not
+// variables). With y = (x - mean) / std: dx = (dy - mean(dy) - y mean(dy y)) / std, without the last term where
+// the std is the floor (a constant then).
+tf.registerGradient({
+  kernelName: STANDARDIZE_IMAGES,
+  inputsToSave: ['x'],
+  outputsToSave: [true],
+  gradFunc: (dy, [x, y]) => ({
+    x: () =>
+      tf.tidy(() => {
+        const axes = [1, 2, 3];
+        const [, h, w, c] = x.shape;
+        const floor = 1 / Math.sqrt(h * w * c);
+        const sd = tf.sqrt(tf.moments(x, axes, true).variance);
+        const std = tf.maximum(sd, floor);
+        const notFloored = tf.cast(tf.greater(sd, floor), 'float32');
+        const g = dy as tf.Tensor;
+        const centred = tf.sub(g, tf.mean(g, axes, true));
+        const along = tf.mul(tf.mul(y, tf.mean(tf.mul(g, y), axes, true)), notFloored);
+        return tf.div(tf.sub(centred, along), std);
+      }),
+  }),
+});
 
 const LEVELS = 256;
 

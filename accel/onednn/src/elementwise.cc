@@ -426,6 +426,41 @@ Napi::Value BatchNormMoments(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Per-image standardization (the model's input layer, src/model/normalization.ts) in two passes over each image
+// instead of tfjs's six ops (a mean, a squared difference, a second mean, a subtraction, a division and the
+// floor): each image to zero mean and unit variance, the standard deviation floored at 1 / sqrt(pixels) as
+// TensorFlow's per_image_standardization does. The sums are taken around the image's first value, in double; the
+// output is (x - mean) / std in float, as tfjs computes it.
+Napi::Value StandardizeImages(const Napi::CallbackInfo& info) {
+  // (x, y, images)
+  const float* x = f32(info[0]);
+  float* y = f32(info[1]);
+  const int64_t images = info[2].As<Napi::Number>().Int64Value();
+  const int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  if (images <= 0 || n % images != 0) throw std::runtime_error("standardizeImages: the images do not divide the input");
+  const int64_t pixels = n / images;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < images; i++) {
+    const float* xi = x + i * pixels;
+    const double first = xi[0];
+    double s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t k = 0; k < pixels; k++) {
+      const double d = double(xi[k]) - first;
+      s1 += d;
+      s2 += d * d;
+    }
+    const double shiftedMean = s1 / pixels;
+    const double variance = std::max(0.0, s2 / pixels - shiftedMean * shiftedMean);
+    const float mean = static_cast<float>(first + shiftedMean);
+    const float std = std::max(static_cast<float>(std::sqrt(variance)), static_cast<float>(1.0 / std::sqrt(double(pixels))));
+    float* yi = y + i * pixels;
+#pragma omp simd
+    for (int64_t k = 0; k < pixels; k++) yi[k] = (xi[k] - mean) / std;
+  }
+  return info.Env().Undefined();
+}
+
 // Training-mode batch-norm's input gradient in one pass over channels-last dy and x, from per-channel
 // coefficients the caller derives from BatchNormGradSums: dx = a[c] * dy + b[c] * (x - mean[c]) + k[c].
 // With the batch statistics' own gradients folded in (a = s r, b = -s r^3 S2 / n, k = -s r S1 / n), this
@@ -605,6 +640,7 @@ void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("batchNormGradSums", Napi::Function::New(env, BatchNormGradSums));
   exports.Set("batchNormMoments", Napi::Function::New(env, BatchNormMoments));
+  exports.Set("standardizeImages", Napi::Function::New(env, StandardizeImages));
   exports.Set("batchNormTrainGrad", Napi::Function::New(env, BatchNormTrainGrad));
   exports.Set("tile", Napi::Function::New(env, Tile));
   exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));

@@ -85,6 +85,8 @@ export interface NativeAddon {
   batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
   /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */
   batchNormMoments(x: Float32Array, moments: Float32Array): void;
+  /** Each of `images` equal parts of x to zero mean and unit variance (src/model/normalization.ts), into y. */
+  standardizeImages(x: Float32Array, y: Float32Array, images: number): void;
   /** dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. */
   /** reluSums: also multiply dx by step(x) and take its per-channel sums (BATCH_NORM_TRAIN_GRAD_RELU). */
   batchNormTrainGrad(

@@ -22,7 +22,8 @@ import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
 import { SEPARABLE_CONV_BIAS_RELU, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { registerNativeOnly } from './common';
-import { separableConvBiasRelu } from './kernels';
+import { separableConvBiasRelu, standardizeImages } from './kernels';
+import { STANDARDIZE_IMAGES } from '../../model/normalization';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
 
@@ -51,9 +52,13 @@ export function tryRegisterNative(): NativeRegistration {
     registerFusedBatchNorm(loaded.addon);
     // After registerKernels: the fused layers' forward pass is the native FusedConv2D (the addon, with its CPU fallback).
     registerConvBiasRelu(NATIVE_BACKEND);
-    // An addon built before this kernel existed lacks it: separable layers then keep their two convolutions.
+    // An addon built before these kernels existed lacks them: separable layers then keep their two convolutions, and
+    // the input standardization its tfjs ops.
     if (typeof loaded.addon.separableConvBiasRelu === 'function') {
       registerNativeOnly(SEPARABLE_CONV_BIAS_RELU, separableConvBiasRelu(loaded.addon));
+    }
+    if (typeof loaded.addon.standardizeImages === 'function') {
+      registerNativeOnly(STANDARDIZE_IMAGES, standardizeImages(loaded.addon));
     }
     installFusedConvLayers();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);

@@ -193,6 +193,16 @@ export function separableConvBiasRelu(a: NativeAddon): NativeKernel {
   };
 }
 
+/** STANDARDIZE_IMAGES (src/model/normalization.ts): each image of a batch to zero mean and unit variance, in one kernel. */
+export function standardizeImages(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend }) => {
+    const { x } = inputs;
+    const y = uninitialised(size(x.shape));
+    a.standardizeImages(values(backend, x), y, x.shape[0]);
+    return output(backend, x.shape, y);
+  };
+}
+
 /**
  * tf.image.transform with bilinear interpolation, 'nearest' fill and affine transforms (the augmentation's warps;
  * accel/onednn/src/image.cc). With it, augment.ts uses tfjs ops on `native` as on wasm, instead of its JavaScript
