@@ -11,6 +11,7 @@
 #include "winograd.h"
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 namespace pn {
@@ -147,6 +148,16 @@ void outputTransform(const float* m, const TileGeom& g, const float* bias, bool 
     }
 }
 
+// The 4 input rows under tile row t of image b; `zeros` (a row of them) stands in for rows outside the input.
+std::array<const float*, 4> patchRows(const TileGeom& g, const float* x, int64_t b, int64_t t, const float* zeros) {
+  std::array<const float*, 4> rows;
+  for (int i = 0; i < 4; i++) {
+    const int64_t r = 2 * t - g.padTop + i;
+    rows[i] = r >= 0 && r < g.inH ? x + (b * g.inH + r) * g.inW * kChannels : zeros;
+  }
+  return rows;
+}
+
 void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, const float* bias, bool relu,
               float* y) {
   const int64_t tilesH = g.tileRows(), tiles = g.tileCols();
@@ -158,12 +169,7 @@ void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, co
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
-      const float* rows[4];
-      for (int i = 0; i < 4; i++) {
-        const int64_t r = 2 * t - g.padTop + i;
-        rows[i] = r >= 0 && r < g.inH ? x + (b * g.inH + r) * inRow : zeros.data();
-      }
-      inputTransform(rows, g, v.data());
+      inputTransform(patchRows(g, x, b, t, zeros.data()).data(), g, v.data());
       products(v.data(), u.data(), tiles, m.data());
       float* first = y + (b * g.outH + 2 * t) * outRow;
       float* const out[2] = {first, 2 * t + 1 < g.outH ? first + outRow : nullptr};
@@ -272,12 +278,7 @@ void winograd2x2BackwardFilter(const ConvGeom& g, const float* x, const float* d
 #pragma omp for schedule(static) nowait
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
-      const float* rows[4];
-      for (int i = 0; i < 4; i++) {
-        const int64_t r = 2 * t - tg.padTop + i;
-        rows[i] = r >= 0 && r < g.h ? x + (b * g.h + r) * inRow : zeros.data();
-      }
-      inputTransform(rows, tg, v.data());
+      inputTransform(patchRows(tg, x, b, t, zeros.data()).data(), tg, v.data());
       const float* dy0 = dy + (b * g.oh + 2 * t) * outRow;
       outputGradTransform(dy0, 2 * t + 1 < g.oh ? dy0 + outRow : nullptr, tg, dm.data());
       filterGradProducts(v.data(), dm.data(), tiles, rowSums.data());
