@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { profileKernels, runBenchTrain, summarizeRounds, type BenchRound } from '../src/cli/bench-train';
+import { describeRatios, profileKernels, runBenchTrain, summarizeRounds, type BenchRound } from '../src/cli/bench-train';
 import { initBackend } from '../src/accel';
 import { generateDemoDataset } from '../src/data/demo';
 
@@ -134,12 +134,18 @@ describe('bench-train', () => {
       train_cpu_s: 6,
       infer_wall_s: 1.5,
     });
+    expect(describeRatios(summary)).toBe('against the peer (median of 3 rounds, lowest-highest): training 2.5x (2-3), prediction 3x (2-4)');
     // One round: the same keys as before rounds existed, no spread.
     const one = summarizeRounds([round(180, 800, 60, 200)]);
     expect(one.train_ratio).toBe(3);
     expect(one).not.toHaveProperty('train_ratio_min');
+    expect(describeRatios({ ...one, epoch_ratio: 2.2 })).toBe(
+      "against the peer (one round): training 3x, prediction 4x, one epoch end to end 2.2x the peer's bare step",
+    );
     // Without the peer: no ratios at all.
-    expect(summarizeRounds([{ ...round(180, 800, 60, 200), peer: undefined }])).not.toHaveProperty('train_ratio');
+    const alone = summarizeRounds([{ ...round(180, 800, 60, 200), peer: undefined }]);
+    expect(alone).not.toHaveProperty('train_ratio');
+    expect(describeRatios(alone)).toBeUndefined();
   });
 
   it('--rounds runs the peer after each round and reports the medians', async () => {
@@ -167,6 +173,7 @@ describe('bench-train', () => {
       const result = await runBenchTrain(['node', 'bench-train', ...peerFlags, ...tiny, '--no-epoch']);
       expect(fs.readFileSync(path.join(dir, 'n'), 'utf8').trim()).toBe('3');
       expect(lines.filter((l) => /^round \d\/3 peer: train/.test(l))).toHaveLength(3);
+      expect(lines.at(-2)).toMatch(/^against the peer \(median of 3 rounds, lowest-highest\): training [\d.]+x \([\d.]+-[\d.]+\)/);
       expect(result).toMatchObject({ rounds: 3, peer_train_img_per_s: 20, peer_infer_img_per_s: 60, peer_torch: '9.9.9-fake' });
       const [lo, mid, hi] = [result.train_ratio_min, result.train_ratio, result.train_ratio_max] as number[];
       expect(lo).toBeLessThanOrEqual(mid);

@@ -277,6 +277,16 @@ export function summarizeRounds(rounds: readonly BenchRound[]): BenchResult {
   return summary;
 }
 
+/** "against the peer (median of 3 rounds, lowest-highest): training 2.59x (2.51-2.85), prediction ..."; undefined without the peer. */
+export function describeRatios(result: BenchResult): string | undefined {
+  if (typeof result.train_ratio !== 'number') return undefined;
+  const spread = (key: string) => (typeof result[`${key}_min`] === 'number' ? ` (${result[`${key}_min`]}-${result[`${key}_max`]})` : '');
+  const parts = [`training ${result.train_ratio}x${spread('train_ratio')}`, `prediction ${result.infer_ratio}x${spread('infer_ratio')}`];
+  if (typeof result.epoch_ratio === 'number') parts.push(`one epoch end to end ${result.epoch_ratio}x the peer's bare step`);
+  const rounds = Number(result.rounds) > 1 ? `median of ${result.rounds} rounds, lowest-highest` : 'one round';
+  return `against the peer (${rounds}): ${parts.join(', ')}`;
+}
+
 async function bench(opts: BenchOptions): Promise<BenchResult> {
   // Fail before minutes of benchmarking, not after.
   if (opts.peer) checkPeerScript(opts);
@@ -342,6 +352,8 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   if (epoch && typeof result.peer_train_img_per_s === 'number') {
     result.epoch_ratio = round2(epoch.epoch_img_per_s / result.peer_train_img_per_s);
   }
+  const ratios = describeRatios(result);
+  if (ratios) console.log(ratios);
   console.log(JSON.stringify(result));
   return result;
 }
