@@ -39,12 +39,15 @@ function nodedirArgs() {
   return [];
 }
 
-/** Runs `node-gyp rebuild` in dir, with its output in dir/build.log; true on success. */
-function gypRebuild(gyp, dir) {
+/**
+ * Runs `node-gyp rebuild` in dir, with its output in dir/build.log; true on success. env: the build's environment
+ * (PNEUMO_NATIVE_MARCH picks the oneDNN addon's -march, default native).
+ */
+function gypRebuild(gyp, dir, env = process.env) {
   const log = path.join(dir, 'build.log');
   const fd = fs.openSync(log, 'w');
   try {
-    const r = spawnSync(process.execPath, [gyp, 'rebuild', '-C', dir, ...nodedirArgs()], { cwd: dir, stdio: ['ignore', fd, fd] });
+    const r = spawnSync(process.execPath, [gyp, 'rebuild', '-C', dir, ...nodedirArgs()], { cwd: dir, env, stdio: ['ignore', fd, fd] });
     return r.status === 0;
   } finally {
     fs.closeSync(fd);
@@ -137,4 +140,7 @@ function main() {
   return wanted.map((w) => ADDONS[w].build()).includes('failed') ? 1 : 0;
 }
 
-process.exitCode = main();
+// tests/native-isa-builds.test.ts builds the addon for other vector widths with these.
+module.exports = { gypRebuild, nodeGyp };
+
+if (require.main === module) process.exitCode = main();

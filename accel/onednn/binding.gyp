@@ -7,7 +7,7 @@
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-march=native", "-fopenmp"],
+      "cflags_cc": ["-std=c++17", "-O3", "-march=<!(node -p \"process.env.PNEUMO_NATIVE_MARCH || 'native'\")", "-fopenmp"],
       "ldflags": ["-fopenmp"],
       "libraries": ["-ldnnl"]
     }

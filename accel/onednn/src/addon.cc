@@ -34,6 +34,10 @@ static Napi::Value Version(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), buf);
 }
 
+// The float lanes of this build's hand-written loops (common.h's kLanes: 16 with AVX-512, 8 with AVX2, 4 with SSE),
+// which the compiler's -march (binding.gyp, PNEUMO_NATIVE_MARCH) decides.
+static Napi::Value VectorLanes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pn::kLanes); }
+
 // Activations of a 150x150 batch are 10-50 MB each and live for one op. glibc serves blocks
 // over 32 MB with fresh mmap()s, so every op would pay page faults and kernel zeroing for its
 // output; raising the thresholds keeps such blocks in the reusable heap instead.
@@ -50,6 +54,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("dnnlVersion", Napi::Function::New(env, Version));
+  exports.Set("vectorLanes", Napi::Function::New(env, VectorLanes));
   pn::registerConv(env, exports);
   pn::registerPool(env, exports);
   pn::registerElementwise(env, exports);

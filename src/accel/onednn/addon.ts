@@ -25,6 +25,8 @@ export interface NativeAddon {
   setThreads(n: number): number;
   getThreads(): number;
   dnnlVersion(): string;
+  /** Float lanes of the build's own vector loops: 16 (AVX-512), 8 (AVX2) or 4 (SSE), per its -march. */
+  vectorLanes(): number;
   convForward(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, act: Activation): void;
   convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
