@@ -200,8 +200,13 @@ export interface Timing {
   wallS: number;
 }
 
-const round1 = (x: number) => Math.round(x * 10) / 10;
-const round2 = (x: number) => Math.round(x * 100) / 100;
+/** x to `digits` decimals, as the JSON reports figures. */
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** A round's ratios: ours over the peer measured right after it. */
+function ratiosOf(r: BenchRound & { peer: PeerResult }): { train: number; infer: number } {
+  return { train: r.train.imgPerS / r.peer.train_img_per_s, infer: r.infer.imgPerS / r.peer.infer_img_per_s };
+}
 
 /** Images per second of `calls` calls of f, each of one batch, with the CPU time they took. */
 function timeCalls(f: () => unknown, calls: number, batch: number): Timing {
@@ -222,19 +227,21 @@ function measureRounds(opts: BenchOptions, step: () => unknown, predict: () => u
   for (let r = 1; r <= opts.rounds; r++) {
     const train = timeCalls(step, opts.steps, opts.batch);
     const infer = timeCalls(predict, opts.steps, opts.batch);
-    const round: BenchRound = { train, infer };
     const label = opts.rounds > 1 ? `round ${r}/${opts.rounds} ` : '';
     console.log(`${label}train: ${opts.steps} steps in ${train.wallS.toFixed(2)} s = ${train.imgPerS.toFixed(1)} img/s`);
     console.log(`${label}infer: ${opts.steps} batches in ${infer.wallS.toFixed(2)} s = ${infer.imgPerS.toFixed(1)} img/s`);
-    if (peer) {
-      console.log(`${label}running the PyTorch peer on the same input shape ...`);
-      round.peer = peer();
-      console.log(
-        `${label}peer: train ${round.peer.train_img_per_s} img/s, infer ${round.peer.infer_img_per_s} img/s; ratios ` +
-          `${(train.imgPerS / round.peer.train_img_per_s).toFixed(2)}x / ${(infer.imgPerS / round.peer.infer_img_per_s).toFixed(2)}x`,
-      );
+    if (!peer) {
+      rounds.push({ train, infer });
+      continue;
     }
-    rounds.push(round);
+    console.log(`${label}running the PyTorch peer on the same input shape ...`);
+    const measured = { train, infer, peer: peer() };
+    const ratios = ratiosOf(measured);
+    console.log(
+      `${label}peer: train ${measured.peer.train_img_per_s} img/s, infer ${measured.peer.infer_img_per_s} img/s; ratios ` +
+        `${ratios.train.toFixed(2)}x / ${ratios.infer.toFixed(2)}x`,
+    );
+    rounds.push(measured);
   }
   return rounds;
 }
@@ -246,11 +253,15 @@ function measureRounds(opts: BenchOptions, step: () => unknown, predict: () => u
  */
 export function summarizeRounds(rounds: readonly BenchRound[]): BenchResult {
   const median = (f: (r: BenchRound) => number) => describeNumbers(rounds.map(f)).median;
-  const total = (f: (r: BenchRound) => number) => round2(rounds.reduce((s, r) => s + f(r), 0));
+  const total = (f: (r: BenchRound) => number) =>
+    round(
+      rounds.reduce((s, r) => s + f(r), 0),
+      2,
+    );
   const summary: BenchResult = {
     rounds: rounds.length,
-    train_img_per_s: round1(median((r) => r.train.imgPerS)),
-    infer_img_per_s: round1(median((r) => r.infer.imgPerS)),
+    train_img_per_s: round(median((r) => r.train.imgPerS)),
+    infer_img_per_s: round(median((r) => r.infer.imgPerS)),
     // CPU seconds per timed phase: on a busy machine wall time inflates; cpu time shows the work done.
     train_cpu_s: total((r) => r.train.cpuS),
     train_wall_s: total((r) => r.train.wallS),
@@ -260,18 +271,18 @@ export function summarizeRounds(rounds: readonly BenchRound[]): BenchResult {
   const withPeer = rounds.filter((r): r is BenchRound & { peer: PeerResult } => r.peer !== undefined);
   if (withPeer.length !== rounds.length || rounds.length === 0) return summary;
   summary.peer_threads = withPeer[0].peer.threads ?? 0;
-  const peerMedian = (f: (p: PeerResult) => number) => round1(describeNumbers(withPeer.map((r) => f(r.peer))).median);
+  const peerMedian = (f: (p: PeerResult) => number) => round(describeNumbers(withPeer.map((r) => f(r.peer))).median);
   summary.peer_train_img_per_s = peerMedian((p) => p.train_img_per_s);
   summary.peer_infer_img_per_s = peerMedian((p) => p.infer_img_per_s);
   const ratios = {
-    train_ratio: describeNumbers(withPeer.map((r) => r.train.imgPerS / r.peer.train_img_per_s)),
-    infer_ratio: describeNumbers(withPeer.map((r) => r.infer.imgPerS / r.peer.infer_img_per_s)),
+    train_ratio: describeNumbers(withPeer.map((r) => ratiosOf(r).train)),
+    infer_ratio: describeNumbers(withPeer.map((r) => ratiosOf(r).infer)),
   };
   for (const [key, d] of Object.entries(ratios)) {
-    summary[key] = round2(d.median);
+    summary[key] = round(d.median, 2);
     if (rounds.length > 1) {
-      summary[`${key}_min`] = round2(d.min);
-      summary[`${key}_max`] = round2(d.max);
+      summary[`${key}_min`] = round(d.min, 2);
+      summary[`${key}_max`] = round(d.max, 2);
     }
   }
   return summary;
@@ -350,7 +361,7 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const epoch = opts.epoch ? await benchEpoch(opts) : undefined;
   if (epoch) Object.assign(result, epoch);
   if (epoch && typeof result.peer_train_img_per_s === 'number') {
-    result.epoch_ratio = round2(epoch.epoch_img_per_s / result.peer_train_img_per_s);
+    result.epoch_ratio = round(epoch.epoch_img_per_s / result.peer_train_img_per_s, 2);
   }
   const ratios = describeRatios(result);
   if (ratios) console.log(ratios);
@@ -394,7 +405,6 @@ async function benchEpoch(opts: BenchOptions): Promise<EpochResult | undefined> 
   const seconds = (performance.now() - started) / 1000;
   result.optimizer.dispose();
   model.dispose();
-  const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
   const epochIps = images / seconds;
   console.log(`epoch: ${seconds.toFixed(1)} s = ${epochIps.toFixed(1)} training img/s end to end`);
   for (const [phase, s] of Object.entries(timing)) {

@@ -26,13 +26,20 @@ export function standardizeImages(x: tf.Tensor4D): tf.Tensor4D {
   return tf.engine().runKernel(STANDARDIZE_IMAGES, { x }) as tf.Tensor4D;
 }
 
+const IMAGE_AXES = [1, 2, 3];
+
+/** Each image's mean, standard deviation, and the floor TF puts under it (1/sqrt(pixels)); shaped [n, 1, 1, 1]. */
+function imageStats(x: tf.Tensor): { mean: tf.Tensor; sd: tf.Tensor; floor: number } {
+  const [, h, w, c] = x.shape;
+  const { mean, variance } = tf.moments(x, IMAGE_AXES, true);
+  return { mean, sd: tf.sqrt(variance), floor: 1 / Math.sqrt(h * w * c) };
+}
+
 /** standardizeImages with tfjs ops: the reference, and the path of backends without the kernel. */
 export function standardizeImagesWithOps(x: tf.Tensor4D): tf.Tensor4D {
   return tf.tidy(() => {
-    const [, h, w, c] = x.shape;
-    const { mean, variance } = tf.moments(x, [1, 2, 3], true);
-    const std = tf.maximum(tf.sqrt(variance), 1 / Math.sqrt(h * w * c));
-    return tf.div(tf.sub(x, mean), std) as tf.Tensor4D;
+    const { mean, sd, floor } = imageStats(x);
+    return tf.div(tf.sub(x, mean), tf.maximum(sd, floor)) as tf.Tensor4D;
   });
 }
 
@@ -46,16 +53,12 @@ tf.registerGradient({
   gradFunc: (dy, [x, y]) => ({
     x: () =>
       tf.tidy(() => {
-        const axes = [1, 2, 3];
-        const [, h, w, c] = x.shape;
-        const floor = 1 / Math.sqrt(h * w * c);
-        const sd = tf.sqrt(tf.moments(x, axes, true).variance);
-        const std = tf.maximum(sd, floor);
+        const { sd, floor } = imageStats(x);
         const notFloored = tf.cast(tf.greater(sd, floor), 'float32');
         const g = dy as tf.Tensor;
-        const centred = tf.sub(g, tf.mean(g, axes, true));
-        const along = tf.mul(tf.mul(y, tf.mean(tf.mul(g, y), axes, true)), notFloored);
-        return tf.div(tf.sub(centred, along), std);
+        const centred = tf.sub(g, tf.mean(g, IMAGE_AXES, true));
+        const along = tf.mul(tf.mul(y, tf.mean(tf.mul(g, y), IMAGE_AXES, true)), notFloored);
+        return tf.div(tf.sub(centred, along), tf.maximum(sd, floor));
       }),
   }),
 });
