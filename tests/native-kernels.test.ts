@@ -163,8 +163,8 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     const { addon } = loaded as { addon: NativeAddon };
     expect(winogradCases.length).toBe(2);
     try {
-      // 'winograd2x2' runs our F(2x2, 3x3) (forward and both gradients) on any CPU.
-      for (const mode of ['direct', 'winograd', 'winograd2x2', 'auto'] as const) {
+      // 'winograd2x2' and 'winograd4x4' run ours, F(2x2, 3x3) and F(4x4, 3x3) (forward and both gradients), on any CPU.
+      for (const mode of ['direct', 'winograd', 'winograd2x2', 'winograd4x4', 'auto'] as const) {
         addon.setConvAlgorithm(mode);
         for (const c of winogradCases) await expectConvMatchesCpu(c);
         if (mode !== 'auto') expect(addon.convAlgorithmChoices()).toEqual([]);
@@ -177,11 +177,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         const [, , , inC, , , outC, kh, kw] = ch.geometry;
         expect([inC, outC, kh, kw]).toEqual([16, 16, 3, 3]);
         expect(ch.directMs).toBeGreaterThan(0);
-        // F(2x2) fits every direction here (paddings 0 and 1), so it was timed.
+        // Ours fit every direction here (paddings 0 and 1), so both tiles were timed.
         expect(ch.winograd2x2Ms).toBeGreaterThan(0);
+        expect(ch.winograd4x4Ms).toBeGreaterThan(0);
         const candidates = [
           { algorithm: 'winograd', ms: ch.winogradMs },
           { algorithm: 'winograd2x2', ms: ch.winograd2x2Ms },
+          { algorithm: 'winograd4x4', ms: ch.winograd4x4Ms },
         ].filter((a) => a.ms >= 0 && a.ms < 0.85 * ch.directMs);
         const fastest = candidates.sort((a, b) => a.ms - b.ms)[0]?.algorithm ?? 'direct';
         expect(ch.algorithm).toBe(fastest);
@@ -190,25 +192,31 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
       const line = describeConvChoices()!;
       expect(line.split('; ')).toHaveLength(choices.length);
       expect(line).toMatch(
-        /^forward \d+x\d+x\d+x16 (Winograd|Winograd F\(2x2\)|direct) \((Winograd [\d.]+ ms|no oneDNN Winograd), Winograd F\(2x2\) [\d.]+ ms, direct [\d.]+ ms\)/,
+        /^forward \d+x\d+x\d+x16 (Winograd|Winograd F\([24]x[24]\)|direct) \((Winograd [\d.]+ ms|no oneDNN Winograd), Winograd F\(2x2\) [\d.]+ ms, Winograd F\(4x4\) [\d.]+ ms, direct [\d.]+ ms\)/,
       );
-      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct', 'winograd' or 'winograd2x2', got 'fast'/);
+      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct', 'winograd', 'winograd2x2' or 'winograd4x4', got 'fast'/);
     } finally {
       addon.setConvAlgorithm('auto');
     }
   });
 
-  it('our Winograd F(2x2) matches cpu over rows of more tiles than one register block, with an odd width and height', async () => {
-    const { addon } = loaded as { addon: NativeAddon };
-    try {
-      addon.setConvAlgorithm('winograd2x2');
-      // 21 tiles a row: one full block of products and an overlapping last one, then a half tile at the right and
-      // bottom edges.
-      await expectConvMatchesCpu({ batch: 2, side: [7, 41], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' });
-    } finally {
-      addon.setConvAlgorithm('auto');
-    }
-  });
+  it.each(['winograd2x2', 'winograd4x4'] as const)(
+    'our %s matches cpu over rows of more tiles than one register block, with partial tiles at the edges',
+    async (mode) => {
+      const { addon } = loaded as { addon: NativeAddon };
+      try {
+        addon.setConvAlgorithm(mode);
+        // Rows of 21 F(2x2) tiles and of 11 and 13 F(4x4) ones: full register blocks of products (12, 6 or 3 tiles
+        // with AVX-512, AVX2, SSE) and an overlapping last one, and at the right and bottom edges last tiles 1, 2 or
+        // 3 pixels wide.
+        for (const side of [[7, 41], [10, 50], [9, 43]] as [number, number][])
+          await expectConvMatchesCpu({ batch: 2, side, inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' });
+        await expectConvMatchesCpu({ batch: 1, side: [11, 14], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'valid' });
+      } finally {
+        addon.setConvAlgorithm('auto');
+      }
+    },
+  );
 
   it.each(convCases)('depthwise conv forward and both gradients: %o', async (c) => {
     const rng = makeRng(12);

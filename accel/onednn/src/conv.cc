@@ -86,17 +86,18 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
 
 // Whether Winograd pays depends on the CPU, so where it fits, the first call of each direction and geometry times
 // the algorithms on that call's own buffers and keeps the fastest for the rest of the process: oneDNN's direct
-// convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and our own F(2x2, 3x3)
-// (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct -> oneDNN's
-// Winograd, F(2x2)):
+// convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and our own F(2x2, 3x3) and
+// F(4x4, 3x3) (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct ->
+// oneDNN's Winograd, F(2x2)) before our F(4x4) existed:
 //   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13 (before F(2x2))
 //   Intel Xeon (AVX-512, AMX):  forward 13.0 -> 25.2, 13.6; backward data 12.2 -> 25.3, 13.9; weights 12.9 -> 9.1, 13.2
 //   the same Xeon capped at AVX2 (no oneDNN Winograd): forward 21.4 -> 14.6, data 17.7 -> 14.4, weights 26.3 -> 18.9
 // A Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
 // and with it the last bits of the results, does not flip between runs on one machine with timing noise.
 // PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses one, =1 ('winograd') always where one fits
-// (oneDNN's first), =2x2 ('winograd2x2') F(2x2) wherever it fits; unset or 'auto' measures.
-enum class ConvAlgorithm { kAuto, kDirect, kWinograd, kWinograd2x2 };
+// (oneDNN's first, else our F(4x4)), =2x2 ('winograd2x2') and =4x4 ('winograd4x4') ours wherever it fits; unset or
+// 'auto' measures.
+enum class ConvAlgorithm { kAuto, kDirect, kWinograd, kWinograd2x2, kWinograd4x4 };
 constexpr double kWinogradMargin = 0.85;  // a Winograd's time must be under 85% of the direct one's
 
 ConvAlgorithm& convAlgorithm() {
@@ -105,18 +106,19 @@ ConvAlgorithm& convAlgorithm() {
     if (v && std::strcmp(v, "0") == 0) return ConvAlgorithm::kDirect;
     if (v && std::strcmp(v, "1") == 0) return ConvAlgorithm::kWinograd;
     if (v && std::strcmp(v, "2x2") == 0) return ConvAlgorithm::kWinograd2x2;
+    if (v && std::strcmp(v, "4x4") == 0) return ConvAlgorithm::kWinograd4x4;
     return ConvAlgorithm::kAuto;
   }();
   return mode;
 }
 
 enum class Direction : int { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
-enum class Algorithm : int { kDirect = 0, kOnednnWinograd = 1, kWinograd2x2 = 2 };
+enum class Algorithm : int { kDirect = 0, kOnednnWinograd = 1, kWinograd2x2 = 2, kWinograd4x4 = 3 };
 
 struct Choice {
   Algorithm algorithm;
   // The faster of two timed calls each; -1 where the algorithm does not exist for the convolution.
-  double winogradMs, winograd2x2Ms, directMs;
+  double winogradMs, winograd2x2Ms, winograd4x4Ms, directMs;
 };
 
 using ChoiceKey = std::pair<int, std::vector<int64_t>>;
@@ -142,42 +144,49 @@ double fastestOfTwo(Run run) {
 
 // Runs the convolution with the algorithm chosen as above: `run(winograd)` runs oneDNN's direct or Winograd one
 // (throwing dnnl::error where oneDNN has no implementation of it: its "unimplemented" while making the
-// descriptor), `own()` the F(2x2) one.
+// descriptor), `own(tile)` our F(2x2) or F(4x4).
 template <typename Run>
-void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run, const std::function<void()>& own) {
+void runWithChosenAlgorithm(Direction dir, const ConvGeom& g, Run run, const std::function<void(WinogradTile)>& own) {
   const ConvAlgorithm mode = convAlgorithm();
   if (mode == ConvAlgorithm::kDirect || !winogradFits(g)) return run(false);
-  const bool ownFits = winograd2x2Fits(g);
-  if (mode == ConvAlgorithm::kWinograd2x2) return ownFits ? own() : run(false);
+  const bool ownFits = ownWinogradFits(g);
+  if (mode == ConvAlgorithm::kWinograd2x2 || mode == ConvAlgorithm::kWinograd4x4) {
+    if (!ownFits) return run(false);
+    return own(mode == ConvAlgorithm::kWinograd4x4 ? WinogradTile::k4x4 : WinogradTile::k2x2);
+  }
   if (mode == ConvAlgorithm::kWinograd) {
     try {
       return run(true);
     } catch (const dnnl::error&) {
     }
-    return ownFits ? own() : run(false);
+    return ownFits ? own(WinogradTile::k4x4) : run(false);
   }
   auto execute = [&](Algorithm a) {
-    if (a == Algorithm::kWinograd2x2) own();
+    if (a == Algorithm::kWinograd2x2) own(WinogradTile::k2x2);
+    else if (a == Algorithm::kWinograd4x4) own(WinogradTile::k4x4);
     else run(a == Algorithm::kOnednnWinograd);
   };
   const ChoiceKey key = choiceKey(dir, g);
   auto known = choices().find(key);
   if (known != choices().end()) return execute(known->second.algorithm);
-  Choice c{Algorithm::kDirect, -1, -1, 0};
+  Choice c{Algorithm::kDirect, -1, -1, -1, 0};
   try {
     run(true);  // creates the primitive (JIT), untimed
     c.winogradMs = fastestOfTwo([&] { run(true); });
   } catch (const dnnl::error&) {
   }
   if (ownFits) {
-    own();
-    c.winograd2x2Ms = fastestOfTwo(own);
+    for (WinogradTile tile : {WinogradTile::k2x2, WinogradTile::k4x4}) {
+      own(tile);
+      (tile == WinogradTile::k2x2 ? c.winograd2x2Ms : c.winograd4x4Ms) = fastestOfTwo([&] { own(tile); });
+    }
   }
   run(false);
   c.directMs = fastestOfTwo([&] { run(false); });
   double best = kWinogradMargin * c.directMs;
   if (c.winogradMs >= 0 && c.winogradMs < best) c.algorithm = Algorithm::kOnednnWinograd, best = c.winogradMs;
-  if (c.winograd2x2Ms >= 0 && c.winograd2x2Ms < best) c.algorithm = Algorithm::kWinograd2x2;
+  if (c.winograd2x2Ms >= 0 && c.winograd2x2Ms < best) c.algorithm = Algorithm::kWinograd2x2, best = c.winograd2x2Ms;
+  if (c.winograd4x4Ms >= 0 && c.winograd4x4Ms < best) c.algorithm = Algorithm::kWinograd4x4;
   choices()[key] = c;
   if (c.algorithm != Algorithm::kDirect) execute(c.algorithm);  // the output is the chosen algorithm's
 }
@@ -258,7 +267,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
     if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), b)});
     dnnl::convolution_forward(pd).execute(cpuStream(), args);
     cpuStream().wait();
-  }, [&] { winograd2x2Forward(g, x, w, b, y, act == Activation::kRelu); });
+  }, [&](WinogradTile tile) { ownWinogradForward(tile, g, x, w, b, y, act == Activation::kRelu); });
   return info.Env().Undefined();
 }
 
@@ -279,7 +288,7 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
     convolution_backward_data(pd).execute(
         cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
     cpuStream().wait();
-  }, [&] { winograd2x2BackwardData(g, dy, w, dx); });
+  }, [&](WinogradTile tile) { ownWinogradBackwardData(tile, g, dy, w, dx); });
   return info.Env().Undefined();
 }
 
@@ -304,7 +313,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
         cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
     if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
     cpuStream().wait();
-  }, [&] { winograd2x2BackwardFilter(g, x, dy, dw); });
+  }, [&](WinogradTile tile) { ownWinogradBackwardFilter(tile, g, x, dy, dw); });
   return info.Env().Undefined();
 }
 
@@ -336,8 +345,8 @@ Napi::Value MatMul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setConvAlgorithm('auto' | 'direct' | 'winograd' | 'winograd2x2'): what PNEUMO_NATIVE_WINOGRAD sets at load
-// (unset, 0, 1, 2x2).
+// setConvAlgorithm('auto' | 'direct' | 'winograd' | 'winograd2x2' | 'winograd4x4'): what PNEUMO_NATIVE_WINOGRAD
+// sets at load (unset, 0, 1, 2x2, 4x4).
 // Switching forgets the measured choices.
 Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
   const std::string mode = info[0].As<Napi::String>().Utf8Value();
@@ -345,19 +354,21 @@ Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
   else if (mode == "direct") convAlgorithm() = ConvAlgorithm::kDirect;
   else if (mode == "winograd") convAlgorithm() = ConvAlgorithm::kWinograd;
   else if (mode == "winograd2x2") convAlgorithm() = ConvAlgorithm::kWinograd2x2;
+  else if (mode == "winograd4x4") convAlgorithm() = ConvAlgorithm::kWinograd4x4;
   else
-    throw Napi::Error::New(info.Env(),
-                           "setConvAlgorithm: expected 'auto', 'direct', 'winograd' or 'winograd2x2', got '" + mode + "'");
+    throw Napi::Error::New(info.Env(), "setConvAlgorithm: expected 'auto', 'direct', 'winograd', 'winograd2x2' or "
+                                       "'winograd4x4', got '" + mode + "'");
   choices().clear();
   return info.Env().Undefined();
 }
 
-// The choices measured so far: [{direction, geometry, algorithm, winogradMs, winograd2x2Ms, directMs}], a time -1
+// The choices measured so far: [{direction, geometry, algorithm, winogradMs, winograd2x2Ms, winograd4x4Ms,
+// directMs}], a time -1
 // where that algorithm does not exist for the convolution.
 Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   static const char* kDirections[] = {"forward", "backwardData", "backwardWeights"};
-  static const char* kAlgorithms[] = {"direct", "winograd", "winograd2x2"};
+  static const char* kAlgorithms[] = {"direct", "winograd", "winograd2x2", "winograd4x4"};
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& [key, c] : choices()) {
@@ -369,6 +380,7 @@ Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
     o.Set("algorithm", kAlgorithms[static_cast<int>(c.algorithm)]);
     o.Set("winogradMs", c.winogradMs);
     o.Set("winograd2x2Ms", c.winograd2x2Ms);
+    o.Set("winograd4x4Ms", c.winograd4x4Ms);
     o.Set("directMs", c.directMs);
     out.Set(i++, o);
   }

@@ -1,13 +1,12 @@
-// Winograd F(2x2, 3x3) for the 16 -> 16 channel 3x3 convolutions with stride 1 (block 1's second layer, the
-// largest of the network), the forward pass and both gradients, for CPUs where oneDNN has no Winograd of its own
-// (it has one on AVX-512 only). Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A over a 4x4 input patch: 16
-// products of 16 x 16 channel matrices per tile instead of 36 taps per output pixel, 2.25x fewer multiply-adds. One
-// call of the tile-row loop transforms a row of input patches into a per-thread buffer, multiplies, and transforms
-// the row back, so the transformed data stays in cache; the filter gradient is the same algorithm transposed.
-// conv.cc times each direction against the direct convolution and keeps whichever is clearly faster: on a 2-core
-// Xeon capped at AVX2, 32x150x150x16, forward 21.4 -> 14.6 ms, input gradient 17.7 -> 14.4, filter gradient
-// 26.3 -> 18.9. With AVX-512, oneDNN's direct forward and input gradient and its own Winograd filter gradient stay
-// ahead (13.0, 12.2, 9.1 ms against 13.6, 13.9, 13.2): the transforms read the activations at memory speed.
+// Our own Winograd convolutions, F(2x2, 3x3) and F(4x4, 3x3), for the 16 -> 16 channel 3x3 convolutions with
+// stride 1 (block 1's second layer, the largest of the network): the forward pass and both gradients, for CPUs where
+// oneDNN has no Winograd of its own (it has one on AVX-512 only). Each MxM output tile is A^T [(G g G^T) . (B^T d B)] A
+// over an (M+2)x(M+2) input patch: per output pixel, 16 x 16 channel products at (M+2)^2 / M^2 points instead of 9
+// taps: 4 for F(2x2), 2.25 for F(4x4) (2.25x and 4x fewer multiply-adds; F(4x4)'s transforms cost more and round a
+// little more, its points being 0, +-1, +-2). One call of the tile-row loop transforms a row of input patches into a
+// per-thread buffer, multiplies, and transforms the row back, so the transformed data stays in cache; the filter
+// gradient is the same algorithm transposed. conv.cc times each direction against the direct convolution and keeps
+// whichever is clearly faster (its comment has the times).
 #include "winograd.h"
 
 #include <algorithm>
@@ -22,72 +21,139 @@ constexpr int kChannels = 16;
 // registers), SSE 3 x 4.
 constexpr int kTiles = 12 / kParts16;
 
+// The 1-D transforms of F(M, 3) (Lavin and Gray, 2016), applied along one axis of a tile and then the other:
+// input (B^T, N = M + 2 values in and out), output (A^T, N in, M out), and its transpose for the gradient (A, M in,
+// N out); kG is G, N x 3.
+template <int M>
+struct Tile;
+
+template <>
+struct Tile<2> {
+  static constexpr int N = 4;
+  static constexpr double kG[N][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static void input(const FloatsV* d, FloatsV* o) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  }
+  static void output(const FloatsV* m, FloatsV* y) {
+    y[0] = m[0] + m[1] + m[2];
+    y[1] = m[1] - m[2] - m[3];
+  }
+  static void outputGrad(const FloatsV* d, FloatsV* o) {
+    o[0] = d[0];
+    o[1] = d[0] + d[1];
+    o[2] = d[0] - d[1];
+    o[3] = -d[1];
+  }
+};
+
+template <>
+struct Tile<4> {
+  static constexpr int N = 6;
+  static constexpr double kG[N][3] = {{1. / 4, 0, 0},           {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
+                                      {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
+  static void input(const FloatsV* d, FloatsV* o) {
+    const FloatsV a = d[4] - 4 * d[2], b = d[3] - 4 * d[1], c = d[4] - d[2], e = 2 * (d[3] - d[1]);
+    o[0] = 4 * d[0] - 5 * d[2] + d[4];
+    o[1] = a + b;
+    o[2] = a - b;
+    o[3] = c + e;
+    o[4] = c - e;
+    o[5] = 4 * d[1] - 5 * d[3] + d[5];
+  }
+  static void output(const FloatsV* m, FloatsV* y) {
+    const FloatsV s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    y[0] = m[0] + s12 + s34;
+    y[1] = d12 + 2 * d34;
+    y[2] = s12 + 4 * s34;
+    y[3] = d12 + 8 * d34 + m[5];
+  }
+  static void outputGrad(const FloatsV* d, FloatsV* o) {
+    const FloatsV s02 = d[0] + d[2], s13 = d[1] + d[3], e02 = d[0] + 4 * d[2], e13 = 2 * d[1] + 8 * d[3];
+    o[0] = d[0];
+    o[1] = s02 + s13;
+    o[2] = s02 - s13;
+    o[3] = e02 + e13;
+    o[4] = e02 - e13;
+    o[5] = d[3];
+  }
+};
+
+// A 1-D transform (K values in, L out) along the columns of a K x K block and then along its rows: L x L out.
+template <int K, int L, typename F>
+inline void transform2d(const FloatsV* in, FloatsV* out, F f) {
+  FloatsV t[L * K];
+  for (int j = 0; j < K; j++) {
+    FloatsV col[K], res[L];
+    for (int i = 0; i < K; i++) col[i] = in[i * K + j];
+    f(col, res);
+    for (int i = 0; i < L; i++) t[i * K + j] = res[i];
+  }
+  for (int i = 0; i < L; i++) f(t + i * K, out + i * L);
+}
+
 // Where the tiles of one call sit: the input (the image, or dy for the input gradient), the output, and the input
 // row and column of output (0, 0)'s window, minus one (the padding at the top and left).
 struct TileGeom {
   int64_t n, inH, inW, outH, outW, padTop, padLeft;
-  int64_t tileRows() const { return (outH + 1) / 2; }
-  int64_t tileCols() const { return (outW + 1) / 2; }
 };
+
+template <int M>
+int64_t tilesAlong(int64_t outputs) {
+  return (outputs + M - 1) / M;
+}
 
 // U[xi][ci][co] = (G g G^T)[xi] for each channel pair, from a HWIO filter; `flipped` takes the filter turned 180
 // degrees with its channels swapped (what the input gradient convolves dy with). In double, then rounded once.
+template <int M>
 std::vector<float> transformFilter(const float* w, bool flipped) {
-  std::vector<float> u(16 * kChannels * kChannels);
+  constexpr int N = Tile<M>::N;
+  const auto& kG = Tile<M>::kG;
+  std::vector<float> u(N * N * kChannels * kChannels);
   for (int ci = 0; ci < kChannels; ci++)
     for (int co = 0; co < kChannels; co++) {
-      double g[9], t[12];
+      double g[3][3];
       for (int a = 0; a < 3; a++)
         for (int b = 0; b < 3; b++)
-          g[a * 3 + b] = flipped ? w[((2 - a) * 3 + (2 - b)) * 256 + co * kChannels + ci]
-                                 : w[(a * 3 + b) * 256 + ci * kChannels + co];
-      for (int b = 0; b < 3; b++) {
-        const double g0 = g[b], g1 = g[3 + b], g2 = g[6 + b];
-        t[b] = g0;
-        t[3 + b] = (g0 + g1 + g2) / 2;
-        t[6 + b] = (g0 - g1 + g2) / 2;
-        t[9 + b] = g2;
-      }
-      for (int i = 0; i < 4; i++) {
-        const double t0 = t[i * 3], t1 = t[i * 3 + 1], t2 = t[i * 3 + 2];
-        const double row[4] = {t0, (t0 + t1 + t2) / 2, (t0 - t1 + t2) / 2, t2};
-        for (int j = 0; j < 4; j++) u[((i * 4 + j) * kChannels + ci) * kChannels + co] = static_cast<float>(row[j]);
-      }
+          g[a][b] = flipped ? w[((2 - a) * 3 + (2 - b)) * 256 + co * kChannels + ci]
+                            : w[(a * 3 + b) * 256 + ci * kChannels + co];
+      for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+          double sum = 0;
+          for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) sum += kG[i][a] * g[a][b] * kG[j][b];
+          u[((i * N + j) * kChannels + ci) * kChannels + co] = static_cast<float>(sum);
+        }
     }
   return u;
 }
 
-// V[xi][tile][c] = (B^T d B)[xi] for the row of tiles whose 4 input rows are rows[0..3] (a zero row outside the
+// V[xi][tile][c] = (B^T d B)[xi] for the row of tiles whose N input rows are rows[0..N-1] (a zero row outside the
 // input); columns outside the input read as zeros.
-void inputTransform(const float* const rows[4], const TileGeom& g, float* v) {
+template <int M>
+void inputTransform(const float* const* rows, const TileGeom& g, float* v) {
+  constexpr int N = Tile<M>::N;
   const FloatsV zero = {};
-  const int64_t tiles = g.tileCols();
+  const int64_t tiles = tilesAlong<M>(g.outW);
   for (int64_t tc = 0; tc < tiles; tc++)
     for (int q = 0; q < kParts16; q++) {
-      FloatsV d[16];
-      for (int j = 0; j < 4; j++) {
-        const int64_t col = 2 * tc - g.padLeft + j;
+      FloatsV d[N * N], out[N * N];
+      for (int j = 0; j < N; j++) {
+        const int64_t col = M * tc - g.padLeft + j;
         const bool inside = col >= 0 && col < g.inW;
-        for (int i = 0; i < 4; i++) d[i * 4 + j] = inside ? loadV(rows[i] + col * kChannels + q * kLanes) : zero;
+        for (int i = 0; i < N; i++) d[i * N + j] = inside ? loadV(rows[i] + col * kChannels + q * kLanes) : zero;
       }
-      FloatsV t[16];
-      for (int j = 0; j < 4; j++) {
-        t[j] = d[j] - d[8 + j];
-        t[4 + j] = d[4 + j] + d[8 + j];
-        t[8 + j] = d[8 + j] - d[4 + j];
-        t[12 + j] = d[4 + j] - d[12 + j];
-      }
-      for (int i = 0; i < 4; i++) {
-        const FloatsV* r = t + i * 4;
-        const FloatsV out[4] = {r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]};
-        for (int j = 0; j < 4; j++) storeV(v + ((i * 4 + j) * tiles + tc) * kChannels + q * kLanes, out[j]);
-      }
+      transform2d<N, N>(d, out, Tile<M>::input);
+      for (int k = 0; k < N * N; k++) storeV(v + (k * tiles + tc) * kChannels + q * kLanes, out[k]);
     }
 }
 
-// M[tile][xi][co] = sum over ci of V[xi][tile][ci] U[xi][ci][co] for P tiles, the sums in registers.
+// M[tile][xi][co] = sum over ci of V[xi][tile][ci] U[xi][ci][co] for P tiles, the sums in registers; `tileStride` is
+// the floats between two tiles of M.
 template <int P>
-inline void productBlock(const float* v, const float* u, float* m) {
+inline void productBlock(const float* v, const float* u, float* m, int64_t tileStride) {
   FloatsV acc[P][kParts16] = {};
   for (int ci = 0; ci < kChannels; ci++) {
     FloatsV uv[kParts16];
@@ -98,112 +164,112 @@ inline void productBlock(const float* v, const float* u, float* m) {
     }
   }
   for (int p = 0; p < P; p++)
-    for (int q = 0; q < kParts16; q++) storeV(m + p * 256 + q * kLanes, acc[p][q]);
+    for (int q = 0; q < kParts16; q++) storeV(m + p * tileStride + q * kLanes, acc[p][q]);
 }
 
 // The products of a row of tiles. Where the tile count is not a multiple of kTiles, the last block overlaps the one
 // before it and writes the same values again.
+template <int M>
 void products(const float* v, const float* u, int64_t tiles, float* m) {
-  for (int xi = 0; xi < 16; xi++) {
+  constexpr int kPoints = Tile<M>::N * Tile<M>::N;
+  constexpr int64_t tileStride = kPoints * kChannels;
+  for (int xi = 0; xi < kPoints; xi++) {
     const float* vx = v + xi * tiles * kChannels;
     const float* ux = u + xi * 256;
     float* mx = m + xi * kChannels;
     if (tiles < kTiles) {
-      for (int64_t t = 0; t < tiles; t++) productBlock<1>(vx + t * kChannels, ux, mx + t * 256);
+      for (int64_t t = 0; t < tiles; t++) productBlock<1>(vx + t * kChannels, ux, mx + t * tileStride, tileStride);
       continue;
     }
     for (int64_t t = 0;; t += kTiles) {
       t = std::min(t, tiles - kTiles);
-      productBlock<kTiles>(vx + t * kChannels, ux, mx + t * 256);
+      productBlock<kTiles>(vx + t * kChannels, ux, mx + t * tileStride, tileStride);
       if (t + kTiles >= tiles) break;
     }
   }
 }
 
-// Output rows out[0] and out[1] (null past the output's last row) = A^T M A (+ bias, ReLU keeping NaN) of a row of
-// tiles; the column past an odd width is not written.
-void outputTransform(const float* m, const TileGeom& g, const float* bias, bool relu, float* const out[2]) {
+// Output rows out[0..M-1] (null past the output's last row) = A^T M A (+ bias, ReLU keeping NaN) of a row of tiles;
+// columns past the output's width are not written.
+template <int M>
+void outputTransform(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* out) {
+  constexpr int N = Tile<M>::N;
   const FloatsV zero = {};
-  const int64_t tiles = g.tileCols();
+  const int64_t tiles = tilesAlong<M>(g.outW);
   for (int64_t tc = 0; tc < tiles; tc++)
     for (int q = 0; q < kParts16; q++) {
-      FloatsV mm[16];
-      for (int k = 0; k < 16; k++) mm[k] = loadV(m + tc * 256 + k * kChannels + q * kLanes);
-      FloatsV t0[4], t1[4];
-      for (int j = 0; j < 4; j++) {
-        t0[j] = mm[j] + mm[4 + j] + mm[8 + j];
-        t1[j] = mm[4 + j] - mm[8 + j] - mm[12 + j];
-      }
+      FloatsV mm[N * N], y[M * M];
+      for (int k = 0; k < N * N; k++) mm[k] = loadV(m + (tc * N * N + k) * kChannels + q * kLanes);
+      transform2d<N, M>(mm, y, Tile<M>::output);
       const FloatsV b = bias ? loadV(bias + q * kLanes) : zero;
-      FloatsV y[2][2] = {{t0[0] + t0[1] + t0[2] + b, t0[1] - t0[2] - t0[3] + b},
-                         {t1[0] + t1[1] + t1[2] + b, t1[1] - t1[2] - t1[3] + b}};
-      for (int r = 0; r < 2; r++) {
+      for (int r = 0; r < M; r++) {
         if (!out[r]) continue;
-        for (int c = 0; c < 2 && 2 * tc + c < g.outW; c++) {
-          FloatsV a = y[r][c];
+        for (int c = 0; c < M && M * tc + c < g.outW; c++) {
+          FloatsV a = y[r * M + c] + b;
           if (relu) a = (a > zero) | (a != a) ? a : zero;
-          storeV(out[r] + (2 * tc + c) * kChannels + q * kLanes, a);
+          storeV(out[r] + (M * tc + c) * kChannels + q * kLanes, a);
         }
       }
     }
 }
 
-// The 4 input rows under tile row t of image b; `zeros` (a row of them) stands in for rows outside the input.
-std::array<const float*, 4> patchRows(const TileGeom& g, const float* x, int64_t b, int64_t t, const float* zeros) {
-  std::array<const float*, 4> rows;
-  for (int i = 0; i < 4; i++) {
-    const int64_t r = 2 * t - g.padTop + i;
+// The N input rows under tile row t of image b; `zeros` (a row of them) stands in for rows outside the input.
+template <int M>
+std::array<const float*, Tile<M>::N> patchRows(const TileGeom& g, const float* x, int64_t b, int64_t t,
+                                               const float* zeros) {
+  std::array<const float*, Tile<M>::N> rows;
+  for (int i = 0; i < Tile<M>::N; i++) {
+    const int64_t r = M * t - g.padTop + i;
     rows[i] = r >= 0 && r < g.inH ? x + (b * g.inH + r) * g.inW * kChannels : zeros;
   }
   return rows;
 }
 
+// The M output (or dy) rows of tile row t of image b, null past the last row.
+template <int M, typename T>
+std::array<T*, M> tileRowOutputs(T* y, int64_t rowsPerImage, int64_t rowFloats, int64_t b, int64_t t) {
+  std::array<T*, M> rows;
+  for (int r = 0; r < M; r++)
+    rows[r] = M * t + r < rowsPerImage ? y + (b * rowsPerImage + M * t + r) * rowFloats : nullptr;
+  return rows;
+}
+
+template <int M>
 void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, const float* bias, bool relu,
               float* y) {
-  const int64_t tilesH = g.tileRows(), tiles = g.tileCols();
-  const int64_t inRow = g.inW * kChannels, outRow = g.outW * kChannels;
+  constexpr int N = Tile<M>::N;
+  const int64_t tilesH = tilesAlong<M>(g.outH), tiles = tilesAlong<M>(g.outW);
 #pragma omp parallel
   {
-    std::vector<float> v(static_cast<size_t>(16 * tiles * kChannels)), m(static_cast<size_t>(tiles * 256)),
-        zeros(static_cast<size_t>(inRow), 0.f);
+    std::vector<float> v(static_cast<size_t>(N * N * tiles * kChannels)), m(v.size()),
+        zeros(static_cast<size_t>(g.inW * kChannels), 0.f);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
-      inputTransform(patchRows(g, x, b, t, zeros.data()).data(), g, v.data());
-      products(v.data(), u.data(), tiles, m.data());
-      float* first = y + (b * g.outH + 2 * t) * outRow;
-      float* const out[2] = {first, 2 * t + 1 < g.outH ? first + outRow : nullptr};
-      outputTransform(m.data(), g, bias, relu, out);
+      inputTransform<M>(patchRows<M>(g, x, b, t, zeros.data()).data(), g, v.data());
+      products<M>(v.data(), u.data(), tiles, m.data());
+      outputTransform<M>(m.data(), g, bias, relu, tileRowOutputs<M>(y, g.outH, g.outW * kChannels, b, t).data());
     }
   }
 }
 
-// dM[xi][tile][c] = (A dY A^T)[xi] for the row of tiles whose output rows are dy0 and dy1 (dy1 null past the
-// output's last row): the output transform's transpose. The column past an odd width reads as zero.
-void outputGradTransform(const float* dy0, const float* dy1, const TileGeom& g, float* dm) {
+// dM[xi][tile][c] = (A dY A^T)[xi] for the row of tiles whose output rows are dy[0..M-1] (null past the output's
+// last row): the output transform's transpose. Columns past the output's width read as zero.
+template <int M>
+void outputGradTransform(const float* const* dy, const TileGeom& g, float* dm) {
+  constexpr int N = Tile<M>::N;
   const FloatsV zero = {};
-  const int64_t tiles = g.tileCols();
+  const int64_t tiles = tilesAlong<M>(g.outW);
   for (int64_t tc = 0; tc < tiles; tc++)
     for (int q = 0; q < kParts16; q++) {
-      FloatsV d[2][2];
-      for (int c = 0; c < 2; c++) {
-        const bool inside = 2 * tc + c < g.outW;
-        const int64_t at = (2 * tc + c) * kChannels + q * kLanes;
-        d[0][c] = inside ? loadV(dy0 + at) : zero;
-        d[1][c] = inside && dy1 ? loadV(dy1 + at) : zero;
+      FloatsV d[M * M], out[N * N];
+      for (int c = 0; c < M; c++) {
+        const bool inside = M * tc + c < g.outW;
+        const int64_t at = (M * tc + c) * kChannels + q * kLanes;
+        for (int r = 0; r < M; r++) d[r * M + c] = inside && dy[r] ? loadV(dy[r] + at) : zero;
       }
-      // Rows (A dY): dy0, dy0 + dy1, dy0 - dy1, -dy1; then the same along the columns.
-      FloatsV r[4][2];
-      for (int c = 0; c < 2; c++) {
-        r[0][c] = d[0][c];
-        r[1][c] = d[0][c] + d[1][c];
-        r[2][c] = d[0][c] - d[1][c];
-        r[3][c] = zero - d[1][c];
-      }
-      for (int i = 0; i < 4; i++) {
-        const FloatsV out[4] = {r[i][0], r[i][0] + r[i][1], r[i][0] - r[i][1], zero - r[i][1]};
-        for (int j = 0; j < 4; j++) storeV(dm + ((i * 4 + j) * tiles + tc) * kChannels + q * kLanes, out[j]);
-      }
+      transform2d<M, N>(d, out, Tile<M>::outputGrad);
+      for (int k = 0; k < N * N; k++) storeV(dm + (k * tiles + tc) * kChannels + q * kLanes, out[k]);
     }
 }
 
@@ -212,8 +278,9 @@ void outputGradTransform(const float* dy0, const float* dy1, const TileGeom& g, 
 constexpr int kGradChannels = kParts16 == 1 ? 16 : 4;
 
 // s[xi][ci][co] += sum over the row's tiles of V[xi][tile][ci] dM[xi][tile][co], in float.
+template <int M>
 void filterGradProducts(const float* v, const float* dm, int64_t tiles, float* s) {
-  for (int xi = 0; xi < 16; xi++) {
+  for (int xi = 0; xi < Tile<M>::N * Tile<M>::N; xi++) {
     const float* vx = v + xi * tiles * kChannels;
     const float* dmx = dm + xi * tiles * kChannels;
     for (int c0 = 0; c0 < kChannels; c0 += kGradChannels) {
@@ -235,40 +302,24 @@ void filterGradProducts(const float* v, const float* dm, int64_t tiles, float* s
   }
 }
 
-}  // namespace
-
-bool winograd2x2Fits(const ConvGeom& g) {
-  return g.depthMult == 0 && g.c == kChannels && g.oc == kChannels && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
-         g.sw == 1 && g.dh == 1 && g.dw == 1 && g.pt >= 0 && g.pt <= 2 && g.pl >= 0 && g.pl <= 2 && g.oh > 0 &&
-         g.ow > 0;
-}
-
-void winograd2x2Forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
-  tileRows({g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl}, x, transformFilter(w, false), bias, relu, y);
-}
-
-// dx is the convolution of dy with the turned filter, padded by 2 - the forward padding.
-void winograd2x2BackwardData(const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  tileRows({g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl}, dy, transformFilter(w, true), nullptr, false, dx);
-}
-
 // Tile rows whose sums a thread keeps in float before adding them into its double ones: float over a few hundred
-// tiles, double over the whole batch (180,000 tiles at 32x150x150).
+// tiles, double over the whole batch (180,000 tiles of F(2x2) at 32x150x150).
 constexpr int64_t kRowsPerFlush = 8;
 
 // dW = G^T S G for each channel pair, S the sum over all tiles of V^T dM (the forward pass transposed), per thread
 // and then added in thread order, so the result does not depend on timing.
-void winograd2x2BackwardFilter(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+template <int M>
+void backwardFilter(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  constexpr int N = Tile<M>::N;
   const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
-  const int64_t tilesH = tg.tileRows(), tiles = tg.tileCols();
-  const int64_t inRow = g.w * kChannels, outRow = g.ow * kChannels;
-  constexpr size_t kSums = 16 * kChannels * kChannels;
+  const int64_t tilesH = tilesAlong<M>(g.oh), tiles = tilesAlong<M>(g.ow);
+  constexpr size_t kSums = N * N * kChannels * kChannels;
   const int threads = omp_get_max_threads();
   std::vector<double> partial(threads * kSums, 0.0);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> v(static_cast<size_t>(16 * tiles * kChannels)), dm(v.size()),
-        zeros(static_cast<size_t>(inRow), 0.f), rowSums(kSums, 0.f);
+    std::vector<float> v(static_cast<size_t>(N * N * tiles * kChannels)), dm(v.size()),
+        zeros(static_cast<size_t>(g.w * kChannels), 0.f), rowSums(kSums, 0.f);
     double* s = partial.data() + omp_get_thread_num() * kSums;
     int64_t rowsSummed = 0;
     auto flush = [&] {
@@ -278,28 +329,54 @@ void winograd2x2BackwardFilter(const ConvGeom& g, const float* x, const float* d
 #pragma omp for schedule(static) nowait
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
-      inputTransform(patchRows(tg, x, b, t, zeros.data()).data(), tg, v.data());
-      const float* dy0 = dy + (b * g.oh + 2 * t) * outRow;
-      outputGradTransform(dy0, 2 * t + 1 < g.oh ? dy0 + outRow : nullptr, tg, dm.data());
-      filterGradProducts(v.data(), dm.data(), tiles, rowSums.data());
+      inputTransform<M>(patchRows<M>(tg, x, b, t, zeros.data()).data(), tg, v.data());
+      outputGradTransform<M>(tileRowOutputs<M>(dy, g.oh, g.ow * kChannels, b, t).data(), tg,
+                             dm.data());
+      filterGradProducts<M>(v.data(), dm.data(), tiles, rowSums.data());
       if (++rowsSummed % kRowsPerFlush == 0) flush();
     }
     flush();
   }
   for (int t = 1; t < threads; t++)
     for (size_t k = 0; k < kSums; k++) partial[k] += partial[t * kSums + k];
-  // G^T S G: G's rows are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
-  static const double kG[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  const auto& kG = Tile<M>::kG;
   for (int ci = 0; ci < kChannels; ci++)
     for (int co = 0; co < kChannels; co++)
       for (int a = 0; a < 3; a++)
         for (int c = 0; c < 3; c++) {
           double sum = 0;
-          for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++)
-              sum += kG[i][a] * kG[j][c] * partial[((i * 4 + j) * kChannels + ci) * kChannels + co];
+          for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++)
+              sum += kG[i][a] * kG[j][c] * partial[((i * N + j) * kChannels + ci) * kChannels + co];
           dw[(a * 3 + c) * 256 + ci * kChannels + co] = static_cast<float>(sum);
         }
+}
+
+}  // namespace
+
+bool ownWinogradFits(const ConvGeom& g) {
+  return g.depthMult == 0 && g.c == kChannels && g.oc == kChannels && g.kh == 3 && g.kw == 3 && g.sh == 1 &&
+         g.sw == 1 && g.dh == 1 && g.dw == 1 && g.pt >= 0 && g.pt <= 2 && g.pl >= 0 && g.pl <= 2 && g.oh > 0 &&
+         g.ow > 0;
+}
+
+void ownWinogradForward(WinogradTile tile, const ConvGeom& g, const float* x, const float* w, const float* bias,
+                        float* y, bool relu) {
+  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, y);
+  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, y);
+}
+
+// dx is the convolution of dy with the turned filter, padded by 2 - the forward padding.
+void ownWinogradBackwardData(WinogradTile tile, const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  const TileGeom tg{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl};
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, dy, transformFilter<4>(w, true), nullptr, false, dx);
+  else tileRows<2>(tg, dy, transformFilter<2>(w, true), nullptr, false, dx);
+}
+
+void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (tile == WinogradTile::k4x4) backwardFilter<4>(g, x, dy, dw);
+  else backwardFilter<2>(g, x, dy, dw);
 }
 
 }  // namespace pn

@@ -12,11 +12,13 @@ export interface ConvAlgorithmChoice {
   direction: 'forward' | 'backwardData' | 'backwardWeights';
   /** n, h, w, c, oh, ow, oc, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr */
   geometry: number[];
-  /** oneDNN's direct convolution, oneDNN's Winograd F(4x4, 3x3), or ours, F(2x2, 3x3) (accel/onednn/src/winograd.cc). */
-  algorithm: 'direct' | 'winograd' | 'winograd2x2';
+  /** oneDNN's direct convolution, oneDNN's Winograd F(4x4, 3x3), or ours, F(2x2, 3x3) or F(4x4, 3x3)
+   * (accel/onednn/src/winograd.cc). */
+  algorithm: 'direct' | 'winograd' | 'winograd2x2' | 'winograd4x4';
   /** Each timed algorithm's time; -1 where it does not exist for the convolution. */
   winogradMs: number;
   winograd2x2Ms: number;
+  winograd4x4Ms: number;
   directMs: number;
 }
 
@@ -31,9 +33,9 @@ export interface NativeAddon {
   convBackwardData(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   convBackwardWeights(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
   /** Where a Winograd fits: 'auto' times the algorithms once per direction and geometry (the default); 'winograd'
-   * takes oneDNN's, else ours; 'winograd2x2' ours (PNEUMO_NATIVE_WINOGRAD=0 / 1 / 2x2 start as 'direct' /
-   * 'winograd' / 'winograd2x2'). Switching forgets the choices. */
-  setConvAlgorithm(mode: 'auto' | 'direct' | 'winograd' | 'winograd2x2'): void;
+   * takes oneDNN's, else our F(4x4); 'winograd2x2' and 'winograd4x4' ours (PNEUMO_NATIVE_WINOGRAD=0 / 1 / 2x2 / 4x4
+   * start as 'direct' / 'winograd' / 'winograd2x2' / 'winograd4x4'). Switching forgets the choices. */
+  setConvAlgorithm(mode: 'auto' | 'direct' | 'winograd' | 'winograd2x2' | 'winograd4x4'): void;
   /** What 'auto' chose so far, with the times it compared. */
   convAlgorithmChoices(): ConvAlgorithmChoice[];
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;

@@ -73,11 +73,13 @@ const ALGORITHM_NAMES: Record<ConvAlgorithmChoice['algorithm'], string> = {
   direct: 'direct',
   winograd: 'Winograd',
   winograd2x2: 'Winograd F(2x2)',
+  winograd4x4: 'Winograd F(4x4)',
 };
 
 /**
  * One line on the convolution algorithms the `native` backend timed and chose so far (accel/onednn/src/conv.cc),
- * e.g. "forward 32x150x150x16 direct (Winograd 24.1 ms, Winograd F(2x2) 14.5 ms, direct 13.2 ms)"; undefined before
+ * e.g. "forward 32x150x150x16 Winograd F(4x4) (Winograd 24.1 ms, Winograd F(2x2) 13.6 ms, Winograd F(4x4) 9.8 ms,
+ * direct 13.2 ms)"; undefined before
  * any such choice.
  */
 export function describeConvChoices(): string | undefined {
@@ -91,6 +93,7 @@ export function describeConvChoices(): string | undefined {
       const timed = [
         c.winogradMs < 0 ? 'no oneDNN Winograd' : `Winograd ${c.winogradMs.toFixed(1)} ms`,
         ...(c.winograd2x2Ms < 0 ? [] : [`Winograd F(2x2) ${c.winograd2x2Ms.toFixed(1)} ms`]),
+        ...(c.winograd4x4Ms < 0 ? [] : [`Winograd F(4x4) ${c.winograd4x4Ms.toFixed(1)} ms`]),
         `direct ${c.directMs.toFixed(1)} ms`,
       ];
       return `${c.direction} ${shape} ${ALGORITHM_NAMES[c.algorithm]} (${timed.join(', ')})`;
