@@ -194,7 +194,9 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
       expect(line).toMatch(
         /^forward \d+x\d+x\d+x16 (Winograd|Winograd F\([24]x[24]\)|direct) \((Winograd [\d.]+ ms|no oneDNN Winograd), Winograd F\(2x2\) [\d.]+ ms, Winograd F\(4x4\) [\d.]+ ms, direct [\d.]+ ms\)/,
       );
-      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(/expected 'auto', 'direct', 'winograd', 'winograd2x2' or 'winograd4x4', got 'fast'/);
+      expect(() => addon.setConvAlgorithm('fast' as 'auto')).toThrow(
+        /expected 'auto', 'direct', 'winograd', 'winograd2x2' or 'winograd4x4', got 'fast'/,
+      );
     } finally {
       addon.setConvAlgorithm('auto');
     }
@@ -209,7 +211,11 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         // Rows of 21 F(2x2) tiles and of 11 and 13 F(4x4) ones: full register blocks of products (12, 6 or 3 tiles
         // with AVX-512, AVX2, SSE) and an overlapping last one, and at the right and bottom edges last tiles 1, 2 or
         // 3 pixels wide.
-        for (const side of [[7, 41], [10, 50], [9, 43]] as [number, number][])
+        for (const side of [
+          [7, 41],
+          [10, 50],
+          [9, 43],
+        ] as [number, number][])
           await expectConvMatchesCpu({ batch: 2, side, inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'same' });
         await expectConvMatchesCpu({ batch: 1, side: [11, 14], inC: 16, outC: 16, k: [3, 3], stride: 1, pad: 'valid' });
       } finally {
