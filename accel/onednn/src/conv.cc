@@ -87,11 +87,13 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvDescs& d, const me
 // Whether Winograd pays depends on the CPU, so where it fits, the first call of each direction and geometry times
 // the algorithms on that call's own buffers and keeps the fastest for the rest of the process: oneDNN's direct
 // convolution, oneDNN's Winograd F(4x4, 3x3) where oneDNN has it (AVX-512 only), and our own F(2x2, 3x3) and
-// F(4x4, 3x3) (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150 (ms, direct ->
-// oneDNN's Winograd, F(2x2)) before our F(4x4) existed:
-//   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13 (before F(2x2))
-//   Intel Xeon (AVX-512, AMX):  forward 13.0 -> 25.2, 13.6; backward data 12.2 -> 25.3, 13.9; weights 12.9 -> 9.1, 13.2
-//   the same Xeon capped at AVX2 (no oneDNN Winograd): forward 21.4 -> 14.6, data 17.7 -> 14.4, weights 26.3 -> 18.9
+// F(4x4, 3x3) (winograd.cc). Measured with oneDNN 2.6, batch 32, block 1's 16 -> 16 conv at 150x150, 2 threads (ms,
+// direct -> oneDNN's Winograd, our F(2x2), our F(4x4)):
+//   AMD EPYC Zen 4:          forward 16 -> 10, backward data 21 -> 14, backward weights 18 -> 13 (before ours)
+//   Intel Xeon (AVX-512, AMX):  forward 11.6 -> 23.6, 12.1, 9.0; data 11.8 -> 23.2, 14.1, 9.3; weights 10.6 -> 8.6,
+//                               13.0, 9.7
+//   the same Xeon capped at AVX2 (no oneDNN Winograd): forward 20.4 -> 14.5, 11.5; data 15.6 -> 13.6, 11.0; weights
+//                               21.3 -> 13.6, 10.4
 // A Winograd must win by a clear margin (kWinogradMargin): near a tie the direct algorithm stays, so the choice,
 // and with it the last bits of the results, does not flip between runs on one machine with timing noise.
 // PNEUMO_NATIVE_WINOGRAD=0 (or setConvAlgorithm('direct')) never uses one, =1 ('winograd') always where one fits
