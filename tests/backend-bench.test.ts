@@ -38,6 +38,11 @@ describe('bench-train', () => {
       const last = JSON.parse(lines[lines.length - 1]);
       expect(last).toEqual(result);
       expect(result.backend).toBe('wasm');
+      // The CPU it ran on, in the JSON and on its own line; no native build on wasm.
+      expect(result.cpu).toBe(os.cpus()[0].model.trim());
+      expect(['AVX-512', 'AVX2', 'SSE', 'unknown']).toContain(result.cpu_isa);
+      expect(result).not.toHaveProperty('native_vector_lanes');
+      expect(lines).toContain(`cpu: ${result.cpu}, ${result.cpu_isa}${result.isa_caps ? `; capped: ${result.isa_caps}` : ''}`);
       for (const key of ['train_img_per_s', 'infer_img_per_s', 'peak_rss_mb']) {
         expect(typeof result[key]).toBe('number');
         expect(result[key] as number).toBeGreaterThan(0);

@@ -14,7 +14,9 @@ export {
   describeBackend,
   describeConvChoices,
   initBackend,
+  nativeVectorLanes,
   type BackendInfo,
   type BackendName,
   type InitBackendOptions,
 } from './select';
+export { cpuDescription, describeCpu, type CpuDescription } from './cpu';

@@ -94,6 +94,7 @@ async function activate(name: string): Promise<string | undefined> {
 
 interface NativeModule {
   describeConvChoices(): string | undefined;
+  nativeVectorLanes(): number | undefined;
   tryRegisterNative(): { ok: true; threads: number } | { ok: false; why: string };
 }
 
@@ -231,4 +232,10 @@ export function backendInfo(): BackendInfo | undefined {
 export function describeConvChoices(): string | undefined {
   if (current?.name !== 'native') return undefined;
   return (require('./onednn') as NativeModule).describeConvChoices();
+}
+
+/** How many float lanes the `native` addon's own loops were built for; undefined on other backends. */
+export function nativeVectorLanes(): number | undefined {
+  if (current?.name !== 'native') return undefined;
+  return (require('./onednn') as NativeModule).nativeVectorLanes();
 }

@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { repoRoot } from '../paths';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_ORDER, BackendName, describeConvChoices, initBackend } from '../accel';
+import { BACKEND_ORDER, BackendName, cpuDescription, describeConvChoices, describeCpu, initBackend, nativeVectorLanes } from '../accel';
 import { ModelVariant, buildModel } from '../model';
 import { makeTrainStep, runStep } from '../train/step';
 import { balancedClassWeights } from '../train/loss';
@@ -304,6 +304,8 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
   const peerPython = opts.peer ? findPeerPython(repoRoot, opts.peerPython) : undefined;
   if (peerPython) console.log(`peer: PyTorch ${peerPython.torch} (${peerPython.python})`);
   const backend = await initBackend({ prefer: opts.backend });
+  const cpu = cpuDescription({ nativeVectorLanes: nativeVectorLanes() });
+  console.log(describeCpu(cpu));
   const model = buildModel({
     variant: opts.variant,
     imageSize: opts.size,
@@ -354,6 +356,7 @@ async function bench(opts: BenchOptions): Promise<BenchResult> {
     size: opts.size,
     batch: opts.batch,
     steps: opts.steps,
+    ...cpu,
     ...summarizeRounds(rounds),
     peak_rss_mb: peakRssMb(),
   };

@@ -76,11 +76,17 @@ const ALGORITHM_NAMES: Record<ConvAlgorithmChoice['algorithm'], string> = {
   winograd4x4: 'Winograd F(4x4)',
 };
 
+/** Float lanes of the addon's own vector loops (16, 8 or 4, per its -march); undefined without the addon. */
+export function nativeVectorLanes(): number | undefined {
+  const loaded = loadNativeAddon();
+  if ('why' in loaded || typeof loaded.addon.vectorLanes !== 'function') return undefined;
+  return loaded.addon.vectorLanes();
+}
+
 /**
  * One line on the convolution algorithms the `native` backend timed and chose so far (accel/onednn/src/conv.cc),
  * e.g. "forward 32x150x150x16 Winograd F(4x4) (Winograd 24.1 ms, Winograd F(2x2) 13.6 ms, Winograd F(4x4) 9.8 ms,
- * direct 13.2 ms)"; undefined before
- * any such choice.
+ * direct 13.2 ms)"; undefined before any such choice.
  */
 export function describeConvChoices(): string | undefined {
   const loaded = loadNativeAddon();
