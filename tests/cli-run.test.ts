@@ -55,6 +55,10 @@ describe('npm start (cli/run)', () => {
     const config = JSON.parse(fs.readFileSync(path.join(runDir, 'config.json'), 'utf8'));
     expect(config.config).toMatchObject({ imageSize: 64, variant: 'small', limit: 20 });
     expect(config.config.train.epochs).toBe(1);
+    // The machine it trained on (wasm here: no native addon's lanes).
+    const model = os.cpus()[0].model.trim();
+    expect(config.cpu.slice(0, model.length)).toBe(model);
+    expect(config.cpu.slice(model.length)).toMatch(/^, (AVX-512|AVX2|SSE|unknown)(; capped: .+)?$/);
 
     // Resume to 2 epochs: epoch 1 is not repeated.
     const r = capture();

@@ -106,6 +106,7 @@ describe('executing the notebooks (nbconvert, tslab kernel, tiny demo data)', ()
       // The index links every notebook page; pages share one plotly.js.
       const index = fs.readFileSync(report.index, 'utf8');
       for (const e of report.entries) expect(index).toContain(`href="${e.page}"`);
+      expect(index).toMatch(/<th>CPU<\/th><td>[^<]+, (AVX-512|AVX2|SSE|unknown)/); // from the run's config.json
       expect(fs.statSync(path.join(report.outDir, 'plotly.js')).size).toBeGreaterThan(1_000_000);
       console.log(`notebooks executed: ${report.log.join(', ')}`);
     },

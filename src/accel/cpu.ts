@@ -55,10 +55,15 @@ export function cpuDescription(opts: { env?: NodeJS.ProcessEnv; cpuinfo?: string
   return description;
 }
 
-/** "cpu: Intel(R) Xeon(R) Processor, AVX-512; capped: DNNL_MAX_CPU_ISA=AVX2; native addon's loops 8 lanes wide" */
-export function describeCpu(d: CpuDescription): string {
+/** "Intel(R) Xeon(R) Processor, AVX-512; capped: DNNL_MAX_CPU_ISA=AVX2; native addon's loops 8 lanes wide" */
+export function formatCpu(d: CpuDescription): string {
   const parts = [`${d.cpu}, ${d.cpu_isa}`];
   if (d.isa_caps) parts.push(`capped: ${d.isa_caps}`);
   if (d.native_vector_lanes) parts.push(`native addon's loops ${d.native_vector_lanes} lanes wide`);
-  return `cpu: ${parts.join('; ')}`;
+  return parts.join('; ');
+}
+
+/** The benchmarks' line: "cpu: " and formatCpu. */
+export function describeCpu(d: CpuDescription): string {
+  return `cpu: ${formatCpu(d)}`;
 }

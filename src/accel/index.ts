@@ -19,4 +19,4 @@ export {
   type BackendName,
   type InitBackendOptions,
 } from './select';
-export { cpuDescription, describeCpu, type CpuDescription } from './cpu';
+export { cpuDescription, describeCpu, formatCpu, type CpuDescription } from './cpu';

@@ -2,7 +2,7 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type { Label, Split, SplitName } from '../types';
-import { describeBackend, backendInfo, type BackendInfo, type BackendName } from '../accel';
+import { backendInfo, cpuDescription, describeBackend, formatCpu, nativeVectorLanes, type BackendInfo, type BackendName } from '../accel';
 import { predictionsToCsv, type EvalResult } from '../evaluate';
 import type { AveragingOutcome } from '../train/swa';
 import { type EpochLogs } from '../train/train';
@@ -77,6 +77,8 @@ export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: Bac
     dataRoot,
     createdAt: new Date().toISOString(),
     tfjs: tf.version.tfjs,
+    // Epoch times differ about 3x between this project's machines; the run says which one it had.
+    cpu: formatCpu(cpuDescription({ nativeVectorLanes: backend.name === 'native' ? nativeVectorLanes() : undefined })),
   };
   writeJsonAtomic(path.join(runDir, RUN_FILES.config), file);
 }

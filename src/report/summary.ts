@@ -167,6 +167,7 @@ function hyperparameterSection(run: RunSummary): string {
     ['augmentation', formatAugment(t.augment) || 'none'],
     ['seed', String(t.seed)],
     ['backend', run.config.backend.replace(/^backend:\s*/, '')],
+    ...(run.config.cpu ? [['CPU', run.config.cpu] as [string, string]] : []),
   ];
   return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;
 }

@@ -21,6 +21,8 @@ export interface RunConfigFile {
   dataRoot: string;
   createdAt: string;
   tfjs: string;
+  /** The machine it trained on (formatCpu in src/accel/cpu.ts); absent in runs from before 2026-12-06. */
+  cpu?: string;
 }
 
 export type RunStatus = 'evaluated' | 'trained' | 'interrupted' | 'started';
