@@ -78,7 +78,7 @@ export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: Bac
     createdAt: new Date().toISOString(),
     tfjs: tf.version.tfjs,
     // Epoch times differ about 3x between this project's machines; the run says which one it had.
-    cpu: formatCpu(cpuDescription({ nativeVectorLanes: backend.name === 'native' ? nativeVectorLanes() : undefined })),
+    cpu: formatCpu(cpuDescription({ nativeVectorLanes: nativeVectorLanes() })),
   };
   writeJsonAtomic(path.join(runDir, RUN_FILES.config), file);
 }
