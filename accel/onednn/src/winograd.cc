@@ -130,24 +130,32 @@ std::vector<float> transformFilter(const float* w, bool flipped) {
   return u;
 }
 
+// For each of `tiles` tiles along a row, the K x K block of pixels whose columns start at M * tile - shift, from
+// rows[0..K-1] (a null row, or a column outside [0, width), reads as zeros), transformed by f along both axes into
+// L x L points, stored as out[point][tile][channel].
+template <int M, int K, int L, typename F>
+void transformTileRow(const float* const* rows, int64_t shift, int64_t width, int64_t tiles, F f, float* out) {
+  const FloatsV zero = {};
+  for (int64_t tc = 0; tc < tiles; tc++)
+    for (int q = 0; q < kParts16; q++) {
+      FloatsV d[K * K], t[L * L];
+      for (int j = 0; j < K; j++) {
+        const int64_t col = M * tc - shift + j;
+        const bool inside = col >= 0 && col < width;
+        for (int i = 0; i < K; i++)
+          d[i * K + j] = inside && rows[i] ? loadV(rows[i] + col * kChannels + q * kLanes) : zero;
+      }
+      transform2d<K, L>(d, t, f);
+      for (int k = 0; k < L * L; k++) storeV(out + (k * tiles + tc) * kChannels + q * kLanes, t[k]);
+    }
+}
+
 // V[xi][tile][c] = (B^T d B)[xi] for the row of tiles whose N input rows are rows[0..N-1] (a zero row outside the
 // input); columns outside the input read as zeros.
 template <int M>
 void inputTransform(const float* const* rows, const TileGeom& g, float* v) {
   constexpr int N = Tile<M>::N;
-  const FloatsV zero = {};
-  const int64_t tiles = tilesAlong<M>(g.outW);
-  for (int64_t tc = 0; tc < tiles; tc++)
-    for (int q = 0; q < kParts16; q++) {
-      FloatsV d[N * N], out[N * N];
-      for (int j = 0; j < N; j++) {
-        const int64_t col = M * tc - g.padLeft + j;
-        const bool inside = col >= 0 && col < g.inW;
-        for (int i = 0; i < N; i++) d[i * N + j] = inside ? loadV(rows[i] + col * kChannels + q * kLanes) : zero;
-      }
-      transform2d<N, N>(d, out, Tile<M>::input);
-      for (int k = 0; k < N * N; k++) storeV(v + (k * tiles + tc) * kChannels + q * kLanes, out[k]);
-    }
+  transformTileRow<M, N, N>(rows, g.padLeft, g.inW, tilesAlong<M>(g.outW), Tile<M>::input, v);
 }
 
 // M[tile][xi][co] = sum over ci of V[xi][tile][ci] U[xi][ci][co] for P tiles, the sums in registers; `tileStride` is
@@ -257,20 +265,7 @@ void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, co
 // last row): the output transform's transpose. Columns past the output's width read as zero.
 template <int M>
 void outputGradTransform(const float* const* dy, const TileGeom& g, float* dm) {
-  constexpr int N = Tile<M>::N;
-  const FloatsV zero = {};
-  const int64_t tiles = tilesAlong<M>(g.outW);
-  for (int64_t tc = 0; tc < tiles; tc++)
-    for (int q = 0; q < kParts16; q++) {
-      FloatsV d[M * M], out[N * N];
-      for (int c = 0; c < M; c++) {
-        const bool inside = M * tc + c < g.outW;
-        const int64_t at = (M * tc + c) * kChannels + q * kLanes;
-        for (int r = 0; r < M; r++) d[r * M + c] = inside && dy[r] ? loadV(dy[r] + at) : zero;
-      }
-      transform2d<M, N>(d, out, Tile<M>::outputGrad);
-      for (int k = 0; k < N * N; k++) storeV(dm + (k * tiles + tc) * kChannels + q * kLanes, out[k]);
-    }
+  transformTileRow<M, M, Tile<M>::N>(dy, 0, g.outW, tilesAlong<M>(g.outW), Tile<M>::outputGrad, dm);
 }
 
 // Input channels per register block of the filter gradient's products: with AVX-512 all 16 (16 sums, one vector of
