@@ -2,7 +2,7 @@
  * The oneDNN addon's own vector loops (Winograd, the separable and one-channel kernels, the element-wise passes)
  * are written once for the build's vector width: 16 lanes with AVX-512, 8 with AVX2, 4 with SSE. A build only
  * compiles the width of the CPU it runs on, so this builds the addon again for the narrower targets the CPU can
- * run (PNEUMO_NATIVE_MARCH, into outputs/isa-builds/, which git ignores) and runs the native kernel tests
+ * run (PNEUMO_NATIVE_MARCH, into outputs/isa-builds/, which git ignores) and runs the native kernel, conv-layer and fused-inference tests
  * against each (PNEUMO_NATIVE_ADDON): an AVX2-only machine's code is checked on an AVX-512 one.
  * Skipped, saying why, where the addon cannot be built here (no libdnnl-dev, no compiler) or the CPU lacks a target.
  */
@@ -53,12 +53,16 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
     expect((loaded as { addon: NativeAddon }).addon.vectorLanes()).toBeGreaterThanOrEqual(lanes);
 
     const vitest = path.join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs');
-    const run = spawnSync(process.execPath, [vitest, 'run', 'tests/native-kernels.test.ts', 'tests/accel-conv-patch.test.ts'], {
-      cwd: repoRoot,
-      env: { ...process.env, PNEUMO_NATIVE_ADDON: file, NO_COLOR: '1', FORCE_COLOR: '0' },
-      encoding: 'utf8',
-      timeout: 300_000,
-    });
+    const run = spawnSync(
+      process.execPath,
+      [vitest, 'run', 'tests/native-kernels.test.ts', 'tests/accel-conv-patch.test.ts', 'tests/accel-inference.test.ts'],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, PNEUMO_NATIVE_ADDON: file, NO_COLOR: '1', FORCE_COLOR: '0' },
+        encoding: 'utf8',
+        timeout: 300_000,
+      },
+    );
     const output = `${run.stdout}\n${run.stderr}`;
     expect(run.status, output.split('\n').slice(-40).join('\n')).toBe(0);
     // Every test ran: none skipped for want of the addon.

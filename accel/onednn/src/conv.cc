@@ -1,6 +1,7 @@
 // Convolutions (ordinary and depthwise, forward and both gradients) and batched
 // matmul on oneDNN, reading/writing tfjs tensor storage in place (NHWC, HWIO/HWCM).
 #include "common.h"
+#include "pool.h"
 #include "winograd.h"
 #include <chrono>
 #include <functional>
@@ -247,29 +248,74 @@ void convForwardOneChannel3x3x16(const ConvGeom& g, const float* x, const float*
   }
 }
 
+// oneDNN's forward convolution, direct or Winograd (dnnl::error where it has no such implementation).
+void onednnForward(const ConvGeom& g, const float* x, const float* w, const float* b, float* y, Activation act,
+                   bool winograd) {
+  memory::desc biasMd({g.oc}, dt::f32, tag::a);
+  ConvDescs d = describe(g, winograd);
+  auto pd = forwardPd(d, b ? &biasMd : nullptr, act);
+  memory src(d.src, cpuEngine(), const_cast<float*>(x)), dst(d.dst, cpuEngine(), y);
+  memory wei = toPrimitive(pd.weights_desc(), d.userWeights, const_cast<float*>(w));
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+  if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), const_cast<float*>(b))});
+  dnnl::convolution_forward(pd).execute(cpuStream(), args);
+  cpuStream().wait();
+}
+
 Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   // (x, filter, bias|null, y, params:Int32Array, activation: Activation)
-  float* x = f32(info[0]);
-  float* w = f32(info[1]);
-  float* b = f32(info[2]);
+  const float* x = f32(info[0]);
+  const float* w = f32(info[1]);
+  const float* b = f32(info[2]);
   float* y = f32(info[3]);
   ConvGeom g = ConvGeom::from(ints(info[4]));
   Activation act = static_cast<Activation>(info[5].As<Napi::Number>().Int32Value());
+  const bool relu = act == Activation::kRelu;
   if (isOneChannel3x3x16(g)) {
-    convForwardOneChannel3x3x16(g, x, w, b, y, act == Activation::kRelu);
+    convForwardOneChannel3x3x16(g, x, w, b, y, relu);
     return info.Env().Undefined();
   }
-  memory::desc biasMd({g.oc}, dt::f32, tag::a);
-  runWithChosenAlgorithm(Direction::kForward, g, [&](bool winograd) {
-    ConvDescs d = describe(g, winograd);
-    auto pd = forwardPd(d, b ? &biasMd : nullptr, act);
-    memory src(d.src, cpuEngine(), x), dst(d.dst, cpuEngine(), y);
-    memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-    if (b) args.insert({DNNL_ARG_BIAS, memory(biasMd, cpuEngine(), b)});
-    dnnl::convolution_forward(pd).execute(cpuStream(), args);
-    cpuStream().wait();
-  }, [&](WinogradTile tile) { ownWinogradForward(tile, g, x, w, b, y, act == Activation::kRelu); });
+  runWithChosenAlgorithm(Direction::kForward, g, [&](bool winograd) { onednnForward(g, x, w, b, y, act, winograd); },
+                         [&](WinogradTile tile) { ownWinogradForward(tile, g, x, w, b, y, relu); });
+  return info.Env().Undefined();
+}
+
+// A convolution followed by a max pooling, for inference (CONV_BIAS_RELU_MAX_POOL, src/accel/fused/inference.ts).
+// Where our Winograd runs the convolution and the pooling is 2x2 with stride 2, the output transform pools as it
+// goes and the convolution's output (46 MB a batch of 32 for block 1) is never written out; otherwise the
+// convolution writes it to a scratch buffer kept between calls and MaxPool reads it back, as the two kernels would.
+// The convolution's algorithm is the plain forward pass's choice (the same geometry, timed the same way).
+Napi::Value ConvForwardMaxPool(const Napi::CallbackInfo& info) {
+  // (x, filter, bias|null, y, convParams, poolParams, activation); y is the pooling's output.
+  const float* x = f32(info[0]);
+  const float* w = f32(info[1]);
+  const float* b = f32(info[2]);
+  float* y = f32(info[3]);
+  const ConvGeom g = ConvGeom::from(ints(info[4]));
+  const PoolGeom p = PoolGeom::from(ints(info[5]));
+  const Activation act = static_cast<Activation>(info[6].As<Napi::Number>().Int32Value());
+  const bool relu = act == Activation::kRelu;
+  if (p.n != g.n || p.h != g.oh || p.w != g.ow || p.c != g.oc)
+    throw std::runtime_error("convForwardMaxPool: the pooling's input is not the convolution's output");
+  static std::vector<float> scratch;
+  auto viaScratch = [&](const std::function<void(float*)>& convolve) {
+    scratch.resize(static_cast<size_t>(g.n * g.oh * g.ow * g.oc));
+    convolve(scratch.data());
+    maxPoolForward(p, scratch.data(), y);
+  };
+  if (isOneChannel3x3x16(g)) {
+    viaScratch([&](float* out) { convForwardOneChannel3x3x16(g, x, w, b, out, relu); });
+    return info.Env().Undefined();
+  }
+  const bool halving = p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 && p.dh == 1 && p.dw == 1 && p.pt == 0 &&
+                       p.pl == 0 && p.oh == g.oh / 2 && p.ow == g.ow / 2;
+  runWithChosenAlgorithm(
+      Direction::kForward, g,
+      [&](bool winograd) { viaScratch([&](float* out) { onednnForward(g, x, w, b, out, act, winograd); }); },
+      [&](WinogradTile tile) {
+        if (halving) ownWinogradForwardMaxPool(tile, g, x, w, b, y, relu);
+        else viaScratch([&](float* out) { ownWinogradForward(tile, g, x, w, b, out, relu); });
+      });
   return info.Env().Undefined();
 }
 
@@ -395,6 +441,7 @@ void registerConv(Napi::Env env, Napi::Object exports) {
   exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));
   exports.Set("convAlgorithmChoices", Napi::Function::New(env, ConvAlgorithmChoices));
   exports.Set("convForward", Napi::Function::New(env, ConvForward));
+  exports.Set("convForwardMaxPool", Napi::Function::New(env, ConvForwardMaxPool));
   exports.Set("convBackwardData", Napi::Function::New(env, ConvBackwardData));
   exports.Set("convBackwardWeights", Napi::Function::New(env, ConvBackwardWeights));
   exports.Set("matMul", Napi::Function::New(env, MatMul));

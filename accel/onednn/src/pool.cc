@@ -2,22 +2,20 @@
 // oneDNN) so the gradient needs only x and the forward output, like tfjs's
 // MaxPoolGrad (oneDNN's wants a workspace kept from the forward), with the same
 // tie rule: the first maximum in row-major window order wins.
-#include "common.h"
+#include "pool.h"
 #include <cmath>
 #include <algorithm>
 #include <limits>
 #include <vector>
 
 namespace pn {
-namespace {
 
-struct PoolGeom {
-  int64_t n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
-  static PoolGeom from(const std::vector<int64_t>& p) {
-    if (p.size() != 14) throw std::runtime_error("pool parameters: expected 14 integers");
-    return PoolGeom{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
-  }
-};
+PoolGeom PoolGeom::from(const std::vector<int64_t>& p) {
+  if (p.size() != 14) throw std::runtime_error("pool parameters: expected 14 integers");
+  return PoolGeom{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]};
+}
+
+namespace {
 
 // Calls visit(offset of the input pixel's first channel) for each tap of output pixel (r, col) of image b that lies
 // inside the image, in row-major window order (the order the tie rule depends on).
@@ -34,11 +32,10 @@ inline void forEachTap(const PoolGeom& g, int64_t b, int64_t r, int64_t col, Vis
   }
 }
 
-Napi::Value MaxPool(const Napi::CallbackInfo& info) {
-  // (x, y, params)
-  const float* x = f32(info[0]);
-  float* y = f32(info[1]);
-  PoolGeom g = PoolGeom::from(ints(info[2]));
+// y = max over each window of value(x at the tap, channel): MaxPool's loop, with the value each tap contributes
+// computed on the way (the identity for MaxPool, a batch-norm for BatchNormMaxPool).
+template <typename Value>
+void maxOfWindows(const PoolGeom& g, const float* x, float* y, Value value) {
   const float ninf = -std::numeric_limits<float>::infinity();
 #pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
   for (int64_t b = 0; b < g.n; b++) {
@@ -49,11 +46,39 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
         forEachTap(g, b, r, col, [&](int64_t base) {
           const float* in = x + base;
 #pragma omp simd
-          for (int64_t ch = 0; ch < g.c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
+          for (int64_t ch = 0; ch < g.c; ch++) {
+            const float v = value(in[ch], ch);
+            out[ch] = v > out[ch] ? v : out[ch];
+          }
         });
       }
     }
   }
+}
+
+Napi::Value MaxPool(const Napi::CallbackInfo& info) {
+  // (x, y, params)
+  maxPoolForward(PoolGeom::from(ints(info[2])), f32(info[0]), f32(info[1]));
+  return info.Env().Undefined();
+}
+
+// Inference-mode batch-norm followed by max pooling, in one pass: y = maxPool((x - mean) * a + offset), a = scale /
+// sqrt(variance + eps), each tap's value computed as BatchNorm (elementwise.cc) computes it, so the result is the two
+// kernels' (both tfjs's order of operations). The batch-norm's output, as large as x, is never written out.
+Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
+  // (x, mean, variance, scale, offset, eps, y, poolParams); the four vectors have C elements.
+  const float* x = f32(info[0]);
+  const float* mean = f32(info[1]);
+  const float* var = f32(info[2]);
+  const float* scale = f32(info[3]);
+  const float* offset = f32(info[4]);
+  const double eps = info[5].As<Napi::Number>().DoubleValue();
+  float* y = f32(info[6]);
+  const PoolGeom g = PoolGeom::from(ints(info[7]));
+  std::vector<float> mul(g.c);
+  for (int64_t k = 0; k < g.c; k++) mul[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
+  const float* a = mul.data();
+  maxOfWindows(g, x, y, [&](float v, int64_t ch) { return (v - mean[ch]) * a[ch] + offset[ch]; });
   return info.Env().Undefined();
 }
 
@@ -199,10 +224,15 @@ Napi::Value MaxPoolGradRelu(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+void maxPoolForward(const PoolGeom& g, const float* x, float* y) {
+  maxOfWindows(g, x, y, [](float v, int64_t) { return v; });
+}
+
 void registerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPool", Napi::Function::New(env, MaxPool));
   exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
   exports.Set("maxPoolGradRelu", Napi::Function::New(env, MaxPoolGradRelu));
+  exports.Set("batchNormMaxPool", Napi::Function::New(env, BatchNormMaxPool));
 }
 
 }  // namespace pn

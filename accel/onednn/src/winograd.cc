@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <vector>
 
 namespace pn {
@@ -197,25 +198,60 @@ void products(const float* v, const float* u, int64_t tiles, float* m) {
   }
 }
 
-// Output rows out[0..M-1] (null past the output's last row) = A^T M A (+ bias, ReLU keeping NaN) of a row of tiles;
-// columns past the output's width are not written.
+// The M x M outputs of tile tc's channel part q: A^T M A (+ bias, ReLU keeping NaN), row by row.
 template <int M>
-void outputTransform(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* out) {
+inline void tileOutputs(const float* m, int64_t tc, int q, const float* bias, bool relu, FloatsV* y) {
   constexpr int N = Tile<M>::N;
   const FloatsV zero = {};
+  FloatsV mm[N * N];
+  for (int k = 0; k < N * N; k++) mm[k] = loadV(m + (tc * N * N + k) * kChannels + q * kLanes);
+  transform2d<N, M>(mm, y, Tile<M>::output);
+  const FloatsV b = bias ? loadV(bias + q * kLanes) : zero;
+  for (int k = 0; k < M * M; k++) {
+    y[k] += b;
+    if (relu) y[k] = (y[k] > zero) | (y[k] != y[k]) ? y[k] : zero;
+  }
+}
+
+// Output rows out[0..M-1] (null past the output's last row) = A^T M A (+ bias, ReLU) of a row of tiles; columns
+// past the output's width are not written.
+template <int M>
+void outputTransform(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* out) {
   const int64_t tiles = tilesAlong<M>(g.outW);
   for (int64_t tc = 0; tc < tiles; tc++)
     for (int q = 0; q < kParts16; q++) {
-      FloatsV mm[N * N], y[M * M];
-      for (int k = 0; k < N * N; k++) mm[k] = loadV(m + (tc * N * N + k) * kChannels + q * kLanes);
-      transform2d<N, M>(mm, y, Tile<M>::output);
-      const FloatsV b = bias ? loadV(bias + q * kLanes) : zero;
+      FloatsV y[M * M];
+      tileOutputs<M>(m, tc, q, bias, relu, y);
       for (int r = 0; r < M; r++) {
         if (!out[r]) continue;
-        for (int c = 0; c < M && M * tc + c < g.outW; c++) {
-          FloatsV a = y[r * M + c] + b;
-          if (relu) a = (a > zero) | (a != a) ? a : zero;
-          storeV(out[r] + (M * tc + c) * kChannels + q * kLanes, a);
+        for (int c = 0; c < M && M * tc + c < g.outW; c++) storeV(out[r] + (M * tc + c) * kChannels + q * kLanes, y[r * M + c]);
+      }
+    }
+}
+
+// The same outputs max-pooled over 2x2 windows with stride 2 ('valid'): pooled rows pooled[0..M/2-1] (null past the
+// pooled output's last row), floor(outW / 2) columns. M is even and tiles start at even rows and columns, so every
+// window lies inside one tile. Each window's maximum starts at -inf and takes a tap only when it is greater, in
+// row-major order: MaxPool's rule (pool.cc), so NaN never wins and the result is MaxPool's of outputTransform's.
+template <int M>
+void outputTransformMaxPool(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* pooled) {
+  static_assert(M % 2 == 0, "2x2 windows must not straddle two tiles");
+  const FloatsV ninf = FloatsV{} - std::numeric_limits<float>::infinity();
+  const int64_t tiles = tilesAlong<M>(g.outW), pooledW = g.outW / 2;
+  for (int64_t tc = 0; tc < tiles; tc++)
+    for (int q = 0; q < kParts16; q++) {
+      FloatsV y[M * M];
+      tileOutputs<M>(m, tc, q, bias, relu, y);
+      for (int pr = 0; pr < M / 2; pr++) {
+        if (!pooled[pr]) continue;
+        for (int pc = 0; pc < M / 2 && M / 2 * tc + pc < pooledW; pc++) {
+          FloatsV best = ninf;
+          for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+              const FloatsV v = y[(2 * pr + i) * M + 2 * pc + j];
+              best = v > best ? v : best;
+            }
+          storeV(pooled[pr] + (M / 2 * tc + pc) * kChannels + q * kLanes, best);
         }
       }
     }
@@ -242,8 +278,9 @@ std::array<T*, M> tileRowOutputs(T* y, int64_t rowsPerImage, int64_t rowFloats, 
   return rows;
 }
 
+// The convolution, tile row by tile row; with `pool`, y is its 2x2 max pooling (outputTransformMaxPool) instead.
 template <int M>
-void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, const float* bias, bool relu,
+void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, const float* bias, bool relu, bool pool,
               float* y) {
   constexpr int N = Tile<M>::N;
   const int64_t tilesH = tilesAlong<M>(g.outH), tiles = tilesAlong<M>(g.outW);
@@ -256,7 +293,11 @@ void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, co
       const int64_t b = item / tilesH, t = item % tilesH;
       inputTransform<M>(patchRows<M>(g, x, b, t, zeros.data()).data(), g, v.data());
       products<M>(v.data(), u.data(), tiles, m.data());
-      outputTransform<M>(m.data(), g, bias, relu, tileRowOutputs<M>(y, g.outH, g.outW * kChannels, b, t).data());
+      if (pool)
+        outputTransformMaxPool<M>(m.data(), g, bias, relu,
+                                  tileRowOutputs<M / 2>(y, g.outH / 2, g.outW / 2 * kChannels, b, t).data());
+      else
+        outputTransform<M>(m.data(), g, bias, relu, tileRowOutputs<M>(y, g.outH, g.outW * kChannels, b, t).data());
     }
   }
 }
@@ -358,15 +399,22 @@ bool ownWinogradFits(const ConvGeom& g) {
 void ownWinogradForward(WinogradTile tile, const ConvGeom& g, const float* x, const float* w, const float* bias,
                         float* y, bool relu) {
   const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
-  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, y);
-  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, y);
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, false, y);
+  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, false, y);
+}
+
+void ownWinogradForwardMaxPool(WinogradTile tile, const ConvGeom& g, const float* x, const float* w,
+                               const float* bias, float* pooled, bool relu) {
+  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, true, pooled);
+  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, true, pooled);
 }
 
 // dx is the convolution of dy with the turned filter, padded by 2 - the forward padding.
 void ownWinogradBackwardData(WinogradTile tile, const ConvGeom& g, const float* dy, const float* w, float* dx) {
   const TileGeom tg{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl};
-  if (tile == WinogradTile::k4x4) tileRows<4>(tg, dy, transformFilter<4>(w, true), nullptr, false, dx);
-  else tileRows<2>(tg, dy, transformFilter<2>(w, true), nullptr, false, dx);
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, dy, transformFilter<4>(w, true), nullptr, false, false, dx);
+  else tileRows<2>(tg, dy, transformFilter<2>(w, true), nullptr, false, false, dx);
 }
 
 void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy, float* dw) {

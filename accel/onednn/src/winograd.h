@@ -12,6 +12,10 @@ enum class WinogradTile : int { k2x2 = 2, k4x4 = 4 };
 bool ownWinogradFits(const ConvGeom& g);
 void ownWinogradForward(WinogradTile tile, const ConvGeom& g, const float* x, const float* w, const float* bias,
                         float* y, bool relu);
+// The forward pass followed by a 2x2 max pooling with stride 2 ('valid'): `pooled` is n x oh/2 x ow/2 x 16 (floor),
+// and the convolution's own output is never written out.
+void ownWinogradForwardMaxPool(WinogradTile tile, const ConvGeom& g, const float* x, const float* w,
+                               const float* bias, float* pooled, bool relu);
 void ownWinogradBackwardData(WinogradTile tile, const ConvGeom& g, const float* dy, const float* w, float* dx);
 void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy, float* dw);
 

@@ -20,7 +20,7 @@
  * filter's gradient needs the depthwise output, and SEPARABLE_CONV_BIAS_RELU has no gradient.
  */
 import * as tf from '@tensorflow/tfjs';
-import { activeBackendHas } from './gradients';
+import { activeBackendHas, recordingGradients } from './gradients';
 import { type LayerPatch, type LayerVariableLike, isLayerVariable, layerCallPatch } from './layer-patch';
 import { maxPoolingPatch } from './pool-layers';
 import { noteReluOutput, premaskedSums } from './relu-mask';
@@ -56,8 +56,9 @@ interface ConvInternals {
   pointwiseKernel?: LayerVariableLike;
 }
 
-function takesOver(layer: ConvInternals, x: tf.Tensor): boolean {
-  if (!activeBackendHas(CONV_BIAS_RELU) || x.dtype !== 'float32' || x.rank !== 4) return false;
+/** Whether the layer is one CONV_BIAS_RELU can run, on a backend that has it; its input is checked apart. */
+function fusableLayer(layer: ConvInternals): boolean {
+  if (!activeBackendHas(CONV_BIAS_RELU)) return false;
   const dilations = Array.isArray(layer.dilationRate) ? layer.dilationRate : [layer.dilationRate];
   return (
     layer.rank === 2 &&
@@ -70,6 +71,10 @@ function takesOver(layer: ConvInternals, x: tf.Tensor): boolean {
   );
 }
 
+function takesOver(layer: ConvInternals, x: tf.Tensor): boolean {
+  return x.dtype === 'float32' && x.rank === 4 && fusableLayer(layer);
+}
+
 function convBiasRelu(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, strides: number[], pad: string): tf.Tensor {
   const y = tf
     .engine()
@@ -78,19 +83,29 @@ function convBiasRelu(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, strides:
   return y;
 }
 
+/**
+ * Whether the patched call runs this Conv2D layer as CONV_BIAS_RELU, on a float32 4D input (inference.ts asks, before
+ * it has the input).
+ */
+export function conv2dRunsFused(layer: unknown): boolean {
+  const conv = layer as ConvInternals;
+  return fusableLayer(conv) && isLayerVariable(conv.kernel);
+}
+
+/** A Conv2D layer's weights and geometry as CONV_BIAS_RELU takes them (where conv2dRunsFused says it does). */
+export function conv2dBiasReluArgs(layer: unknown): { filter: tf.Tensor; bias: tf.Tensor; strides: number[]; pad: string } {
+  const conv = layer as ConvInternals;
+  return { filter: conv.kernel!.read(), bias: conv.bias!.read(), strides: conv.strides, pad: conv.padding };
+}
+
 const conv2dPatch = layerCallPatch(
   () => tf.layers.conv2d({ filters: 1, kernelSize: 1 }),
   (layer, x) => {
-    const conv = layer as ConvInternals;
-    if (!takesOver(conv, x) || !isLayerVariable(conv.kernel)) return undefined;
-    return tf.tidy(() => convBiasRelu(x, conv.kernel!.read(), conv.bias!.read(), conv.strides, conv.padding));
+    if (x.dtype !== 'float32' || x.rank !== 4 || !conv2dRunsFused(layer)) return undefined;
+    const { filter, bias, strides, pad } = conv2dBiasReluArgs(layer);
+    return tf.tidy(() => convBiasRelu(x, filter, bias, strides, pad));
   },
 );
-
-/** Whether tfjs records the ops that run now for a gradient (inside tf.grad, variableGrads, minimize, fit's step). */
-function recordingGradients(): boolean {
-  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
-}
 
 /** Whether a separable layer's forward pass may run as SEPARABLE_CONV_BIAS_RELU now. */
 function separableInOnePass(conv: ConvInternals, depthwiseKernel: tf.Tensor): boolean {

@@ -15,6 +15,11 @@ export function activeBackendHas(kernel: string): boolean {
   return tf.getKernel(kernel, tf.getBackend()) !== undefined;
 }
 
+/** Whether tfjs records the ops that run now for a gradient (inside tf.grad, variableGrads, minimize, fit's step). */
+export function recordingGradients(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
 /** Registers make(tfjs's gradient) as `kernel`'s gradient, in its place; nothing where tfjs has none. */
 export function replaceGradient(kernel: string, make: (original: GradFunc) => GradFunc): void {
   const original = tf.getGradient(kernel);

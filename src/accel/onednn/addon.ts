@@ -112,6 +112,30 @@ export interface NativeAddon {
     mOut: Float32Array,
     vOut: Float32Array,
   ): void;
+  /**
+   * y = maxPool(conv(x) + bias, activation): convGeom as convForward's, poolGeom the pooling's over the convolution's
+   * output (accel/onednn/src/conv.cc).
+   */
+  convForwardMaxPool(
+    x: Float32Array,
+    filter: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+    convGeom: Int32Array,
+    poolGeom: Int32Array,
+    activation: Activation,
+  ): void;
+  /** y = maxPool(batchNorm(x)) as batchNorm and maxPool compute them, in one pass (accel/onednn/src/pool.cc). */
+  batchNormMaxPool(
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    scale: Float32Array,
+    offset: Float32Array,
+    eps: number,
+    y: Float32Array,
+    poolGeom: Int32Array,
+  ): void;
   /** Channels-last batch-norm; the four vectors hold one value per channel. */
   batchNorm(
     x: Float32Array,

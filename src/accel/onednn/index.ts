@@ -22,7 +22,8 @@ import { registerFusedAdam } from './adam';
 import { registerFusedBatchNorm } from './batchnorm';
 import { SEPARABLE_CONV_BIAS_RELU, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { registerNativeOnly } from './common';
-import { separableConvBiasRelu, standardizeImages } from './kernels';
+import { BATCH_NORM_MAX_POOL, CONV_BIAS_RELU_MAX_POOL, installFusedInference } from '../fused/inference';
+import { batchNormMaxPool, convBiasReluMaxPool, separableConvBiasRelu, standardizeImages } from './kernels';
 import { STANDARDIZE_IMAGES } from '../../model/normalization';
 import { registerFusedGradients } from './gradients';
 import { registerKernels } from './registry';
@@ -30,6 +31,7 @@ import { registerKernels } from './registry';
 export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from '../fused/adam';
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
+export { fusedInferenceInstalled, installFusedInference, uninstallFusedInference } from '../fused/inference';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
 export { releaseNativePool } from './buffers';
@@ -60,7 +62,13 @@ export function tryRegisterNative(): NativeRegistration {
     if (typeof loaded.addon.standardizeImages === 'function') {
       registerNativeOnly(STANDARDIZE_IMAGES, standardizeImages(loaded.addon));
     }
+    // Prediction runs each layer before a max pooling together with it (../fused/inference.ts).
+    if (typeof loaded.addon.convForwardMaxPool === 'function' && typeof loaded.addon.batchNormMaxPool === 'function') {
+      registerNativeOnly(CONV_BIAS_RELU_MAX_POOL, convBiasReluMaxPool(loaded.addon));
+      registerNativeOnly(BATCH_NORM_MAX_POOL, batchNormMaxPool(loaded.addon));
+    }
     installFusedConvLayers();
+    installFusedInference();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { NativeAddon } from './addon';
 import { uninitialised } from './buffers';
-import { type Attrs, type Info, type KernelArgs, type NativeKernel, allFloat32, output, size, values } from './common';
+import { type Attrs, type Backend, type Info, type KernelArgs, type NativeKernel, allFloat32, output, size, values } from './common';
 import { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
 /** ConvGeom in accel/onednn/src/common.h: N H W C OH OW OC KH KW SH SW DH DW PT PL PB PR depthMult. */
@@ -368,22 +368,70 @@ function tile(a: NativeAddon): NativeKernel {
 }
 
 /** FusedBatchNorm when every statistic has one value per channel (last axis) or a single value. */
+/** A batch-norm's four per-channel vectors (mean 0, variance 1, scale 1, offset 0 where one is absent); undefined where one is neither per-channel nor a scalar. */
+function batchNormVectors(backend: Backend, inputs: Record<string, Info>, channels: number): Float32Array[] | undefined {
+  const perChannel = (t: Info | undefined, fill: number): Float32Array | undefined => {
+    if (t === undefined) return new Float32Array(channels).fill(fill);
+    const v = values(backend, t);
+    if (v.length === channels) return v;
+    return v.length === 1 ? new Float32Array(channels).fill(v[0]) : undefined;
+  };
+  const { mean, variance, scale, offset } = inputs;
+  const vectors = [perChannel(mean, 0), perChannel(variance, 1), perChannel(scale, 1), perChannel(offset, 0)];
+  return channels > 0 && vectors.every((v) => v !== undefined) ? (vectors as Float32Array[]) : undefined;
+}
+
 function batchNorm(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }, fallback) => {
     const { x, mean, variance, scale, offset } = inputs;
     if (!allFloat32(x, mean, variance, scale, offset) || x.shape.length === 0) return fallback();
-    const channels = x.shape[x.shape.length - 1];
-    const perChannel = (t: Info | undefined, fill: number): Float32Array | undefined => {
-      if (t === undefined) return new Float32Array(channels).fill(fill);
-      const v = values(backend, t);
-      if (v.length === channels) return v;
-      return v.length === 1 ? new Float32Array(channels).fill(v[0]) : undefined;
-    };
-    const [m, v, sc, off] = [perChannel(mean, 0), perChannel(variance, 1), perChannel(scale, 1), perChannel(offset, 0)];
-    if (!m || !v || !sc || !off || channels === 0) return fallback();
+    const vectors = batchNormVectors(backend, inputs, x.shape[x.shape.length - 1]);
+    if (!vectors) return fallback();
+    const [m, v, sc, off] = vectors;
     const y = uninitialised(size(x.shape));
     a.batchNorm(values(backend, x), m, v, sc, off, Number(attrs?.varianceEpsilon ?? 0.001), y);
     return output(backend, [...x.shape], y);
+  };
+}
+
+/** The max pooling's geometry over `shape` from a fused kernel's poolSize, poolStrides and poolPad attributes. */
+function pooling(shape: number[], attrs: Attrs): tf.backend_util.Conv2DInfo {
+  return poolInfo(shape, { filterSize: attrs.poolSize, strides: attrs.poolStrides, pad: attrs.poolPad });
+}
+
+/**
+ * CONV_BIAS_RELU_MAX_POOL (fused/inference.ts): a conv + bias + ReLU and the max pooling after it
+ * (convForwardMaxPool in accel/onednn/src/conv.cc).
+ */
+export function convBiasReluMaxPool(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x, filter, bias } = inputs;
+    const conv = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filter.shape as [number, number, number, number],
+      attrs!.strides as number | [number, number],
+      1,
+      attrs!.pad as 'same' | 'valid',
+    );
+    const pool = pooling(conv.outShape, attrs!);
+    const y = uninitialised(size(pool.outShape));
+    const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
+    a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu);
+    return output(backend, pool.outShape, y);
+  };
+}
+
+/** BATCH_NORM_MAX_POOL (fused/inference.ts): an inference-mode batch-norm and the max pooling after it, in one pass. */
+export function batchNormMaxPool(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x } = inputs;
+    const vectors = batchNormVectors(backend, inputs, x.shape[3]);
+    if (!vectors) throw new Error('BatchNormMaxPool: the statistics must hold one value per channel, or one for all');
+    const [m, v, sc, off] = vectors;
+    const pool = pooling(x.shape, attrs!);
+    const y = uninitialised(size(pool.outShape));
+    a.batchNormMaxPool(values(backend, x), m, v, sc, off, Number(attrs!.varianceEpsilon), y, poolGeom(pool));
+    return output(backend, pool.outShape, y);
   };
 }
 
