@@ -104,6 +104,18 @@ void columnSumsByThread(int64_t rows, int64_t width, bool parallel, double scale
   }
 }
 
+// The arguments an inference-mode batch-norm kernel starts with, (x, mean, variance, scale, offset, eps, ...), each
+// vector C floats, read into y = (x - mean[c]) * multiplier[c] + offset[c] with multiplier = scale / sqrt(variance +
+// eps) (in double, rounded once): BatchNorm (elementwise.cc) and BatchNormMaxPool (pool.cc) read them the same way,
+// so their values agree to the bit.
+struct BatchNormArgs {
+  const float* x;
+  const float* mean;
+  const float* offset;
+  std::vector<float> multiplier;
+  static BatchNormArgs from(const Napi::CallbackInfo& info);
+};
+
 void registerConv(Napi::Env env, Napi::Object exports);
 void registerPool(Napi::Env env, Napi::Object exports);
 void registerElementwise(Napi::Env env, Napi::Object exports);

@@ -604,18 +604,11 @@ Napi::Value Tile(const Napi::CallbackInfo& info) {
 // y = (x - mean[c]) * scale[c] / sqrt(var[c] + eps) + offset[c].
 Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
   // (x, mean, variance, scale, offset, eps, y); the four vectors have C elements.
-  const float* x = f32(info[0]);
-  const float* mean = f32(info[1]);
-  const float* var = f32(info[2]);
-  const float* scale = f32(info[3]);
-  const float* offset = f32(info[4]);
-  double eps = info[5].As<Napi::Number>().DoubleValue();
+  const BatchNormArgs bn = BatchNormArgs::from(info);
+  const float *x = bn.x, *mean = bn.mean, *offset = bn.offset, *a = bn.multiplier.data();
   float* y = f32(info[6]);
-  const int64_t c = info[1].As<Napi::Float32Array>().ElementLength();
+  const int64_t c = static_cast<int64_t>(bn.multiplier.size());
   const int64_t n = info[6].As<Napi::Float32Array>().ElementLength();
-  std::vector<float> mul(c);
-  for (int64_t k = 0; k < c; k++) mul[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
-  const float* a = mul.data();
   const int64_t rows = n / c;
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t r = 0; r < rows; r++) {
@@ -628,6 +621,16 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+BatchNormArgs BatchNormArgs::from(const Napi::CallbackInfo& info) {
+  const float* var = f32(info[2]);
+  const float* scale = f32(info[3]);
+  const double eps = info[5].As<Napi::Number>().DoubleValue();
+  const int64_t c = info[1].As<Napi::Float32Array>().ElementLength();
+  BatchNormArgs args{f32(info[0]), f32(info[1]), f32(info[4]), std::vector<float>(c)};
+  for (int64_t k = 0; k < c; k++) args.multiplier[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
+  return args;
+}
 
 void registerElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));

@@ -67,18 +67,11 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // kernels' (both tfjs's order of operations). The batch-norm's output, as large as x, is never written out.
 Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
   // (x, mean, variance, scale, offset, eps, y, poolParams); the four vectors have C elements.
-  const float* x = f32(info[0]);
-  const float* mean = f32(info[1]);
-  const float* var = f32(info[2]);
-  const float* scale = f32(info[3]);
-  const float* offset = f32(info[4]);
-  const double eps = info[5].As<Napi::Number>().DoubleValue();
-  float* y = f32(info[6]);
+  const BatchNormArgs bn = BatchNormArgs::from(info);
+  const float *mean = bn.mean, *offset = bn.offset, *a = bn.multiplier.data();
   const PoolGeom g = PoolGeom::from(ints(info[7]));
-  std::vector<float> mul(g.c);
-  for (int64_t k = 0; k < g.c; k++) mul[k] = static_cast<float>(scale[k] / std::sqrt(double(var[k]) + eps));
-  const float* a = mul.data();
-  maxOfWindows(g, x, y, [&](float v, int64_t ch) { return (v - mean[ch]) * a[ch] + offset[ch]; });
+  if (static_cast<int64_t>(bn.multiplier.size()) != g.c) throw std::runtime_error("batchNormMaxPool: expected C statistics");
+  maxOfWindows(g, bn.x, f32(info[6]), [&](float v, int64_t ch) { return (v - mean[ch]) * a[ch] + offset[ch]; });
   return info.Env().Undefined();
 }
 

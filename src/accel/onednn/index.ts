@@ -10,7 +10,8 @@
  * Once a step's convolutions were native, the element-wise chains around them cost more: so the
  * ReLU and mean gradients, training-mode batch-norm, convolution + bias + ReLU layers and Adam's update
  * are fused too (gradients.ts, batchnorm.ts, adam.ts here; the layer patches and gradients the wasm backend
- * shares are in ../fused/), only while this backend is active.
+ * shares are in ../fused/), and so, in prediction, is each max pooling with the layer before it
+ * (../fused/inference.ts), only while this backend is active.
  *
  * Nothing here is required: when the addon is not built, tryRegisterNative says why and the
  * backend chain moves on.
