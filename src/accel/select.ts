@@ -94,6 +94,7 @@ async function activate(name: string): Promise<string | undefined> {
 
 interface NativeModule {
   describeConvChoices(): string | undefined;
+  keepNativeConvChoices(): string | undefined;
   nativeVectorLanes(): number | undefined;
   tryRegisterNative(): { ok: true; threads: number } | { ok: false; why: string };
 }
@@ -138,7 +139,7 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
       }
       if (!result.ok) return { ok: false, why: result.why };
       const why = await activate('native');
-      return why ? { ok: false, why } : { ok: true, threads: result.threads };
+      return why ? { ok: false, why } : { ok: true, threads: result.threads, note: mod.keepNativeConvChoices() };
     }
     case 'wasm': {
       try {

@@ -435,11 +435,44 @@ Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setConvAlgorithmChoices([{direction, geometry, algorithm, winogradMs, winograd2x2Ms, winograd4x4Ms, directMs}]):
+// choices as convAlgorithmChoices lists them, timed by an earlier process on this machine (src/accel/onednn/
+// conv-choices.ts), taken as if timed here: the same machine then runs the same algorithms, and a seed the same run.
+Napi::Value SetConvAlgorithmChoices(const Napi::CallbackInfo& info) {
+  static const std::map<std::string, Direction> kDirections{
+      {"forward", Direction::kForward}, {"backwardData", Direction::kBackwardData}, {"backwardWeights", Direction::kBackwardWeights}};
+  static const std::map<std::string, Algorithm> kAlgorithms{{"direct", Algorithm::kDirect},
+                                                            {"winograd", Algorithm::kOnednnWinograd},
+                                                            {"winograd2x2", Algorithm::kWinograd2x2},
+                                                            {"winograd4x4", Algorithm::kWinograd4x4}};
+  Napi::Env env = info.Env();
+  const Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<std::pair<ChoiceKey, Choice>> parsed;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    const Napi::Object o = list.Get(i).As<Napi::Object>();
+    const auto dir = kDirections.find(o.Get("direction").ToString().Utf8Value());
+    const auto alg = kAlgorithms.find(o.Get("algorithm").ToString().Utf8Value());
+    const Napi::Value geometry = o.Get("geometry");
+    if (dir == kDirections.end() || alg == kAlgorithms.end() || !geometry.IsArray() ||
+        geometry.As<Napi::Array>().Length() != 17)
+      throw Napi::Error::New(env, "setConvAlgorithmChoices: choice " + std::to_string(i) +
+                                      " is not {direction, geometry (17 integers), algorithm, times}");
+    std::vector<int64_t> g(17);
+    for (uint32_t j = 0; j < 17; j++) g[j] = geometry.As<Napi::Array>().Get(j).ToNumber().Int64Value();
+    auto ms = [&](const char* key) { return o.Get(key).ToNumber().DoubleValue(); };
+    parsed.push_back({{static_cast<int>(dir->second), g},
+                      Choice{alg->second, ms("winogradMs"), ms("winograd2x2Ms"), ms("winograd4x4Ms"), ms("directMs")}});
+  }
+  for (auto& [key, choice] : parsed) choices()[key] = choice;  // all or nothing
+  return env.Undefined();
+}
+
 }  // namespace
 
 void registerConv(Napi::Env env, Napi::Object exports) {
   exports.Set("setConvAlgorithm", Napi::Function::New(env, SetConvAlgorithm));
   exports.Set("convAlgorithmChoices", Napi::Function::New(env, ConvAlgorithmChoices));
+  exports.Set("setConvAlgorithmChoices", Napi::Function::New(env, SetConvAlgorithmChoices));
   exports.Set("convForward", Napi::Function::New(env, ConvForward));
   exports.Set("convForwardMaxPool", Napi::Function::New(env, ConvForwardMaxPool));
   exports.Set("convBackwardData", Napi::Function::New(env, ConvBackwardData));

@@ -38,6 +38,8 @@ export interface NativeAddon {
   setConvAlgorithm(mode: 'auto' | 'direct' | 'winograd' | 'winograd2x2' | 'winograd4x4'): void;
   /** What 'auto' chose so far, with the times it compared. */
   convAlgorithmChoices(): ConvAlgorithmChoice[];
+  /** Takes choices as convAlgorithmChoices lists them (from an earlier process: conv-choices.ts) as if timed here. */
+  setConvAlgorithmChoices(choices: ConvAlgorithmChoice[]): void;
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, bias: Float32Array | null, p: Int32Array, act: Activation): void;
   maxPool(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   /** y: the forward output, which holds each window's maximum. */
@@ -154,6 +156,14 @@ function findAddonPath(): string | undefined {
 }
 
 let addon: NativeAddon | undefined;
+
+/** The loaded addon's file, size and modification time: a rebuilt addon is another build. */
+export function nativeAddonBuild(): string | undefined {
+  const file = findAddonPath();
+  if (!addon || !file || !fs.existsSync(file)) return undefined;
+  const { size, mtimeMs } = fs.statSync(file);
+  return `${path.resolve(file)} (${size} bytes, modified ${new Date(mtimeMs).toISOString()})`;
+}
 
 /** Loads the addon, or says in one sentence why it cannot. */
 export function loadNativeAddon(): { addon: NativeAddon } | { why: string } {

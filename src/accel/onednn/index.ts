@@ -27,6 +27,7 @@ import { BATCH_NORM_MAX_POOL, CONV_BIAS_RELU_MAX_POOL, installFusedInference } f
 import { batchNormMaxPool, convBiasReluMaxPool, separableConvBiasRelu, standardizeImages } from './kernels';
 import { STANDARDIZE_IMAGES } from '../../model/normalization';
 import { registerFusedGradients } from './gradients';
+import { keepConvChoices } from './conv-choices';
 import { registerKernels } from './registry';
 
 export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from '../fused/adam';
@@ -34,6 +35,7 @@ export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
 export { fusedInferenceInstalled, installFusedInference, uninstallFusedInference } from '../fused/inference';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
+export { CONV_CHOICES_FILE, convChoicesKey, loadConvChoices, saveConvChoices } from './conv-choices';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
 export { releaseNativePool } from './buffers';
 export { nativeFallbacks, nativeKernelNames } from './registry';
@@ -84,6 +86,17 @@ const ALGORITHM_NAMES: Record<ConvAlgorithmChoice['algorithm'], string> = {
   winograd2x2: 'Winograd F(2x2)',
   winograd4x4: 'Winograd F(4x4)',
 };
+
+/**
+ * Convolution choices kept between processes on this machine (conv-choices.ts): read now, written at exit. A note for
+ * the backend line where some were read; undefined otherwise.
+ */
+export function keepNativeConvChoices(): string | undefined {
+  const loaded = loadNativeAddon();
+  if ('why' in loaded) return undefined;
+  const kept = keepConvChoices(loaded.addon);
+  return kept && kept.read > 0 ? `conv algorithms as timed before on this machine (${kept.file})` : undefined;
+}
 
 /** Float lanes of the addon's own vector loops (16, 8 or 4, per its -march); undefined without the addon. */
 export function nativeVectorLanes(): number | undefined {
