@@ -10,7 +10,9 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
+import { checkoutCacheFile } from '../src/accel/addons';
 import {
+  CONV_CHOICES_FILE,
   convChoicesKey,
   loadConvChoices,
   loadNativeAddon,
@@ -80,6 +82,8 @@ describe.skipIf(Boolean(skipWhy))('convolution choices kept between processes', 
   });
 
   it("saves under this machine's key, reads back only that key's, and treats a broken file as none", () => {
+    // By default in the checkout's outputs/cache/ (which git ignores), from any working folder.
+    expect(checkoutCacheFile(CONV_CHOICES_FILE)).toBe(path.resolve(__dirname, '..', 'outputs', 'cache', 'native-conv-choices.json'));
     const file = path.join(dir, 'nested', 'choices.json');
     const key = convChoicesKey(addon());
     expect(key).toMatch(/threads; oneDNN [\d.]+; addon .*pneumo_native\.node \(\d+ bytes, modified /);

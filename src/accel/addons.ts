@@ -9,14 +9,25 @@ import * as path from 'path';
 
 export type AddonName = 'onednn' | 'jpeg';
 
-/** The built addon's path (which may not exist yet), or undefined when no folder above holds accel/<addon>/. */
-export function addonFile(addon: AddonName, file: string): string | undefined {
+/** The checkout holding this code: the nearest folder above it with accel/<addon>/; undefined where there is none. */
+function checkoutWith(addon: AddonName): string | undefined {
   let dir = fs.realpathSync(__dirname);
   for (;;) {
-    const source = path.join(dir, 'accel', addon);
-    if (fs.existsSync(path.join(source, 'binding.gyp'))) return path.join(source, 'build', 'Release', file);
+    if (fs.existsSync(path.join(dir, 'accel', addon, 'binding.gyp'))) return dir;
     const up = path.dirname(dir);
     if (up === dir) return undefined;
     dir = up;
   }
+}
+
+/** The built addon's path (which may not exist yet), or undefined when no folder above holds accel/<addon>/. */
+export function addonFile(addon: AddonName, file: string): string | undefined {
+  const root = checkoutWith(addon);
+  return root && path.join(root, 'accel', addon, 'build', 'Release', file);
+}
+
+/** A file in that checkout's outputs/cache/ (git ignores outputs/), whatever the working folder. */
+export function checkoutCacheFile(file: string): string | undefined {
+  const root = checkoutWith('onednn');
+  return root && path.join(root, 'outputs', 'cache', file);
 }

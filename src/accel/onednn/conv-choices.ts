@@ -5,18 +5,20 @@
  * (accel/onednn/src/conv.cc). Near its 85% margin that choice can differ between two processes on one machine, and
  * so, in their last bits, can two runs with the same seed (session 13: block 1's input gradient took F(4x4) in one
  * run and the direct algorithm in the next, and the runs parted in their first epoch). So the choices are written to
- * a file when a process exits, under a key naming the machine (processor, ISA caps, threads, oneDNN) and the addon
- * build, and a later process with the same key takes them instead of timing again. PNEUMO_NATIVE_CHOICES names
+ * a file when a process exits (outputs/cache/native-conv-choices.json in the checkout), under a key naming the machine
+ * (processor, ISA caps, threads, oneDNN) and the addon build, and a later process with the same key takes them
+ * instead of timing again. PNEUMO_NATIVE_CHOICES names
  * another file, or 'off' for neither reading nor writing (the tests run with it off: their timings, taken with other
  * test files running, must not become a run's choices).
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { checkoutCacheFile } from '../addons';
 import { cpuDescription, formatCpu } from '../cpu';
 import { type ConvAlgorithmChoice, type NativeAddon, nativeAddonBuild } from './addon';
 
-/** The default file, beside the decode cache. */
-export const CONV_CHOICES_FILE = path.join('outputs', 'cache', 'native-conv-choices.json');
+/** The default file: in the checkout's outputs/cache/, beside the decode cache, from any working folder (a notebook's too). */
+export const CONV_CHOICES_FILE = 'native-conv-choices.json';
 
 type ChoicesFile = { version: 1; machines: Record<string, ConvAlgorithmChoice[]> };
 
@@ -76,7 +78,8 @@ export function keepConvChoices(a: NativeAddon, env: NodeJS.ProcessEnv = process
   const setting = env.PNEUMO_NATIVE_CHOICES;
   if (kept || setting === 'off' || (env.PNEUMO_NATIVE_WINOGRAD ?? '') !== '') return undefined;
   kept = true;
-  const file = path.resolve(setting || CONV_CHOICES_FILE);
+  const file = setting ? path.resolve(setting) : checkoutCacheFile(CONV_CHOICES_FILE);
+  if (!file) return undefined;
   const key = convChoicesKey(a);
   const read = loadConvChoices(a, file, key);
   process.on('exit', () => {
