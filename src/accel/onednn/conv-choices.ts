@@ -7,9 +7,8 @@
  * run and the direct algorithm in the next, and the runs parted in their first epoch). So the choices are written to
  * a file when a process exits (outputs/cache/native-conv-choices.json in the checkout), under a key naming the machine
  * (processor, ISA caps, threads, oneDNN) and the addon build, and a later process with the same key takes them
- * instead of timing again. PNEUMO_NATIVE_CHOICES names
- * another file, or 'off' for neither reading nor writing (the tests run with it off: their timings, taken with other
- * test files running, must not become a run's choices).
+ * instead of timing again. PNEUMO_NATIVE_CHOICES names another file, or 'off' for neither reading nor writing (the
+ * tests run with it off: their timings, taken with other test files running, must not become a run's choices).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -28,7 +27,8 @@ export function convChoicesKey(a: NativeAddon): string {
   return `${cpu}; ${a.getThreads()} threads; oneDNN ${a.dnnlVersion()}; addon ${nativeAddonBuild() ?? 'unknown'}`;
 }
 
-function readFile(file: string): ChoicesFile | undefined {
+/** The file's contents; undefined where it is missing or not such a file (said on stderr unless `quiet`). */
+function readFile(file: string, quiet = false): ChoicesFile | undefined {
   if (!fs.existsSync(file)) return undefined;
   try {
     const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<ChoicesFile>;
@@ -36,9 +36,9 @@ function readFile(file: string): ChoicesFile | undefined {
   } catch {
     // reported below
   }
-  process.stderr.write(
-    `warning: ${file} is not a convolution-choices file; timing the convolutions again (delete it to drop this warning)\n`,
-  );
+  if (!quiet) {
+    process.stderr.write(`warning: ${file} is not a convolution-choices file; timing the convolutions again (it is rewritten at exit)\n`);
+  }
   return undefined;
 }
 
@@ -59,7 +59,7 @@ export function loadConvChoices(a: NativeAddon, file: string, key: string): numb
 export function saveConvChoices(a: NativeAddon, file: string, key: string): void {
   const choices = a.convAlgorithmChoices();
   if (choices.length === 0) return;
-  const contents = readFile(file) ?? { version: 1, machines: {} };
+  const contents = readFile(file, true) ?? { version: 1, machines: {} };
   contents.machines[key] = choices;
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const partial = `${file}.${process.pid}.partial`;
