@@ -226,11 +226,21 @@ describe.skipIf(Boolean(skipWhy))('fused inference on native', () => {
       expect(kernels.filter((k) => k === CONV_BIAS_RELU_MAX_POOL)).toHaveLength(1);
       expect(kernels.filter((k) => k === BATCH_NORM_MAX_POOL)).toHaveLength(4);
       expect(kernels).not.toContain('MaxPool');
-      const fused = (model.predict(x) as tf.Tensor).dataSync();
+      // No tensor is left behind but the output, and the layers' outputs go as the next one has read them.
+      const before = tf.memory().numTensors;
+      const output = model.predict(x) as tf.Tensor;
+      expect(tf.memory().numTensors).toBe(before + 1);
+      const fused = output.dataSync();
+      output.dispose();
+
+      const peakBytes = async () => (await tf.profile(() => (model.predict(x) as tf.Tensor).dispose())).peakBytes;
+      const fusedPeak = await peakBytes();
 
       uninstallFusedInference();
       expect(await kernelsOf(() => model.predict(x) as tf.Tensor)).not.toContain(CONV_BIAS_RELU_MAX_POOL);
       const tfjs = (model.predict(x) as tf.Tensor).dataSync();
+      // Memory peaks no higher than tfjs's executor, which disposes each layer's output once read.
+      expect(fusedPeak).toBeLessThanOrEqual(await peakBytes());
       expect(Array.from(fused)).toEqual(Array.from(tfjs));
       expect(new Set(Array.from(tfjs).map((p) => p.toFixed(6))).size).toBeGreaterThan(1); // the images differ
     } finally {

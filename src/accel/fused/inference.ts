@@ -104,18 +104,26 @@ function oneBatchOfInput(model: tf.LayersModel, x: tf.Tensor, batchSize: number)
   );
 }
 
-/** The chain on x, layer by layer, each layer i with pairs[i] and the pooling after it as that kernel. */
+/**
+ * The chain on x, layer by layer, each layer i with pairs[i] and the pooling after it as that kernel. Each layer's
+ * output is disposed once the next layer has read it, as tfjs's executor does, so a large batch peaks at two layers'
+ * activations rather than all of them.
+ */
 function predictChain(chain: GraphLayer[], pairs: Array<string | undefined>, x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     let value = x;
     for (let i = 0; i < chain.length; i++) {
       const kernel = pairs[i];
+      let next: tf.Tensor;
       if (kernel && value.rank === 4 && value.dtype === 'float32') {
-        value = runPair(kernel, chain[i], chain[i + 1], value);
+        next = runPair(kernel, chain[i], chain[i + 1], value);
         i++;
       } else {
-        value = chain[i].apply(value) as tf.Tensor;
+        next = chain[i].apply(value) as tf.Tensor;
       }
+      // A layer may hand back its input (Dropout in inference): that one lives on as `next`.
+      if (value !== x && next !== value) value.dispose();
+      value = next;
     }
     return value;
   });
