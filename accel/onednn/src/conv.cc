@@ -3,6 +3,7 @@
 #include "common.h"
 #include "pool.h"
 #include "winograd.h"
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <cstdlib>
@@ -117,6 +118,9 @@ ConvAlgorithm& convAlgorithm() {
 
 enum class Direction : int { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 enum class Algorithm : int { kDirect = 0, kOnednnWinograd = 1, kWinograd2x2 = 2, kWinograd4x4 = 3 };
+// Their names in convAlgorithmChoices' and setConvAlgorithmChoices' lists, by value.
+constexpr const char* kDirectionNames[] = {"forward", "backwardData", "backwardWeights"};
+constexpr const char* kAlgorithmNames[] = {"direct", "winograd", "winograd2x2", "winograd4x4"};
 
 struct Choice {
   Algorithm algorithm;
@@ -307,8 +311,7 @@ Napi::Value ConvForwardMaxPool(const Napi::CallbackInfo& info) {
     viaScratch([&](float* out) { convForwardOneChannel3x3x16(g, x, w, b, out, relu); });
     return info.Env().Undefined();
   }
-  const bool halving = p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 && p.dh == 1 && p.dw == 1 && p.pt == 0 &&
-                       p.pl == 0 && p.oh == g.oh / 2 && p.ow == g.ow / 2;
+  const bool halving = nonOverlapping(p) && p.kh == 2 && p.kw == 2 && p.oh == g.oh / 2 && p.ow == g.ow / 2;
   runWithChosenAlgorithm(
       Direction::kForward, g,
       [&](bool winograd) { viaScratch([&](float* out) { onednnForward(g, x, w, b, out, act, winograd); }); },
@@ -415,17 +418,15 @@ Napi::Value SetConvAlgorithm(const Napi::CallbackInfo& info) {
 // where that algorithm does not exist for the convolution.
 Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  static const char* kDirections[] = {"forward", "backwardData", "backwardWeights"};
-  static const char* kAlgorithms[] = {"direct", "winograd", "winograd2x2", "winograd4x4"};
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& [key, c] : choices()) {
     Napi::Object o = Napi::Object::New(env);
-    o.Set("direction", kDirections[key.first]);
+    o.Set("direction", kDirectionNames[key.first]);
     Napi::Array geom = Napi::Array::New(env, key.second.size());
     for (uint32_t j = 0; j < key.second.size(); j++) geom.Set(j, Napi::Number::New(env, double(key.second[j])));
     o.Set("geometry", geom);
-    o.Set("algorithm", kAlgorithms[static_cast<int>(c.algorithm)]);
+    o.Set("algorithm", kAlgorithmNames[static_cast<int>(c.algorithm)]);
     o.Set("winogradMs", c.winogradMs);
     o.Set("winograd2x2Ms", c.winograd2x2Ms);
     o.Set("winograd4x4Ms", c.winograd4x4Ms);
@@ -439,29 +440,27 @@ Napi::Value ConvAlgorithmChoices(const Napi::CallbackInfo& info) {
 // choices as convAlgorithmChoices lists them, timed by an earlier process on this machine (src/accel/onednn/
 // conv-choices.ts), taken as if timed here: the same machine then runs the same algorithms, and a seed the same run.
 Napi::Value SetConvAlgorithmChoices(const Napi::CallbackInfo& info) {
-  static const std::map<std::string, Direction> kDirections{
-      {"forward", Direction::kForward}, {"backwardData", Direction::kBackwardData}, {"backwardWeights", Direction::kBackwardWeights}};
-  static const std::map<std::string, Algorithm> kAlgorithms{{"direct", Algorithm::kDirect},
-                                                            {"winograd", Algorithm::kOnednnWinograd},
-                                                            {"winograd2x2", Algorithm::kWinograd2x2},
-                                                            {"winograd4x4", Algorithm::kWinograd4x4}};
+  // The position of `name` in `names`, or -1.
+  auto indexOf = [](const auto& names, const std::string& name) {
+    const auto at = std::find(std::begin(names), std::end(names), name);
+    return at == std::end(names) ? -1 : static_cast<int>(at - std::begin(names));
+  };
   Napi::Env env = info.Env();
   const Napi::Array list = info[0].As<Napi::Array>();
   std::vector<std::pair<ChoiceKey, Choice>> parsed;
   for (uint32_t i = 0; i < list.Length(); i++) {
     const Napi::Object o = list.Get(i).As<Napi::Object>();
-    const auto dir = kDirections.find(o.Get("direction").ToString().Utf8Value());
-    const auto alg = kAlgorithms.find(o.Get("algorithm").ToString().Utf8Value());
+    const int dir = indexOf(kDirectionNames, o.Get("direction").ToString().Utf8Value());
+    const int alg = indexOf(kAlgorithmNames, o.Get("algorithm").ToString().Utf8Value());
     const Napi::Value geometry = o.Get("geometry");
-    if (dir == kDirections.end() || alg == kAlgorithms.end() || !geometry.IsArray() ||
-        geometry.As<Napi::Array>().Length() != 17)
+    if (dir < 0 || alg < 0 || !geometry.IsArray() || geometry.As<Napi::Array>().Length() != 17)
       throw Napi::Error::New(env, "setConvAlgorithmChoices: choice " + std::to_string(i) +
                                       " is not {direction, geometry (17 integers), algorithm, times}");
     std::vector<int64_t> g(17);
     for (uint32_t j = 0; j < 17; j++) g[j] = geometry.As<Napi::Array>().Get(j).ToNumber().Int64Value();
     auto ms = [&](const char* key) { return o.Get(key).ToNumber().DoubleValue(); };
-    parsed.push_back({{static_cast<int>(dir->second), g},
-                      Choice{alg->second, ms("winogradMs"), ms("winograd2x2Ms"), ms("winograd4x4Ms"), ms("directMs")}});
+    parsed.push_back({{dir, g}, Choice{static_cast<Algorithm>(alg), ms("winogradMs"), ms("winograd2x2Ms"),
+                                       ms("winograd4x4Ms"), ms("directMs")}});
   }
   for (auto& [key, choice] : parsed) choices()[key] = choice;  // all or nothing
   return env.Undefined();

@@ -75,10 +75,6 @@ Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-bool nonOverlapping(const PoolGeom& g) {
-  return g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 && g.oh * g.sh <= g.h &&
-         g.ow * g.sw <= g.w;
-}
 
 // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs to at most one window, so
 // each window writes its own part of dx directly. The forward output already holds each window's maximum, so a tap
@@ -216,6 +212,11 @@ Napi::Value MaxPoolGradRelu(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+bool nonOverlapping(const PoolGeom& g) {
+  return g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 && g.oh * g.sh <= g.h &&
+         g.ow * g.sw <= g.w;
+}
 
 void maxPoolForward(const PoolGeom& g, const float* x, float* y) {
   maxOfWindows(g, x, y, [](float v, int64_t) { return v; });

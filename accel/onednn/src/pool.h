@@ -10,6 +10,9 @@ struct PoolGeom {
   static PoolGeom from(const std::vector<int64_t>& p);
 };
 
+// Whether every input pixel lies in at most one window: windows as wide as their stride, no dilation or padding.
+bool nonOverlapping(const PoolGeom& g);
+
 // y = max over each window of x, tfjs's MaxPool (the first maximum wins; NaN never does).
 void maxPoolForward(const PoolGeom& g, const float* x, float* y);
 

@@ -12,6 +12,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { writeJsonAtomic } from '../../files';
 import { checkoutCacheFile } from '../addons';
 import { cpuDescription, formatCpu } from '../cpu';
 import { type ConvAlgorithmChoice, type NativeAddon, nativeAddonBuild } from './addon';
@@ -55,16 +56,13 @@ export function loadConvChoices(a: NativeAddon, file: string, key: string): numb
   }
 }
 
-/** Writes the addon's choices under `key` into `file`, keeping other keys' (written whole, then renamed). */
+/** Writes the addon's choices under `key` into `file`, keeping other keys' (atomically: src/files.ts). */
 export function saveConvChoices(a: NativeAddon, file: string, key: string): void {
   const choices = a.convAlgorithmChoices();
   if (choices.length === 0) return;
   const contents = readFile(file, true) ?? { version: 1, machines: {} };
   contents.machines[key] = choices;
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const partial = `${file}.${process.pid}.partial`;
-  fs.writeFileSync(partial, `${JSON.stringify(contents, null, 1)}\n`);
-  fs.renameSync(partial, file);
+  writeJsonAtomic(file, contents);
 }
 
 let kept = false;

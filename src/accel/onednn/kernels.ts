@@ -367,7 +367,6 @@ function tile(a: NativeAddon): NativeKernel {
   };
 }
 
-/** FusedBatchNorm when every statistic has one value per channel (last axis) or a single value. */
 /** A batch-norm's four per-channel vectors (mean 0, variance 1, scale 1, offset 0 where one is absent); undefined where one is neither per-channel nor a scalar. */
 function batchNormVectors(backend: Backend, inputs: Record<string, Info>, channels: number): Float32Array[] | undefined {
   const perChannel = (t: Info | undefined, fill: number): Float32Array | undefined => {
@@ -381,6 +380,7 @@ function batchNormVectors(backend: Backend, inputs: Record<string, Info>, channe
   return channels > 0 && vectors.every((v) => v !== undefined) ? (vectors as Float32Array[]) : undefined;
 }
 
+/** FusedBatchNorm when every statistic has one value per channel (last axis) or a single value. */
 function batchNorm(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }, fallback) => {
     const { x, mean, variance, scale, offset } = inputs;
