@@ -55,7 +55,14 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
     const vitest = path.join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs');
     const run = spawnSync(
       process.execPath,
-      [vitest, 'run', 'tests/native-kernels.test.ts', 'tests/accel-conv-patch.test.ts', 'tests/accel-inference.test.ts'],
+      [
+        vitest,
+        'run',
+        'tests/native-kernels.test.ts',
+        'tests/accel-conv-patch.test.ts',
+        'tests/accel-inference.test.ts',
+        'tests/accel-conv-pool-train.test.ts',
+      ],
       {
         cwd: repoRoot,
         env: { ...process.env, PNEUMO_NATIVE_ADDON: file, NO_COLOR: '1', FORCE_COLOR: '0' },

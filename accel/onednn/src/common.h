@@ -39,6 +39,15 @@ inline float* f32(const Napi::Value& v) {
   return v.As<Napi::Float32Array>().Data();
 }
 
+// The 16-bit codes of training's fused conv + pooling (pool.h), which travel as an Int32Array (tfjs has no 16-bit
+// dtype): two codes an element, zero-copy.
+inline uint16_t* codesOf(const Napi::Value& v) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(v.Env(), "expected an Int32Array of codes");
+  auto a = v.As<Napi::TypedArray>();
+  return reinterpret_cast<uint16_t*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+}
+
 inline std::vector<int64_t> ints(const Napi::Value& v) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
     throw Napi::TypeError::New(v.Env(), "expected an Int32Array of parameters");

@@ -284,28 +284,47 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// A convolution followed by a max pooling, for inference (CONV_BIAS_RELU_MAX_POOL, src/accel/fused/inference.ts).
-// Where our Winograd runs the convolution and the pooling is 2x2 with stride 2, the output transform pools as it
-// goes and the convolution's output (46 MB a batch of 32 for block 1) is never written out; otherwise the
-// convolution writes it to a scratch buffer kept between calls and MaxPool reads it back, as the two kernels would.
-// The convolution's algorithm is the plain forward pass's choice (the same geometry, timed the same way).
+// An activation-sized buffer kept between calls, for the fused kernels' fallbacks: the convolution's output where
+// it cannot be pooled as it is made, or a pooling's gradient where it cannot be expanded as it is read.
+float* outputScratch(const ConvGeom& g) {
+  static std::vector<float> buffer;
+  buffer.resize(static_cast<size_t>(g.n * g.oh * g.ow * g.oc));
+  return buffer.data();
+}
+
+// The pooling after a convolution, checked against it.
+PoolGeom pooledOutputOf(const ConvGeom& g, const Napi::Value& params, const char* kernel) {
+  const PoolGeom p = PoolGeom::from(ints(params));
+  if (p.n != g.n || p.h != g.oh || p.w != g.ow || p.c != g.oc)
+    throw std::runtime_error(std::string(kernel) + ": the pooling's input is not the convolution's output");
+  return p;
+}
+
+// A convolution followed by a max pooling: for inference (CONV_BIAS_RELU_MAX_POOL, src/accel/fused/inference.ts),
+// and with `codes`, for training (CONV_BIAS_RELU_MAX_POOL_TRAIN, fused/conv-pool-train.ts), where the pooling is
+// 2x2 / 2 and the codes (pool.h) stand in for the ReLU's output in the gradient. Where our Winograd runs the
+// convolution and the pooling is 2x2 with stride 2, the output transform pools as it goes and the convolution's
+// output (46 MB a batch of 32 for block 1) is never written out; otherwise the convolution writes it to a scratch
+// buffer and the pooling reads it back, as the two kernels would. The convolution's algorithm is the plain forward
+// pass's choice (the same geometry, timed the same way).
 Napi::Value ConvForwardMaxPool(const Napi::CallbackInfo& info) {
-  // (x, filter, bias|null, y, convParams, poolParams, activation); y is the pooling's output.
+  // (x, filter, bias|null, y, convParams, poolParams, activation, codes?); y is the pooling's output.
   const float* x = f32(info[0]);
   const float* w = f32(info[1]);
   const float* b = f32(info[2]);
   float* y = f32(info[3]);
   const ConvGeom g = ConvGeom::from(ints(info[4]));
-  const PoolGeom p = PoolGeom::from(ints(info[5]));
+  const PoolGeom p = pooledOutputOf(g, info[5], "convForwardMaxPool");
   const Activation act = static_cast<Activation>(info[6].As<Napi::Number>().Int32Value());
   const bool relu = act == Activation::kRelu;
-  if (p.n != g.n || p.h != g.oh || p.w != g.ow || p.c != g.oc)
-    throw std::runtime_error("convForwardMaxPool: the pooling's input is not the convolution's output");
-  static std::vector<float> scratch;
+  Code* codes = info.Length() > 7 && !info[7].IsUndefined() ? codesOf(info[7]) : nullptr;
+  if (codes && (!codedPoolingFits(p) || !relu))
+    throw std::runtime_error("convForwardMaxPool: codes only for a ReLU and a 2x2 / 2 pooling of 16k channels");
   auto viaScratch = [&](const std::function<void(float*)>& convolve) {
-    scratch.resize(static_cast<size_t>(g.n * g.oh * g.ow * g.oc));
-    convolve(scratch.data());
-    maxPoolForward(p, scratch.data(), y);
+    float* out = outputScratch(g);
+    convolve(out);
+    if (codes) maxPoolForwardWithCodes(p, out, y, codes);
+    else maxPoolForward(p, out, y);
   };
   if (isOneChannel3x3x16(g)) {
     viaScratch([&](float* out) { convForwardOneChannel3x3x16(g, x, w, b, out, relu); });
@@ -316,10 +335,23 @@ Napi::Value ConvForwardMaxPool(const Napi::CallbackInfo& info) {
       Direction::kForward, g,
       [&](bool winograd) { viaScratch([&](float* out) { onednnForward(g, x, w, b, out, act, winograd); }); },
       [&](WinogradTile tile) {
-        if (halving) ownWinogradForwardMaxPool(tile, g, x, w, b, y, relu);
+        if (halving) ownWinogradForwardMaxPool(tile, g, x, w, b, y, relu, codes);
         else viaScratch([&](float* out) { ownWinogradForward(tile, g, x, w, b, out, relu); });
       });
   return info.Env().Undefined();
+}
+
+void onednnBackwardData(const ConvGeom& g, float* dy, float* w, float* dx, bool winograd) {
+  using namespace dnnl;
+  ConvDescs d = describe(g, winograd);
+  auto hint = forwardPd(d, nullptr, Activation::kNone);
+  convolution_backward_data::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL, d.padR);
+  convolution_backward_data::primitive_desc pd(desc, cpuEngine(), hint);
+  memory diffDst(d.dst, cpuEngine(), dy), diffSrc(d.src, cpuEngine(), dx);
+  memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
+  convolution_backward_data(pd).execute(
+      cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
+  cpuStream().wait();
 }
 
 Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
@@ -328,19 +360,26 @@ Napi::Value ConvBackwardData(const Napi::CallbackInfo& info) {
   float* w = f32(info[1]);
   float* dx = f32(info[2]);
   ConvGeom g = ConvGeom::from(ints(info[3]));
-  using namespace dnnl;
-  runWithChosenAlgorithm(Direction::kBackwardData, g, [&](bool winograd) {
-    ConvDescs d = describe(g, winograd);
-    auto hint = forwardPd(d, nullptr, Activation::kNone);
-    convolution_backward_data::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL, d.padR);
-    convolution_backward_data::primitive_desc pd(desc, cpuEngine(), hint);
-    memory diffDst(d.dst, cpuEngine(), dy), diffSrc(d.src, cpuEngine(), dx);
-    memory wei = toPrimitive(pd.weights_desc(), d.userWeights, w);
-    convolution_backward_data(pd).execute(
-        cpuStream(), {{DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diffSrc}});
-    cpuStream().wait();
-  }, [&](WinogradTile tile) { ownWinogradBackwardData(tile, g, dy, w, dx); });
+  runWithChosenAlgorithm(Direction::kBackwardData, g, [&](bool winograd) { onednnBackwardData(g, dy, w, dx, winograd); },
+                         [&](WinogradTile tile) { ownWinogradBackwardData(tile, g, dy, w, dx); });
   return info.Env().Undefined();
+}
+
+void onednnBackwardWeights(const ConvGeom& g, float* x, float* dy, float* dw, bool winograd) {
+  using namespace dnnl;
+  ConvDescs d = describe(g, winograd);
+  auto hint = forwardPd(d, nullptr, Activation::kNone);
+  convolution_backward_weights::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL,
+                                          d.padR);
+  convolution_backward_weights::primitive_desc pd(desc, cpuEngine(), hint);
+  memory src(d.src, cpuEngine(), x), diffDst(d.dst, cpuEngine(), dy);
+  memory user(d.userWeights, cpuEngine(), dw);
+  bool inPlace = pd.diff_weights_desc() == d.userWeights;
+  memory diffWei = inPlace ? user : memory(pd.diff_weights_desc(), cpuEngine());
+  convolution_backward_weights(pd).execute(
+      cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
+  if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
+  cpuStream().wait();
 }
 
 Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
@@ -349,22 +388,54 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
   float* dy = f32(info[1]);
   float* dw = f32(info[2]);
   ConvGeom g = ConvGeom::from(ints(info[3]));
-  using namespace dnnl;
-  runWithChosenAlgorithm(Direction::kBackwardWeights, g, [&](bool winograd) {
-    ConvDescs d = describe(g, winograd);
-    auto hint = forwardPd(d, nullptr, Activation::kNone);
-    convolution_backward_weights::desc desc(d.alg, d.src, d.anyWeights, d.dst, d.strides, d.dilates, d.padL,
-                                            d.padR);
-    convolution_backward_weights::primitive_desc pd(desc, cpuEngine(), hint);
-    memory src(d.src, cpuEngine(), x), diffDst(d.dst, cpuEngine(), dy);
-    memory user(d.userWeights, cpuEngine(), dw);
-    bool inPlace = pd.diff_weights_desc() == d.userWeights;
-    memory diffWei = inPlace ? user : memory(pd.diff_weights_desc(), cpuEngine());
-    convolution_backward_weights(pd).execute(
-        cpuStream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diffDst}, {DNNL_ARG_DIFF_WEIGHTS, diffWei}});
-    if (!inPlace) reorder(diffWei, user).execute(cpuStream(), diffWei, user);
-    cpuStream().wait();
-  }, [&](WinogradTile tile) { ownWinogradBackwardFilter(tile, g, x, dy, dw); });
+  runWithChosenAlgorithm(Direction::kBackwardWeights, g,
+                         [&](bool winograd) { onednnBackwardWeights(g, x, dy, dw, winograd); },
+                         [&](WinogradTile tile) { ownWinogradBackwardFilter(tile, g, x, dy, nullptr, dw); });
+  return info.Env().Undefined();
+}
+
+// The two gradients of the fused training pair's convolution (CONV_BIAS_RELU_MAX_POOL_TRAIN) from the pooling's dy
+// and codes: what MaxPoolGradRelu's dx would be, expanded row by row inside our Winograd as it reads it (no 46 MB
+// gradient written and read twice for block 1), or into the scratch buffer for oneDNN's algorithms. The same
+// algorithm choices as the plain gradients', and the same values as MaxPoolGradRelu's dx given to them, to the bit.
+PooledGrad pooledGradOf(const ConvGeom& g, const Napi::Value& dy, const Napi::Value& codes, const Napi::Value& params,
+                        const char* kernel) {
+  const PoolGeom p = pooledOutputOf(g, params, kernel);
+  if (!codedPoolingFits(p)) throw std::runtime_error(std::string(kernel) + ": only a 2x2 / 2 pooling of 16k channels");
+  return PooledGrad{f32(dy), codesOf(codes), p.oh, p.ow, p.c};
+}
+
+Napi::Value ConvBackwardDataPooled(const Napi::CallbackInfo& info) {
+  // (dy, codes, filter, dx, convParams, poolParams); dy and codes are the pooling's.
+  const ConvGeom g = ConvGeom::from(ints(info[4]));
+  const PooledGrad dy = pooledGradOf(g, info[0], info[1], info[5], "convBackwardDataPooled");
+  float* w = f32(info[2]);
+  float* dx = f32(info[3]);
+  runWithChosenAlgorithm(
+      Direction::kBackwardData, g,
+      [&](bool winograd) {
+        float* full = outputScratch(g);
+        expandPooledGrad(dy, g.n, g.oh, g.ow, full);
+        onednnBackwardData(g, full, w, dx, winograd);
+      },
+      [&](WinogradTile tile) { ownWinogradBackwardDataPooled(tile, g, dy, w, dx); });
+  return info.Env().Undefined();
+}
+
+Napi::Value ConvBackwardWeightsPooled(const Napi::CallbackInfo& info) {
+  // (x, dy, codes, dfilter, convParams, poolParams); dy and codes are the pooling's.
+  const ConvGeom g = ConvGeom::from(ints(info[4]));
+  float* x = f32(info[0]);
+  const PooledGrad dy = pooledGradOf(g, info[1], info[2], info[5], "convBackwardWeightsPooled");
+  float* dw = f32(info[3]);
+  runWithChosenAlgorithm(
+      Direction::kBackwardWeights, g,
+      [&](bool winograd) {
+        float* full = outputScratch(g);
+        expandPooledGrad(dy, g.n, g.oh, g.ow, full);
+        onednnBackwardWeights(g, x, full, dw, winograd);
+      },
+      [&](WinogradTile tile) { ownWinogradBackwardFilter(tile, g, x, nullptr, &dy, dw); });
   return info.Env().Undefined();
 }
 
@@ -476,6 +547,8 @@ void registerConv(Napi::Env env, Napi::Object exports) {
   exports.Set("convForwardMaxPool", Napi::Function::New(env, ConvForwardMaxPool));
   exports.Set("convBackwardData", Napi::Function::New(env, ConvBackwardData));
   exports.Set("convBackwardWeights", Napi::Function::New(env, ConvBackwardWeights));
+  exports.Set("convBackwardDataPooled", Napi::Function::New(env, ConvBackwardDataPooled));
+  exports.Set("convBackwardWeightsPooled", Napi::Function::New(env, ConvBackwardWeightsPooled));
   exports.Set("matMul", Napi::Function::New(env, MatMul));
 }
 

@@ -211,7 +211,84 @@ Napi::Value MaxPoolGradRelu(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Tap k's values in MaxPoolGradRelu's dx (windowGrads<true>: the window's dy taken by its winner, times step of the
+// ReLU output there) for kLanes channels, from the pooled dy and the windows' codes: the winner's dy * step, 0 * step
+// elsewhere (0, or NaN at a NaN tap), as windowGrads computes them.
+inline FloatsV maskedTap(const float* dy, const Code* codes, int k) {
+  CodesV packed;
+  std::memcpy(&packed, codes, sizeof packed);
+  const IntsV code = __builtin_convertvector(packed, IntsV), none = {};
+  const FloatsV zero = {}, nan = zero + std::numeric_limits<float>::quiet_NaN();
+  const FloatsV step = (code & kCodePositive) != none ? zero + 1.f : zero;
+  const FloatsV taken = (code & (1 << k)) != none ? loadV(dy) * step : zero;
+  return (code & (1 << (kCodeNanShift + k))) != none ? nan : taken;
+}
+
+// The sums of MaxPoolGradRelu's dx per channel, from the pooled dy and codes: every tap's value added in windowGrads'
+// order (window rows split over the threads alike), so the sums are its, to the bit.
+void pooledReluGradSums(const PooledGrad& p, int64_t n, int64_t h, int64_t w, float* sums) {
+  auto windowRows = [&](int64_t r0, int64_t r1, double* acc) {
+    std::vector<float> rowSums(p.c);
+    float* s = rowSums.data();
+    for (int64_t wr = r0; wr < r1; wr++) {
+      std::fill(rowSums.begin(), rowSums.end(), 0.f);
+      for (int64_t col = 0; col < p.pw; col++) {
+        const int64_t at = (wr * p.pw + col) * p.c;
+        for (int64_t ch = 0; ch < p.c; ch += kLanes) {
+          FloatsV sum = loadV(s + ch);
+          for (int k = 0; k < 4; k++) sum += maskedTap(p.dy + at + ch, p.codes + at + ch, k);
+          storeV(s + ch, sum);
+        }
+      }
+      for (int64_t ch = 0; ch < p.c; ch++) acc[ch] += s[ch];
+    }
+  };
+  columnSumsByThread(n * p.ph, p.c, n * h * w * p.c > (1 << 17), 1.0, sums, windowRows);
+}
+
+// pooledReluGradSums(dy, codes, sums, poolParams): the ReLU layer's bias gradient (MaxPoolGradRelu's sums).
+Napi::Value PooledReluGradSums(const Napi::CallbackInfo& info) {
+  const PoolGeom g = PoolGeom::from(ints(info[3]));
+  if (!codedPoolingFits(g)) throw std::runtime_error("pooledReluGradSums: only 2x2 / 2 max pooling");
+  pooledReluGradSums(PooledGrad{f32(info[0]), codesOf(info[1]), g.oh, g.ow, g.c}, g.n, g.h, g.w, f32(info[2]));
+  return info.Env().Undefined();
+}
+
 }  // namespace
+
+bool codedPoolingFits(const PoolGeom& g) { return nonOverlapping(g) && g.kh == 2 && g.kw == 2 && g.c % kLanes == 0; }
+
+void maxPoolForwardWithCodes(const PoolGeom& g, const float* x, float* y, Code* codes) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < g.n; b++)
+    for (int64_t r = 0; r < g.oh; r++)
+      for (int64_t col = 0; col < g.ow; col++)
+        for (int64_t ch = 0; ch < g.c; ch += kLanes) {
+          FloatsV taps[4];
+          for (int k = 0; k < 4; k++) taps[k] = loadV(x + ((b * g.h + 2 * r + k / 2) * g.w + 2 * col + k % 2) * g.c + ch);
+          const int64_t at = ((b * g.oh + r) * g.ow + col) * g.c + ch;
+          storeV(y + at, maxOfFourWithCodes(taps, codes + at));
+        }
+}
+
+void expandPooledGradRow(const PooledGrad& p, int64_t b, int64_t r, int64_t w, float* out) {
+  if (r >= 2 * p.ph) {
+    std::fill(out, out + w * p.c, 0.f);
+    return;
+  }
+  const int64_t covered = 2 * p.pw;
+  for (int64_t col = 0; col < covered; col++) {
+    const int64_t at = ((b * p.ph + r / 2) * p.pw + col / 2) * p.c;
+    const int k = static_cast<int>((r % 2) * 2 + col % 2);
+    for (int64_t ch = 0; ch < p.c; ch += kLanes) storeV(out + col * p.c + ch, maskedTap(p.dy + at + ch, p.codes + at + ch, k));
+  }
+  std::fill(out + covered * p.c, out + w * p.c, 0.f);
+}
+
+void expandPooledGrad(const PooledGrad& p, int64_t n, int64_t h, int64_t w, float* dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < n * h; row++) expandPooledGradRow(p, row / h, row % h, w, dx + row * w * p.c);
+}
 
 bool nonOverlapping(const PoolGeom& g) {
   return g.kh == g.sh && g.kw == g.sw && g.dh == 1 && g.dw == 1 && g.pt == 0 && g.pl == 0 && g.oh * g.sh <= g.h &&
@@ -227,6 +304,7 @@ void registerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
   exports.Set("maxPoolGradRelu", Napi::Function::New(env, MaxPoolGradRelu));
   exports.Set("batchNormMaxPool", Napi::Function::New(env, BatchNormMaxPool));
+  exports.Set("pooledReluGradSums", Napi::Function::New(env, PooledReluGradSums));
 }
 
 }  // namespace pn

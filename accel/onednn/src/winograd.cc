@@ -9,6 +9,8 @@
 // whichever is clearly faster (its comment has the times).
 #include "winograd.h"
 
+#include "pool.h"
+
 #include <algorithm>
 #include <array>
 #include <limits>
@@ -230,14 +232,16 @@ void outputTransform(const float* m, const TileGeom& g, const float* bias, bool 
 }
 
 // The same outputs max-pooled over 2x2 windows with stride 2 ('valid'): pooled rows pooled[0..M/2-1] (null past the
-// pooled output's last row), floor(outW / 2) columns. M is even and tiles start at even rows and columns, so every
-// window lies inside one tile. Each window's maximum starts at -inf and takes a tap only when it is greater, in
-// row-major order: MaxPool's rule (pool.cc), so NaN never wins and the result is MaxPool's of outputTransform's.
+// pooled output's last row), floor(outW / 2) columns, and where `codes` is not null, the pooling's codes in rows
+// codes[0..M/2-1] laid out as the pooled ones (pool.h; what training's gradient needs of the ReLU's output). M is even
+// and tiles start at even rows and columns, so every window lies inside one tile. maxOfFourWithCodes takes MaxPool's
+// rule (pool.cc), so NaN never wins and the result is MaxPool's of outputTransform's.
 template <int M>
-void outputTransformMaxPool(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* pooled) {
+void outputTransformMaxPool(const float* m, const TileGeom& g, const float* bias, bool relu, float* const* pooled,
+                            Code* const* codes) {
   static_assert(M % 2 == 0, "2x2 windows must not straddle two tiles");
-  const FloatsV ninf = FloatsV{} - std::numeric_limits<float>::infinity();
   const int64_t tiles = tilesAlong<M>(g.outW), pooledW = g.outW / 2;
+  Code unused[kLanes];
   for (int64_t tc = 0; tc < tiles; tc++)
     for (int q = 0; q < kParts16; q++) {
       FloatsV y[M * M];
@@ -245,13 +249,10 @@ void outputTransformMaxPool(const float* m, const TileGeom& g, const float* bias
       for (int pr = 0; pr < M / 2; pr++) {
         if (!pooled[pr]) continue;
         for (int pc = 0; pc < M / 2 && M / 2 * tc + pc < pooledW; pc++) {
-          FloatsV best = ninf;
-          for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) {
-              const FloatsV v = y[(2 * pr + i) * M + 2 * pc + j];
-              best = v > best ? v : best;
-            }
-          storeV(pooled[pr] + (M / 2 * tc + pc) * kChannels + q * kLanes, best);
+          const FloatsV taps[4] = {y[2 * pr * M + 2 * pc], y[2 * pr * M + 2 * pc + 1], y[(2 * pr + 1) * M + 2 * pc],
+                                   y[(2 * pr + 1) * M + 2 * pc + 1]};
+          const int64_t at = (M / 2 * tc + pc) * kChannels + q * kLanes;
+          storeV(pooled[pr] + at, maxOfFourWithCodes(taps, codes ? codes[pr] + at : unused));
         }
       }
     }
@@ -269,6 +270,39 @@ std::array<const float*, Tile<M>::N> patchRows(const TileGeom& g, const float* x
   return rows;
 }
 
+// A thread's rows expanded from a pooling's gradient, in slots by row number modulo kSlots, each slot tagged with
+// the row it holds: the N - M rows that neighbouring tile rows share are expanded once (a thread's tile rows are
+// consecutive).
+struct ExpandedRows {
+  static constexpr int kSlots = 8;  // more than the N consecutive rows of one tile row
+  std::vector<float> buffer;
+  std::array<int64_t, kSlots> held;
+  ExpandedRows(int64_t rowFloats, bool used) : buffer(used ? kSlots * rowFloats : 0) { held.fill(-1); }
+};
+
+// patchRows' rows when the input is a pooling's gradient (the input gradient of training's fused conv + pooling):
+// each expanded from the pooling's dy and codes into a slot of `cache`, unless it holds that row already.
+template <int M>
+std::array<const float*, Tile<M>::N> expandedPatchRows(const TileGeom& g, const PooledGrad& dy, int64_t b, int64_t t,
+                                                       const float* zeros, ExpandedRows& cache) {
+  std::array<const float*, Tile<M>::N> rows;
+  for (int i = 0; i < Tile<M>::N; i++) {
+    const int64_t r = M * t - g.padTop + i;
+    if (r < 0 || r >= g.inH) {
+      rows[i] = zeros;
+      continue;
+    }
+    const int slot = static_cast<int>(r % ExpandedRows::kSlots);
+    float* row = cache.buffer.data() + slot * g.inW * kChannels;
+    if (cache.held[slot] != b * g.inH + r) {
+      expandPooledGradRow(dy, b, r, g.inW, row);
+      cache.held[slot] = b * g.inH + r;
+    }
+    rows[i] = row;
+  }
+  return rows;
+}
+
 // The M output (or dy) rows of tile row t of image b, null past the last row.
 template <int M, typename T>
 std::array<T*, M> tileRowOutputs(T* y, int64_t rowsPerImage, int64_t rowFloats, int64_t b, int64_t t) {
@@ -278,24 +312,38 @@ std::array<T*, M> tileRowOutputs(T* y, int64_t rowsPerImage, int64_t rowFloats, 
   return rows;
 }
 
-// The convolution, tile row by tile row; with `pool`, y is its 2x2 max pooling (outputTransformMaxPool) instead.
+// Where tileRows reads its input and writes its output: x, or the pooling gradient `dyPooled` expanded row by row;
+// y, or with `pool` its 2x2 max pooling (outputTransformMaxPool) and, where `codes` is not null, that pooling's codes.
+struct TileRowsIo {
+  const float* x;
+  const PooledGrad* dyPooled;
+  float* y;
+  bool pool;
+  Code* codes;
+};
+
+// The convolution, tile row by tile row.
 template <int M>
-void tileRows(const TileGeom& g, const float* x, const std::vector<float>& u, const float* bias, bool relu, bool pool,
-              float* y) {
+void tileRows(const TileGeom& g, const TileRowsIo& io, const std::vector<float>& u, const float* bias, bool relu) {
   constexpr int N = Tile<M>::N;
   const int64_t tilesH = tilesAlong<M>(g.outH), tiles = tilesAlong<M>(g.outW);
+  float* y = io.y;
 #pragma omp parallel
   {
     std::vector<float> v(static_cast<size_t>(N * N * tiles * kChannels)), m(v.size()),
         zeros(static_cast<size_t>(g.inW * kChannels), 0.f);
+    ExpandedRows expanded(g.inW * kChannels, io.dyPooled != nullptr);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
-      inputTransform<M>(patchRows<M>(g, x, b, t, zeros.data()).data(), g, v.data());
+      const auto rows = io.dyPooled ? expandedPatchRows<M>(g, *io.dyPooled, b, t, zeros.data(), expanded)
+                                    : patchRows<M>(g, io.x, b, t, zeros.data());
+      inputTransform<M>(rows.data(), g, v.data());
       products<M>(v.data(), u.data(), tiles, m.data());
-      if (pool)
-        outputTransformMaxPool<M>(m.data(), g, bias, relu,
-                                  tileRowOutputs<M / 2>(y, g.outH / 2, g.outW / 2 * kChannels, b, t).data());
+      if (io.pool)
+        outputTransformMaxPool<M>(
+            m.data(), g, bias, relu, tileRowOutputs<M / 2>(y, g.outH / 2, g.outW / 2 * kChannels, b, t).data(),
+            io.codes ? tileRowOutputs<M / 2>(io.codes, g.outH / 2, g.outW / 2 * kChannels, b, t).data() : nullptr);
       else
         outputTransform<M>(m.data(), g, bias, relu, tileRowOutputs<M>(y, g.outH, g.outW * kChannels, b, t).data());
     }
@@ -343,9 +391,10 @@ void filterGradProducts(const float* v, const float* dm, int64_t tiles, float* s
 constexpr int64_t kRowsPerFlush = 8;
 
 // dW = G^T S G for each channel pair, S the sum over all tiles of V^T dM (the forward pass transposed), per thread
-// and then added in thread order, so the result does not depend on timing.
+// and then added in thread order, so the result does not depend on timing. dy, or where dyPooled is not null, the
+// rows expanded from that pooling gradient.
 template <int M>
-void backwardFilter(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+void backwardFilter(const ConvGeom& g, const float* x, const float* dy, const PooledGrad* dyPooled, float* dw) {
   constexpr int N = Tile<M>::N;
   const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
   const int64_t tilesH = tilesAlong<M>(g.oh), tiles = tilesAlong<M>(g.ow);
@@ -355,7 +404,8 @@ void backwardFilter(const ConvGeom& g, const float* x, const float* dy, float* d
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> v(static_cast<size_t>(N * N * tiles * kChannels)), dm(v.size()),
-        zeros(static_cast<size_t>(g.w * kChannels), 0.f), rowSums(kSums, 0.f);
+        zeros(static_cast<size_t>(g.w * kChannels), 0.f), rowSums(kSums, 0.f),
+        expanded(dyPooled ? static_cast<size_t>(M * g.ow * kChannels) : 0);
     double* s = partial.data() + omp_get_thread_num() * kSums;
     int64_t rowsSummed = 0;
     auto flush = [&] {
@@ -366,8 +416,15 @@ void backwardFilter(const ConvGeom& g, const float* x, const float* dy, float* d
     for (int64_t item = 0; item < g.n * tilesH; item++) {
       const int64_t b = item / tilesH, t = item % tilesH;
       inputTransform<M>(patchRows<M>(tg, x, b, t, zeros.data()).data(), tg, v.data());
-      outputGradTransform<M>(tileRowOutputs<M>(dy, g.oh, g.ow * kChannels, b, t).data(), tg,
-                             dm.data());
+      auto dyRows = tileRowOutputs<M>(dy, g.oh, g.ow * kChannels, b, t);
+      if (dyPooled)
+        for (int r = 0; r < M; r++) {
+          if (M * t + r >= g.oh) continue;  // null already
+          float* row = expanded.data() + r * g.ow * kChannels;
+          expandPooledGradRow(*dyPooled, b, M * t + r, g.ow, row);
+          dyRows[r] = row;
+        }
+      outputGradTransform<M>(dyRows.data(), tg, dm.data());
       filterGradProducts<M>(v.data(), dm.data(), tiles, rowSums.data());
       if (++rowsSummed % kRowsPerFlush == 0) flush();
     }
@@ -388,6 +445,17 @@ void backwardFilter(const ConvGeom& g, const float* x, const float* dy, float* d
         }
 }
 
+// The forward pass (input x) or the input gradient (dy, padded by 2 - the forward padding, convolved with the turned
+// filter) with F(tile, 3x3).
+void forwardTiles(WinogradTile tile, const TileGeom& tg, const TileRowsIo& io, const float* w, bool turned,
+                  const float* bias, bool relu) {
+  if (tile == WinogradTile::k4x4) tileRows<4>(tg, io, transformFilter<4>(w, turned), bias, relu);
+  else tileRows<2>(tg, io, transformFilter<2>(w, turned), bias, relu);
+}
+
+TileGeom forwardGeom(const ConvGeom& g) { return TileGeom{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl}; }
+TileGeom backwardDataGeom(const ConvGeom& g) { return TileGeom{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl}; }
+
 }  // namespace
 
 bool ownWinogradFits(const ConvGeom& g) {
@@ -398,28 +466,27 @@ bool ownWinogradFits(const ConvGeom& g) {
 
 void ownWinogradForward(WinogradTile tile, const ConvGeom& g, const float* x, const float* w, const float* bias,
                         float* y, bool relu) {
-  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
-  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, false, y);
-  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, false, y);
+  forwardTiles(tile, forwardGeom(g), TileRowsIo{x, nullptr, y, false, nullptr}, w, false, bias, relu);
 }
 
 void ownWinogradForwardMaxPool(WinogradTile tile, const ConvGeom& g, const float* x, const float* w,
-                               const float* bias, float* pooled, bool relu) {
-  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
-  if (tile == WinogradTile::k4x4) tileRows<4>(tg, x, transformFilter<4>(w, false), bias, relu, true, pooled);
-  else tileRows<2>(tg, x, transformFilter<2>(w, false), bias, relu, true, pooled);
+                               const float* bias, float* pooled, bool relu, Code* codes) {
+  forwardTiles(tile, forwardGeom(g), TileRowsIo{x, nullptr, pooled, true, codes}, w, false, bias, relu);
 }
 
-// dx is the convolution of dy with the turned filter, padded by 2 - the forward padding.
 void ownWinogradBackwardData(WinogradTile tile, const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  const TileGeom tg{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl};
-  if (tile == WinogradTile::k4x4) tileRows<4>(tg, dy, transformFilter<4>(w, true), nullptr, false, false, dx);
-  else tileRows<2>(tg, dy, transformFilter<2>(w, true), nullptr, false, false, dx);
+  forwardTiles(tile, backwardDataGeom(g), TileRowsIo{dy, nullptr, dx, false, nullptr}, w, true, nullptr, false);
 }
 
-void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy, float* dw) {
-  if (tile == WinogradTile::k4x4) backwardFilter<4>(g, x, dy, dw);
-  else backwardFilter<2>(g, x, dy, dw);
+void ownWinogradBackwardDataPooled(WinogradTile tile, const ConvGeom& g, const PooledGrad& dy, const float* w,
+                                   float* dx) {
+  forwardTiles(tile, backwardDataGeom(g), TileRowsIo{nullptr, &dy, dx, false, nullptr}, w, true, nullptr, false);
+}
+
+void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy,
+                               const PooledGrad* dyPooled, float* dw) {
+  if (tile == WinogradTile::k4x4) backwardFilter<4>(g, x, dy, dyPooled, dw);
+  else backwardFilter<2>(g, x, dy, dyPooled, dw);
 }
 
 }  // namespace pn

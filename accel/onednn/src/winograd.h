@@ -2,6 +2,7 @@
 // (winograd.cc): the forward pass and both gradients, on NHWC activations and HWIO filters as tfjs keeps them.
 #pragma once
 #include "common.h"
+#include "pool.h"
 
 namespace pn {
 
@@ -13,10 +14,17 @@ bool ownWinogradFits(const ConvGeom& g);
 void ownWinogradForward(WinogradTile tile, const ConvGeom& g, const float* x, const float* w, const float* bias,
                         float* y, bool relu);
 // The forward pass followed by a 2x2 max pooling with stride 2 ('valid'): `pooled` is n x oh/2 x ow/2 x 16 (floor),
-// and the convolution's own output is never written out.
+// and the convolution's own output is never written out; where `codes` is not null, the pooling's codes (pool.h) go
+// there, laid out as `pooled`.
 void ownWinogradForwardMaxPool(WinogradTile tile, const ConvGeom& g, const float* x, const float* w,
-                               const float* bias, float* pooled, bool relu);
+                               const float* bias, float* pooled, bool relu, Code* codes = nullptr);
 void ownWinogradBackwardData(WinogradTile tile, const ConvGeom& g, const float* dy, const float* w, float* dx);
-void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy, float* dw);
+// The input gradient when dy is a 2x2 / 2 max pooling's gradient over a ReLU's output (the fused training pair,
+// conv.cc): each dy row expanded from the pooled one as MaxPoolGradRelu would write it, and used from cache.
+void ownWinogradBackwardDataPooled(WinogradTile tile, const ConvGeom& g, const PooledGrad& dy, const float* w,
+                                   float* dx);
+// The filter gradient from dy, or where dyPooled is not null from rows expanded from it (dy then unused).
+void ownWinogradBackwardFilter(WinogradTile tile, const ConvGeom& g, const float* x, const float* dy,
+                               const PooledGrad* dyPooled, float* dw);
 
 }  // namespace pn

@@ -5,7 +5,7 @@
  * convolution writes 46 MB for a batch of 32 at 150x150 that its pooling reads back to keep 11.5 MB.
  *
  * tfjs-layers runs a model one layer at a time, and a layer's call cannot see the layer after it, so this replaces
- * LayersModel.predict, the way layer-patch.ts replaces a layer's call. It takes over a model whose layers form one
+ * LayersModel.predict (chain.ts), the way layer-patch.ts replaces a layer's call. It takes over a model whose layers form one
  * chain (every layer's one input is the layer before's output, and nothing else reads it), called outside any
  * gradient tape with one float32 tensor of the model's input shape that tfjs would predict as one batch, when at
  * least one pair can be fused. It runs the chain as tfjs's executor does, layer by layer in inference mode, with
@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { conv2dBiasReluArgs, conv2dRunsFused } from './conv-layers';
 import { type BatchNormInternals, batchNormLayoutProblem } from './batchnorm';
 import { activeBackendHas, recordingGradients } from './gradients';
+import { type GraphLayer, chainOf, fitsModelInput, poolAttrs } from './chain';
 
 /**
  * Inputs x, filter, bias; attrs strides, pad (the convolution's), poolSize, poolStrides, poolPad (the max
@@ -27,47 +28,6 @@ export const CONV_BIAS_RELU_MAX_POOL = 'Conv2DBiasReluMaxPool';
  * varianceEpsilon, poolSize, poolStrides, poolPad: maxPool(batchNorm(x)), for inference only (no gradient).
  */
 export const BATCH_NORM_MAX_POOL = 'BatchNormMaxPool';
-
-/** tfjs-layers' internal graph, as much of it as the chain check reads (tfjs-layers 4.22). */
-interface LayerNode {
-  inboundLayers: unknown[];
-}
-interface GraphLayer {
-  getClassName(): string;
-  inboundNodes: LayerNode[];
-  outboundNodes: LayerNode[];
-  apply(x: tf.Tensor): tf.Tensor | tf.Tensor[];
-}
-interface PoolInternals {
-  poolSize: [number, number];
-  strides: [number, number];
-  padding: string;
-  dataFormat: string;
-}
-
-/** The model's layers after its input layer, when they form one chain from input to output; else undefined. */
-function chainOf(model: tf.LayersModel): GraphLayer[] | undefined {
-  if (model.inputs.length !== 1 || model.outputs.length !== 1) return undefined;
-  const layers = model.layers as unknown as GraphLayer[];
-  if (layers.length < 2 || layers[0].getClassName() !== 'InputLayer') return undefined;
-  for (let i = 0; i < layers.length; i++) {
-    const layer = layers[i];
-    if (layer.outboundNodes.length !== (i === layers.length - 1 ? 0 : 1)) return undefined;
-    if (i === 0) continue;
-    const inbound = layer.inboundNodes;
-    if (inbound.length !== 1 || inbound[0].inboundLayers.length !== 1 || inbound[0].inboundLayers[0] !== layers[i - 1]) {
-      return undefined;
-    }
-  }
-  return model.outputs[0].sourceLayer === (layers[layers.length - 1] as unknown) ? layers.slice(1) : undefined;
-}
-
-function poolAttrs(layer: GraphLayer): Record<string, unknown> | undefined {
-  if (layer.getClassName() !== 'MaxPooling2D') return undefined;
-  const pool = layer as unknown as PoolInternals;
-  if (pool.dataFormat !== 'channelsLast') return undefined;
-  return { poolSize: pool.poolSize, poolStrides: pool.strides, poolPad: pool.padding };
-}
 
 /** Which kernel runs `layer` with the max pooling `next`, if any (their inputs, 4D float32, are checked apart). */
 function pairKernel(layer: GraphLayer, next: GraphLayer | undefined): string | undefined {
@@ -94,14 +54,7 @@ function runPair(kernel: string, layer: GraphLayer, next: GraphLayer, x: tf.Tens
 
 /** Whether x is what tfjs's predict takes as the model's one input in one batch of `batchSize`. */
 function oneBatchOfInput(model: tf.LayersModel, x: tf.Tensor, batchSize: number): boolean {
-  const shape = model.inputs[0].shape;
-  return (
-    x.dtype === 'float32' &&
-    x.rank === shape.length &&
-    shape.every((d, i) => d == null || d === x.shape[i]) &&
-    x.shape[0] > 0 &&
-    x.shape[0] <= batchSize
-  );
+  return fitsModelInput(model, x) && x.shape[0] <= batchSize;
 }
 
 /**
@@ -133,14 +86,10 @@ function predictChain(chain: GraphLayer[], pairs: Array<string | undefined>, x: 
 type PredictArgs = { batchSize?: number };
 type Predict = (this: tf.LayersModel, x: tf.Tensor | tf.Tensor[], args?: PredictArgs) => tf.Tensor | tf.Tensor[];
 
-/** Chains found so far, per model (a model's layers do not change once it is built). */
-const chains = new WeakMap<tf.LayersModel, GraphLayer[] | null>();
-
 function fusedPredict(model: tf.LayersModel, input: tf.Tensor | tf.Tensor[], args: PredictArgs | undefined) {
   const x = Array.isArray(input) ? (input.length === 1 ? input[0] : undefined) : input;
   if (!x || recordingGradients() || !oneBatchOfInput(model, x, args?.batchSize ?? 32)) return undefined;
-  if (!chains.has(model)) chains.set(model, chainOf(model) ?? null);
-  const chain = chains.get(model);
+  const chain = chainOf(model);
   // Which kernels a backend has is known only now (the active one may change between calls).
   const pairs = chain?.map((layer, i) => {
     const kernel = pairKernel(layer, chain[i + 1]);

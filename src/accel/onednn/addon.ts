@@ -126,7 +126,29 @@ export interface NativeAddon {
     convGeom: Int32Array,
     poolGeom: Int32Array,
     activation: Activation,
+    /** For training (a ReLU and a 2x2 / 2 pooling): two 16-bit codes an element, per pooled value and channel. */
+    codes?: Int32Array,
   ): void;
+  /** The convolution's input gradient from the pooling's dy and codes (the fused training pair; conv.cc). */
+  convBackwardDataPooled(
+    dy: Float32Array,
+    codes: Int32Array,
+    filter: Float32Array,
+    dx: Float32Array,
+    convGeom: Int32Array,
+    poolGeom: Int32Array,
+  ): void;
+  /** The convolution's filter gradient from its input and the pooling's dy and codes. */
+  convBackwardWeightsPooled(
+    x: Float32Array,
+    dy: Float32Array,
+    codes: Int32Array,
+    dw: Float32Array,
+    convGeom: Int32Array,
+    poolGeom: Int32Array,
+  ): void;
+  /** The ReLU's bias gradient, MaxPoolGradRelu's per-channel sums, from the pooling's dy and codes (pool.cc). */
+  pooledReluGradSums(dy: Float32Array, codes: Int32Array, sums: Float32Array, poolGeom: Int32Array): void;
   /** y = maxPool(batchNorm(x)) as batchNorm and maxPool compute them, in one pass (accel/onednn/src/pool.cc). */
   batchNormMaxPool(
     x: Float32Array,

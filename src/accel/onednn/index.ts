@@ -24,7 +24,23 @@ import { registerFusedBatchNorm } from './batchnorm';
 import { SEPARABLE_CONV_BIAS_RELU, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { registerNativeOnly } from './common';
 import { BATCH_NORM_MAX_POOL, CONV_BIAS_RELU_MAX_POOL, installFusedInference } from '../fused/inference';
-import { batchNormMaxPool, convBiasReluMaxPool, separableConvBiasRelu, standardizeImages } from './kernels';
+import {
+  CONV_BIAS_RELU_MAX_POOL_TRAIN,
+  CONV_POOLED_GRAD_FILTER,
+  CONV_POOLED_GRAD_INPUT,
+  POOLED_RELU_GRAD_SUMS,
+  installFusedConvPoolTraining,
+} from '../fused/conv-pool-train';
+import {
+  batchNormMaxPool,
+  convBiasReluMaxPool,
+  convBiasReluMaxPoolTrain,
+  convPooledGradFilter,
+  convPooledGradInput,
+  pooledReluGradSums,
+  separableConvBiasRelu,
+  standardizeImages,
+} from './kernels';
 import { STANDARDIZE_IMAGES } from '../../model/normalization';
 import { registerFusedGradients } from './gradients';
 import { keepConvChoices } from './conv-choices';
@@ -34,6 +50,7 @@ export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from '../fus
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
 export { fusedInferenceInstalled, installFusedInference, uninstallFusedInference } from '../fused/inference';
+export { fusedConvPoolTrainingInstalled, installFusedConvPoolTraining, uninstallFusedConvPoolTraining } from '../fused/conv-pool-train';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
 export { CONV_CHOICES_FILE, convChoicesKey, loadConvChoices, saveConvChoices } from './conv-choices';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
@@ -70,8 +87,16 @@ export function tryRegisterNative(): NativeRegistration {
       registerNativeOnly(CONV_BIAS_RELU_MAX_POOL, convBiasReluMaxPool(loaded.addon));
       registerNativeOnly(BATCH_NORM_MAX_POOL, batchNormMaxPool(loaded.addon));
     }
+    // Training runs each conv + ReLU layer and the max pooling after it as one kernel (../fused/conv-pool-train.ts).
+    if (typeof loaded.addon.convBackwardDataPooled === 'function') {
+      registerNativeOnly(CONV_BIAS_RELU_MAX_POOL_TRAIN, convBiasReluMaxPoolTrain(loaded.addon));
+      registerNativeOnly(CONV_POOLED_GRAD_INPUT, convPooledGradInput(loaded.addon));
+      registerNativeOnly(CONV_POOLED_GRAD_FILTER, convPooledGradFilter(loaded.addon));
+      registerNativeOnly(POOLED_RELU_GRAD_SUMS, pooledReluGradSums(loaded.addon));
+    }
     installFusedConvLayers();
     installFusedInference();
+    installFusedConvPoolTraining();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {

@@ -421,6 +421,91 @@ export function convBiasReluMaxPool(a: NativeAddon): NativeKernel {
   };
 }
 
+/** The conv and pooling geometry of the fused training pair's kernels: x's and the filter's shapes and the attrs. */
+function convPoolInfo(xShape: number[], filterShape: number[], attrs: Attrs) {
+  const conv = tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides as number | [number, number],
+    1,
+    attrs.pad as 'same' | 'valid',
+  );
+  return { conv, pool: pooling(conv.outShape, attrs) };
+}
+
+/** The codes of the fused training pair (int32 storage, two 16-bit codes an element: accel/onednn/src/pool.h). */
+function codesOf(backend: Backend, t: Info): Int32Array {
+  const v = backend.data.get(t.dataId).values;
+  if (!(v instanceof Int32Array)) throw new Error('the fused conv + pooling codes must be int32 storage');
+  return v;
+}
+
+/**
+ * CONV_BIAS_RELU_MAX_POOL_TRAIN (fused/conv-pool-train.ts): the pooled output of a conv + bias + ReLU, and the codes
+ * that stand in for the ReLU's output in the gradient (convForwardMaxPool with codes).
+ */
+export function convBiasReluMaxPoolTrain(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x, filter, bias } = inputs;
+    const { conv, pool } = convPoolInfo(x.shape, filter.shape, attrs!);
+    const [n, ph, pw, c] = pool.outShape;
+    const y = uninitialised(size(pool.outShape));
+    const codes = new Int32Array((n * ph * pw * c) / 2);
+    const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
+    a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu, codes);
+    return [output(backend, pool.outShape, y), backend.makeTensorInfo([n, ph, pw, c / 2], 'int32', codes)];
+  };
+}
+
+/** CONV_POOLED_GRAD_INPUT: the convolution's input gradient from the pooling's dy and codes. */
+export function convPooledGradInput(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, codes, filter } = inputs;
+    const inputShape = attrs!.inputShape as number[];
+    const { conv, pool } = convPoolInfo(inputShape, filter.shape, attrs!);
+    const dx = uninitialised(size(inputShape));
+    a.convBackwardDataPooled(
+      values(backend, dy),
+      codesOf(backend, codes),
+      values(backend, filter),
+      dx,
+      convGeom(conv, false),
+      poolGeom(pool),
+    );
+    return output(backend, [...inputShape], dx);
+  };
+}
+
+/** CONV_POOLED_GRAD_FILTER: the convolution's filter gradient from its input and the pooling's dy and codes. */
+export function convPooledGradFilter(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x, dy, codes } = inputs;
+    const filterShape = attrs!.filterShape as number[];
+    const { conv, pool } = convPoolInfo(x.shape, filterShape, attrs!);
+    const dw = uninitialised(size(filterShape));
+    a.convBackwardWeightsPooled(
+      values(backend, x),
+      values(backend, dy),
+      codesOf(backend, codes),
+      dw,
+      convGeom(conv, false),
+      poolGeom(pool),
+    );
+    return output(backend, [...filterShape], dw);
+  };
+}
+
+/** POOLED_RELU_GRAD_SUMS: the bias gradient (the masked gradient's per-channel sums) from the pooling's dy and codes. */
+export function pooledReluGradSums(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, codes } = inputs;
+    const { pool } = convPoolInfo(attrs!.inputShape as number[], attrs!.filterShape as number[], attrs!);
+    const sums = new Float32Array(pool.inChannels);
+    a.pooledReluGradSums(values(backend, dy), codesOf(backend, codes), sums, poolGeom(pool));
+    return output(backend, [pool.inChannels], sums);
+  };
+}
+
 /** BATCH_NORM_MAX_POOL (fused/inference.ts): an inference-mode batch-norm and the max pooling after it, in one pass. */
 export function batchNormMaxPool(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }) => {
