@@ -211,18 +211,28 @@ Napi::Value MaxPoolGradRelu(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Tap k's values in MaxPoolGradRelu's dx (windowGrads<true>: the window's dy taken by its winner, times step of the
-// ReLU output there) for kLanes channels, from the pooled dy and the windows' codes: the winner's dy * step, 0 * step
-// elsewhere (0, or NaN at a NaN tap), as windowGrads computes them.
-inline FloatsV maskedTap(const float* dy, const Code* codes, int k) {
-  CodesV packed;
-  std::memcpy(&packed, codes, sizeof packed);
-  const IntsV code = __builtin_convertvector(packed, IntsV), none = {};
-  const FloatsV zero = {}, nan = zero + std::numeric_limits<float>::quiet_NaN();
-  const FloatsV step = (code & kCodePositive) != none ? zero + 1.f : zero;
-  const FloatsV taken = (code & (1 << k)) != none ? loadV(dy) * step : zero;
-  return (code & (1 << (kCodeNanShift + k))) != none ? nan : taken;
-}
+// kLanes channels of a window's gradient in MaxPoolGradRelu's dx (windowGrads<true>: the window's dy taken by its
+// winner, times step of the ReLU output there), from the pooled dy and the window's codes, read once for its taps:
+// the winner's dy * step, 0 * step elsewhere (0, or NaN at a NaN tap), as windowGrads computes them.
+class WindowGrad {
+ public:
+  WindowGrad(const float* dy, const Code* codes) {
+    CodesV packed;
+    std::memcpy(&packed, codes, sizeof packed);
+    code_ = __builtin_convertvector(packed, IntsV);
+    const FloatsV zero = {};
+    winner_ = loadV(dy) * ((code_ & kCodePositive) != IntsV{} ? zero + 1.f : zero);
+  }
+  FloatsV tap(int k) const {
+    const FloatsV zero = {}, nan = zero + std::numeric_limits<float>::quiet_NaN();
+    const FloatsV taken = (code_ & (1 << k)) != IntsV{} ? winner_ : zero;
+    return (code_ & (1 << (kCodeNanShift + k))) != IntsV{} ? nan : taken;
+  }
+
+ private:
+  IntsV code_;
+  FloatsV winner_;
+};
 
 // The sums of MaxPoolGradRelu's dx per channel, from the pooled dy and codes: every tap's value added in windowGrads'
 // order (window rows split over the threads alike), so the sums are its, to the bit.
@@ -235,8 +245,9 @@ void pooledReluGradSums(const PooledGrad& p, int64_t n, int64_t h, int64_t w, fl
       for (int64_t col = 0; col < p.pw; col++) {
         const int64_t at = (wr * p.pw + col) * p.c;
         for (int64_t ch = 0; ch < p.c; ch += kLanes) {
+          const WindowGrad window(p.dy + at + ch, p.codes + at + ch);
           FloatsV sum = loadV(s + ch);
-          for (int k = 0; k < 4; k++) sum += maskedTap(p.dy + at + ch, p.codes + at + ch, k);
+          for (int k = 0; k < 4; k++) sum += window.tap(k);
           storeV(s + ch, sum);
         }
       }
@@ -277,10 +288,15 @@ void expandPooledGradRow(const PooledGrad& p, int64_t b, int64_t r, int64_t w, f
     return;
   }
   const int64_t covered = 2 * p.pw;
-  for (int64_t col = 0; col < covered; col++) {
-    const int64_t at = ((b * p.ph + r / 2) * p.pw + col / 2) * p.c;
-    const int k = static_cast<int>((r % 2) * 2 + col % 2);
-    for (int64_t ch = 0; ch < p.c; ch += kLanes) storeV(out + col * p.c + ch, maskedTap(p.dy + at + ch, p.codes + at + ch, k));
+  const int top = static_cast<int>(r % 2) * 2;  // the window's taps on this row: top and top + 1
+  for (int64_t pc = 0; pc < p.pw; pc++) {
+    const int64_t at = ((b * p.ph + r / 2) * p.pw + pc) * p.c;
+    float* left = out + 2 * pc * p.c;
+    for (int64_t ch = 0; ch < p.c; ch += kLanes) {
+      const WindowGrad window(p.dy + at + ch, p.codes + at + ch);
+      storeV(left + ch, window.tap(top));
+      storeV(left + p.c + ch, window.tap(top + 1));
+    }
   }
   std::fill(out + covered * p.c, out + w * p.c, 0.f);
 }
