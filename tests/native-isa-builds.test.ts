@@ -61,7 +61,7 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
         'tests/native-kernels.test.ts',
         'tests/accel-conv-patch.test.ts',
         'tests/accel-inference.test.ts',
-        'tests/accel-conv-pool-train.test.ts',
+        'tests/accel-train-pairs.test.ts',
       ],
       {
         cwd: repoRoot,

@@ -301,7 +301,7 @@ PoolGeom pooledOutputOf(const ConvGeom& g, const Napi::Value& params, const char
 }
 
 // A convolution followed by a max pooling: for inference (CONV_BIAS_RELU_MAX_POOL, src/accel/fused/inference.ts),
-// and with `codes`, for training (CONV_BIAS_RELU_MAX_POOL_TRAIN, fused/conv-pool-train.ts), where the pooling is
+// and with `codes`, for training (CONV_BIAS_RELU_MAX_POOL_TRAIN, fused/train-pairs.ts), where the pooling is
 // 2x2 / 2 and the codes (pool.h) stand in for the ReLU's output in the gradient. Where our Winograd runs the
 // convolution and the pooling is 2x2 with stride 2, the output transform pools as it goes and the convolution's
 // output (46 MB a batch of 32 for block 1) is never written out; otherwise the convolution writes it to a scratch

@@ -56,6 +56,23 @@ void maxOfWindows(const PoolGeom& g, const float* x, float* y, Value value) {
   }
 }
 
+// y = the 2x2 / 2 max pooling of value(x at each tap, its first channel), with its codes (maxOfFourWithCodes);
+// channels a multiple of kLanes.
+template <typename Value>
+void maxOfWindowsWithCodes(const PoolGeom& g, const float* x, float* y, Code* codes, bool masksRelu, Value value) {
+#pragma omp parallel for collapse(2) schedule(static) if (g.n * g.h * g.w * g.c > (1 << 17))
+  for (int64_t b = 0; b < g.n; b++)
+    for (int64_t r = 0; r < g.oh; r++)
+      for (int64_t col = 0; col < g.ow; col++)
+        for (int64_t ch = 0; ch < g.c; ch += kLanes) {
+          FloatsV taps[4];
+          for (int k = 0; k < 4; k++)
+            taps[k] = value(loadV(x + ((b * g.h + 2 * r + k / 2) * g.w + 2 * col + k % 2) * g.c + ch), ch);
+          const int64_t at = ((b * g.oh + r) * g.ow + col) * g.c + ch;
+          storeV(y + at, maxOfFourWithCodes(taps, codes + at, masksRelu));
+        }
+}
+
 Napi::Value MaxPool(const Napi::CallbackInfo& info) {
   // (x, y, params)
   maxPoolForward(PoolGeom::from(ints(info[2])), f32(info[0]), f32(info[1]));
@@ -65,13 +82,31 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // Inference-mode batch-norm followed by max pooling, in one pass: y = maxPool((x - mean) * a + offset), a = scale /
 // sqrt(variance + eps), each tap's value computed as BatchNorm (elementwise.cc) computes it, so the result is the two
 // kernels' (both tfjs's order of operations). The batch-norm's output, as large as x, is never written out.
+// With `codes`, for training (BATCH_NORM_MAX_POOL_TRAIN, src/accel/fused/batchnorm.ts): a 2x2 / 2 pooling, and the
+// codes (pool.h) from which its gradient is expanded (expandPooledGrad) without the batch-norm's output.
 Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
-  // (x, mean, variance, scale, offset, eps, y, poolParams); the four vectors have C elements.
+  // (x, mean, variance, scale, offset, eps, y, poolParams, codes?); the four vectors have C elements.
   const BatchNormArgs bn = BatchNormArgs::from(info);
   const float *mean = bn.mean, *offset = bn.offset, *a = bn.multiplier.data();
   const PoolGeom g = PoolGeom::from(ints(info[7]));
   if (static_cast<int64_t>(bn.multiplier.size()) != g.c) throw std::runtime_error("batchNormMaxPool: expected C statistics");
-  maxOfWindows(g, bn.x, f32(info[6]), [&](float v, int64_t ch) { return (v - mean[ch]) * a[ch] + offset[ch]; });
+  Code* codes = info.Length() > 8 && !info[8].IsUndefined() ? codesOf(info[8]) : nullptr;
+  if (!codes) {
+    maxOfWindows(g, bn.x, f32(info[6]), [&](float v, int64_t ch) { return (v - mean[ch]) * a[ch] + offset[ch]; });
+    return info.Env().Undefined();
+  }
+  if (!codedPoolingFits(g)) throw std::runtime_error("batchNormMaxPool: codes only for a 2x2 / 2 pooling");
+  maxOfWindowsWithCodes(g, bn.x, f32(info[6]), codes, false, [&](FloatsV v, int64_t ch) {
+    return (v - loadV(mean + ch)) * loadV(a + ch) + loadV(offset + ch);
+  });
+  return info.Env().Undefined();
+}
+
+// expandPooledGrad(dy, codes, dx, poolParams): the gradient of the pooling's input from its dy and codes.
+Napi::Value ExpandPooledGrad(const Napi::CallbackInfo& info) {
+  const PoolGeom g = PoolGeom::from(ints(info[3]));
+  if (!codedPoolingFits(g)) throw std::runtime_error("expandPooledGrad: only 2x2 / 2 max pooling");
+  expandPooledGrad(PooledGrad{f32(info[0]), codesOf(info[1]), g.oh, g.ow, g.c}, g.n, g.h, g.w, f32(info[2]));
   return info.Env().Undefined();
 }
 
@@ -270,16 +305,7 @@ Napi::Value PooledReluGradSums(const Napi::CallbackInfo& info) {
 bool codedPoolingFits(const PoolGeom& g) { return nonOverlapping(g) && g.kh == 2 && g.kw == 2 && g.c % kLanes == 0; }
 
 void maxPoolForwardWithCodes(const PoolGeom& g, const float* x, float* y, Code* codes) {
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < g.n; b++)
-    for (int64_t r = 0; r < g.oh; r++)
-      for (int64_t col = 0; col < g.ow; col++)
-        for (int64_t ch = 0; ch < g.c; ch += kLanes) {
-          FloatsV taps[4];
-          for (int k = 0; k < 4; k++) taps[k] = loadV(x + ((b * g.h + 2 * r + k / 2) * g.w + 2 * col + k % 2) * g.c + ch);
-          const int64_t at = ((b * g.oh + r) * g.ow + col) * g.c + ch;
-          storeV(y + at, maxOfFourWithCodes(taps, codes + at));
-        }
+  maxOfWindowsWithCodes(g, x, y, codes, true, [](FloatsV v, int64_t) { return v; });
 }
 
 void expandPooledGradRow(const PooledGrad& p, int64_t b, int64_t r, int64_t w, float* out) {
@@ -321,6 +347,7 @@ void registerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPoolGradRelu", Napi::Function::New(env, MaxPoolGradRelu));
   exports.Set("batchNormMaxPool", Napi::Function::New(env, BatchNormMaxPool));
   exports.Set("pooledReluGradSums", Napi::Function::New(env, PooledReluGradSums));
+  exports.Set("expandPooledGrad", Napi::Function::New(env, ExpandPooledGrad));
 }
 
 }  // namespace pn

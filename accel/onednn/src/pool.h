@@ -17,12 +17,13 @@ bool nonOverlapping(const PoolGeom& g);
 // y = max over each window of x, tfjs's MaxPool (the first maximum wins; NaN never does).
 void maxPoolForward(const PoolGeom& g, const float* x, float* y);
 
-// Training's fused conv + bias + ReLU + 2x2 / 2 max pooling (conv.cc) keeps, instead of the ReLU's output (four times
-// the pooling's), one 16-bit code per pooled value and channel: which tap of the window takes the pooling's gradient
-// (bits 0-3, one bit per tap in row-major order, none where no tap is above -inf), whether that winner is positive
-// (kCodePositive: ReLU's mask there) and which taps are NaN (bit kCodeNanShift + tap). That is all MaxPoolGradRelu
-// reads from the ReLU's output, so the gradient rows expandPooledGradRow makes from the pooling's dy and the codes
-// are its dx, to the bit.
+// Training's fused layer + 2x2 / 2 max pooling pairs (conv.cc: conv + bias + ReLU; pool.cc: batch-norm) keep,
+// instead of the layer's output (four times the pooling's), one 16-bit code per pooled value and channel: which tap
+// of the window takes the pooling's gradient (bits 0-3, one bit per tap in row-major order, none where no tap is
+// above -inf), whether that winner is positive (kCodePositive: ReLU's mask there) and which taps are NaN (bit
+// kCodeNanShift + tap). That is all MaxPoolGradRelu reads from the ReLU's output, so the gradient rows
+// expandPooledGradRow makes from the pooling's dy and the codes are its dx, to the bit. Without a ReLU (`masksRelu`
+// false: the batch-norm), every winner counts as positive and no tap as NaN: MaxPoolGrad's dx.
 typedef uint16_t Code;
 constexpr int kCodePositive = 16, kCodeNanShift = 8;
 typedef int32_t IntsV __attribute__((vector_size(kLanes * sizeof(int32_t))));
@@ -30,7 +31,7 @@ typedef Code CodesV __attribute__((vector_size(kLanes * sizeof(Code))));
 
 // The maximum of a 2x2 window's taps (row-major) by MaxPool's rule (a tap is taken only when greater, so the first
 // maximum wins and NaN never does), with its codes written to code[0..kLanes-1].
-inline FloatsV maxOfFourWithCodes(const FloatsV* taps, Code* code) {
+inline FloatsV maxOfFourWithCodes(const FloatsV* taps, Code* code, bool masksRelu = true) {
   const FloatsV ninf = FloatsV{} - std::numeric_limits<float>::infinity(), zero = {};
   FloatsV best = ninf;
   IntsV winner = {}, bits = {};
@@ -40,7 +41,7 @@ inline FloatsV maxOfFourWithCodes(const FloatsV* taps, Code* code) {
     winner = greater ? IntsV{} + (1 << k) : winner;
     bits |= (taps[k] != taps[k]) & (1 << (kCodeNanShift + k));
   }
-  bits |= winner | ((best > zero) & kCodePositive);
+  bits = masksRelu ? bits | winner | ((best > zero) & kCodePositive) : winner | kCodePositive;
   const CodesV packed = __builtin_convertvector(bits, CodesV);
   std::memcpy(code, &packed, sizeof packed);
   return best;

@@ -60,6 +60,23 @@ export const BATCH_NORM_MOMENTS = 'BatchNormMoments';
  */
 export const BATCH_NORM_TRAIN_GRAD_RELU = 'BatchNormTrainGradRelu';
 
+/**
+ * Optional, for the training call paired with the 2x2 / 2 max pooling after it (train-pairs.ts): inputs x, mean,
+ * variance, scale, offset, attrs varianceEpsilon, poolSize, poolStrides, poolPad; outputs [maxPool(batchNorm(x)),
+ * its codes (int32, two 16-bit codes an element: accel/onednn/src/pool.h)].
+ */
+export const BATCH_NORM_MAX_POOL_TRAIN = 'BatchNormMaxPoolTrain';
+
+/** With it: inputs dy (the pooling's), codes; attrs inputShape and the pooling's: MaxPoolGrad's dx, from the codes. */
+export const EXPAND_POOLED_GRAD = 'ExpandPooledGrad';
+
+/** A max pooling's attributes as the paired kernels take them. */
+export interface PoolingAttrs {
+  poolSize: [number, number];
+  poolStrides: [number, number];
+  poolPad: string;
+}
+
 /** Why `layer` lacks the layout the fused call relies on; undefined when it has it. */
 export function batchNormLayoutProblem(layer: unknown): string | undefined {
   const o = layer as Partial<Record<keyof BatchNormInternals, unknown>>;
@@ -96,12 +113,17 @@ function tfjsMoments(x: tf.Tensor, axes: number[]): [tf.Tensor, tf.Tensor] {
   return [mean, tf.mean(tf.squaredDifference(x, mean), axes)];
 }
 
-/** y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. */
+/**
+ * y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. With
+ * `pooling`, y is its max pooling instead (BATCH_NORM_MAX_POOL_TRAIN): the batch-norm's output is never written, and
+ * the gradient starts from the pooling's codes (EXPAND_POOLED_GRAD) instead of MaxPoolGrad reading it back.
+ */
 function trainingBatchNorm(
   x: tf.Tensor,
   gamma: tf.Tensor,
   beta: tf.Tensor,
   epsilon: number,
+  pooling?: PoolingAttrs,
 ): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
   const axes = x.shape.slice(0, -1).map((_, i) => i);
   // After a fused conv + bias + ReLU layer, its ReLU mask is taken here too (relu-mask.ts).
@@ -116,15 +138,26 @@ function trainingBatchNorm(
       ? (tf.engine().runKernel(BATCH_NORM_MOMENTS, { x: input }) as tf.Tensor[])
       : tfjsMoments(input, axes);
     stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
-    save([input, mean, variance, scale]);
+    const engine = tf.engine();
+    let value: tf.Tensor;
+    if (pooling) {
+      const inputs = { x: input, mean, variance, scale, offset };
+      const [pooled, codes] = engine.runKernel(BATCH_NORM_MAX_POOL_TRAIN, inputs, { varianceEpsilon: epsilon, ...pooling }) as tf.Tensor[];
+      save([input, mean, variance, scale, codes]);
+      value = pooled;
+    } else {
+      save([input, mean, variance, scale]);
+      value = tf.batchNorm(input, mean, variance, offset, scale, epsilon);
+    }
     return {
-      value: tf.batchNorm(input, mean, variance, offset, scale, epsilon),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, m, v, s] = saved;
+      value,
+      gradFunc: (dyOut: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, m, v, s, codes] = saved;
+        const dy = codes
+          ? (engine.runKernel(EXPAND_POOLED_GRAD, { dy: dyOut, codes }, { inputShape: xs.shape, ...pooling }) as tf.Tensor)
+          : dyOut;
         const kernel = maskRelu ? BATCH_NORM_TRAIN_GRAD_RELU : BATCH_NORM_TRAIN_GRAD;
-        const grads = tf
-          .engine()
-          .runKernel(kernel, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+        const grads = engine.runKernel(kernel, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
         if (!maskRelu) return grads;
         const [dx, dScale, dOffset, sums] = grads;
         notePremasked(dx, xs, sums);
@@ -166,23 +199,34 @@ export function batchNormGradCoefficients(
   return { coef, dScale, dOffset };
 }
 
+/** The layer's training call (with `pooling`, followed by that max pooling): its output, and its moving statistics updated. */
+function trainingCall(bn: BatchNormInternals, x: tf.Tensor, pooling?: PoolingAttrs): tf.Tensor {
+  return tf.tidy(() => {
+    const { y, mean, variance } = trainingBatchNorm(x, bn.gamma!.read(), bn.beta!.read(), bn.epsilon, pooling);
+    try {
+      movingAverage(bn.movingMean, mean, bn.momentum);
+      movingAverage(bn.movingVariance, variance, bn.momentum);
+    } finally {
+      tf.dispose([mean, variance]);
+    }
+    return y;
+  });
+}
+
 const patch = layerCallPatch(
   () => tf.layers.batchNormalization({}),
-  (layer, x, kwargs) => {
-    if (!takesOver(layer, x, kwargs)) return undefined;
-    const bn = layer as BatchNormInternals;
-    return tf.tidy(() => {
-      const { y, mean, variance } = trainingBatchNorm(x, bn.gamma!.read(), bn.beta!.read(), bn.epsilon);
-      try {
-        movingAverage(bn.movingMean, mean, bn.momentum);
-        movingAverage(bn.movingVariance, variance, bn.momentum);
-      } finally {
-        tf.dispose([mean, variance]);
-      }
-      return y;
-    });
-  },
+  (layer, x, kwargs) => (takesOver(layer, x, kwargs) ? trainingCall(layer as BatchNormInternals, x) : undefined),
 );
+
+/**
+ * The layer's training call followed by a 2x2 / 2 max pooling `pooling`, as one kernel (train-pairs.ts asks), where the
+ * fused call takes the layer and the backend has the paired kernels; undefined otherwise.
+ */
+export function batchNormMaxPoolTraining(layer: unknown, x: tf.Tensor, kwargs: Record<string, unknown>, pooling: PoolingAttrs) {
+  const paired = [BATCH_NORM_MAX_POOL_TRAIN, EXPAND_POOLED_GRAD].every((k) => activeBackendHas(k));
+  if (!paired || !patch.installed() || x.rank !== 4 || (x.shape[3] ?? 0) % 16 !== 0 || !takesOver(layer, x, kwargs)) return undefined;
+  return trainingCall(layer as BatchNormInternals, x, pooling);
+}
 
 /** Puts the fused training call in place of tfjs's BatchNormalization.call (idempotent). */
 export const installFusedBatchNorm = (): void => patch.install();

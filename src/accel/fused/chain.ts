@@ -1,6 +1,6 @@
 /**
  * A model as one chain of layers, for the replacements of LayersModel.predict (inference.ts) and of its call in
- * training (conv-pool-train.ts): each runs some neighbouring layers as one kernel, which a layer's own call cannot,
+ * training (train-pairs.ts): each runs some neighbouring layers as one kernel, which a layer's own call cannot,
  * since it cannot see the layer after it.
  */
 import type * as tf from '@tensorflow/tfjs';

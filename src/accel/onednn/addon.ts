@@ -159,7 +159,11 @@ export interface NativeAddon {
     eps: number,
     y: Float32Array,
     poolGeom: Int32Array,
+    /** For training (a 2x2 / 2 pooling): the codes expandPooledGrad reads (accel/onednn/src/pool.h). */
+    codes?: Int32Array,
   ): void;
+  /** The pooling's input gradient (MaxPoolGrad's dx, or MaxPoolGradRelu's for a ReLU's codes) from its dy and codes. */
+  expandPooledGrad(dy: Float32Array, codes: Int32Array, dx: Float32Array, poolGeom: Int32Array): void;
   /** Channels-last batch-norm; the four vectors hold one value per channel. */
   batchNorm(
     x: Float32Array,

@@ -29,10 +29,13 @@ import {
   CONV_POOLED_GRAD_FILTER,
   CONV_POOLED_GRAD_INPUT,
   POOLED_RELU_GRAD_SUMS,
-  installFusedConvPoolTraining,
-} from '../fused/conv-pool-train';
+  installFusedTrainingPairs,
+} from '../fused/train-pairs';
+import { BATCH_NORM_MAX_POOL_TRAIN, EXPAND_POOLED_GRAD } from '../fused/batchnorm';
 import {
   batchNormMaxPool,
+  batchNormMaxPoolTrain,
+  expandPooledGrad,
   convBiasReluMaxPool,
   convBiasReluMaxPoolTrain,
   convPooledGradFilter,
@@ -50,7 +53,7 @@ export { fusedAdamInstalled, installFusedAdam, uninstallFusedAdam } from '../fus
 export { fusedBatchNormInstalled, installFusedBatchNorm, uninstallFusedBatchNorm } from '../fused/batchnorm';
 export { fusedConvLayersInstalled, installFusedConvLayers, uninstallFusedConvLayers } from '../fused/conv-layers';
 export { fusedInferenceInstalled, installFusedInference, uninstallFusedInference } from '../fused/inference';
-export { fusedConvPoolTrainingInstalled, installFusedConvPoolTraining, uninstallFusedConvPoolTraining } from '../fused/conv-pool-train';
+export { fusedTrainingPairsInstalled, installFusedTrainingPairs, uninstallFusedTrainingPairs } from '../fused/train-pairs';
 export { loadNativeAddon, type ConvAlgorithmChoice, type NativeAddon } from './addon';
 export { CONV_CHOICES_FILE, convChoicesKey, loadConvChoices, saveConvChoices } from './conv-choices';
 export { NATIVE_BACKEND, NativeBackend } from './backend';
@@ -87,16 +90,19 @@ export function tryRegisterNative(): NativeRegistration {
       registerNativeOnly(CONV_BIAS_RELU_MAX_POOL, convBiasReluMaxPool(loaded.addon));
       registerNativeOnly(BATCH_NORM_MAX_POOL, batchNormMaxPool(loaded.addon));
     }
-    // Training runs each conv + ReLU layer and the max pooling after it as one kernel (../fused/conv-pool-train.ts).
-    if (typeof loaded.addon.convBackwardDataPooled === 'function') {
+    // Training runs each conv + ReLU layer or batch-norm and the max pooling after it as one kernel
+    // (../fused/train-pairs.ts).
+    if (typeof loaded.addon.convBackwardDataPooled === 'function' && typeof loaded.addon.expandPooledGrad === 'function') {
       registerNativeOnly(CONV_BIAS_RELU_MAX_POOL_TRAIN, convBiasReluMaxPoolTrain(loaded.addon));
       registerNativeOnly(CONV_POOLED_GRAD_INPUT, convPooledGradInput(loaded.addon));
       registerNativeOnly(CONV_POOLED_GRAD_FILTER, convPooledGradFilter(loaded.addon));
       registerNativeOnly(POOLED_RELU_GRAD_SUMS, pooledReluGradSums(loaded.addon));
+      registerNativeOnly(BATCH_NORM_MAX_POOL_TRAIN, batchNormMaxPoolTrain(loaded.addon));
+      registerNativeOnly(EXPAND_POOLED_GRAD, expandPooledGrad(loaded.addon));
     }
     installFusedConvLayers();
     installFusedInference();
-    installFusedConvPoolTraining();
+    installFusedTrainingPairs();
     tf.registerBackend(NATIVE_BACKEND, () => new NativeBackend(), NATIVE_PRIORITY);
     registration = { ok: true, threads };
   } catch (err) {

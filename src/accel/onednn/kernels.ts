@@ -433,27 +433,32 @@ function convPoolInfo(xShape: number[], filterShape: number[], attrs: Attrs) {
   return { conv, pool: pooling(conv.outShape, attrs) };
 }
 
-/** The codes of the fused training pair (int32 storage, two 16-bit codes an element: accel/onednn/src/pool.h). */
+/** The codes of a fused training pair (int32 storage, two 16-bit codes an element: accel/onednn/src/pool.h). */
 function codesOf(backend: Backend, t: Info): Int32Array {
   const v = backend.data.get(t.dataId).values;
-  if (!(v instanceof Int32Array)) throw new Error('the fused conv + pooling codes must be int32 storage');
+  if (!(v instanceof Int32Array)) throw new Error('the fused layer + pooling codes must be int32 storage');
   return v;
 }
 
+/** The codes of a pooled output of shape [n, h, w, c] as a tensor: int32 [n, h, w, c / 2]. */
+function codesOutput(backend: Backend, pooledShape: number[], codes: Int32Array): Info {
+  const [n, h, w, c] = pooledShape;
+  return backend.makeTensorInfo([n, h, w, c / 2], 'int32', codes);
+}
+
 /**
- * CONV_BIAS_RELU_MAX_POOL_TRAIN (fused/conv-pool-train.ts): the pooled output of a conv + bias + ReLU, and the codes
+ * CONV_BIAS_RELU_MAX_POOL_TRAIN (fused/train-pairs.ts): the pooled output of a conv + bias + ReLU, and the codes
  * that stand in for the ReLU's output in the gradient (convForwardMaxPool with codes).
  */
 export function convBiasReluMaxPoolTrain(a: NativeAddon): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { x, filter, bias } = inputs;
     const { conv, pool } = convPoolInfo(x.shape, filter.shape, attrs!);
-    const [n, ph, pw, c] = pool.outShape;
     const y = uninitialised(size(pool.outShape));
-    const codes = new Int32Array((n * ph * pw * c) / 2);
+    const codes = new Int32Array(size(pool.outShape) / 2);
     const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
     a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu, codes);
-    return [output(backend, pool.outShape, y), backend.makeTensorInfo([n, ph, pw, c / 2], 'int32', codes)];
+    return [output(backend, pool.outShape, y), codesOutput(backend, pool.outShape, codes)];
   };
 }
 
@@ -507,7 +512,7 @@ export function pooledReluGradSums(a: NativeAddon): NativeKernel {
 }
 
 /** BATCH_NORM_MAX_POOL (fused/inference.ts): an inference-mode batch-norm and the max pooling after it, in one pass. */
-export function batchNormMaxPool(a: NativeAddon): NativeKernel {
+export function batchNormMaxPool(a: NativeAddon, withCodes = false): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { x } = inputs;
     const vectors = batchNormVectors(backend, inputs, x.shape[3]);
@@ -515,8 +520,27 @@ export function batchNormMaxPool(a: NativeAddon): NativeKernel {
     const [m, v, sc, off] = vectors;
     const pool = pooling(x.shape, attrs!);
     const y = uninitialised(size(pool.outShape));
-    a.batchNormMaxPool(values(backend, x), m, v, sc, off, Number(attrs!.varianceEpsilon), y, poolGeom(pool));
-    return output(backend, pool.outShape, y);
+    const codes = withCodes ? new Int32Array(size(pool.outShape) / 2) : undefined;
+    a.batchNormMaxPool(values(backend, x), m, v, sc, off, Number(attrs!.varianceEpsilon), y, poolGeom(pool), codes);
+    const pooled = output(backend, pool.outShape, y);
+    return codes ? [pooled, codesOutput(backend, pool.outShape, codes)] : pooled;
+  };
+}
+
+/**
+ * BATCH_NORM_MAX_POOL_TRAIN (fused/batchnorm.ts): BATCH_NORM_MAX_POOL with the batch's statistics, and the codes
+ * from which EXPAND_POOLED_GRAD gives the pooling's input gradient.
+ */
+export const batchNormMaxPoolTrain = (a: NativeAddon): NativeKernel => batchNormMaxPool(a, true);
+
+/** EXPAND_POOLED_GRAD (fused/batchnorm.ts): MaxPoolGrad's dx from the pooling's dy and codes, attrs inputShape and the pooling's. */
+export function expandPooledGrad(a: NativeAddon): NativeKernel {
+  return ({ inputs, backend, attrs }) => {
+    const { dy, codes } = inputs;
+    const inputShape = attrs!.inputShape as number[];
+    const dx = uninitialised(size(inputShape));
+    a.expandPooledGrad(values(backend, dy), codesOf(backend, codes), dx, poolGeom(pooling(inputShape, attrs!)));
+    return output(backend, [...inputShape], dx);
   };
 }
 

@@ -1,29 +1,30 @@
 /**
- * Training with each conv + bias + ReLU layer and the 2x2 / 2 max pooling after it as one kernel
- * (src/accel/fused/conv-pool-train.ts) on `native`: the kernel's gradients against the separate ops' (bit for bit
+ * Training with each conv + bias + ReLU layer or batch-norm and the 2x2 / 2 max pooling after it as one kernel
+ * (src/accel/fused/train-pairs.ts) on `native`: the conv pair's gradients against the separate ops' (bit for bit
  * for the input and filter, within rounding for the bias's sums, which ReluGradChannelSums takes in another order),
- * under every convolution algorithm and with NaN; a training model's loss and gradients against tfjs's own call with
- * the fused layers' MaxPoolGradRelu, all to the bit, and against cpu; and the calls it must leave to tfjs. Skipped,
- * visibly, when the addon is not built.
+ * under every convolution algorithm and with NaN; a training model's loss, gradients and batch-norm moving statistics
+ * against tfjs's own call with the fused layers' kernels (MaxPoolGradRelu, the fused batch-norm), all to the bit, and
+ * against cpu; and the calls it must leave to tfjs. Skipped, visibly, when the addon is not built.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { expectCloseToScale } from './close-arrays';
 import {
-  fusedConvPoolTrainingInstalled,
-  installFusedConvPoolTraining,
+  fusedTrainingPairsInstalled,
+  installFusedTrainingPairs,
   loadNativeAddon,
   tryRegisterNative,
-  uninstallFusedConvPoolTraining,
+  uninstallFusedTrainingPairs,
   type NativeAddon,
 } from '../src/accel/onednn';
-import { CONV_BIAS_RELU_MAX_POOL_TRAIN } from '../src/accel/fused/conv-pool-train';
+import { CONV_BIAS_RELU_MAX_POOL_TRAIN } from '../src/accel/fused/train-pairs';
+import { BATCH_NORM_MAX_POOL_TRAIN } from '../src/accel/fused/batchnorm';
 import { CONV_BIAS_RELU } from '../src/accel/fused/conv-layers';
 
 const loaded = loadNativeAddon();
 const skipWhy = 'why' in loaded ? loaded.why : '';
-if (skipWhy) console.warn(`[fused conv + pooling training tests skipped] ${skipWhy}`);
+if (skipWhy) console.warn(`[fused training pair tests skipped] ${skipWhy}`);
 
 type Algorithm = Parameters<NativeAddon['setConvAlgorithm']>[0];
 
@@ -79,15 +80,19 @@ async function pairGrads(c: PairCase, fused: boolean): Promise<Grads> {
   return out;
 }
 
-/** Input 12x14x3 -> conv 16 -> conv 16 + pool -> conv 32 + pool -> dense 1: two pairs, and a layer before them. */
+/**
+ * Input 12x14x3 -> conv 16 -> conv 16 + pool -> conv 32 + pool -> conv 32 -> batch-norm + pool -> dense 1: three
+ * pairs (two convolutions over our Winograd and oneDNN's, one batch-norm after a ReLU, as in the seed model's blocks
+ * 2-5), and a layer before them.
+ */
 function chainModel(): tf.LayersModel {
   const kernelInitializer = tf.initializers.glorotUniform({ seed: 5 });
+  const conv = (filters: number) => tf.layers.conv2d({ filters, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer });
+  const pool = () => tf.layers.maxPooling2d({ poolSize: 2 });
   const input = tf.input({ shape: [12, 14, 3] });
-  let h = tf.layers.conv2d({ filters: 16, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer }).apply(input);
-  for (const filters of [16, 32]) {
-    const conv = tf.layers.conv2d({ filters, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer });
-    h = tf.layers.maxPooling2d({ poolSize: 2 }).apply(conv.apply(h));
-  }
+  let h = conv(16).apply(input);
+  for (const filters of [16, 32]) h = pool().apply(conv(filters).apply(h));
+  h = pool().apply(tf.layers.batchNormalization({ momentum: 0.5 }).apply(conv(32).apply(h)));
   h = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer }).apply(tf.layers.flatten().apply(h));
   const model = tf.model({ inputs: input, outputs: h as tf.SymbolicTensor });
   // Biases away from 0, so their gradients are not just the ReLU's.
@@ -98,8 +103,12 @@ function chainModel(): tf.LayersModel {
   return model;
 }
 
-/** The loss and the gradients of every trainable weight of a training-mode pass, and the kernels it ran. */
+/**
+ * The loss and the gradients of every trainable weight of a training-mode pass, the moving statistics it leaves,
+ * and the kernels it ran.
+ */
 async function modelGrads(model: tf.LayersModel, x: tf.Tensor) {
+  const start = model.getWeights().map((w) => w.clone());
   const kernels: string[] = [];
   const profile = await tf.profile(() => {
     const { value, grads } = tf.variableGrads(() => tf.mean(model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar);
@@ -111,10 +120,13 @@ async function modelGrads(model: tf.LayersModel, x: tf.Tensor) {
   const arrays = [Float32Array.from(await value.data())];
   for (const w of model.trainableWeights) arrays.push(Float32Array.from(await grads[w.read().name].data()));
   tf.dispose([value, ...Object.values(grads)]);
-  return { arrays, kernels };
+  const moving = model.weights.filter((w) => w.name.includes('moving')).map((w) => Float32Array.from(w.read().dataSync()));
+  model.setWeights(start); // the moving statistics as they were, for the next call
+  tf.dispose(start);
+  return { arrays, moving, kernels };
 }
 
-describe.skipIf(Boolean(skipWhy))('conv + ReLU + max pooling fused in training on native', () => {
+describe.skipIf(Boolean(skipWhy))('layer + max pooling pairs fused in training on native', () => {
   const addon = () => (loaded as { addon: NativeAddon }).addon;
 
   beforeAll(async () => {
@@ -123,7 +135,7 @@ describe.skipIf(Boolean(skipWhy))('conv + ReLU + max pooling fused in training o
   });
   afterAll(async () => {
     addon().setConvAlgorithm('auto');
-    installFusedConvPoolTraining();
+    installFusedTrainingPairs();
     await tf.setBackend('native');
   });
 
@@ -159,29 +171,33 @@ describe.skipIf(Boolean(skipWhy))('conv + ReLU + max pooling fused in training o
     const model = chainModel();
     const x = tensor([3, 12, 14, 3], 7);
     try {
-      expect(fusedConvPoolTrainingInstalled()).toBe(true);
+      expect(fusedTrainingPairsInstalled()).toBe(true);
       const fused = await modelGrads(model, x);
       expect(fused.kernels.filter((k) => k === CONV_BIAS_RELU_MAX_POOL_TRAIN)).toHaveLength(2);
+      expect(fused.kernels.filter((k) => k === BATCH_NORM_MAX_POOL_TRAIN)).toHaveLength(1);
       expect(fused.kernels).not.toContain('MaxPool');
+      expect(fused.moving).toHaveLength(2);
       // Nothing left behind by the pass: the codes live only as long as the tape.
       const before = tf.memory().numTensors;
       await modelGrads(model, x);
       expect(tf.memory().numTensors).toBe(before);
 
-      uninstallFusedConvPoolTraining();
+      uninstallFusedTrainingPairs();
       const tfjs = await modelGrads(model, x);
       expect(tfjs.kernels).not.toContain(CONV_BIAS_RELU_MAX_POOL_TRAIN);
       expect(fused.arrays.length).toBe(1 + model.trainableWeights.length);
       // The bias gradients too: the pair's sums take MaxPoolGradRelu's order (pool.cc).
       fused.arrays.forEach((a, i) => expect(Array.from(a), `array ${i}`).toEqual(Array.from(tfjs.arrays[i])));
+      fused.moving.forEach((a, i) => expect(Array.from(a), `moving ${i}`).toEqual(Array.from(tfjs.moving[i])));
       expect(fused.arrays[3].some((v) => v !== 0)).toBe(true); // the first pair's filter learns
 
       await tf.setBackend('cpu');
       const onCpu = await modelGrads(model, x);
       fused.arrays.forEach((a, i) => expectCloseToScale([a], [onCpu.arrays[i]], 1e-4));
+      fused.moving.forEach((a, i) => expectCloseToScale([a], [onCpu.moving[i]], 1e-5));
     } finally {
       await tf.setBackend('native');
-      installFusedConvPoolTraining();
+      installFusedTrainingPairs();
       tf.dispose([x, model]);
     }
   });

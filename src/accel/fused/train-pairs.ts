@@ -1,21 +1,24 @@
 /**
- * Training with each Conv2D + bias + ReLU layer and the 2x2 / 2 max pooling after it as one kernel, where the active
- * backend has the kernels below (`native`). Separately, the layer writes its ReLU output (46 MB for block 1 at a
- * batch of 32, 150x150x16), the pooling reads it back, and the pooling's gradient reads it a third time to write a
- * gradient of the same size that both convolution gradients then read. Fused, the forward pass pools as it goes
- * (accel/onednn/src/winograd.cc) and keeps, for the gradient, one 16-bit code per pooled value and channel: which
- * tap won and what ReLU's mask needs there (pool.h). The convolution's gradients expand the masked gradient row by
- * row from the pooled one as they read it. The values are those of the separate kernels (MaxPoolGradRelu's dx and
- * sums, the same convolution algorithms), to the bit.
+ * Training with each max pooling (2x2, stride 2) run together with the layer before it, where the active backend has
+ * the kernels (`native`): a Conv2D with bias and ReLU (CONV_BIAS_RELU_MAX_POOL_TRAIN, below) or a training-mode
+ * batch-norm (BATCH_NORM_MAX_POOL_TRAIN, batchnorm.ts). Separately, the layer writes its output (46 MB for block 1's
+ * convolution at a batch of 32, 150x150x16; 23 MB for block 2's batch-norm), the pooling reads it back, and the
+ * pooling's gradient reads it a third time to write a gradient of the same size for the layer's own gradient. Paired,
+ * the forward pass pools as it goes and keeps, for the gradient, one 16-bit code per pooled value and channel: which
+ * tap won, and what ReLU's mask needs there (accel/onednn/src/pool.h). The convolution's gradients expand the masked
+ * gradient row by row from the pooled one as they read it (winograd.cc); the batch-norm's gradient starts from it
+ * expanded in one pass that reads a quarter of what MaxPoolGrad read. The values are the separate kernels' to the
+ * bit (MaxPoolGradRelu's dx and sums, MaxPoolGrad's dx, the same convolution algorithms).
  *
- * The pair spans two layers, which a layer's call cannot, so this replaces LayersModel's call (what model.apply
- * runs) for training: a model that is one chain (chain.ts), called with `training: true` under a gradient tape on
- * one float32 tensor of its input shape, with at least one such pair whose filters come in multiples of 16. The
- * chain then runs layer by layer as tfjs's executor does, each pair as CONV_BIAS_RELU_MAX_POOL_TRAIN. Anything else
- * runs tfjs's method. tests/accel-conv-pool-train.test.ts compares the gradients with tfjs's method and cpu.
+ * A pair spans two layers, which a layer's call cannot, so this replaces LayersModel's call (what model.apply runs)
+ * for training: a model that is one chain (chain.ts), called with `training: true` under a gradient tape on one
+ * float32 tensor of its input shape, with at least one pair the backend can take. The chain then runs layer by layer
+ * as tfjs's executor does, each pair as one kernel. Anything else runs tfjs's method. tests/accel-train-pairs.test.ts
+ * compares the gradients with tfjs's method and cpu.
  */
 import * as tf from '@tensorflow/tfjs';
 import { type GraphLayer, chainOf, fitsModelInput, poolAttrs } from './chain';
+import { BATCH_NORM_MAX_POOL_TRAIN, type PoolingAttrs, batchNormMaxPoolTraining } from './batchnorm';
 import { conv2dBiasReluArgs, conv2dRunsFused } from './conv-layers';
 import { activeBackendHas, recordingGradients } from './gradients';
 
@@ -31,26 +34,39 @@ export const CONV_POOLED_GRAD_FILTER = 'Conv2DPooledGradFilter';
 /** Inputs dy (the pooling's), codes; the forward attrs, inputShape and filterShape: the bias's gradient. */
 export const POOLED_RELU_GRAD_SUMS = 'PooledReluGradSums';
 
-const KERNELS = [CONV_BIAS_RELU_MAX_POOL_TRAIN, CONV_POOLED_GRAD_INPUT, CONV_POOLED_GRAD_FILTER, POOLED_RELU_GRAD_SUMS];
+const CONV_KERNELS = [CONV_BIAS_RELU_MAX_POOL_TRAIN, CONV_POOLED_GRAD_INPUT, CONV_POOLED_GRAD_FILTER, POOLED_RELU_GRAD_SUMS];
 
-/** Whether `layer` and `next` form a pair the kernel takes, on a backend that has all four kernels. */
-function trainingPair(layer: GraphLayer, next: GraphLayer | undefined): boolean {
+type Kwargs = Record<string, unknown>;
+
+/** The pooling layer `next`'s attributes where it is a 2x2 / 2 'valid' max pooling; else undefined. */
+function halvingPool(next: GraphLayer | undefined): PoolingAttrs | undefined {
   const pool = next ? poolAttrs(next) : undefined;
-  if (!pool || layer.getClassName() !== 'Conv2D' || !conv2dRunsFused(layer)) return false;
-  const halving = pool.poolPad === 'valid' && [...pool.poolSize, ...pool.poolStrides].every((d) => d === 2);
-  const filters = conv2dBiasReluArgs(layer).filter.shape[3] ?? 0;
-  return halving && filters % 16 === 0 && KERNELS.every((k) => activeBackendHas(k));
+  const halving = pool?.poolPad === 'valid' && [...pool.poolSize, ...pool.poolStrides].every((d) => d === 2);
+  return halving ? pool : undefined;
 }
 
-function runTrainingPair(layer: GraphLayer, next: GraphLayer, x: tf.Tensor): tf.Tensor {
+function convPairFits(layer: GraphLayer): boolean {
+  if (layer.getClassName() !== 'Conv2D' || !conv2dRunsFused(layer)) return false;
+  const filters = conv2dBiasReluArgs(layer).filter.shape[3] ?? 0;
+  return filters % 16 === 0 && CONV_KERNELS.every((k) => activeBackendHas(k));
+}
+
+/** Whether `layer` may pair with the pooling after it (the batch-norm's input is checked when it runs). */
+function mayPair(layer: GraphLayer, next: GraphLayer | undefined): boolean {
+  if (!halvingPool(next)) return false;
+  return convPairFits(layer) || (layer.getClassName() === 'BatchNormalization' && activeBackendHas(BATCH_NORM_MAX_POOL_TRAIN));
+}
+
+/** `layer` and the pooling after it on x as one kernel, or undefined where they cannot be. */
+function runPair(layer: GraphLayer, pooling: PoolingAttrs, x: tf.Tensor, kwargs: Kwargs): tf.Tensor | undefined {
+  if (layer.getClassName() === 'BatchNormalization') return batchNormMaxPoolTraining(layer, x, kwargs, pooling);
+  if (!convPairFits(layer)) return undefined;
   const { filter, bias, strides, pad } = conv2dBiasReluArgs(layer);
-  const attrs = { strides, pad, ...poolAttrs(next)! };
   // The codes live on as the tape's saved output; the tidy around the chain disposes this handle.
-  const [pooled] = tf.engine().runKernel(CONV_BIAS_RELU_MAX_POOL_TRAIN, { x, filter, bias }, attrs) as tf.Tensor[];
+  const [pooled] = tf.engine().runKernel(CONV_BIAS_RELU_MAX_POOL_TRAIN, { x, filter, bias }, { strides, pad, ...pooling }) as tf.Tensor[];
   return pooled;
 }
 
-type Kwargs = Record<string, unknown>;
 type Call = (this: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[];
 
 function fusedTrainingCall(model: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs | undefined) {
@@ -58,13 +74,14 @@ function fusedTrainingCall(model: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[
   const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
   if (!x || x.rank !== 4 || !fitsModelInput(model, x)) return undefined;
   const chain = chainOf(model);
-  const pairs = chain?.map((layer, i) => trainingPair(layer, chain[i + 1]));
-  if (!chain || !pairs?.some(Boolean)) return undefined;
+  if (!chain || !chain.some((layer, i) => mayPair(layer, chain[i + 1]))) return undefined;
   return tf.tidy(() => {
     let value = x;
     for (let i = 0; i < chain.length; i++) {
-      if (pairs[i] && value.rank === 4 && value.dtype === 'float32') {
-        value = runTrainingPair(chain[i], chain[i + 1], value);
+      const pooling = halvingPool(chain[i + 1]);
+      const paired = pooling && value.rank === 4 && value.dtype === 'float32' ? runPair(chain[i], pooling, value, kwargs) : undefined;
+      if (paired) {
+        value = paired;
         i++;
       } else {
         value = chain[i].apply(value, kwargs) as tf.Tensor;
@@ -102,7 +119,7 @@ let tfjsCall: Call | undefined;
 let hadOwnCall = false;
 
 /** Puts the fused training call in place on LayersModel (idempotent); it takes over only as described above. */
-export function installFusedConvPoolTraining(): void {
+export function installFusedTrainingPairs(): void {
   if (tfjsCall) return;
   registerGradient();
   const proto = tf.LayersModel.prototype as unknown as { call: Call };
@@ -115,7 +132,7 @@ export function installFusedConvPoolTraining(): void {
 }
 
 /** Restores tfjs's own call (Container's, which LayersModel inherits in tfjs-layers 4.22). */
-export function uninstallFusedConvPoolTraining(): void {
+export function uninstallFusedTrainingPairs(): void {
   if (!tfjsCall) return;
   const proto = tf.LayersModel.prototype as unknown as { call?: Call };
   if (hadOwnCall) proto.call = tfjsCall;
@@ -123,4 +140,4 @@ export function uninstallFusedConvPoolTraining(): void {
   tfjsCall = undefined;
 }
 
-export const fusedConvPoolTrainingInstalled = (): boolean => tfjsCall !== undefined;
+export const fusedTrainingPairsInstalled = (): boolean => tfjsCall !== undefined;
