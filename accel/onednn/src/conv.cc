@@ -405,6 +405,13 @@ PooledGrad pooledGradOf(const ConvGeom& g, const Napi::Value& dy, const Napi::Va
   return PooledGrad{f32(dy), codesOf(codes), p.oh, p.ow, p.c};
 }
 
+// The whole gradient expanded into the scratch buffer, for oneDNN's algorithms.
+float* expandedInScratch(const ConvGeom& g, const PooledGrad& dy) {
+  float* full = outputScratch(g);
+  expandPooledGrad(dy, g.n, g.oh, g.ow, full);
+  return full;
+}
+
 Napi::Value ConvBackwardDataPooled(const Napi::CallbackInfo& info) {
   // (dy, codes, filter, dx, convParams, poolParams); dy and codes are the pooling's.
   const ConvGeom g = ConvGeom::from(ints(info[4]));
@@ -413,11 +420,7 @@ Napi::Value ConvBackwardDataPooled(const Napi::CallbackInfo& info) {
   float* dx = f32(info[3]);
   runWithChosenAlgorithm(
       Direction::kBackwardData, g,
-      [&](bool winograd) {
-        float* full = outputScratch(g);
-        expandPooledGrad(dy, g.n, g.oh, g.ow, full);
-        onednnBackwardData(g, full, w, dx, winograd);
-      },
+      [&](bool winograd) { onednnBackwardData(g, expandedInScratch(g, dy), w, dx, winograd); },
       [&](WinogradTile tile) { ownWinogradBackwardDataPooled(tile, g, dy, w, dx); });
   return info.Env().Undefined();
 }
@@ -430,11 +433,7 @@ Napi::Value ConvBackwardWeightsPooled(const Napi::CallbackInfo& info) {
   float* dw = f32(info[3]);
   runWithChosenAlgorithm(
       Direction::kBackwardWeights, g,
-      [&](bool winograd) {
-        float* full = outputScratch(g);
-        expandPooledGrad(dy, g.n, g.oh, g.ow, full);
-        onednnBackwardWeights(g, x, full, dw, winograd);
-      },
+      [&](bool winograd) { onednnBackwardWeights(g, x, expandedInScratch(g, dy), dw, winograd); },
       [&](WinogradTile tile) { ownWinogradBackwardFilter(tile, g, x, nullptr, &dy, dw); });
   return info.Env().Undefined();
 }
