@@ -28,8 +28,14 @@ export function uninitialised(n: number): Float32Array {
   return new Float32Array(buf.buffer, buf.byteOffset, n);
 }
 
-export function isPooled(values: unknown): values is Float32Array {
-  return values instanceof Float32Array && liveViews.has(values.buffer);
+/** An int32 array of n elements for the addon to overwrite (the fused pairs' codes), from the same pool. */
+export function uninitialisedInt32(n: number): Int32Array {
+  const floats = uninitialised(n);
+  return new Int32Array(floats.buffer, floats.byteOffset, n);
+}
+
+export function isPooled(values: unknown): values is Float32Array | Int32Array {
+  return (values instanceof Float32Array || values instanceof Int32Array) && liveViews.has(values.buffer);
 }
 
 export function trackView(values: unknown, delta: 1 | -1): void {

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { NativeAddon } from './addon';
-import { uninitialised } from './buffers';
+import { uninitialised, uninitialisedInt32 } from './buffers';
 import { type Attrs, type Backend, type Info, type KernelArgs, type NativeKernel, allFloat32, output, size, values } from './common';
 import { Activation, BinaryOp, Broadcast, SumMode, UnaryOp } from './ops';
 
@@ -455,7 +455,7 @@ export function convBiasReluMaxPoolTrain(a: NativeAddon): NativeKernel {
     const { x, filter, bias } = inputs;
     const { conv, pool } = convPoolInfo(x.shape, filter.shape, attrs!);
     const y = uninitialised(size(pool.outShape));
-    const codes = new Int32Array(size(pool.outShape) / 2);
+    const codes = uninitialisedInt32(size(pool.outShape) / 2);
     const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
     a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu, codes);
     return [output(backend, pool.outShape, y), codesOutput(backend, pool.outShape, codes)];
@@ -520,7 +520,7 @@ export function batchNormMaxPool(a: NativeAddon, withCodes = false): NativeKerne
     const [m, v, sc, off] = vectors;
     const pool = pooling(x.shape, attrs!);
     const y = uninitialised(size(pool.outShape));
-    const codes = withCodes ? new Int32Array(size(pool.outShape) / 2) : undefined;
+    const codes = withCodes ? uninitialisedInt32(size(pool.outShape) / 2) : undefined;
     a.batchNormMaxPool(values(backend, x), m, v, sc, off, Number(attrs!.varianceEpsilon), y, poolGeom(pool), codes);
     const pooled = output(backend, pool.outShape, y);
     return codes ? [pooled, codesOutput(backend, pool.outShape, codes)] : pooled;
