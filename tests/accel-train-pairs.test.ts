@@ -18,7 +18,7 @@ import {
   uninstallFusedTrainingPairs,
   type NativeAddon,
 } from '../src/accel/onednn';
-import { CONV_BIAS_RELU_MAX_POOL_TRAIN } from '../src/accel/fused/train-pairs';
+import { CONV_BIAS_RELU_MAX_POOL_TRAIN, convPair } from '../src/accel/fused/train-pairs';
 import { BATCH_NORM_MAX_POOL_TRAIN } from '../src/accel/fused/batchnorm';
 import { CONV_BIAS_RELU } from '../src/accel/fused/conv-layers';
 
@@ -67,7 +67,7 @@ async function pairGrads(c: PairCase, fused: boolean): Promise<Grads> {
   const attrs = { strides: 1, pad: c.pad, poolSize: 2, poolStrides: 2, poolPad: 'valid' };
   const forward = (xs: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor => {
     const engine = tf.engine();
-    if (fused) return (engine.runKernel(CONV_BIAS_RELU_MAX_POOL_TRAIN, { x: xs, filter: w, bias: b }, attrs) as tf.Tensor[])[0];
+    if (fused) return convPair(xs, w, b, attrs);
     const y = engine.runKernel(CONV_BIAS_RELU, { x: xs, filter: w, bias: b }, { ...attrs, dataFormat: 'NHWC', dilations: [1, 1] });
     return tf.maxPool(y as tf.Tensor4D, 2, 2, 'valid');
   };
@@ -202,7 +202,7 @@ describe.skipIf(Boolean(skipWhy))('layer + max pooling pairs fused in training o
     }
   });
 
-  it('leaves to tfjs what it cannot take: no gradient tape, inference mode, a model that is not a chain, another backend', async () => {
+  it('leaves to tfjs what it cannot take: no gradient tape, inference mode, a pair as the first layer, a model that is not a chain, another backend', async () => {
     const model = chainModel();
     const x = tensor([2, 12, 14, 3], 8);
     const fusedRuns = async (fn: () => tf.Tensor | tf.Tensor[]) => {
@@ -218,6 +218,17 @@ describe.skipIf(Boolean(skipWhy))('layer + max pooling pairs fused in training o
       expect(await fusedRuns(trainingGrads)).toBe(2);
       expect(await fusedRuns(() => model.apply(x, { training: true }) as tf.Tensor)).toBe(0);
       expect(await fusedRuns(() => tf.grad((xs: tf.Tensor) => tf.mean(model.apply(xs) as tf.Tensor))(x))).toBe(0);
+
+      // A pair as the chain's first layer: its input, the model's, would get a gradient nobody asked for.
+      const first = tf.sequential({
+        layers: [
+          tf.layers.conv2d({ inputShape: [12, 14, 3], filters: 16, kernelSize: 3, padding: 'same', activation: 'relu' }),
+          tf.layers.maxPooling2d({ poolSize: 2 }),
+        ],
+      });
+      const firstGrads = () => tf.variableGrads(() => tf.mean(first.apply(x, { training: true }) as tf.Tensor) as tf.Scalar).value;
+      expect(await fusedRuns(firstGrads)).toBe(0);
+      first.dispose();
 
       // Two branches from the input: not one chain.
       const input = tf.input({ shape: [12, 14, 3] });

@@ -57,14 +57,40 @@ function mayPair(layer: GraphLayer, next: GraphLayer | undefined): boolean {
   return convPairFits(layer) || (layer.getClassName() === 'BatchNormalization' && activeBackendHas(BATCH_NORM_MAX_POOL_TRAIN));
 }
 
-/** `layer` and the pooling after it on x as one kernel, or undefined where they cannot be. */
-function runPair(layer: GraphLayer, pooling: PoolingAttrs, x: tf.Tensor, kwargs: Kwargs): tf.Tensor | undefined {
+/**
+ * The conv pair as one op with its gradient (attrs: CONV_BIAS_RELU_MAX_POOL_TRAIN's). tf.customGrad keeps the codes among the saved tensors: as a second
+ * output of a kernel with a registered gradient, they would get a zero gradient of their size from the tape every step.
+ * It computes all three gradients, so the chain's first layer, whose input (the model's) rarely needs one, is not paired.
+ */
+export function convPair(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, attrs: tf.NamedAttrMap): tf.Tensor {
+  const engine = tf.engine();
+  const op = tf.customGrad((...args: Array<tf.Tensor | ((saved: tf.Tensor[]) => void)>) => {
+    const [input, w, b] = args as tf.Tensor[];
+    const save = args[3] as (saved: tf.Tensor[]) => void;
+    const [pooled, codes] = engine.runKernel(CONV_BIAS_RELU_MAX_POOL_TRAIN, { x: input, filter: w, bias: b }, attrs) as tf.Tensor[];
+    save([input, w, codes]);
+    return {
+      value: pooled,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, ws, cs] = saved;
+        const gradAttrs = { ...attrs, inputShape: xs.shape, filterShape: ws.shape };
+        return [
+          engine.runKernel(CONV_POOLED_GRAD_INPUT, { dy, codes: cs, filter: ws }, gradAttrs) as tf.Tensor,
+          engine.runKernel(CONV_POOLED_GRAD_FILTER, { x: xs, dy, codes: cs }, gradAttrs) as tf.Tensor,
+          engine.runKernel(POOLED_RELU_GRAD_SUMS, { dy, codes: cs }, gradAttrs) as tf.Tensor,
+        ];
+      },
+    };
+  });
+  return op(x, filter, bias) as tf.Tensor;
+}
+
+/** `layer` (the chain's layer `index`) and the pooling after it on x as one kernel, or undefined where they cannot be. */
+function runPair(layer: GraphLayer, index: number, pooling: PoolingAttrs, x: tf.Tensor, kwargs: Kwargs): tf.Tensor | undefined {
   if (layer.getClassName() === 'BatchNormalization') return batchNormMaxPoolTraining(layer, x, kwargs, pooling);
-  if (!convPairFits(layer)) return undefined;
+  if (index === 0 || !convPairFits(layer)) return undefined;
   const { filter, bias, strides, pad } = conv2dBiasReluArgs(layer);
-  // The codes live on as the tape's saved output; the tidy around the chain disposes this handle.
-  const [pooled] = tf.engine().runKernel(CONV_BIAS_RELU_MAX_POOL_TRAIN, { x, filter, bias }, { strides, pad, ...pooling }) as tf.Tensor[];
-  return pooled;
+  return convPair(x, filter, bias, { strides, pad, ...pooling });
 }
 
 type Call = (this: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[];
@@ -74,12 +100,12 @@ function fusedTrainingCall(model: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[
   const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : undefined) : inputs;
   if (!x || x.rank !== 4 || !fitsModelInput(model, x)) return undefined;
   const chain = chainOf(model);
-  if (!chain || !chain.some((layer, i) => mayPair(layer, chain[i + 1]))) return undefined;
+  if (!chain || !chain.some((layer, i) => i > 0 && mayPair(layer, chain[i + 1]))) return undefined;
   return tf.tidy(() => {
     let value = x;
     for (let i = 0; i < chain.length; i++) {
       const pooling = halvingPool(chain[i + 1]);
-      const paired = pooling && value.rank === 4 && value.dtype === 'float32' ? runPair(chain[i], pooling, value, kwargs) : undefined;
+      const paired = pooling && value.rank === 4 && value.dtype === 'float32' ? runPair(chain[i], i, pooling, value, kwargs) : undefined;
       if (paired) {
         value = paired;
         i++;
@@ -91,37 +117,12 @@ function fusedTrainingCall(model: tf.LayersModel, inputs: tf.Tensor | tf.Tensor[
   });
 }
 
-let gradientRegistered = false;
-
-/** CONV_BIAS_RELU_MAX_POOL_TRAIN's gradient (tfjs's gradient registry is global); the codes output has none. */
-function registerGradient(): void {
-  if (gradientRegistered) return;
-  gradientRegistered = true;
-  tf.registerGradient({
-    kernelName: CONV_BIAS_RELU_MAX_POOL_TRAIN,
-    inputsToSave: ['x', 'filter'],
-    outputsToSave: [false, true],
-    gradFunc: (dys, saved, attrs) => {
-      const [x, filter, codes] = saved;
-      const dy = (dys as tf.Tensor[])[0];
-      const engine = tf.engine();
-      const gradAttrs = { ...(attrs as Kwargs), inputShape: x.shape, filterShape: filter.shape };
-      return {
-        x: () => engine.runKernel(CONV_POOLED_GRAD_INPUT, { dy, codes, filter }, gradAttrs) as tf.Tensor,
-        filter: () => engine.runKernel(CONV_POOLED_GRAD_FILTER, { x, dy, codes }, gradAttrs) as tf.Tensor,
-        bias: () => engine.runKernel(POOLED_RELU_GRAD_SUMS, { dy, codes }, gradAttrs) as tf.Tensor,
-      };
-    },
-  });
-}
-
 let tfjsCall: Call | undefined;
 let hadOwnCall = false;
 
 /** Puts the fused training call in place on LayersModel (idempotent); it takes over only as described above. */
 export function installFusedTrainingPairs(): void {
   if (tfjsCall) return;
-  registerGradient();
   const proto = tf.LayersModel.prototype as unknown as { call: Call };
   const original = proto.call;
   hadOwnCall = Object.prototype.hasOwnProperty.call(proto, 'call');
