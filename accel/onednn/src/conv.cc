@@ -400,9 +400,7 @@ Napi::Value ConvBackwardWeights(const Napi::CallbackInfo& info) {
 // algorithm choices as the plain gradients', and the same values as MaxPoolGradRelu's dx given to them, to the bit.
 PooledGrad pooledGradOf(const ConvGeom& g, const Napi::Value& dy, const Napi::Value& codes, const Napi::Value& params,
                         const char* kernel) {
-  const PoolGeom p = pooledOutputOf(g, params, kernel);
-  if (!codedPoolingFits(p)) throw std::runtime_error(std::string(kernel) + ": only a 2x2 / 2 pooling of 16k channels");
-  return PooledGrad{f32(dy), codesOf(codes), p.oh, p.ow, p.c};
+  return PooledGrad::from(pooledOutputOf(g, params, kernel), dy, codes, kernel);
 }
 
 // The whole gradient expanded into the scratch buffer, for oneDNN's algorithms.

@@ -105,8 +105,7 @@ Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
 // expandPooledGrad(dy, codes, dx, poolParams): the gradient of the pooling's input from its dy and codes.
 Napi::Value ExpandPooledGrad(const Napi::CallbackInfo& info) {
   const PoolGeom g = PoolGeom::from(ints(info[3]));
-  if (!codedPoolingFits(g)) throw std::runtime_error("expandPooledGrad: only 2x2 / 2 max pooling");
-  expandPooledGrad(PooledGrad{f32(info[0]), codesOf(info[1]), g.oh, g.ow, g.c}, g.n, g.h, g.w, f32(info[2]));
+  expandPooledGrad(PooledGrad::from(g, info[0], info[1], "expandPooledGrad"), g.n, g.h, g.w, f32(info[2]));
   return info.Env().Undefined();
 }
 
@@ -295,14 +294,18 @@ void pooledReluGradSums(const PooledGrad& p, int64_t n, int64_t h, int64_t w, fl
 // pooledReluGradSums(dy, codes, sums, poolParams): the ReLU layer's bias gradient (MaxPoolGradRelu's sums).
 Napi::Value PooledReluGradSums(const Napi::CallbackInfo& info) {
   const PoolGeom g = PoolGeom::from(ints(info[3]));
-  if (!codedPoolingFits(g)) throw std::runtime_error("pooledReluGradSums: only 2x2 / 2 max pooling");
-  pooledReluGradSums(PooledGrad{f32(info[0]), codesOf(info[1]), g.oh, g.ow, g.c}, g.n, g.h, g.w, f32(info[2]));
+  pooledReluGradSums(PooledGrad::from(g, info[0], info[1], "pooledReluGradSums"), g.n, g.h, g.w, f32(info[2]));
   return info.Env().Undefined();
 }
 
 }  // namespace
 
 bool codedPoolingFits(const PoolGeom& g) { return nonOverlapping(g) && g.kh == 2 && g.kw == 2 && g.c % kLanes == 0; }
+
+PooledGrad PooledGrad::from(const PoolGeom& g, const Napi::Value& dy, const Napi::Value& codes, const char* kernel) {
+  if (!codedPoolingFits(g)) throw std::runtime_error(std::string(kernel) + ": only a 2x2 / 2 pooling of 16k channels");
+  return PooledGrad{f32(dy), codesOf(codes), g.oh, g.ow, g.c};
+}
 
 void maxPoolForwardWithCodes(const PoolGeom& g, const float* x, float* y, Code* codes) {
   maxOfWindowsWithCodes(g, x, y, codes, true, [](FloatsV v, int64_t) { return v; });

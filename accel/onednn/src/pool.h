@@ -52,6 +52,8 @@ struct PooledGrad {
   const float* dy;
   const Code* codes;
   int64_t ph, pw, c;
+  // A kernel's (dy, codes) arguments for pooling g, which must be a pooling codedPoolingFits takes.
+  static PooledGrad from(const PoolGeom& g, const Napi::Value& dy, const Napi::Value& codes, const char* kernel);
 };
 
 // Row r (width w) of image b of MaxPoolGradRelu's dx: each tap's dy * step(ReLU output) as windowGrads computes it

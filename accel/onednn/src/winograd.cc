@@ -103,6 +103,10 @@ struct TileGeom {
   int64_t n, inH, inW, outH, outW, padTop, padLeft;
 };
 
+// The tile geometry of the forward pass, and of the input gradient (dy padded by 2 - the forward padding).
+TileGeom forwardGeom(const ConvGeom& g) { return TileGeom{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl}; }
+TileGeom backwardDataGeom(const ConvGeom& g) { return TileGeom{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl}; }
+
 template <int M>
 int64_t tilesAlong(int64_t outputs) {
   return (outputs + M - 1) / M;
@@ -396,7 +400,7 @@ constexpr int64_t kRowsPerFlush = 8;
 template <int M>
 void backwardFilter(const ConvGeom& g, const float* x, const float* dy, const PooledGrad* dyPooled, float* dw) {
   constexpr int N = Tile<M>::N;
-  const TileGeom tg{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl};
+  const TileGeom tg = forwardGeom(g);
   const int64_t tilesH = tilesAlong<M>(g.oh), tiles = tilesAlong<M>(g.ow);
   constexpr size_t kSums = N * N * kChannels * kChannels;
   const int threads = omp_get_max_threads();
@@ -452,9 +456,6 @@ void forwardTiles(WinogradTile tile, const TileGeom& tg, const TileRowsIo& io, c
   if (tile == WinogradTile::k4x4) tileRows<4>(tg, io, transformFilter<4>(w, turned), bias, relu);
   else tileRows<2>(tg, io, transformFilter<2>(w, turned), bias, relu);
 }
-
-TileGeom forwardGeom(const ConvGeom& g) { return TileGeom{g.n, g.h, g.w, g.oh, g.ow, g.pt, g.pl}; }
-TileGeom backwardDataGeom(const ConvGeom& g) { return TileGeom{g.n, g.oh, g.ow, g.h, g.w, 2 - g.pt, 2 - g.pl}; }
 
 }  // namespace
 

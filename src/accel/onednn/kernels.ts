@@ -399,29 +399,7 @@ function pooling(shape: number[], attrs: Attrs): tf.backend_util.Conv2DInfo {
   return poolInfo(shape, { filterSize: attrs.poolSize, strides: attrs.poolStrides, pad: attrs.poolPad });
 }
 
-/**
- * CONV_BIAS_RELU_MAX_POOL (fused/inference.ts): a conv + bias + ReLU and the max pooling after it
- * (convForwardMaxPool in accel/onednn/src/conv.cc).
- */
-export function convBiasReluMaxPool(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }) => {
-    const { x, filter, bias } = inputs;
-    const conv = tf.backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number],
-      filter.shape as [number, number, number, number],
-      attrs!.strides as number | [number, number],
-      1,
-      attrs!.pad as 'same' | 'valid',
-    );
-    const pool = pooling(conv.outShape, attrs!);
-    const y = uninitialised(size(pool.outShape));
-    const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
-    a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu);
-    return output(backend, pool.outShape, y);
-  };
-}
-
-/** The conv and pooling geometry of the fused training pair's kernels: x's and the filter's shapes and the attrs. */
+/** The conv and pooling geometry of the fused conv + pooling kernels: x's and the filter's shapes and the attrs. */
 function convPoolInfo(xShape: number[], filterShape: number[], attrs: Attrs) {
   const conv = tf.backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],
@@ -447,20 +425,24 @@ function codesOutput(backend: Backend, pooledShape: number[], codes: Int32Array)
 }
 
 /**
- * CONV_BIAS_RELU_MAX_POOL_TRAIN (fused/train-pairs.ts): the pooled output of a conv + bias + ReLU, and the codes
- * that stand in for the ReLU's output in the gradient (convForwardMaxPool with codes).
+ * CONV_BIAS_RELU_MAX_POOL (fused/inference.ts): a conv + bias + ReLU and the max pooling after it
+ * (convForwardMaxPool in accel/onednn/src/conv.cc); withCodes, CONV_BIAS_RELU_MAX_POOL_TRAIN (fused/train-pairs.ts):
+ * also the codes that stand in for the ReLU's output in the gradient.
  */
-export function convBiasReluMaxPoolTrain(a: NativeAddon): NativeKernel {
+export function convBiasReluMaxPool(a: NativeAddon, withCodes = false): NativeKernel {
   return ({ inputs, backend, attrs }) => {
     const { x, filter, bias } = inputs;
     const { conv, pool } = convPoolInfo(x.shape, filter.shape, attrs!);
     const y = uninitialised(size(pool.outShape));
-    const codes = uninitialisedInt32(size(pool.outShape) / 2);
+    const codes = withCodes ? uninitialisedInt32(size(pool.outShape) / 2) : undefined;
     const [xv, fv, bv] = [x, filter, bias].map((t) => values(backend, t));
     a.convForwardMaxPool(xv, fv, bv, y, convGeom(conv, false), poolGeom(pool), Activation.Relu, codes);
-    return [output(backend, pool.outShape, y), codesOutput(backend, pool.outShape, codes)];
+    const pooled = output(backend, pool.outShape, y);
+    return codes ? [pooled, codesOutput(backend, pool.outShape, codes)] : pooled;
   };
 }
+
+export const convBiasReluMaxPoolTrain = (a: NativeAddon): NativeKernel => convBiasReluMaxPool(a, true);
 
 /** CONV_POOLED_GRAD_INPUT: the convolution's input gradient from the pooling's dy and codes. */
 export function convPooledGradInput(a: NativeAddon): NativeKernel {
