@@ -19,7 +19,7 @@ import {
   type NativeAddon,
 } from '../src/accel/onednn';
 import { CONV_BIAS_RELU_MAX_POOL_TRAIN, convPair } from '../src/accel/fused/train-pairs';
-import { BATCH_NORM_MAX_POOL_TRAIN } from '../src/accel/fused/batchnorm';
+import { BATCH_NORM_MAX_POOL_TRAIN, BATCH_NORM_TRAIN_GRAD, BATCH_NORM_TRAIN_GRAD_RELU } from '../src/accel/fused/batchnorm';
 import { CONV_BIAS_RELU } from '../src/accel/fused/conv-layers';
 
 const loaded = loadNativeAddon();
@@ -201,6 +201,41 @@ describe.skipIf(Boolean(skipWhy))('layer + max pooling pairs fused in training o
       tf.dispose([x, model]);
     }
   });
+
+  it.each(['relu', 'linear'] as const)(
+    "a batch-norm pair after a %s layer, on two threads, gives tfjs's call's gradients and moving statistics to the bit",
+    async (activation) => {
+      // 3 x 37 x 75 x 32 values: over the addon's one-thread limit (2^18), and the second thread's half starts inside
+      // an image row. Odd sides leave a last row and column that no window takes.
+      const kernelInitializer = tf.initializers.glorotUniform({ seed: 6 });
+      const model = tf.sequential({
+        layers: [
+          tf.layers.conv2d({ inputShape: [37, 75, 3], filters: 32, kernelSize: 3, padding: 'same', activation, kernelInitializer }),
+          tf.layers.batchNormalization({ momentum: 0.5 }),
+          tf.layers.maxPooling2d({ poolSize: 2 }),
+          tf.layers.flatten(),
+          tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer }),
+        ],
+      });
+      const x = tensor([3, 37, 75, 3], 9);
+      try {
+        const fused = await modelGrads(model, x);
+        expect(fused.kernels).toContain(BATCH_NORM_MAX_POOL_TRAIN);
+        // After a ReLU the batch-norm's gradient also takes the ReLU's mask (relu-mask.ts).
+        expect(fused.kernels).toContain(activation === 'relu' ? BATCH_NORM_TRAIN_GRAD_RELU : BATCH_NORM_TRAIN_GRAD);
+        uninstallFusedTrainingPairs();
+        const tfjs = await modelGrads(model, x);
+        expect(tfjs.kernels).not.toContain(BATCH_NORM_MAX_POOL_TRAIN);
+        expect(tfjs.kernels).toContain('MaxPoolGrad');
+        fused.arrays.forEach((a, i) => expect(Array.from(a), `array ${i}`).toEqual(Array.from(tfjs.arrays[i])));
+        fused.moving.forEach((a, i) => expect(Array.from(a), `moving ${i}`).toEqual(Array.from(tfjs.moving[i])));
+        expect(fused.arrays[1].some((v) => v !== 0)).toBe(true); // the conv's filter learns through the pair
+      } finally {
+        installFusedTrainingPairs();
+        tf.dispose([x, model]);
+      }
+    },
+  );
 
   it('leaves to tfjs what it cannot take: no gradient tape, inference mode, a pair as the first layer, a model that is not a chain, another backend', async () => {
     const model = chainModel();

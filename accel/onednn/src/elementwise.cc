@@ -2,6 +2,7 @@
 // fast: tfjs's CPU backend runs them in generic JS (batch-norm and its gradient broadcast
 // [C] against [N,H,W,C] and reduce over N,H,W).
 #include "common.h"
+#include "pool.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -195,19 +196,77 @@ Napi::Value ReluGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// A loop over rows [r0, r1) in one piece.
+struct WholeRange {
+  template <typename F>
+  void forSegments(int64_t r0, int64_t r1, F f) const {
+    f(r0, r1);
+  }
+};
+
+// The dy a batch-norm gradient pass reads, one row of c channels per pixel: dy itself.
+struct DyRows : WholeRange {
+  const float* dy;
+  const float* row(int64_t r, int64_t c) const { return dy + r * c; }
+  float at(int64_t i) const { return dy[i]; }
+};
+
+// The same after a 2x2 / 2 max pooling paired with the batch-norm (BATCH_NORM_MAX_POOL_TRAIN): MaxPoolGrad's dx,
+// made from the pooling's dy and codes one image row at a time, as a pass reaches it, into a buffer of the thread's
+// own (one per thread: make it inside the parallel region), instead of written out whole (MaxPoolGrad's dx) and
+// read back by both passes. Rows are valid only inside forSegments' piece, which never crosses an image row.
+class PooledDyRows {
+ public:
+  PooledDyRows(const PooledGrad& p, int64_t h, int64_t w) : p_(p), h_(h), w_(w), buffer_(w * p.c) {}
+  template <typename F>
+  void forSegments(int64_t r0, int64_t r1, F f) {
+    for (int64_t s0 = r0; s0 < r1;) {
+      const int64_t imageRow = s0 / w_, s1 = std::min(r1, (imageRow + 1) * w_);
+      expandPooledGradRow(p_, imageRow / h_, imageRow % h_, w_, buffer_.data());
+      first_ = imageRow * w_ * p_.c;
+      f(s0, s1);
+      s0 = s1;
+    }
+  }
+  const float* row(int64_t r, int64_t c) const { return buffer_.data() + (r * c - first_); }
+  float at(int64_t i) const { return buffer_[i - first_]; }
+
+ private:
+  PooledGrad p_;
+  int64_t h_, w_, first_ = 0;
+  std::vector<float> buffer_;
+};
+
+// Calls f(makeRows) where makeRows() gives a thread its reader of dy (info[0]): PooledDyRows where info[at] holds
+// codes and info[at + 1] the pooling's parameters (x, of n elements in c channels, its input), else DyRows.
+template <typename F>
+void withDyRows(const Napi::CallbackInfo& info, size_t at, int64_t n, int64_t c, const char* kernel, F f) {
+  if (info.Length() <= at + 1 || info[at].IsUndefined()) {
+    const DyRows rows{{}, f32(info[0])};
+    return f([&] { return rows; });
+  }
+  const PoolGeom g = PoolGeom::from(ints(info[at + 1]));
+  if (g.n * g.h * g.w * g.c != n || g.c != c) throw std::runtime_error(std::string(kernel) + ": the pooling's input is not x");
+  const PooledGrad pooled = PooledGrad::from(g, info[0], info[at], kernel);
+  f([&] { return PooledDyRows(pooled, g.h, g.w); });
+}
+
 // Rows [r0, r1) of a loop over channels-last values whose value(i, j) (element i, channel j) is written out and
 // summed per channel into out; with W channels fixed (W > 0) the sums stay in registers instead of being loaded
 // and stored for every row (the generic loop ran the ReLU mask at about 60% of the memory bandwidth); W = 0: c wide.
-template <int W, typename Value>
-void rowsWithChannelSums(int64_t c, int64_t r0, int64_t r1, double* out, Value value) {
+// `segments` (PooledDyRows) may cut the range into pieces it prepares one at a time; the sums run on across them.
+template <int W, typename Value, typename Segments = WholeRange>
+void rowsWithChannelSums(int64_t c, int64_t r0, int64_t r1, double* out, Value value, Segments&& segments = {}) {
   constexpr int kRegisters = W > 0 ? W : 1;
   double acc[kRegisters] = {};
   double* sums = W > 0 ? acc : out;
   const int64_t width = W > 0 ? W : c;
-  for (int64_t r = r0; r < r1; r++) {
+  segments.forSegments(r0, r1, [&](int64_t s0, int64_t s1) {
+    for (int64_t r = s0; r < s1; r++) {
 #pragma omp simd
-    for (int64_t j = 0; j < width; j++) sums[j] += value(r * width + j, j);
-  }
+      for (int64_t j = 0; j < width; j++) sums[j] += value(r * width + j, j);
+    }
+  });
   if (W > 0)
     for (int j = 0; j < W; j++) out[j] += acc[j];
 }
@@ -339,23 +398,24 @@ Napi::Value ReluFilterGradOneChannel(const Napi::CallbackInfo& info) {
 }
 
 // BatchNormGradSums over rows [r0, r1) with W channels fixed (registers, as rowsWithChannelSums); W = 0: any width.
-template <int W>
-void batchNormGradSums(const float* dy, const float* x, const float* mean, int64_t c, int64_t r0, int64_t r1,
-                       double* out) {
+template <int W, typename Rows>
+void batchNormGradSums(Rows& dy, const float* x, const float* mean, int64_t c, int64_t r0, int64_t r1, double* out) {
   constexpr int kRegisters = W > 0 ? 2 * W : 1;
   double acc[kRegisters] = {};
   double* s1 = W > 0 ? acc : out;
   const int64_t width = W > 0 ? W : c;
   double* s2 = s1 + width;
-  for (int64_t r = r0; r < r1; r++) {
-    const float* dr = dy + r * width;
-    const float* xr = x + r * width;
+  dy.forSegments(r0, r1, [&](int64_t q0, int64_t q1) {
+    for (int64_t r = q0; r < q1; r++) {
+      const float* dr = dy.row(r, width);
+      const float* xr = x + r * width;
 #pragma omp simd
-    for (int64_t k = 0; k < width; k++) {
-      s1[k] += dr[k];
-      s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
+      for (int64_t k = 0; k < width; k++) {
+        s1[k] += dr[k];
+        s2[k] += double(dr[k]) * double(xr[k] - mean[k]);
+      }
     }
-  }
+  });
   if (W > 0)
     for (int k = 0; k < 2 * W; k++) out[k] += acc[k];
 }
@@ -364,16 +424,19 @@ void batchNormGradSums(const float* dy, const float* x, const float* mean, int64
 // sums[c] = sum dy[., c], sums[C + c] = sum dy[., c] * (x[., c] - mean[c]). tfjs builds them from
 // five activation-sized tensors (x - mean, dy * scale, their products, a tiled rsqrt) and four
 // reductions; everything else in that gradient is per channel. Accumulates in double, like Sum.
+// With codes and the pooling's parameters, dy is a paired 2x2 / 2 max pooling's (PooledDyRows).
 Napi::Value BatchNormGradSums(const Napi::CallbackInfo& info) {
-  // (dy, x, mean, sums[2C])
-  const float* dy = f32(info[0]);
+  // (dy, x, mean, sums[2C][, codes, poolParams])
   const float* x = f32(info[1]);
   const float* mean = f32(info[2]);
   float* sums = f32(info[3]);
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
-  columnSumsByThread(n / c, 2 * c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* s1) {
-    withChannelWidth(c, [&](auto w) { batchNormGradSums<decltype(w)::value>(dy, x, mean, c, r0, r1, s1); });
+  withDyRows(info, 4, n, c, "batchNormGradSums", [&](auto makeRows) {
+    columnSumsByThread(n / c, 2 * c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* s1) {
+      auto dy = makeRows();
+      withChannelWidth(c, [&](auto w) { batchNormGradSums<decltype(w)::value>(dy, x, mean, c, r0, r1, s1); });
+    });
   });
   return info.Env().Undefined();
 }
@@ -467,36 +530,46 @@ Napi::Value StandardizeImages(const Napi::CallbackInfo& info) {
 // replaces the chain tfjs differentiates through moments(): two tiled means, squaredDifference's gradient
 // and the sums of the three paths back into x.
 Napi::Value BatchNormTrainGrad(const Napi::CallbackInfo& info) {
-  // (dy, x, mean, coef[3C] = a | b | k, dx[, sums[C]])
-  const float* dy = f32(info[0]);
+  // (dy, x, mean, coef[3C] = a | b | k, dx[, sums[C] or undefined[, codes, poolParams]]); with codes, as in
+  // BatchNormGradSums.
   const float* x = f32(info[1]);
   const float* mean = f32(info[2]);
   const float* coef = f32(info[3]);
   float* dx = f32(info[4]);
-  float* sums = info.Length() > 5 ? f32(info[5]) : nullptr;
+  float* sums = info.Length() > 5 && !info[5].IsUndefined() ? f32(info[5]) : nullptr;
   const int64_t c = info[2].As<Napi::Float32Array>().ElementLength();
   const int64_t n = info[4].As<Napi::Float32Array>().ElementLength();
   const float* a = coef;
   const float* b = coef + c;
   const float* k = coef + 2 * c;
   const int64_t rows = n / c;
-  if (!sums) {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-    for (int64_t r = 0; r < rows; r++) {
-      const float* dr = dy + r * c;
-      const float* xr = x + r * c;
-      float* out = dx + r * c;
+  withDyRows(info, 6, n, c, "batchNormTrainGrad", [&](auto makeRows) {
+    if (!sums) {
+#pragma omp parallel if (n > kParallelMin)
+      {
+        auto dy = makeRows();
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        dy.forSegments(rows * t / nt, rows * (t + 1) / nt, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; r++) {
+            const float* dr = dy.row(r, c);
+            const float* xr = x + r * c;
+            float* out = dx + r * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; j++) out[j] = a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j];
+            for (int64_t j = 0; j < c; j++) out[j] = a[j] * dr[j] + b[j] * (xr[j] - mean[j]) + k[j];
+          }
+        });
+      }
+      return;
     }
-    return info.Env().Undefined();
-  }
-  // With sums: x is a ReLU's output, and dx comes out multiplied by ReLU's mask step(x) (ReluGrad's values), with
-  // its per-channel sums, the ReLU layer's bias gradient, so that layer needs no mask pass of its own.
-  columnSumsByThread(rows, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
-    withChannelWidth(c, [&](auto w) {
-      rowsWithChannelSums<decltype(w)::value>(c, r0, r1, acc, [&](int64_t i, int64_t j) {
-        return dx[i] = (a[j] * dy[i] + b[j] * (x[i] - mean[j]) + k[j]) * stepOf(x[i]);
+    // With sums: x is a ReLU's output, and dx comes out multiplied by ReLU's mask step(x) (ReluGrad's values), with
+    // its per-channel sums, the ReLU layer's bias gradient, so that layer needs no mask pass of its own.
+    columnSumsByThread(rows, c, n > kParallelMin, 1.0, sums, [&](int64_t r0, int64_t r1, double* acc) {
+      auto dy = makeRows();
+      withChannelWidth(c, [&](auto w) {
+        rowsWithChannelSums<decltype(w)::value>(
+            c, r0, r1, acc,
+            [&](int64_t i, int64_t j) { return dx[i] = (a[j] * dy.at(i) + b[j] * (x[i] - mean[j]) + k[j]) * stepOf(x[i]); },
+            dy);
       });
     });
   });

@@ -83,7 +83,7 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // sqrt(variance + eps), each tap's value computed as BatchNorm (elementwise.cc) computes it, so the result is the two
 // kernels' (both tfjs's order of operations). The batch-norm's output, as large as x, is never written out.
 // With `codes`, for training (BATCH_NORM_MAX_POOL_TRAIN, src/accel/fused/batchnorm.ts): a 2x2 / 2 pooling, and the
-// codes (pool.h) from which its gradient is expanded (expandPooledGrad) without the batch-norm's output.
+// codes (pool.h) from which its gradient is expanded (elementwise.cc's PooledDyRows) without the batch-norm's output.
 Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
   // (x, mean, variance, scale, offset, eps, y, poolParams, codes?); the four vectors have C elements.
   const BatchNormArgs bn = BatchNormArgs::from(info);
@@ -102,12 +102,6 @@ Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// expandPooledGrad(dy, codes, dx, poolParams): the gradient of the pooling's input from its dy and codes.
-Napi::Value ExpandPooledGrad(const Napi::CallbackInfo& info) {
-  const PoolGeom g = PoolGeom::from(ints(info[3]));
-  expandPooledGrad(PooledGrad::from(g, info[0], info[1], "expandPooledGrad"), g.n, g.h, g.w, f32(info[2]));
-  return info.Env().Undefined();
-}
 
 
 // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs to at most one window, so
@@ -350,7 +344,6 @@ void registerPool(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPoolGradRelu", Napi::Function::New(env, MaxPoolGradRelu));
   exports.Set("batchNormMaxPool", Napi::Function::New(env, BatchNormMaxPool));
   exports.Set("pooledReluGradSums", Napi::Function::New(env, PooledReluGradSums));
-  exports.Set("expandPooledGrad", Napi::Function::New(env, ExpandPooledGrad));
 }
 
 }  // namespace pn

@@ -63,12 +63,12 @@ export const BATCH_NORM_TRAIN_GRAD_RELU = 'BatchNormTrainGradRelu';
 /**
  * Optional, for the training call paired with the 2x2 / 2 max pooling after it (train-pairs.ts): inputs x, mean,
  * variance, scale, offset, attrs varianceEpsilon, poolSize, poolStrides, poolPad; outputs [maxPool(batchNorm(x)),
- * its codes (int32, two 16-bit codes an element: accel/onednn/src/pool.h)].
+ * its codes (int32, two 16-bit codes an element: accel/onednn/src/pool.h)]. A backend that registers it takes,
+ * in BATCH_NORM_TRAIN_GRAD and BATCH_NORM_TRAIN_GRAD_RELU, a further input `codes` (these), with attrs inputShape (x's)
+ * and the pooling's: dy is then the pooling's gradient, and the kernel computes MaxPoolGrad's dx from it and the
+ * codes as it reads it, instead of reading one the size of x.
  */
 export const BATCH_NORM_MAX_POOL_TRAIN = 'BatchNormMaxPoolTrain';
-
-/** With it: inputs dy (the pooling's), codes; attrs inputShape and the pooling's: MaxPoolGrad's dx, from the codes. */
-export const EXPAND_POOLED_GRAD = 'ExpandPooledGrad';
 
 /** A max pooling's attributes as the paired kernels take them. */
 export interface PoolingAttrs {
@@ -116,7 +116,7 @@ function tfjsMoments(x: tf.Tensor, axes: number[]): [tf.Tensor, tf.Tensor] {
 /**
  * y = batchNorm(x) with the batch's statistics, differentiated in closed form; also returns the statistics. With
  * `pooling`, y is its max pooling instead (BATCH_NORM_MAX_POOL_TRAIN): the batch-norm's output is never written, and
- * the gradient starts from the pooling's codes (EXPAND_POOLED_GRAD) instead of MaxPoolGrad reading it back.
+ * the gradient kernel reads the pooling's dy and codes instead of MaxPoolGrad's dx, which read that output back.
  */
 function trainingBatchNorm(
   x: tf.Tensor,
@@ -151,13 +151,12 @@ function trainingBatchNorm(
     }
     return {
       value,
-      gradFunc: (dyOut: tf.Tensor, saved: tf.Tensor[]) => {
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, m, v, s, codes] = saved;
-        const dy = codes
-          ? (engine.runKernel(EXPAND_POOLED_GRAD, { dy: dyOut, codes }, { inputShape: xs.shape, ...pooling }) as tf.Tensor)
-          : dyOut;
         const kernel = maskRelu ? BATCH_NORM_TRAIN_GRAD_RELU : BATCH_NORM_TRAIN_GRAD;
-        const grads = engine.runKernel(kernel, { dy, x: xs, mean: m, variance: v, scale: s }, { varianceEpsilon: epsilon }) as tf.Tensor[];
+        const inputs = { dy, x: xs, mean: m, variance: v, scale: s, ...(codes && { codes }) };
+        const attrs = { varianceEpsilon: epsilon, ...(codes && { inputShape: xs.shape, ...pooling }) };
+        const grads = engine.runKernel(kernel, inputs, attrs) as tf.Tensor[];
         if (!maskRelu) return grads;
         const [dx, dScale, dOffset, sums] = grads;
         notePremasked(dx, xs, sums);
@@ -223,8 +222,8 @@ const patch = layerCallPatch(
  * fused call takes the layer and the backend has the paired kernels; undefined otherwise.
  */
 export function batchNormMaxPoolTraining(layer: unknown, x: tf.Tensor, kwargs: Record<string, unknown>, pooling: PoolingAttrs) {
-  const paired = [BATCH_NORM_MAX_POOL_TRAIN, EXPAND_POOLED_GRAD].every((k) => activeBackendHas(k));
-  if (!paired || !patch.installed() || x.rank !== 4 || (x.shape[3] ?? 0) % 16 !== 0 || !takesOver(layer, x, kwargs)) return undefined;
+  const fits = activeBackendHas(BATCH_NORM_MAX_POOL_TRAIN) && patch.installed() && x.rank === 4 && (x.shape[3] ?? 0) % 16 === 0;
+  if (!fits || !takesOver(layer, x, kwargs)) return undefined;
   return trainingCall(layer as BatchNormInternals, x, pooling);
 }
 

@@ -87,14 +87,26 @@ export interface NativeAddon {
     y: Float32Array,
     params: Int32Array,
   ): boolean;
-  /** sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. */
-  batchNormGradSums(dy: Float32Array, x: Float32Array, mean: Float32Array, sums: Float32Array): void;
+  /**
+   * sums[c] = sum of dy over channel c, sums[C + c] = sum of dy * (x - mean[c]); channels last. With codes, dy is
+   * the gradient of the 2x2 / 2 max pooling of x's batch-norm (BATCH_NORM_MAX_POOL_TRAIN's codes and poolGeom).
+   */
+  batchNormGradSums(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    sums: Float32Array,
+    codes?: Int32Array,
+    poolGeom?: Int32Array,
+  ): void;
   /** moments = mean | biased variance per channel of channels-last x (2C values), in one pass. */
   batchNormMoments(x: Float32Array, moments: Float32Array): void;
   /** Each of `images` equal parts of x to zero mean and unit variance (src/model/normalization.ts), into y. */
   standardizeImages(x: Float32Array, y: Float32Array, images: number): void;
-  /** dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. */
-  /** reluSums: also multiply dx by step(x) and take its per-channel sums (BATCH_NORM_TRAIN_GRAD_RELU). */
+  /**
+   * dx = a[c] * dy + b[c] * (x - mean[c]) + k[c], with coef = a | b | k (3C values); channels last. reluSums: also
+   * multiply dx by step(x) and take its per-channel sums (BATCH_NORM_TRAIN_GRAD_RELU). codes: as batchNormGradSums.
+   */
   batchNormTrainGrad(
     dy: Float32Array,
     x: Float32Array,
@@ -102,6 +114,8 @@ export interface NativeAddon {
     coef: Float32Array,
     dx: Float32Array,
     reluSums?: Float32Array,
+    codes?: Int32Array,
+    poolGeom?: Int32Array,
   ): void;
   /** One Adam step; p = [beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, epsilon, -learningRate]. */
   adam(
@@ -159,11 +173,9 @@ export interface NativeAddon {
     eps: number,
     y: Float32Array,
     poolGeom: Int32Array,
-    /** For training (a 2x2 / 2 pooling): the codes expandPooledGrad reads (accel/onednn/src/pool.h). */
+    /** For training (a 2x2 / 2 pooling): the codes the batch-norm gradient reads (accel/onednn/src/pool.h). */
     codes?: Int32Array,
   ): void;
-  /** The pooling's input gradient (MaxPoolGrad's dx, or MaxPoolGradRelu's for a ReLU's codes) from its dy and codes. */
-  expandPooledGrad(dy: Float32Array, codes: Int32Array, dx: Float32Array, poolGeom: Int32Array): void;
   /** Channels-last batch-norm; the four vectors hold one value per channel. */
   batchNorm(
     x: Float32Array,

@@ -2,6 +2,7 @@
 import type { NativeAddon } from './addon';
 import { uninitialised } from './buffers';
 import { type NativeKernel, output, registerNativeOnly, size, values } from './common';
+import { pooledGradArgs } from './kernels';
 import {
   BATCH_NORM_MOMENTS,
   BATCH_NORM_TRAIN_GRAD,
@@ -12,15 +13,17 @@ import {
 
 /**
  * The native BATCH_NORM_TRAIN_GRAD: the per-channel sums in one OpenMP-threaded pass, then dx in another; with
- * maskRelu, BATCH_NORM_TRAIN_GRAD_RELU (dx times step(x), and its sums, from the second pass).
+ * maskRelu, BATCH_NORM_TRAIN_GRAD_RELU (dx times step(x), and its sums, from the second pass). Given `codes`, dy is
+ * the gradient of BATCH_NORM_MAX_POOL_TRAIN's pooling, which both passes expand as they read it.
  */
 function trainGrad(a: NativeAddon, maskRelu: boolean): NativeKernel {
   return ({ inputs, backend, attrs }) => {
-    const { dy, x, mean, variance, scale } = inputs;
+    const { dy, x, mean, variance, scale, codes } = inputs;
+    const pooled = codes ? pooledGradArgs(backend, codes, attrs!) : [];
     const channels = mean.shape[0];
     const m = values(backend, mean);
     const sums = new Float32Array(2 * channels);
-    a.batchNormGradSums(values(backend, dy), values(backend, x), m, sums);
+    a.batchNormGradSums(values(backend, dy), values(backend, x), m, sums, ...pooled);
     const { coef, dScale, dOffset } = batchNormGradCoefficients(
       sums,
       values(backend, variance),
@@ -30,7 +33,7 @@ function trainGrad(a: NativeAddon, maskRelu: boolean): NativeKernel {
     );
     const dx = uninitialised(size(x.shape));
     const reluSums = maskRelu ? new Float32Array(channels) : undefined;
-    a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx, reluSums);
+    a.batchNormTrainGrad(values(backend, dy), values(backend, x), m, coef, dx, reluSums, ...pooled);
     const grads = [output(backend, [...x.shape], dx), output(backend, [channels], dScale), output(backend, [channels], dOffset)];
     return reluSums ? [...grads, output(backend, [channels], reluSums)] : grads;
   };

@@ -31,11 +31,10 @@ import {
   POOLED_RELU_GRAD_SUMS,
   installFusedTrainingPairs,
 } from '../fused/train-pairs';
-import { BATCH_NORM_MAX_POOL_TRAIN, EXPAND_POOLED_GRAD } from '../fused/batchnorm';
+import { BATCH_NORM_MAX_POOL_TRAIN } from '../fused/batchnorm';
 import {
   batchNormMaxPool,
   batchNormMaxPoolTrain,
-  expandPooledGrad,
   convBiasReluMaxPool,
   convBiasReluMaxPoolTrain,
   convPooledGradFilter,
@@ -92,13 +91,12 @@ export function tryRegisterNative(): NativeRegistration {
     }
     // Training runs each conv + ReLU layer or batch-norm and the max pooling after it as one kernel
     // (../fused/train-pairs.ts).
-    if (typeof loaded.addon.convBackwardDataPooled === 'function' && typeof loaded.addon.expandPooledGrad === 'function') {
+    if (typeof loaded.addon.convBackwardDataPooled === 'function') {
       registerNativeOnly(CONV_BIAS_RELU_MAX_POOL_TRAIN, convBiasReluMaxPoolTrain(loaded.addon));
       registerNativeOnly(CONV_POOLED_GRAD_INPUT, convPooledGradInput(loaded.addon));
       registerNativeOnly(CONV_POOLED_GRAD_FILTER, convPooledGradFilter(loaded.addon));
       registerNativeOnly(POOLED_RELU_GRAD_SUMS, pooledReluGradSums(loaded.addon));
       registerNativeOnly(BATCH_NORM_MAX_POOL_TRAIN, batchNormMaxPoolTrain(loaded.addon));
-      registerNativeOnly(EXPAND_POOLED_GRAD, expandPooledGrad(loaded.addon));
     }
     installFusedConvLayers();
     installFusedInference();

@@ -511,19 +511,16 @@ export function batchNormMaxPool(a: NativeAddon, withCodes = false): NativeKerne
 
 /**
  * BATCH_NORM_MAX_POOL_TRAIN (fused/batchnorm.ts): BATCH_NORM_MAX_POOL with the batch's statistics, and the codes
- * from which EXPAND_POOLED_GRAD gives the pooling's input gradient.
+ * from which the batch-norm's gradient (onednn/batchnorm.ts) reads the pooling's.
  */
 export const batchNormMaxPoolTrain = (a: NativeAddon): NativeKernel => batchNormMaxPool(a, true);
 
-/** EXPAND_POOLED_GRAD (fused/batchnorm.ts): MaxPoolGrad's dx from the pooling's dy and codes, attrs inputShape and the pooling's. */
-export function expandPooledGrad(a: NativeAddon): NativeKernel {
-  return ({ inputs, backend, attrs }) => {
-    const { dy, codes } = inputs;
-    const inputShape = attrs!.inputShape as number[];
-    const dx = uninitialised(size(inputShape));
-    a.expandPooledGrad(values(backend, dy), codesOf(backend, codes), dx, poolGeom(pooling(inputShape, attrs!)));
-    return output(backend, [...inputShape], dx);
-  };
+/**
+ * The batch-norm gradient's arguments for a dy that is the gradient of BATCH_NORM_MAX_POOL_TRAIN's pooling (attrs
+ * inputShape and the pooling's): its codes and the pooling's geometry (onednn/batchnorm.ts).
+ */
+export function pooledGradArgs(backend: Backend, codes: Info, attrs: Attrs): [Int32Array, Int32Array] {
+  return [codesOf(backend, codes), poolGeom(pooling(attrs.inputShape as number[], attrs))];
 }
 
 /** The kernels the addon accelerates; every other CPU kernel is registered unchanged. */
