@@ -1,15 +1,16 @@
 /**
  * ReLU's mask taken by the layer after a fused conv + bias + ReLU layer (src/accel/fused/relu-mask.ts): a max
- * pooling (MaxPoolGradRelu) or a training batch-norm (BatchNormTrainGradRelu) on `native`. A training step must give
+ * pooling (MaxPoolGradRelu) or a training batch-norm (BatchNormTrainGradRelu) on `native`, the max pooling on `wasm`. A training step must give
  * tfjs's gradients, and the masked gradient must never be handed out as the gradient of the ReLU output itself:
  * the cases below ask for exactly that, with ReLU outputs that are zero over whole pooling windows (where the masked
- * and the true gradient differ). Needs the native addon (skipped, visibly, when it is not built).
+ * and the true gradient differ). The `native` part needs the addon (skipped, visibly, when it is not built).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { expectCloseToScale } from './close-arrays';
 import { loadNativeAddon, tryRegisterNative } from '../src/accel/onednn';
+import { startWasmBackend } from '../src/accel/wasm/setup';
 import { installFusedConvLayers, uninstallFusedConvLayers } from '../src/accel/fused/conv-layers';
 
 const loaded = loadNativeAddon();
@@ -156,6 +157,36 @@ describe.skipIf(Boolean(skipWhy))('the ReLU mask taken by the next layer, on nat
         // The case matters: some all-zero windows hand their gradient to a zero-valued tap, which a mask would drop.
         expect(native.some((v) => v !== 0)).toBe(true);
       }
+    },
+  );
+});
+
+describe('the ReLU mask taken by the max pooling after a fused layer, on wasm', () => {
+  beforeAll(async () => void (await startWasmBackend()));
+  afterAll(async () => {
+    installFusedConvLayers();
+    await tf.setBackend('cpu');
+  });
+
+  it("a training step gives tfjs's gradients, with the pool's masked gradient in use", async () => {
+    const fused = await trainingStep('wasm');
+    uninstallFusedConvLayers();
+    const tfjsMethod = await trainingStep('wasm');
+    const cpu = await trainingStep('cpu');
+    installFusedConvLayers();
+    expect(fused.kernels.filter((k) => k === 'MaxPoolGradRelu')).toHaveLength(1);
+    // The first conv layer's mask came with the pool's gradient; the separable conv's, before a batch-norm, is still a
+    // pass of its own (wasm has no BatchNormTrainGradRelu).
+    expect(fused.kernels.filter((k) => k === 'ReluGradChannelSums')).toHaveLength(1);
+    for (const reference of [tfjsMethod, cpu]) expectCloseToScale(fused.grads, reference.grads, 1e-5);
+  });
+
+  it.each(['outside', 'nested', 'two consumers'] as const)(
+    'the gradient of a ReLU output itself stays unmasked (y made %s)',
+    async (how) => {
+      const wasm = await gradientOfReluOutput('wasm', how);
+      const cpu = await gradientOfReluOutput('cpu', how);
+      expectCloseToScale([wasm], [cpu], 1e-5);
     },
   );
 });

@@ -297,6 +297,47 @@ describe('MaxPoolGrad on wasm matches cpu (the stock wasm kernel does not)', () 
   }
 });
 
+describe("MaxPoolGradRelu on wasm: MaxPoolGrad's dx times step(input) and its sums, as cpu computes them", () => {
+  const cases: Array<{ shape: number[]; why: string }> = [
+    { shape: [2, 10, 10, 4], why: 'the SIMD loop' },
+    { shape: [2, 10, 9, 8], why: 'the SIMD loop, an odd last column no window takes' },
+    { shape: [2, 96, 96, 16], why: 'the SIMD loop on both threads' },
+    { shape: [2, 11, 10, 8], why: 'an odd height: MaxPoolGrad, then the mask' },
+    { shape: [1, 6, 6, 3], why: 'channels not a multiple of 4: MaxPoolGrad, then the mask' },
+  ];
+  const attrs = { filterSize: [2, 2], strides: [2, 2], pad: 'valid' };
+
+  /** [dx, sums] on `backend`: the kernel on wasm, MaxPoolGrad times Step and a Sum on cpu. */
+  async function maskedPoolGrad(backend: 'cpu' | 'wasm', shape: number[], input: Float32Array, dy: Float32Array) {
+    await tf.setBackend(backend);
+    return tf.tidy(() => {
+      const x = tf.tensor4d(input, shape as [number, number, number, number]);
+      const y = tf.maxPool(x, 2, 2, 'valid');
+      const dyT = tf.tensor(dy, y.shape);
+      if (backend === 'wasm') {
+        const [dx, sums] = tf.engine().runKernel('MaxPoolGradRelu', { dy: dyT, input: x, output: y }, attrs as never) as tf.Tensor[];
+        return [dx, sums].map((t) => t.dataSync() as Float32Array);
+      }
+      const dx = tf.mul(tf.engine().runKernel('MaxPoolGrad', { dy: dyT, input: x, output: y }, attrs as never) as tf.Tensor, tf.step(x));
+      return [dx, tf.sum(dx, [0, 1, 2])].map((t) => t.dataSync() as Float32Array);
+    });
+  }
+
+  for (const c of cases) {
+    it(`${c.shape.join('x')} (${c.why})`, async () => {
+      const size = c.shape.reduce((a, b) => a * b);
+      // A ReLU's output: zeros (ties, and no gradient through the mask) among positive values.
+      const input = randomArray(size, 14).map((v) => Math.max(v, 0));
+      const [h, w, ch] = c.shape.slice(1);
+      const dy = randomArray((size / (h * w * ch)) * Math.floor(h / 2) * Math.floor(w / 2) * ch, 15);
+      const [wasm, cpu] = [await maskedPoolGrad('wasm', c.shape, input, dy), await maskedPoolGrad('cpu', c.shape, input, dy)];
+      expect(Array.from(wasm[0])).toEqual(Array.from(cpu[0]));
+      expect(maxRelativeError(wasm[1], cpu[1])).toBeLessThan(1e-5);
+      expect(cpu[1].some((v) => v !== 0)).toBe(true);
+    });
+  }
+});
+
 describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', () => {
   const tileCases: Array<{ shape: number[]; reps: number[] }> = [
     { shape: [1, 1, 1, 5], reps: [3, 4, 2, 1] },

@@ -5,10 +5,10 @@
  * convolution at a batch of 32, 150x150x16; 23 MB for block 2's batch-norm), the pooling reads it back, and the
  * pooling's gradient reads it a third time to write a gradient of the same size for the layer's own gradient. Paired,
  * the forward pass pools as it goes and keeps, for the gradient, one 16-bit code per pooled value and channel: which
- * tap won, and what ReLU's mask needs there (accel/onednn/src/pool.h). The convolution's gradients expand the masked
- * gradient row by row from the pooled one as they read it (winograd.cc); the batch-norm's gradient starts from it
- * expanded in one pass that reads a quarter of what MaxPoolGrad read. The values are the separate kernels' to the
- * bit (MaxPoolGradRelu's dx and sums, MaxPoolGrad's dx, the same convolution algorithms).
+ * tap won, and what ReLU's mask needs there (accel/onednn/src/pool.h). The convolution's gradients and the
+ * batch-norm's expand the (masked) gradient row by row from the pooled one as they read it (winograd.cc,
+ * elementwise.cc). The values are the separate kernels' to the bit (MaxPoolGradRelu's dx and sums, MaxPoolGrad's dx,
+ * the same convolution algorithms).
  *
  * A pair spans two layers, which a layer's call cannot, so this replaces LayersModel's call (what model.apply runs)
  * for training: a model that is one chain (chain.ts), called with `training: true` under a gradient tape on one

@@ -38,7 +38,8 @@ import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
 import { FUSED_TRAINING_KERNELS } from './fused';
 import { installFusedBatchNorm } from '../fused/batchnorm';
-import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { RELU_GRAD_CHANNEL_SUMS, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { MAX_POOL_GRAD_RELU } from '../fused/pool-layers';
 import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
 import { SimdLoops, simdLoops } from './simd';
@@ -660,6 +661,49 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
   return dx;
 }
 
+/**
+ * MAX_POOL_GRAD_RELU (../fused/pool-layers.ts): MaxPoolGrad times step(input), the ReLU before's mask, with its
+ * per-channel sums (that layer's bias gradient), for a 2x2 / 2 pooling of an even height in one pass
+ * (maxpool2x2relu) instead of MaxPoolGrad and a mask pass over the 46 MB of block 1's output; other poolings run
+ * the two kernels.
+ */
+function maxPoolGradRelu(args: KernelArgs): TensorInfo[] {
+  const { inputs, backend, attrs } = args;
+  const { dy, input } = inputs;
+  requireFloat32('MaxPoolGradRelu', dy, input);
+  const info = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    attrs.filterSize as number | [number, number],
+    attrs.strides as number | [number, number],
+    1,
+    attrs.pad as PadAttr,
+  );
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const loops = simdLoops(backend.wasm.sharedMemory);
+  const halving = [info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth].every((d) => d === 2);
+  if (!loops || !halving || c % 4 !== 0 || inHeight !== 2 * outHeight) {
+    const dx = maxPoolGrad(args) as TensorInfo;
+    const masked = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: input }) as unknown as TensorInfo[];
+    release(backend, dx);
+    return masked;
+  }
+  const dx = allocate(backend, input.shape);
+  if (inWidth !== 2 * outWidth) view(backend, dx).fill(0); // an odd last column gets no gradient
+  const rowBytes = inWidth * c * 4;
+  // maxpool2x2relu(xRow, dyRow, outRow, acc, rows, outW, cBytes, rowBytes): window rows two input rows apart.
+  const call: RowCall = {
+    loop: 'maxpool2x2relu',
+    args: [byteOffset(backend, input), byteOffset(backend, dy), byteOffset(backend, dx), 0, 0, outWidth, c * 4, rowBytes],
+    strides: [2 * rowBytes, outWidth * c * 4, 2 * rowBytes, 0, 0, 0, 0, 0],
+    countArg: 4,
+    partialArgs: 0b1000,
+  };
+  const totals = runRows(backend, loops, call, batchSize * outHeight, batchSize * inHeight * inWidth * c, c);
+  const sums = allocate(backend, [c]);
+  view(backend, sums).set(totals);
+  return [dx, sums];
+}
+
 /** The common 2x2 / stride 2 / unpadded case: windows do not overlap, so every input is written once. */
 function maxPoolGrad2x2(
   xs: Float32Array,
@@ -722,6 +766,7 @@ const TRAINING_KERNELS: Array<[string, Impl]> = [
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseConv2dNativeBackpropFilter],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseConv2dNativeBackpropInput],
   ['MaxPoolGrad', maxPoolGrad],
+  [MAX_POOL_GRAD_RELU, maxPoolGradRelu],
   ...FAST_OP_KERNELS,
   ...FUSED_TRAINING_KERNELS,
 ];

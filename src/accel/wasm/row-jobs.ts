@@ -158,6 +158,7 @@ const rowCallLoops = [
   'rowaffine',
   'colsum',
   'maxpool2x2',
+  'maxpool2x2relu',
   'winograd',
   'winogradrelu',
   'winogradfilter',

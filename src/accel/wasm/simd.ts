@@ -273,6 +273,106 @@ function maxpoolBody(): number[] {
   ];
 }
 
+/**
+ * maxpool2x2 through a ReLU's output x over `rows` rows of windows (each two input rows on from the last): every
+ * tap's gradient times step(x), ReluGrad's values, and acc[k] += the four taps' sum, so the conv + ReLU layer before
+ * needs no mask pass of its own (MAX_POOL_GRAD_RELU). Params (xRow, dyRow, outRow, acc, rows, outW, cBytes,
+ * rowBytes); i32 locals r = 8, ox = 9, k = 10, a = 11, o = 12, c2 = 13; v128 locals best = 14, w1 = 15, w2 = 16,
+ * w3 = 17, g = 18, zero = 19 (never written), one = 20, s = 21, total = 22.
+ */
+function maxpoolReluBody(): number[] {
+  const [xRow, dyRow, outRow, acc, rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+  const [best, w1, w2, w3, g, zero, one, s, total] = [14, 15, 16, 17, 18, 19, 20, 21, 22];
+  const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
+  const challenge = (w: number, ...offsets: number[]) => [
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w),
+    ...load(...offsets),
+    ...op.get(best),
+    ...op.get(w),
+    ...op.bitselect,
+    ...op.set(best),
+  ];
+  // The tap at `offsets` gets `taken` (maxpool2x2's share of g) times step(x there), which is also added into total.
+  const tap = (first: boolean, taken: number[], ...offsets: number[]) => [
+    ...stepInto(s, load(...offsets), zero, one),
+    ...taken,
+    ...op.get(s),
+    ...op.f32x4Mul,
+    ...op.set(s),
+    ...at(o, ...offsets),
+    ...op.get(s),
+    ...op.v128Store,
+    ...(first ? op.get(s) : [...op.get(total), ...op.get(s), ...op.f32x4Add]),
+    ...op.set(total),
+  ];
+  const pixels = lanes(k, cBytes, [
+    ...at(xRow, k),
+    ...op.set(a),
+    ...at(outRow, k),
+    ...op.set(o),
+    ...load(),
+    ...op.set(best),
+    ...challenge(w1, cBytes),
+    ...challenge(w2, rowBytes),
+    ...load(rowBytes, cBytes),
+    ...op.get(best),
+    ...op.f32x4Gt,
+    ...op.set(w3),
+    ...loadAt(dyRow, k),
+    ...op.set(g),
+    ...tap(true, [...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
+    ...tap(false, [...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
+    ...tap(false, [...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
+    ...tap(false, [...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
+    ...addInto(acc, k, op.get(total)),
+  ]);
+  const windows = whileBelow(ox, outW, [
+    ...op.i32(0),
+    ...op.set(k),
+    ...pixels,
+    ...bump(xRow, { local: c2 }),
+    ...bump(outRow, { local: c2 }),
+    ...bump(dyRow, { local: cBytes }),
+    ...bump(ox, 1),
+  ]);
+  // After a row of windows xRow and outRow point past its first input row: on by one more row. dyRow is in place.
+  const rowsLoop = whileBelow(r, rows, [
+    ...op.i32(0),
+    ...op.set(ox),
+    ...windows,
+    ...[xRow, outRow].flatMap((p) => [
+      ...op.get(p),
+      ...op.get(rowBytes),
+      ...op.get(rowBytes),
+      ...op.add,
+      ...op.get(outW),
+      ...op.get(c2),
+      ...op.mul,
+      ...op.sub,
+      ...op.add,
+      ...op.set(p),
+    ]),
+    ...bump(r, 1),
+  ]);
+  return [
+    ...vec([
+      [6, I32],
+      [9, V128],
+    ]),
+    ...op.f32x4Const(1),
+    ...op.set(one),
+    ...op.get(cBytes),
+    ...op.get(cBytes),
+    ...op.add,
+    ...op.set(c2),
+    ...rowsLoop,
+    ...op.end,
+  ];
+}
+
 /** dst[r, k] = src[r, k] (op) v[k]: rowscale, rowadd, rowsub. Params (src, v, dst, rows, colsBytes); locals r = 5, k = 6. */
 function rowBinaryBody(vectorOp: number[]): number[] {
   const [src, v, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6];
@@ -518,6 +618,7 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
     ['dwgrad', 7, dwgradBody()],
     ['dwgrad9', 6, dwgrad9Body(fused)],
     ['maxpool2x2', 6, maxpoolBody()],
+    ['maxpool2x2relu', 8, maxpoolReluBody()],
     ['rowscale', 5, rowBinaryBody(op.f32x4Mul)],
     ['rowadd', 5, rowBinaryBody(op.f32x4Add)],
     ['rowsub', 5, rowBinaryBody(op.f32x4Sub)],
@@ -602,6 +703,20 @@ export interface SimdLoops {
    * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
    */
   maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
+  /**
+   * maxpool2x2 for `rows` rows of windows through a ReLU's output x: each input's gradient times step(x), and
+   * acc[k] += their per-channel sums (maxpoolReluBody).
+   */
+  maxpool2x2relu(
+    xRowByte: number,
+    dyRowByte: number,
+    outRowByte: number,
+    accByte: number,
+    rows: number,
+    outW: number,
+    cBytes: number,
+    rowBytes: number,
+  ): void;
   /** s1[k] += dy[r*cols + k], s2[k] += dy[r*cols + k] * (x[r*cols + k] - m[k]) for r < rows; cols % 4 === 0. */
   bnsums(dyByte: number, xByte: number, mByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
   /** dst[r*cols + k] = dy[r*cols + k] * a[k] + (x[r*cols + k] - m[k]) * b[k] + c[k]; cols % 4 === 0. */
