@@ -1,8 +1,8 @@
 /**
  * Max pooling after a fused conv + bias + ReLU layer, with ReLU's mask taken in the pooling's gradient
- * (relu-mask.ts): on a backend that registers MAX_POOL_GRAD_RELU (`native`), MaxPooling2D's call on such a layer's
- * output, with non-overlapping windows ('valid' padding, strides equal to the pool size) over channels-last float32
- * data. Its forward pass is tfjs's maxPool; anything else runs tfjs's method.
+ * (relu-mask.ts): on a backend that registers MAX_POOL_GRAD_RELU (`native`, `wasm`), MaxPooling2D's call on such a
+ * layer's output, with non-overlapping windows ('valid' padding, strides equal to the pool size) over channels-last
+ * float32 data. Its forward pass is tfjs's maxPool; anything else runs tfjs's method.
  */
 import * as tf from '@tensorflow/tfjs';
 import { activeBackendHas } from './gradients';
