@@ -571,6 +571,18 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
   return depthwiseInputGradLoops(backend, dy, filter, info);
 }
 
+/** A max pooling's geometry over `input` from a pool gradient kernel's attributes. */
+function poolInfo(input: TensorInfo, attrs: NamedAttrMap): Conv2DInfo {
+  return backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    attrs.filterSize as number | [number, number],
+    attrs.strides as number | [number, number],
+    1,
+    attrs.pad as PadAttr,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+  );
+}
+
 /**
  * Max-pool gradient. The stock wasm MaxPoolGrad returns wrong values (it drops or misplaces gradients,
  * e.g. 16-95% max relative error vs cpu on 4x4..11x10 inputs), so this replaces it. Each window's
@@ -583,14 +595,7 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
 export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { dy, input } = inputs;
   requireFloat32('MaxPoolGrad', dy, input);
-  const info = backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    attrs.filterSize as number | [number, number],
-    attrs.strides as number | [number, number],
-    1,
-    attrs.pad as PadAttr,
-    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
-  );
+  const info = poolInfo(input, attrs);
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
   const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
   const { top, left } = info.padInfo;
@@ -671,13 +676,7 @@ function maxPoolGradRelu(args: KernelArgs): TensorInfo[] {
   const { inputs, backend, attrs } = args;
   const { dy, input } = inputs;
   requireFloat32('MaxPoolGradRelu', dy, input);
-  const info = backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    attrs.filterSize as number | [number, number],
-    attrs.strides as number | [number, number],
-    1,
-    attrs.pad as PadAttr,
-  );
+  const info = poolInfo(input, attrs);
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
   const loops = simdLoops(backend.wasm.sharedMemory);
   const halving = [info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth].every((d) => d === 2);

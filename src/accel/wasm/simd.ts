@@ -207,12 +207,21 @@ function convgradBody(fused: boolean): number[] {
   ];
 }
 
-// maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
-// v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
-function maxpoolBody(): number[] {
-  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-  ];
+/**
+ * The locals of the 2x2 max-pool gradient loops that windowRow uses: xRow, dyRow, outRow (moved on a window at a
+ * time), outW, cBytes, rowBytes, c2 (2 cBytes, set before), the counters ox and k, a and o (the window's x and out
+ * at k), and the v128s best, w1-w3 and g.
+ */
+type PoolLocals = Record<'xRow' | 'dyRow' | 'outRow' | 'outW' | 'cBytes' | 'rowBytes' | 'c2' | 'ox' | 'k' | 'a' | 'o', number> &
+  Record<'best' | 'w1' | 'w2' | 'w3' | 'g', number>;
+
+/**
+ * A row of outW windows, four channels at a time: each tap's share of the window's dy, pushed and handed to
+ * write(share, ...the tap's offsets from a and o) in row-major order, then `perLanes`. The last tap that beat every
+ * earlier one gets dy (the first maximum wins, as on cpu), the others zero.
+ */
+function windowRow(l: PoolLocals, write: (share: number[], ...offsets: number[]) => number[], perLanes: number[] = []): number[] {
+  const { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g } = l;
   const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
   // w = x[offsets] > best; best = w ? x[offsets] : best
   const challenge = (w: number, ...offsets: number[]) => [
@@ -226,8 +235,7 @@ function maxpoolBody(): number[] {
     ...op.bitselect,
     ...op.set(best),
   ];
-  const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
-  const pixels = lanes(k, cBytes, [
+  const shares = [
     ...at(xRow, k),
     ...op.set(a),
     ...at(outRow, k),
@@ -242,27 +250,31 @@ function maxpoolBody(): number[] {
     ...op.set(w3),
     ...loadAt(dyRow, k),
     ...op.set(g),
-    // The last window element that beat every earlier one gets the gradient; the others get zero.
-    ...store([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
-    ...store([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
-    ...store([...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
-    ...store([...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
-  ]);
-  const code = [
-    ...op.get(cBytes),
-    ...op.get(cBytes),
-    ...op.add,
-    ...op.set(c2),
-    ...whileBelow(ox, outW, [
-      ...op.i32(0),
-      ...op.set(k),
-      ...pixels,
-      ...bump(xRow, { local: c2 }),
-      ...bump(outRow, { local: c2 }),
-      ...bump(dyRow, { local: cBytes }),
-      ...bump(ox, 1),
-    ]),
+    ...write([...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
+    ...write([...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
+    ...write([...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
+    ...write([...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
   ];
+  return whileBelow(ox, outW, [
+    ...op.i32(0),
+    ...op.set(k),
+    ...lanes(k, cBytes, [...shares, ...perLanes]),
+    ...bump(xRow, { local: c2 }),
+    ...bump(outRow, { local: c2 }),
+    ...bump(dyRow, { local: cBytes }),
+    ...bump(ox, 1),
+  ]);
+}
+
+// maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
+// v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
+function maxpoolBody(): number[] {
+  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+  ];
+  const locals = { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g };
+  const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
+  const code = [...op.get(cBytes), ...op.get(cBytes), ...op.add, ...op.set(c2), ...windowRow(locals, store)];
   return [
     ...vec([
       [5, I32],
@@ -283,66 +295,26 @@ function maxpoolBody(): number[] {
 function maxpoolReluBody(): number[] {
   const [xRow, dyRow, outRow, acc, rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
   const [best, w1, w2, w3, g, zero, one, s, total] = [14, 15, 16, 17, 18, 19, 20, 21, 22];
-  const load = (...offsets: number[]) => [...at(a, ...offsets), ...op.v128Load];
-  const challenge = (w: number, ...offsets: number[]) => [
-    ...load(...offsets),
-    ...op.get(best),
-    ...op.f32x4Gt,
-    ...op.set(w),
-    ...load(...offsets),
-    ...op.get(best),
-    ...op.get(w),
-    ...op.bitselect,
-    ...op.set(best),
-  ];
-  // The tap at `offsets` gets `taken` (maxpool2x2's share of g) times step(x there), which is also added into total.
-  const tap = (first: boolean, taken: number[], ...offsets: number[]) => [
-    ...stepInto(s, load(...offsets), zero, one),
-    ...taken,
+  const locals = { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g };
+  // Each tap's share times step(x there), stored and added into total (the first tap's sets it).
+  const masked = (share: number[], ...offsets: number[]) => [
+    ...stepInto(s, [...at(a, ...offsets), ...op.v128Load], zero, one),
+    ...share,
     ...op.get(s),
     ...op.f32x4Mul,
     ...op.set(s),
     ...at(o, ...offsets),
     ...op.get(s),
     ...op.v128Store,
-    ...(first ? op.get(s) : [...op.get(total), ...op.get(s), ...op.f32x4Add]),
+    ...(offsets.length === 0 ? op.get(s) : [...op.get(total), ...op.get(s), ...op.f32x4Add]),
     ...op.set(total),
   ];
-  const pixels = lanes(k, cBytes, [
-    ...at(xRow, k),
-    ...op.set(a),
-    ...at(outRow, k),
-    ...op.set(o),
-    ...load(),
-    ...op.set(best),
-    ...challenge(w1, cBytes),
-    ...challenge(w2, rowBytes),
-    ...load(rowBytes, cBytes),
-    ...op.get(best),
-    ...op.f32x4Gt,
-    ...op.set(w3),
-    ...loadAt(dyRow, k),
-    ...op.set(g),
-    ...tap(true, [...op.get(g), ...op.get(w1), ...op.get(w2), ...op.or, ...op.get(w3), ...op.or, ...op.andNot]),
-    ...tap(false, [...op.get(g), ...op.get(w1), ...op.and, ...op.get(w2), ...op.get(w3), ...op.or, ...op.andNot], cBytes),
-    ...tap(false, [...op.get(g), ...op.get(w2), ...op.and, ...op.get(w3), ...op.andNot], rowBytes),
-    ...tap(false, [...op.get(g), ...op.get(w3), ...op.and], rowBytes, cBytes),
-    ...addInto(acc, k, op.get(total)),
-  ]);
-  const windows = whileBelow(ox, outW, [
-    ...op.i32(0),
-    ...op.set(k),
-    ...pixels,
-    ...bump(xRow, { local: c2 }),
-    ...bump(outRow, { local: c2 }),
-    ...bump(dyRow, { local: cBytes }),
-    ...bump(ox, 1),
-  ]);
-  // After a row of windows xRow and outRow point past its first input row: on by one more row. dyRow is in place.
+  // A row of windows moves xRow and outRow on by outW windows: back by those, then down two input rows. dyRow is
+  // where the next row's dy starts.
   const rowsLoop = whileBelow(r, rows, [
     ...op.i32(0),
     ...op.set(ox),
-    ...windows,
+    ...windowRow(locals, masked, addInto(acc, k, op.get(total))),
     ...[xRow, outRow].flatMap((p) => [
       ...op.get(p),
       ...op.get(rowBytes),
