@@ -102,8 +102,6 @@ Napi::Value BatchNormMaxPool(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-
-
 // Non-overlapping windows without padding (the usual 2x2/2 pooling): every input belongs to at most one window, so
 // each window writes its own part of dx directly. The forward output already holds each window's maximum, so a tap
 // only has to compare equal to it; `pending` hands dy to the first tap that does (the tie rule) and then drops to 0.

@@ -58,9 +58,10 @@ function mayPair(layer: GraphLayer, next: GraphLayer | undefined): boolean {
 }
 
 /**
- * The conv pair as one op with its gradient (attrs: CONV_BIAS_RELU_MAX_POOL_TRAIN's). tf.customGrad keeps the codes among the saved tensors: as a second
- * output of a kernel with a registered gradient, they would get a zero gradient of their size from the tape every step.
- * It computes all three gradients, so the chain's first layer, whose input (the model's) rarely needs one, is not paired.
+ * The conv pair as one op with its gradient (attrs: CONV_BIAS_RELU_MAX_POOL_TRAIN's). tf.customGrad keeps the codes
+ * among the saved tensors: as a second output of a kernel with a registered gradient, they would get a zero gradient
+ * of their size from the tape every step. It computes all three gradients, so the chain's first layer, whose input
+ * (the model's) rarely needs one, is not paired.
  */
 export function convPair(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, attrs: tf.NamedAttrMap): tf.Tensor {
   const engine = tf.engine();
@@ -85,7 +86,9 @@ export function convPair(x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor, attrs
   return op(x, filter, bias) as tf.Tensor;
 }
 
-/** `layer` (the chain's layer `index`) and the pooling after it on x as one kernel, or undefined where they cannot be. */
+/**
+ * `layer` (the chain's layer `index`) and the pooling after it on x as one kernel, or undefined where they cannot be.
+ */
 function runPair(layer: GraphLayer, index: number, pooling: PoolingAttrs, x: tf.Tensor, kwargs: Kwargs): tf.Tensor | undefined {
   if (layer.getClassName() === 'BatchNormalization') return batchNormMaxPoolTraining(layer, x, kwargs, pooling);
   if (index === 0 || !convPairFits(layer)) return undefined;

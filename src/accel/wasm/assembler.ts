@@ -69,6 +69,8 @@ export const op = {
   memoryCopy: (dst: number[], src: number[], bytes: number[]) => [...dst, ...src, ...bytes, 0xfc, 0x0a, 0x00, 0x00],
   memoryFill: (dst: number[], value: number[], bytes: number[]) => [...dst, ...value, ...bytes, 0xfc, 0x0b, 0x00],
   load: [0x28, 2, 0],
+  /** i32.load with a constant byte offset folded into the instruction. */
+  loadAt: (offset: number) => [0x28, 2, ...leb(offset)],
   v128Load: [0xfd, 0x00, 2, 0], // alignment hint 4 bytes: float arrays are only 4-byte aligned
   v128Store: [0xfd, 0x0b, 2, 0],
   /** v128.load / v128.store / v128.load32_splat with a constant byte offset folded into the instruction. */

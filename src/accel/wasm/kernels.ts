@@ -571,6 +571,12 @@ function depthwiseConv2dNativeBackpropInput({ inputs, backend, attrs }: KernelAr
   return depthwiseInputGradLoops(backend, dy, filter, info);
 }
 
+/** Whether a pooling has 2x2 windows with stride 2 and no top or left padding: the 2x2 SIMD loops' case. */
+const halvesUnpadded = (info: Conv2DInfo): boolean =>
+  [info.effectiveFilterHeight, info.effectiveFilterWidth, info.strideHeight, info.strideWidth].every((d) => d === 2) &&
+  info.padInfo.top === 0 &&
+  info.padInfo.left === 0;
+
 /** A max pooling's geometry over `input` from a pool gradient kernel's attributes. */
 function poolInfo(input: TensorInfo, attrs: NamedAttrMap): Conv2DInfo {
   return backend_util.computePool2DInfo(
@@ -603,7 +609,7 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
   const xs = view(backend, input);
   const dys = view(backend, dy);
   const out = view(backend, dx);
-  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0) {
+  if (halvesUnpadded(info)) {
     const loops = simdLoops(backend.wasm.sharedMemory);
     if (loops && c % 4 === 0) {
       if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
@@ -679,8 +685,7 @@ function maxPoolGradRelu(args: KernelArgs): TensorInfo[] {
   const info = poolInfo(input, attrs);
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
   const loops = simdLoops(backend.wasm.sharedMemory);
-  const halving = [info.filterHeight, info.filterWidth, info.strideHeight, info.strideWidth].every((d) => d === 2);
-  if (!loops || !halving || c % 4 !== 0 || inHeight !== 2 * outHeight) {
+  if (!loops || !halvesUnpadded(info) || c % 4 !== 0 || inHeight !== 2 * outHeight) {
     const dx = maxPoolGrad(args) as TensorInfo;
     const masked = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: input }) as unknown as TensorInfo[];
     release(backend, dx);

@@ -14,8 +14,8 @@ export const ROW_CALL_JOB = 1;
 
 /**
  * What one call of filterGradRows needs, in this order (the helper thread reads it from a shared Int32Array):
- * loop 0 = convgrad(a = ciBytes, b = coBytes, c = table rows), loop 1 = dwgrad (dwgrad9 for 9 taps; a = cBytes, b = taps); byte
- * addresses on the wasm heap of the input grid, dy, the loop's int32 table, the thread's float32 partial sums and
+ * loop 0 = convgrad(a = ciBytes, b = coBytes, c = table rows), loop 1 = dwgrad (dwgrad9 for 9 taps; a = cBytes,
+ * b = taps); byte addresses on the wasm heap of the input grid, dy, the loop's int32 table, the thread's float32 partial sums and
  * its float64 totals (8-byte aligned); `sums` values; the output rows [r0, r1) of outHeight per image, each
  * outWidth pixels; the grid's rows per image (hp) and bytes per row; dy's bytes per row.
  */

@@ -78,7 +78,7 @@ function dwgrad9Body(fused: boolean): number[] {
   const shift = (t: number) => 10 + t;
   const sum = (t: number) => 19 + t;
   const d = 28;
-  const loadShifts = taps.flatMap((t) => [...op.get(shifts), 0x28, 2, ...leb(4 * t), ...op.set(shift(t))]);
+  const loadShifts = taps.flatMap((t) => [...op.get(shifts), ...op.loadAt(4 * t), ...op.set(shift(t))]);
   const pixel = [
     ...op.get(dp),
     ...op.v128Load,
@@ -90,17 +90,9 @@ function dwgrad9Body(fused: boolean): number[] {
   ];
   // acc[t, k..k+4) += sum t, with xp walking acc's tap rows
   const addSums = [
-    ...at(acc, k),
+    ...op.get(acc),
     ...op.set(xp),
-    ...taps.flatMap((t) => [
-      ...at(xp),
-      ...at(xp),
-      ...op.v128Load,
-      ...op.get(sum(t)),
-      ...op.f32x4Add,
-      ...op.v128Store,
-      ...bump(xp, { local: cBytes }),
-    ]),
+    ...taps.flatMap((t) => [...addInto(xp, k, op.get(sum(t))), ...bump(xp, { local: cBytes })]),
   ];
   const channels = lanes(k, cBytes, [
     ...taps.flatMap((t) => [...op.v128Zero, ...op.set(sum(t))]),
