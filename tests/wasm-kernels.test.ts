@@ -338,6 +338,45 @@ describe("MaxPoolGradRelu on wasm: MaxPoolGrad's dx times step(input) and its su
   }
 });
 
+describe("BatchNormTrainGradRelu on wasm: BatchNormTrainGrad's dx times step(x) and its sums", () => {
+  const cases: Array<{ shape: number[]; why: string }> = [
+    { shape: [2, 10, 10, 8], why: 'the SIMD loop' },
+    { shape: [2, 96, 96, 16], why: 'the SIMD loop on both threads' },
+    { shape: [1, 6, 6, 6], why: 'channels not a multiple of 4: the plain loop, then the mask' },
+  ];
+
+  for (const c of cases) {
+    it(`${c.shape.join('x')} (${c.why})`, async () => {
+      await tf.setBackend('wasm');
+      const size = c.shape.reduce((a, b) => a * b);
+      const channels = c.shape[3];
+      // x is a ReLU's output: zeros (masked out) among positive values.
+      const x = randomArray(size, 16).map((v) => Math.max(v, 0));
+      const [fused, plain] = tf.tidy(() => {
+        const xT = tf.tensor(x, c.shape);
+        const inputs = {
+          dy: tf.tensor(randomArray(size, 17), c.shape),
+          x: xT,
+          mean: tf.mean(xT, [0, 1, 2]),
+          variance: tf.moments(xT, [0, 1, 2]).variance,
+          scale: tf.tensor1d(randomArray(channels, 18)),
+        };
+        const run = (kernel: string) =>
+          (tf.engine().runKernel(kernel, inputs, { varianceEpsilon: 0.001 }) as tf.Tensor[]).map((t) => t.dataSync() as Float32Array);
+        return [run('BatchNormTrainGradRelu'), run('BatchNormTrainGrad')];
+      });
+      const masked = plain[0].map((v, i) => v * (x[i] > 0 ? 1 : 0)); // as cpu: dx * step(x), -0 where dx < 0
+      const sums = new Float32Array(channels);
+      masked.forEach((v, i) => (sums[i % channels] += v));
+      // Counted, not compared with toEqual: a failing diff of 300k values takes minutes to print.
+      expect(masked.filter((v, i) => !Object.is(v, fused[0][i])).length).toBe(0);
+      expect(fused.slice(1, 3)).toEqual(plain.slice(1, 3)); // dscale, doffset
+      expect(maxRelativeError(fused[3], sums)).toBeLessThan(1e-5);
+      expect(masked.some((v) => v === 0) && masked.some((v) => v !== 0)).toBe(true);
+    });
+  }
+});
+
 describe('fast replacements (Tile, Sum, Mean, BatchMatMul) on wasm match cpu', () => {
   const tileCases: Array<{ shape: number[]; reps: number[] }> = [
     { shape: [1, 1, 1, 5], reps: [3, 4, 2, 1] },

@@ -1,19 +1,20 @@
 /**
  * The wasm backend's kernels for the fused training ops of ../fused/: Adam's update (FUSED_ADAM), batch-norm's
- * closed-form gradient (BATCH_NORM_TRAIN_GRAD), ReLU's one-pass gradient (FUSED_RELU_GRAD) and, for conv + bias + ReLU layers, the
- * same mask with the bias's gradient (RELU_GRAD_CHANNEL_SUMS; the layer's forward pass is the stock XNNPACK
- * FusedConv2D, registered by registerConvBiasRelu). Without them a wasm training step runs batch-norm's gradient
+ * closed-form gradient (BATCH_NORM_TRAIN_GRAD; BATCH_NORM_TRAIN_GRAD_RELU takes the ReLU layer's mask before it in the
+ * same pass), ReLU's one-pass gradient (FUSED_RELU_GRAD) and, for conv + bias + ReLU layers, the same mask with the
+ * bias's gradient (RELU_GRAD_CHANNEL_SUMS; the layer's forward pass is the stock XNNPACK FusedConv2D, registered by
+ * registerConvBiasRelu). Without them a wasm training step runs batch-norm's gradient
  * as tfjs's chain of activation-sized Multiply, Add, Sum, Tile and RealDiv kernels, ReLU's as Step then Multiply,
  * and a conv layer's bias and ReLU as separate Add and Relu passes, each pass over memory single-threaded.
  * Both use the SIMD loops of simd.ts where they apply (4-float lanes: a channel count that is a multiple of 4), and
  * plain loops elsewhere.
  */
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, batchNormGradCoefficients } from '../fused/batchnorm';
+import { BATCH_NORM_MOMENTS, BATCH_NORM_TRAIN_GRAD, BATCH_NORM_TRAIN_GRAD_RELU, batchNormGradCoefficients } from '../fused/batchnorm';
 import { RELU_GRAD_CHANNEL_SUMS } from '../fused/conv-layers';
 import { FUSED_RELU_GRAD } from '../fused/gradients';
 import { FUSED_ADAM } from '../fused/adam';
-import { type WasmBackend, allocate, byteOffset, release, runRows, view } from './heap';
+import { type WasmBackend, allocate, byteOffset, release, runKernel, runRows, view } from './heap';
 import { simdLoops } from './simd';
 import type { RowCall } from './row-jobs';
 import type { KernelArgs } from './stock';
@@ -43,7 +44,10 @@ function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: Ten
   return runRows(backend, loops, call, rows, rows * c, 2 * c);
 }
 
-/** dx = a dy + b (x - mean) + k per channel, coef = a | b | k. */
+/**
+ * dx = a dy + b (x - mean) + k per channel, coef = a | b | k; with `relu` (x a ReLU's output), dx times step(x) and
+ * its per-channel sums, in the same pass.
+ */
 function inputGrad(
   backend: WasmBackend,
   dy: TensorInfo,
@@ -52,7 +56,8 @@ function inputGrad(
   coef: Float32Array,
   rows: number,
   c: number,
-): TensorInfo {
+  relu: boolean,
+): { dx: TensorInfo; sums?: TensorInfo } {
   const dx = allocate(backend, x.shape.slice());
   const loops = simdLoops(backend.wasm.sharedMemory);
   if (!loops || c % 4 !== 0) {
@@ -60,36 +65,36 @@ function inputGrad(
     for (let r = 0, i = 0; r < rows; r++) {
       for (let k = 0; k < c; k++, i++) out[i] = d[i] * coef[k] + (xs[i] - m[k]) * coef[c + k] + coef[2 * c + k];
     }
-    return dx;
+    if (!relu) return { dx };
+    const [masked, sums] = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: x }) as unknown as TensorInfo[];
+    release(backend, dx);
+    return { dx: masked, sums };
   }
   const coefficients = allocate(backend, [3 * c]);
   view(backend, coefficients).set(coef);
-  const at = byteOffset(backend, coefficients);
-  // bngrad(dy, x, mean, a, b, k, dx, rows, colsBytes)
-  const call: RowCall = {
-    loop: 'bngrad',
-    args: [
-      byteOffset(backend, dy),
-      byteOffset(backend, x),
-      byteOffset(backend, mean),
-      at,
-      at + 4 * c,
-      at + 8 * c,
-      byteOffset(backend, dx),
-      0,
-      c * 4,
-    ],
-    strides: [c * 4, c * 4, 0, 0, 0, 0, c * 4, 0, 0],
-    countArg: 7,
-    partialArgs: 0,
-  };
-  runRows(backend, loops, call, rows, rows * c);
+  const tensors = [dy, x, mean, coefficients, dx].map((t) => byteOffset(backend, t));
+  const perRow = [c * 4, c * 4, 0, 0, c * 4];
+  // bngrad(dy, x, mean, coef, dx, rows, colsBytes); bngradrelu(dy, x, mean, coef, dx, sums, rows, colsBytes), the sums
+  // in the thread's partial sums.
+  const call: RowCall = relu
+    ? { loop: 'bngradrelu', args: [...tensors, 0, 0, c * 4], strides: [...perRow, 0, 0, 0], countArg: 6, partialArgs: 0b100000 }
+    : { loop: 'bngrad', args: [...tensors, 0, c * 4], strides: [...perRow, 0, 0], countArg: 5, partialArgs: 0 };
+  const totals = runRows(backend, loops, call, rows, rows * c, relu ? c : 0);
   release(backend, coefficients);
-  return dx;
+  if (!relu) return { dx };
+  const sums = allocate(backend, [c]);
+  view(backend, sums).set(totals);
+  return { dx, sums };
 }
 
-function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+/**
+ * BATCH_NORM_TRAIN_GRAD: [dx, dscale, doffset]; `relu` (BATCH_NORM_TRAIN_GRAD_RELU, x a conv + bias + ReLU layer's
+ * output): [dx * step(x), dscale, doffset, the per-channel sums of dx * step(x)].
+ */
+function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs, relu = false): TensorInfo[] {
   const { dy, x, mean, variance, scale } = inputs;
+  // Only a backend that registers BATCH_NORM_MAX_POOL_TRAIN is given the pooling's codes; wasm does not.
+  if (inputs.codes) throw new Error('wasm batch-norm gradient: given max-pool codes, which only native kernels take');
   const c = mean.shape[0];
   const rows = x.shape.reduce((a, b) => a * b, 1) / c;
   const sums = gradSums(backend, dy, x, mean, rows, c);
@@ -100,12 +105,12 @@ function batchNormTrainGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[
     Number(attrs.varianceEpsilon ?? 0.001),
     rows,
   );
-  const dx = inputGrad(backend, dy, x, mean, coef, rows, c);
+  const dx = inputGrad(backend, dy, x, mean, coef, rows, c, relu);
   const dScaleInfo = allocate(backend, [c]);
   const dOffsetInfo = allocate(backend, [c]);
   view(backend, dScaleInfo).set(dScale);
   view(backend, dOffsetInfo).set(dOffset);
-  return [dx, dScaleInfo, dOffsetInfo];
+  return [dx.dx, dScaleInfo, dOffsetInfo, ...(dx.sums ? [dx.sums] : [])];
 }
 
 /**
@@ -228,7 +233,8 @@ function adam({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
 }
 
 export const FUSED_TRAINING_KERNELS: Array<[string, (args: KernelArgs) => TensorInfo | TensorInfo[]]> = [
-  [BATCH_NORM_TRAIN_GRAD, batchNormTrainGrad],
+  [BATCH_NORM_TRAIN_GRAD, (args) => batchNormTrainGrad(args)],
+  [BATCH_NORM_TRAIN_GRAD_RELU, (args) => batchNormTrainGrad(args, true)],
   [BATCH_NORM_MOMENTS, batchNormMoments],
   [FUSED_RELU_GRAD, reluGrad],
   [RELU_GRAD_CHANNEL_SUMS, reluGradChannelSums],

@@ -140,7 +140,7 @@ export function runRows(
   sums = 0,
   scratchFloats = 0,
 ): Float64Array {
-  const scratch = twoThreadSums(backend, sums, 0, 'row loop', scratchFloats);
+  const scratch = twoThreadSums(backend, sums, 0, scratchFloats);
   try {
     return runRowCallJob(loops, () => view(backend, scratch.info).buffer, call, rows, values, sums, scratch.regions);
   } finally {
@@ -148,27 +148,27 @@ export function runRows(
   }
 }
 
+/** Floats in a 64-byte cache line. */
+const LINE_FLOATS = 16;
+const roundUp = (n: number, step: number) => Math.ceil(n / step) * step;
+
 /**
  * Scratch for a job split across two threads (row-jobs.ts): per thread, `sums` float32 partial sums and
  * `perThreadScratch` floats more (padded to an even count together) and the sums' float64 totals, then `extra`
- * floats shared (extraAt). With the allocation 8-byte aligned (dlmalloc's guarantee; checked, `job` names the job
- * in the error) every thread's totals are too.
+ * floats shared (extraAt). Each thread's region starts on a cache line of its own. The loops add into their partial
+ * sums 16 bytes at a time on every row, and dlmalloc's allocations are only 8-byte aligned: a sum vector across two
+ * cache lines doubled the time of a batch-norm gradient's masked pass (32x75x75x32 on wasm, 3.3 -> 6.6 ms).
  */
 export function twoThreadSums(
   backend: WasmBackend,
   sums: number,
   extra: number,
-  job: string,
   perThreadScratch = 0,
 ): { info: TensorInfo; regions: (thread: 0 | 1) => { partialAt: number; totalAt: number }; extraAt: number } {
-  const padded = sums + perThreadScratch + ((sums + perThreadScratch) % 2);
-  const perThread = padded + 2 * sums;
-  const info = allocate(backend, [Math.max(2, 2 * perThread + extra)]);
-  const at = byteOffset(backend, info);
-  if (at % 8 !== 0) {
-    release(backend, info);
-    throw new Error(`wasm ${job}: the heap gave an allocation at ${at}, not 8-byte aligned`);
-  }
+  const padded = roundUp(sums + perThreadScratch, 2);
+  const perThread = roundUp(padded + 2 * sums, LINE_FLOATS);
+  const info = allocate(backend, [2 * perThread + extra + LINE_FLOATS]);
+  const at = roundUp(byteOffset(backend, info), 4 * LINE_FLOATS);
   const regions = (thread: 0 | 1) => ({ partialAt: at + thread * perThread * 4, totalAt: at + (thread * perThread + padded) * 4 });
   return { info, regions, extraAt: at + 2 * perThread * 4 };
 }

@@ -453,7 +453,7 @@ function filterGradByRows(
   const { hp, wp } = strideOneGrid(info);
   const grid = allocate(backend, [batchSize * hp * wp * ci]);
   // Each thread's partial sums and totals, then the loop's int32 table.
-  const scratch = twoThreadSums(backend, sums, table.length, 'filter gradient');
+  const scratch = twoThreadSums(backend, sums, table.length);
   copyIntoGrid(view(backend, x), view(backend, grid), inputPlacement(info));
   const tableAt = scratch.extraAt;
   new Int32Array(view(backend, scratch.info).buffer, tableAt, table.length).set(table);

@@ -154,6 +154,7 @@ const rowCallLoops = [
   'relugradsums',
   'bnsums',
   'bngrad',
+  'bngradrelu',
   'bnmoments',
   'rowaffine',
   'colsum',

@@ -11,7 +11,8 @@
  * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
  *   cpu backend's tie rule (the first maximum in row-major order wins).
  * - bnmoments / bnsums / bngrad: the fused training batch-norm (../fused/batchnorm.ts): its statistics in one pass;
- *   its gradient's two per-channel sums in one pass, then dx in one pass.
+ *   its gradient's two per-channel sums in one pass, then dx in one pass (bngradrelu: through a ReLU's output, with
+ *   that layer's mask and bias gradient in the same pass).
  * - relugrad: ReLU's gradient, dy * step(x), in one pass instead of Step and Multiply; relugradsums: the same
  *   through a conv + bias + ReLU layer's output, with the bias's gradient (per-channel sums) in the same pass.
  * - adam: Adam's update of one variable in one pass (../fused/adam.ts), instead of 14 tensor ops.
@@ -399,46 +400,75 @@ function bnMomentsBody(): number[] {
 }
 
 /**
- * Batch norm's input gradient: dst[r, k] = dy[r, k] * a[k] + (x[r, k] - m[k]) * b[k] + c[k].
- * Params (dy, x, m, a, b, c, dst, rows, colsBytes); locals r = 9, k = 10.
+ * Batch norm's input gradient: dst[r, k] = dy[r, k] * a[k] + (x[r, k] - m[k]) * b[k] + c[k], with a, b and c one
+ * after the other from coef (a row's bytes apart). `relu` (bngradrelu): x is a ReLU's output, and the value is also
+ * multiplied by step(x) and added into acc[k] (the ReLU layer's mask and bias gradient, BATCH_NORM_TRAIN_GRAD_RELU).
+ * Params (dy, x, m, coef, dst, [acc,] rows, colsBytes); then i32 locals r, k and, with `relu`, v128 locals zero
+ * (never written), one, s.
  */
-function bnGradBody(): number[] {
-  const [dy, x, m, a, b, c, dst, rows, colsBytes, r, k] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const inner = lanes(k, colsBytes, [
-    ...at(dst, k),
+function bnGradBody(relu: boolean): number[] {
+  const [dy, x, m, coef, dst] = [0, 1, 2, 3, 4];
+  const acc = 5;
+  const [rows, colsBytes, r, k, zero, one, s] = relu ? [6, 7, 8, 9, 10, 11, 12] : [5, 6, 7, 8, -1, -1, -1];
+  const coefficient = (...rowsOn: number[]) => [...at(coef, ...rowsOn, k), ...op.v128Load];
+  const value = [
     ...loadAt(dy, k),
-    ...loadAt(a, k),
+    ...coefficient(),
     ...op.f32x4Mul,
     ...loadAt(x, k),
     ...loadAt(m, k),
     ...op.f32x4Sub,
-    ...loadAt(b, k),
+    ...coefficient(colsBytes),
     ...op.f32x4Mul,
     ...op.f32x4Add,
-    ...loadAt(c, k),
+    ...coefficient(colsBytes, colsBytes),
     ...op.f32x4Add,
-    ...op.v128Store,
-  ]);
-  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, [dy, x, dst]), ...op.end];
+  ];
+  const inner = relu
+    ? lanes(k, colsBytes, [
+        ...stepInto(s, loadAt(x, k), zero, one),
+        ...value,
+        ...op.get(s),
+        ...op.f32x4Mul,
+        ...op.set(s),
+        ...at(dst, k),
+        ...op.get(s),
+        ...op.v128Store,
+        ...addInto(acc, k, op.get(s)),
+      ])
+    : lanes(k, colsBytes, [...at(dst, k), ...value, ...op.v128Store]);
+  const rowLoop = eachRow(r, rows, k, inner, colsBytes, [dy, x, dst]);
+  if (!relu) return [...vec([[2, I32]]), ...rowLoop, ...op.end];
+  return [
+    ...vec([
+      [2, I32],
+      [3, V128],
+    ]),
+    ...op.f32x4Const(1),
+    ...op.set(one),
+    ...rowLoop,
+    ...op.end,
+  ];
 }
 
 /**
  * s = step(x) for the 4 floats `loadX` pushes: 1 where x > 0, 0 where not, x itself where x is NaN (the cpu
- * backend's Step). `zero` and `one` are v128 locals holding 0 and 1 in every lane.
+ * backend's Step). `zero` and `one` are v128 locals holding 0 and 1 in every lane. x is loaded once, into s: V8 does
+ * not merge repeated loads, and the four this took before cost more than the masked loops' memory traffic.
  */
 function stepInto(s: number, loadX: number[], zero: number, one: number): number[] {
   return [
     ...loadX,
+    ...op.set(s),
+    // bitselect(x, x > 0 ? 1 : 0, x != x): NaN lanes take x (a NaN) as their step
+    ...op.get(s),
+    ...op.get(s),
     ...op.get(zero),
     ...op.f32x4Gt,
     ...op.get(one),
     ...op.and,
-    ...op.set(s),
-    // NaN lanes take x (a NaN) as their step
-    ...loadX,
     ...op.get(s),
-    ...loadX,
-    ...loadX,
+    ...op.get(s),
     ...op.f32x4Ne,
     ...op.bitselect,
     ...op.set(s),
@@ -589,7 +619,8 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
     ['rowaffine', 7, rowAffineBody()],
     ['convgrad', 8, convgradBody(fused)],
     ['bnsums', 7, bnSumsBody()],
-    ['bngrad', 9, bnGradBody()],
+    ['bngrad', 7, bnGradBody(false)],
+    ['bngradrelu', 8, bnGradBody(true)],
     ['relugrad', 4, reluGradBody()],
     ['relugradsums', 6, reluGradSumsBody()],
     ['adam', 9, adamBody()],
@@ -683,15 +714,19 @@ export interface SimdLoops {
   ): void;
   /** s1[k] += dy[r*cols + k], s2[k] += dy[r*cols + k] * (x[r*cols + k] - m[k]) for r < rows; cols % 4 === 0. */
   bnsums(dyByte: number, xByte: number, mByte: number, s1Byte: number, s2Byte: number, rows: number, colsBytes: number): void;
-  /** dst[r*cols + k] = dy[r*cols + k] * a[k] + (x[r*cols + k] - m[k]) * b[k] + c[k]; cols % 4 === 0. */
-  bngrad(
+  /**
+   * dst[r*cols + k] = dy[r*cols + k] * a[k] + (x[r*cols + k] - m[k]) * b[k] + c[k], with a, b, c at coef, coef +
+   * colsBytes, coef + 2 colsBytes; cols % 4 === 0.
+   */
+  bngrad(dyByte: number, xByte: number, mByte: number, coefByte: number, dstByte: number, rows: number, colsBytes: number): void;
+  /** bngrad's value times step(x[r*cols + k]) in dst, and acc[k] += it; cols % 4 === 0. */
+  bngradrelu(
     dyByte: number,
     xByte: number,
     mByte: number,
-    aByte: number,
-    bByte: number,
-    cByte: number,
+    coefByte: number,
     dstByte: number,
+    accByte: number,
     rows: number,
     colsBytes: number,
   ): void;
