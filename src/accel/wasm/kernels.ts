@@ -612,29 +612,13 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
   if (halvesUnpadded(info)) {
     const loops = simdLoops(backend.wasm.sharedMemory);
     if (loops && c % 4 === 0) {
-      if (inHeight !== 2 * outHeight || inWidth !== 2 * outWidth) out.fill(0); // odd edge rows/cols get no gradient
-      const [xAt, dyAt, outAt] = [byteOffset(backend, input), byteOffset(backend, dy), byteOffset(backend, dx)];
-      const rowBytes = inWidth * c * 4;
-      if (inHeight === 2 * outHeight) {
-        // Every output row's input rows are two rows after the previous one's, across images too: one row call
-        // (maxpool2x2(xRow, dyRow, dxRow, outW, cBytes, rowBytes), a row per call), split with the helper thread.
-        const dyRowBytes = outWidth * c * 4;
-        const call: RowCall = {
-          loop: 'maxpool2x2',
-          args: [xAt, dyAt, outAt, outWidth, c * 4, rowBytes],
-          strides: [2 * rowBytes, dyRowBytes, 2 * rowBytes, 0, 0, 0],
-          countArg: -1,
-          partialArgs: 0,
-        };
-        runRows(backend, loops, call, batchSize * outHeight, batchSize * inHeight * inWidth * c);
-        return dx;
-      }
-      for (let b = 0; b < batchSize; b++) {
-        for (let oy = 0; oy < outHeight; oy++) {
-          const row = (b * inHeight + 2 * oy) * rowBytes;
-          loops.maxpool2x2(xAt + row, dyAt + (b * outHeight + oy) * outWidth * c * 4, outAt + row, outWidth, c * 4, rowBytes);
-        }
-      }
+      zeroUncovered(out, info);
+      const { call, rows } = poolGradRowCall(
+        info,
+        'maxpool2x2',
+        [input, dy, dx].map((t) => byteOffset(backend, t)),
+      );
+      runRows(backend, loops, call, rows, batchSize * inHeight * inWidth * c);
       return dx;
     }
     maxPoolGrad2x2(xs, dys, out, batchSize, inHeight, inWidth, c, outHeight, outWidth);
@@ -673,36 +657,70 @@ export function maxPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo 
 }
 
 /**
+ * Zeroes what no window of a 2x2 / 2 pooling takes, where the loops write nothing: an odd height's last row of each
+ * image, an odd width's last pixel of each row. Only those: zeroing all of block 2's 23 MB first cost as much as the
+ * loop itself.
+ */
+function zeroUncovered(out: Float32Array, info: Conv2DInfo): void {
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const rowValues = inWidth * c;
+  if (inHeight !== 2 * outHeight) {
+    for (let b = 0; b < batchSize; b++) out.fill(0, ((b + 1) * inHeight - 1) * rowValues, (b + 1) * inHeight * rowValues);
+  }
+  if (inWidth !== 2 * outWidth) {
+    for (let row = 0; row < batchSize * inHeight; row++) out.fill(0, (row + 1) * rowValues - c, (row + 1) * rowValues);
+  }
+}
+
+/**
+ * The row call of the 2x2 SIMD max-pool gradient loops (maxpool2x2, maxpool2x2relu with its sums' argument) over
+ * tensors = [x, dy, dx] (byte offsets): rows of windows two input rows apart, across images too where the height is
+ * even; for an odd height, whose last input row no window takes, one image a call.
+ */
+function poolGradRowCall(info: Conv2DInfo, loop: 'maxpool2x2' | 'maxpool2x2relu', tensors: number[]): { call: RowCall; rows: number } {
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const [rowBytes, dyRowBytes] = [inWidth * c * 4, outWidth * c * 4];
+  const relu = loop === 'maxpool2x2relu';
+  const even = inHeight === 2 * outHeight;
+  // (xRow, dyRow, outRow, [acc,] rows, outW, cBytes, rowBytes)
+  const args = [...tensors, ...(relu ? [0] : []), even ? 0 : outHeight, outWidth, c * 4, rowBytes];
+  const perRow = even ? [2 * rowBytes, dyRowBytes, 2 * rowBytes] : [inHeight * rowBytes, outHeight * dyRowBytes, inHeight * rowBytes];
+  const call: RowCall = {
+    loop,
+    args,
+    strides: [...perRow, ...new Array<number>(args.length - perRow.length).fill(0)],
+    countArg: even ? args.length - 4 : -1,
+    partialArgs: relu ? 0b1000 : 0,
+  };
+  return { call, rows: even ? batchSize * outHeight : batchSize };
+}
+
+/**
  * MAX_POOL_GRAD_RELU (../fused/pool-layers.ts): MaxPoolGrad times step(input), the ReLU before's mask, with its
- * per-channel sums (that layer's bias gradient), for a 2x2 / 2 pooling of an even height in one pass
- * (maxpool2x2relu) instead of MaxPoolGrad and a mask pass over the 46 MB of block 1's output; other poolings run
- * the two kernels.
+ * per-channel sums (that layer's bias gradient), for a 2x2 / 2 pooling in one pass (maxpool2x2relu) instead of
+ * MaxPoolGrad and a mask pass over the 46 MB of block 1's output; other poolings run the two kernels.
  */
 function maxPoolGradRelu(args: KernelArgs): TensorInfo[] {
   const { inputs, backend, attrs } = args;
   const { dy, input } = inputs;
   requireFloat32('MaxPoolGradRelu', dy, input);
   const info = poolInfo(input, attrs);
-  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth } = info;
+  const { batchSize, inHeight, inWidth, inChannels: c } = info;
   const loops = simdLoops(backend.wasm.sharedMemory);
-  if (!loops || !halvesUnpadded(info) || c % 4 !== 0 || inHeight !== 2 * outHeight) {
+  if (!loops || !halvesUnpadded(info) || c % 4 !== 0) {
     const dx = maxPoolGrad(args) as TensorInfo;
     const masked = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: input }) as unknown as TensorInfo[];
     release(backend, dx);
     return masked;
   }
   const dx = allocate(backend, input.shape);
-  if (inWidth !== 2 * outWidth) view(backend, dx).fill(0); // an odd last column gets no gradient
-  const rowBytes = inWidth * c * 4;
-  // maxpool2x2relu(xRow, dyRow, outRow, acc, rows, outW, cBytes, rowBytes): window rows two input rows apart.
-  const call: RowCall = {
-    loop: 'maxpool2x2relu',
-    args: [byteOffset(backend, input), byteOffset(backend, dy), byteOffset(backend, dx), 0, 0, outWidth, c * 4, rowBytes],
-    strides: [2 * rowBytes, outWidth * c * 4, 2 * rowBytes, 0, 0, 0, 0, 0],
-    countArg: 4,
-    partialArgs: 0b1000,
-  };
-  const totals = runRows(backend, loops, call, batchSize * outHeight, batchSize * inHeight * inWidth * c, c);
+  zeroUncovered(view(backend, dx), info);
+  const { call, rows } = poolGradRowCall(
+    info,
+    'maxpool2x2relu',
+    [input, dy, dx].map((t) => byteOffset(backend, t)),
+  );
+  const totals = runRows(backend, loops, call, rows, batchSize * inHeight * inWidth * c, c);
   const sums = allocate(backend, [c]);
   view(backend, sums).set(totals);
   return [dx, sums];

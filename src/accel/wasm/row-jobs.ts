@@ -170,9 +170,10 @@ export const ROW_CALL_LOOPS = rowCallLoops;
 /**
  * One SIMD row loop (simd.ts) over rows of channels-last data, described as data so the helper thread can run part
  * of it: the loop's arguments for row 0, the bytes each one moves per row, which one takes the row count (-1: the
- * loop does one row per call, as maxpool2x2), which ones are byte offsets into the running thread's own region (its
- * float32 partial sums, then its scratch; bit i for argument i), and how many rows a call takes at most (512 when
- * not given): the partial sums move into the float64 totals after each call.
+ * loop does one row per call; a row may be a whole image, as for an odd-height max-pool gradient), which ones are
+ * byte offsets into the running thread's own region (its float32 partial sums, then its scratch; bit i for argument
+ * i), and how many rows a call takes at most (512 when not given): the partial sums move into the float64 totals
+ * after each call.
  */
 export interface RowCall {
   loop: (typeof ROW_CALL_LOOPS)[number];
@@ -226,12 +227,10 @@ export function runRowCall(loops: SimdLoops, buffer: ArrayBufferLike, fields: Ar
   const partial = new Float32Array(buffer, partialAt, sums);
   const total = new Float64Array(buffer, totalAt, sums);
   total.fill(0);
-  if (countArg < 0) {
-    for (let r = r0; r < r1; r++) run(...args.map((a, i) => a + r * strides[i]));
-    return;
-  }
-  for (let r = r0; r < r1; r += chunkRows) {
-    const count = Math.min(chunkRows, r1 - r);
+  // A loop without a count argument takes one row (unit) a call.
+  const step = countArg < 0 ? 1 : chunkRows;
+  for (let r = r0; r < r1; r += step) {
+    const count = Math.min(step, r1 - r);
     partial.fill(0);
     run(...args.map((a, i) => (i === countArg ? count : (partialArgs >> i) & 1 ? partialAt + a : a + r * strides[i])));
     for (let k = 0; k < sums; k++) total[k] += partial[k];

@@ -8,8 +8,9 @@
  * - rowscale / rowadd / rowsub: dst[r, k] = src[r, k] (*, +, -) v[k], the per-channel ops of bias, batch
  *   norm and their gradients; the stock broadcasting kernels take ~11 ms for a [1,1,1,32] x [32,75,75,32] product.
  * - rowaffine: dst[r, k] = (src[r, k] - m[k]) * a[k] + o[k], batch norm's forward pass.
- * - maxpool2x2: the 2x2 / stride 2 max-pool gradient for one output row, 4 channels at a time, with the
- *   cpu backend's tie rule (the first maximum in row-major order wins).
+ * - maxpool2x2: the 2x2 / stride 2 max-pool gradient over rows of windows, 4 channels at a time, with the
+ *   cpu backend's tie rule (the first maximum in row-major order wins); maxpool2x2relu: the same through a ReLU's
+ *   output, with that layer's mask and bias gradient.
  * - bnmoments / bnsums / bngrad: the fused training batch-norm (../fused/batchnorm.ts): its statistics in one pass;
  *   its gradient's two per-channel sums in one pass, then dx in one pass (bngradrelu: through a ReLU's output, with
  *   that layer's mask and bias gradient in the same pass).
@@ -259,36 +260,20 @@ function windowRow(l: PoolLocals, write: (share: number[], ...offsets: number[])
   ]);
 }
 
-// maxpool2x2(xRow, dyRow, outRow, outW, cBytes, rowBytes); i32 locals ox = 6, k = 7, a = 8, o = 9, c2 = 10;
-// v128 locals best = 11, w1 = 12, w2 = 13, w3 = 14, g = 15
-function maxpoolBody(): number[] {
-  const [xRow, dyRow, outRow, outW, cBytes, rowBytes, ox, k, a, o, c2, best, w1, w2, w3, g] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-  ];
+/**
+ * The 2x2 / 2 max-pool gradient over `rows` rows of windows, each two input rows on from the last (maxpool2x2). With
+ * `relu` (maxpool2x2relu), through a ReLU's output x: every tap's gradient times step(x), ReluGrad's values, and
+ * acc[k] += the four taps' sum, so the conv + ReLU layer before needs no mask pass of its own (MAX_POOL_GRAD_RELU).
+ * Params (xRow, dyRow, outRow, [acc,] rows, outW, cBytes, rowBytes); then i32 locals r, ox, k, a, o, c2 and v128
+ * locals best, w1, w2, w3, g and, with `relu`, zero (never written), one, s, total.
+ */
+function maxpoolBody(relu: boolean): number[] {
+  const [xRow, dyRow, outRow, acc] = [0, 1, 2, 3];
+  const after = (first: number, count: number) => Array.from({ length: count }, (_, i) => first + i);
+  const [rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = after(relu ? 4 : 3, 10);
+  const [best, w1, w2, w3, g, zero, one, s, total] = after(c2 + 1, 9);
   const locals = { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g };
   const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
-  const code = [...op.get(cBytes), ...op.get(cBytes), ...op.add, ...op.set(c2), ...windowRow(locals, store)];
-  return [
-    ...vec([
-      [5, I32],
-      [5, V128],
-    ]),
-    ...code,
-    ...op.end,
-  ];
-}
-
-/**
- * maxpool2x2 through a ReLU's output x over `rows` rows of windows (each two input rows on from the last): every
- * tap's gradient times step(x), ReluGrad's values, and acc[k] += the four taps' sum, so the conv + ReLU layer before
- * needs no mask pass of its own (MAX_POOL_GRAD_RELU). Params (xRow, dyRow, outRow, acc, rows, outW, cBytes,
- * rowBytes); i32 locals r = 8, ox = 9, k = 10, a = 11, o = 12, c2 = 13; v128 locals best = 14, w1 = 15, w2 = 16,
- * w3 = 17, g = 18, zero = 19 (never written), one = 20, s = 21, total = 22.
- */
-function maxpoolReluBody(): number[] {
-  const [xRow, dyRow, outRow, acc, rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
-  const [best, w1, w2, w3, g, zero, one, s, total] = [14, 15, 16, 17, 18, 19, 20, 21, 22];
-  const locals = { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g };
   // Each tap's share times step(x there), stored and added into total (the first tap's sets it).
   const masked = (share: number[], ...offsets: number[]) => [
     ...stepInto(s, [...at(a, ...offsets), ...op.v128Load], zero, one),
@@ -302,12 +287,13 @@ function maxpoolReluBody(): number[] {
     ...(offsets.length === 0 ? op.get(s) : [...op.get(total), ...op.get(s), ...op.f32x4Add]),
     ...op.set(total),
   ];
+  const windows = relu ? windowRow(locals, masked, addInto(acc, k, op.get(total))) : windowRow(locals, store);
   // A row of windows moves xRow and outRow on by outW windows: back by those, then down two input rows. dyRow is
   // where the next row's dy starts.
   const rowsLoop = whileBelow(r, rows, [
     ...op.i32(0),
     ...op.set(ox),
-    ...windowRow(locals, masked, addInto(acc, k, op.get(total))),
+    ...windows,
     ...[xRow, outRow].flatMap((p) => [
       ...op.get(p),
       ...op.get(rowBytes),
@@ -325,10 +311,9 @@ function maxpoolReluBody(): number[] {
   return [
     ...vec([
       [6, I32],
-      [9, V128],
+      [relu ? 9 : 5, V128],
     ]),
-    ...op.f32x4Const(1),
-    ...op.set(one),
+    ...(relu ? [...op.f32x4Const(1), ...op.set(one)] : []),
     ...op.get(cBytes),
     ...op.get(cBytes),
     ...op.add,
@@ -611,8 +596,8 @@ export function simdModuleBytes(shared: boolean, fused = hasRelaxedSimd()): Uint
     ['colsum', 4, colsumBody()],
     ['dwgrad', 7, dwgradBody()],
     ['dwgrad9', 6, dwgrad9Body(fused)],
-    ['maxpool2x2', 6, maxpoolBody()],
-    ['maxpool2x2relu', 8, maxpoolReluBody()],
+    ['maxpool2x2', 7, maxpoolBody(false)],
+    ['maxpool2x2relu', 8, maxpoolBody(true)],
     ['rowscale', 5, rowBinaryBody(op.f32x4Mul)],
     ['rowadd', 5, rowBinaryBody(op.f32x4Add)],
     ['rowsub', 5, rowBinaryBody(op.f32x4Sub)],
@@ -694,13 +679,14 @@ export interface SimdLoops {
     rows: number,
   ): void;
   /**
-   * One output row of the 2x2 / stride 2 max-pool gradient: writes all four inputs of each of the `outW`
-   * windows (x and out share a layout with `rowBytes` per input row); c % 4 === 0.
+   * `rows` rows of windows of the 2x2 / stride 2 max-pool gradient, each two input rows on from the last: writes
+   * all four inputs of each of the `outW` windows a row (x and out share a layout with `rowBytes` per input row);
+   * c % 4 === 0.
    */
-  maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, outW: number, cBytes: number, rowBytes: number): void;
+  maxpool2x2(xRowByte: number, dyRowByte: number, outRowByte: number, rows: number, outW: number, cBytes: number, rowBytes: number): void;
   /**
-   * maxpool2x2 for `rows` rows of windows through a ReLU's output x: each input's gradient times step(x), and
-   * acc[k] += their per-channel sums (maxpoolReluBody).
+   * maxpool2x2 through a ReLU's output x: each input's gradient times step(x), and acc[k] += their per-channel
+   * sums (maxpoolBody).
    */
   maxpool2x2relu(
     xRowByte: number,
