@@ -409,21 +409,34 @@ function bnGradBody(relu: boolean): number[] {
     ...coefficient(colsBytes, colsBytes),
     ...op.f32x4Add,
   ];
-  const inner = relu
-    ? lanes(k, colsBytes, [
-        ...stepInto(s, loadAt(x, k), zero, one),
-        ...value,
-        ...op.get(s),
-        ...op.f32x4Mul,
-        ...op.set(s),
-        ...at(dst, k),
-        ...op.get(s),
-        ...op.v128Store,
-        ...addInto(acc, k, op.get(s)),
-      ])
-    : lanes(k, colsBytes, [...at(dst, k), ...value, ...op.v128Store]);
-  const rowLoop = eachRow(r, rows, k, inner, colsBytes, [dy, x, dst]);
-  if (!relu) return [...vec([[2, I32]]), ...rowLoop, ...op.end];
+  const advance = [dy, x, dst];
+  if (relu) return maskedSumsBody({ rows, colsBytes, r, k, zero, one, s, mask: x, dst, acc }, value, advance);
+  const inner = lanes(k, colsBytes, [...at(dst, k), ...value, ...op.v128Store]);
+  return [...vec([[2, I32]]), ...eachRow(r, rows, k, inner, colsBytes, advance), ...op.end];
+}
+
+/**
+ * The body of a pass through a ReLU's output `mask`: dst[r, k] = value * step(mask[r, k]) and acc[k] += dst[r, k],
+ * `value` pushing row r's 4 floats at k, then each pointer in `advance` moves on a row. The i32 locals r, k and the
+ * v128 locals zero (never written), one and s, in this order, are the locals it declares.
+ */
+function maskedSumsBody(
+  l: Record<'rows' | 'colsBytes' | 'r' | 'k' | 'zero' | 'one' | 's' | 'mask' | 'dst' | 'acc', number>,
+  value: number[],
+  advance: number[],
+): number[] {
+  const { rows, colsBytes, r, k, zero, one, s, mask, dst, acc } = l;
+  const inner = lanes(k, colsBytes, [
+    ...stepInto(s, loadAt(mask, k), zero, one),
+    ...value,
+    ...op.get(s),
+    ...op.f32x4Mul,
+    ...op.set(s),
+    ...at(dst, k),
+    ...op.get(s),
+    ...op.v128Store,
+    ...addInto(acc, k, op.get(s)),
+  ]);
   return [
     ...vec([
       [2, I32],
@@ -431,7 +444,7 @@ function bnGradBody(relu: boolean): number[] {
     ]),
     ...op.f32x4Const(1),
     ...op.set(one),
-    ...rowLoop,
+    ...eachRow(r, rows, k, inner, colsBytes, advance),
     ...op.end,
   ];
 }
@@ -495,27 +508,7 @@ function reluGradBody(): number[] {
  */
 function reluGradSumsBody(): number[] {
   const [dy, y, dst, acc, rows, colsBytes, r, k, zero, one, s] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const inner = lanes(k, colsBytes, [
-    ...stepInto(s, loadAt(y, k), zero, one),
-    ...loadAt(dy, k),
-    ...op.get(s),
-    ...op.f32x4Mul,
-    ...op.set(s),
-    ...at(dst, k),
-    ...op.get(s),
-    ...op.v128Store,
-    ...addInto(acc, k, op.get(s)),
-  ]);
-  return [
-    ...vec([
-      [2, I32],
-      [3, V128],
-    ]),
-    ...op.f32x4Const(1),
-    ...op.set(one),
-    ...eachRow(r, rows, k, inner, colsBytes, [dy, y, dst]),
-    ...op.end,
-  ];
+  return maskedSumsBody({ rows, colsBytes, r, k, zero, one, s, mask: y, dst, acc }, loadAt(dy, k), [dy, y, dst]);
 }
 
 /**
