@@ -7,7 +7,7 @@
 // addon on its own exits non-zero on a real compile error (log in accel/onednn/build.log); the JPEG decoder's build
 // only ever warns.
 'use strict';
-const { spawnSync } = require('child_process');
+const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
@@ -44,15 +44,28 @@ function nodedirArgs() {
  * (PNEUMO_NATIVE_MARCH picks the oneDNN addon's -march, default native).
  */
 function gypRebuild(gyp, dir, env = process.env) {
-  const log = path.join(dir, 'build.log');
-  const fd = fs.openSync(log, 'w');
+  const fd = fs.openSync(path.join(dir, 'build.log'), 'w');
   try {
-    const r = spawnSync(process.execPath, [gyp, 'rebuild', '-C', dir, ...nodedirArgs()], { cwd: dir, env, stdio: ['ignore', fd, fd] });
-    return r.status === 0;
+    return spawnSync(process.execPath, gypCommand(gyp, dir), { cwd: dir, env, stdio: ['ignore', fd, fd] }).status === 0;
   } finally {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * gypRebuild without blocking the event loop, resolving to the same: a vitest worker must keep answering its runner
+ * while a build runs (one blocked for over 60 s fails the whole run with "Timeout calling onTaskUpdate").
+ */
+function gypRebuildAsync(gyp, dir, env = process.env) {
+  const fd = fs.openSync(path.join(dir, 'build.log'), 'w');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, gypCommand(gyp, dir), { cwd: dir, env, stdio: ['ignore', fd, fd] });
+    child.on('error', () => resolve(false));
+    child.on('close', (code) => resolve(code === 0));
+  }).finally(() => fs.closeSync(fd));
+}
+
+const gypCommand = (gyp, dir) => [gyp, 'rebuild', '-C', dir, ...nodedirArgs()];
 
 function logLines(dir) {
   try {
@@ -141,6 +154,6 @@ function main() {
 }
 
 // tests/native-isa-builds.test.ts builds the addon for other vector widths with these.
-module.exports = { gypRebuild, nodeGyp };
+module.exports = { gypRebuild, gypRebuildAsync, nodeGyp };
 
 if (require.main === module) process.exitCode = main();

@@ -6,7 +6,7 @@
  * against each (PNEUMO_NATIVE_ADDON): an AVX2-only machine's code is checked on an AVX-512 one.
  * Skipped, saying why, where the addon cannot be built here (no libdnnl-dev, no compiler) or the CPU lacks a target.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
@@ -15,10 +15,25 @@ import { loadNativeAddon, type NativeAddon } from '../src/accel/onednn';
 
 const repoRoot = path.resolve(__dirname, '..');
 const requireHere = createRequire(__filename);
-const { gypRebuild, nodeGyp } = requireHere('../accel/build.js') as {
-  gypRebuild(gyp: string, dir: string, env?: NodeJS.ProcessEnv): boolean;
+const { gypRebuildAsync, nodeGyp } = requireHere('../accel/build.js') as {
+  gypRebuildAsync(gyp: string, dir: string, env?: NodeJS.ProcessEnv): Promise<boolean>;
   nodeGyp(): string | undefined;
 };
+
+/**
+ * A Node child process's exit status and output. Asynchronous on purpose: a build and a test run back to back,
+ * synchronously, kept this worker from answering vitest for over 60 s and failed the whole run.
+ */
+function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { cwd: repoRoot, env, timeout: timeoutMs });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', (err) => resolve({ status: null, output: `${output}\n${err.message}` }));
+    child.on('close', (status) => resolve({ status, output }));
+  });
+}
 
 const loaded = loadNativeAddon();
 const gyp = nodeGyp();
@@ -34,7 +49,7 @@ const TARGETS = [
 ];
 
 describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors', () => {
-  it.each(TARGETS)('$march ($lanes lanes): builds, and the native kernel tests pass against it', ({ march, lanes, needs }) => {
+  it.each(TARGETS)('$march ($lanes lanes): builds, and the native kernel tests pass against it', async ({ march, lanes, needs }) => {
     const missing = needs.filter((f) => !cpuFlags.has(f));
     if (missing.length > 0) {
       console.warn(`[${march} build skipped] this CPU lacks ${missing.join(', ')}`);
@@ -45,7 +60,7 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
     fs.mkdirSync(dir, { recursive: true });
     fs.cpSync(path.join(repoRoot, 'accel', 'onednn', 'binding.gyp'), path.join(dir, 'binding.gyp'));
     fs.cpSync(path.join(repoRoot, 'accel', 'onednn', 'src'), path.join(dir, 'src'), { recursive: true });
-    const built = gypRebuild(gyp!, dir, { ...process.env, PNEUMO_NATIVE_MARCH: march });
+    const built = await gypRebuildAsync(gyp!, dir, { ...process.env, PNEUMO_NATIVE_MARCH: march });
     expect(built, `node-gyp failed for ${march}; see ${path.join(dir, 'build.log')}`).toBe(true);
     const file = path.join(dir, 'build', 'Release', 'pneumo_native.node');
     const addon = requireHere(file) as NativeAddon;
@@ -53,8 +68,7 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
     expect((loaded as { addon: NativeAddon }).addon.vectorLanes()).toBeGreaterThanOrEqual(lanes);
 
     const vitest = path.join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs');
-    const run = spawnSync(
-      process.execPath,
+    const { status, output } = await runNode(
       [
         vitest,
         'run',
@@ -63,15 +77,10 @@ describe.skipIf(Boolean(skipWhy))('the native addon built for narrower vectors',
         'tests/accel-inference.test.ts',
         'tests/accel-train-pairs.test.ts',
       ],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, PNEUMO_NATIVE_ADDON: file, NO_COLOR: '1', FORCE_COLOR: '0' },
-        encoding: 'utf8',
-        timeout: 300_000,
-      },
+      { ...process.env, PNEUMO_NATIVE_ADDON: file, NO_COLOR: '1', FORCE_COLOR: '0' },
+      300_000,
     );
-    const output = `${run.stdout}\n${run.stderr}`;
-    expect(run.status, output.split('\n').slice(-40).join('\n')).toBe(0);
+    expect(status, output.split('\n').slice(-40).join('\n')).toBe(0);
     // Every test ran: none skipped for want of the addon.
     expect(output).toMatch(/Tests\s+\d+ passed \(\d+\)/);
     expect(output).not.toMatch(/skipped/);
