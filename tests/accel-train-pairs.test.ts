@@ -152,9 +152,10 @@ describe.skipIf(Boolean(skipWhy))('layer + max pooling pairs fused in training o
             expect(Array.from(fused[key]), `${c.name}: ${key}`).toEqual(Array.from(separate[key]));
           }
           if (c.nanAt) {
-            // oneDNN's direct convolution's ReLU turns NaN into 0; ours keeps it, as tfjs's ReLU does.
-            const nanReachesDx = algorithm !== 'direct';
-            expect(fused.dx.some(Number.isNaN), c.name).toBe(nanReachesDx);
+            // oneDNN's direct convolution's ReLU turns NaN into 0; ours keeps it, as tfjs's ReLU does. 'auto' takes
+            // whichever its timing favours, which under load may be one that zeroes NaN (it did in a fresh-clone CI's
+            // child run of the x86-64-v3 build): the fixed algorithms cover both cases, and the equality above holds.
+            if (algorithm !== 'auto') expect(fused.dx.some(Number.isNaN), c.name).toBe(algorithm !== 'direct');
             expect(fused.pooled.some(Number.isFinite), c.name).toBe(true);
             continue;
           }
