@@ -128,65 +128,48 @@ async function gradientOfReluOutput(backend: string, how: 'outside' | 'nested' |
   return result;
 }
 
-describe.skipIf(Boolean(skipWhy))('the ReLU mask taken by the next layer, on native', () => {
-  beforeAll(() => expect(tryRegisterNative()).toMatchObject({ ok: true }));
-  afterAll(() => installFusedConvLayers());
+const backends = [
+  { backend: 'native', skip: skipWhy, start: async () => expect(tryRegisterNative()).toMatchObject({ ok: true }) },
+  { backend: 'wasm', skip: '', start: async () => void (await startWasmBackend()) },
+];
 
-  it("a training step gives tfjs's gradients, with the pool's and the batch-norm's masked gradients in use", async () => {
-    const fused = await trainingStep('native');
-    uninstallFusedConvLayers();
-    const tfjsMethod = await trainingStep('native');
-    const cpu = await trainingStep('cpu');
-    installFusedConvLayers();
-    expect(fused.kernels).toContain('MaxPoolGradRelu');
-    expect(fused.kernels).toContain('BatchNormTrainGradRelu');
-    // Neither fused layer needed its own mask pass; the second max pool follows a batch-norm and stays tfjs's.
-    expect(fused.kernels).not.toContain('ReluGradChannelSums');
-    expect(fused.kernels.filter((k) => k === 'MaxPoolGradRelu')).toHaveLength(1);
-    expect(tfjsMethod.kernels).not.toContain('MaxPoolGradRelu');
-    for (const reference of [tfjsMethod, cpu]) expectCloseToScale(fused.grads, reference.grads, 1e-5);
+describe.each(backends)('the ReLU mask taken by the next layer, on $backend', ({ backend, skip, start }) => {
+  beforeAll(async () => {
+    if (!skip) await start();
   });
-
-  it.each(['outside', 'nested', 'two consumers'] as const)(
-    'the gradient of a ReLU output itself stays unmasked (y made %s)',
-    async (how) => {
-      const native = await gradientOfReluOutput('native', how);
-      const cpu = await gradientOfReluOutput('cpu', how);
-      expectCloseToScale([native], [cpu], 1e-5);
-      if (how !== 'two consumers') {
-        // The case matters: some all-zero windows hand their gradient to a zero-valued tap, which a mask would drop.
-        expect(native.some((v) => v !== 0)).toBe(true);
-      }
-    },
-  );
-});
-
-describe('the ReLU mask taken by the next layer, on wasm', () => {
-  beforeAll(async () => void (await startWasmBackend()));
   afterAll(async () => {
     installFusedConvLayers();
     await tf.setBackend('cpu');
   });
 
-  it("a training step gives tfjs's gradients, with the pool's and the batch-norm's masked gradients in use", async () => {
-    const fused = await trainingStep('wasm');
-    uninstallFusedConvLayers();
-    const tfjsMethod = await trainingStep('wasm');
-    const cpu = await trainingStep('cpu');
-    installFusedConvLayers();
-    expect(fused.kernels.filter((k) => k === 'MaxPoolGradRelu')).toHaveLength(1);
-    expect(fused.kernels).toContain('BatchNormTrainGradRelu');
-    expect(fused.kernels).not.toContain('ReluGradChannelSums');
-    expect(tfjsMethod.kernels).not.toContain('BatchNormTrainGradRelu');
-    for (const reference of [tfjsMethod, cpu]) expectCloseToScale(fused.grads, reference.grads, 1e-5);
-  });
+  it.skipIf(Boolean(skip))(
+    "a training step gives tfjs's gradients, with the pool's and the batch-norm's masked gradients in use",
+    async () => {
+      const fused = await trainingStep(backend);
+      uninstallFusedConvLayers();
+      const tfjsMethod = await trainingStep(backend);
+      const cpu = await trainingStep('cpu');
+      installFusedConvLayers();
+      expect(fused.kernels).toContain('BatchNormTrainGradRelu');
+      // Neither fused layer needed its own mask pass; the second max pool follows a batch-norm and stays tfjs's.
+      expect(fused.kernels).not.toContain('ReluGradChannelSums');
+      expect(fused.kernels.filter((k) => k === 'MaxPoolGradRelu')).toHaveLength(1);
+      expect(tfjsMethod.kernels).not.toContain('MaxPoolGradRelu');
+      expect(tfjsMethod.kernels).not.toContain('BatchNormTrainGradRelu');
+      for (const reference of [tfjsMethod, cpu]) expectCloseToScale(fused.grads, reference.grads, 1e-5);
+    },
+  );
 
-  it.each(['outside', 'nested', 'two consumers'] as const)(
+  it.skipIf(Boolean(skip)).each(['outside', 'nested', 'two consumers'] as const)(
     'the gradient of a ReLU output itself stays unmasked (y made %s)',
     async (how) => {
-      const wasm = await gradientOfReluOutput('wasm', how);
+      const fused = await gradientOfReluOutput(backend, how);
       const cpu = await gradientOfReluOutput('cpu', how);
-      expectCloseToScale([wasm], [cpu], 1e-5);
+      expectCloseToScale([fused], [cpu], 1e-5);
+      if (how !== 'two consumers') {
+        // The case matters: some all-zero windows hand their gradient to a zero-valued tap, which a mask would drop.
+        expect(fused.some((v) => v !== 0)).toBe(true);
+      }
     },
   );
 });
