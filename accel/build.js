@@ -39,6 +39,9 @@ function nodedirArgs() {
   return [];
 }
 
+/** `node-gyp rebuild` of dir, as arguments to node. */
+const gypCommand = (gyp, dir) => [gyp, 'rebuild', '-C', dir, ...nodedirArgs()];
+
 /**
  * Runs `node-gyp rebuild` in dir, with its output in dir/build.log; true on success. env: the build's environment
  * (PNEUMO_NATIVE_MARCH picks the oneDNN addon's -march, default native).
@@ -64,8 +67,6 @@ function gypRebuildAsync(gyp, dir, env = process.env) {
     child.on('close', (code) => resolve(code === 0));
   }).finally(() => fs.closeSync(fd));
 }
-
-const gypCommand = (gyp, dir) => [gyp, 'rebuild', '-C', dir, ...nodedirArgs()];
 
 function logLines(dir) {
   try {

@@ -45,6 +45,16 @@ function gradSums(backend: WasmBackend, dy: TensorInfo, x: TensorInfo, mean: Ten
 }
 
 /**
+ * [dx * step(y), its per-channel sums] (RELU_GRAD_CHANNEL_SUMS) for a gradient dx of the ReLU output y, releasing dx:
+ * the fallback of the kernels that take the mask in their own pass where their SIMD loop does not apply.
+ */
+export function maskedByRelu(backend: WasmBackend, dx: TensorInfo, y: TensorInfo): TensorInfo[] {
+  const masked = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y }) as unknown as TensorInfo[];
+  release(backend, dx);
+  return masked;
+}
+
+/**
  * dx = a dy + b (x - mean) + k per channel, coef = a | b | k; with `relu` (x a ReLU's output), dx times step(x) and
  * its per-channel sums, in the same pass.
  */
@@ -66,8 +76,7 @@ function inputGrad(
       for (let k = 0; k < c; k++, i++) out[i] = d[i] * coef[k] + (xs[i] - m[k]) * coef[c + k] + coef[2 * c + k];
     }
     if (!relu) return { dx };
-    const [masked, sums] = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: x }) as unknown as TensorInfo[];
-    release(backend, dx);
+    const [masked, sums] = maskedByRelu(backend, dx, x);
     return { dx: masked, sums };
   }
   const coefficients = allocate(backend, [3 * c]);

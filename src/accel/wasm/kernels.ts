@@ -36,9 +36,9 @@ import {
 } from './heap';
 import { KernelArgs, callStock, rememberStock } from './stock';
 import { FAST_OP_KERNELS } from './fast-ops';
-import { FUSED_TRAINING_KERNELS } from './fused';
+import { FUSED_TRAINING_KERNELS, maskedByRelu } from './fused';
 import { installFusedBatchNorm } from '../fused/batchnorm';
-import { RELU_GRAD_CHANNEL_SUMS, installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
+import { installFusedConvLayers, registerConvBiasRelu } from '../fused/conv-layers';
 import { MAX_POOL_GRAD_RELU } from '../fused/pool-layers';
 import { installBackendFusedAdam } from '../fused/adam';
 import { installFusedReluGradient } from '../fused/gradients';
@@ -708,10 +708,7 @@ function maxPoolGradRelu(args: KernelArgs): TensorInfo[] {
   const { batchSize, inHeight, inWidth, inChannels: c } = info;
   const loops = simdLoops(backend.wasm.sharedMemory);
   if (!loops || !halvesUnpadded(info) || c % 4 !== 0) {
-    const dx = maxPoolGrad(args) as TensorInfo;
-    const masked = runKernel(RELU_GRAD_CHANNEL_SUMS, backend, { dy: dx, y: input }) as unknown as TensorInfo[];
-    release(backend, dx);
-    return masked;
+    return maskedByRelu(backend, maxPoolGrad(args) as TensorInfo, input);
   }
   const dx = allocate(backend, input.shape);
   zeroUncovered(view(backend, dx), info);

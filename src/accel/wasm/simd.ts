@@ -260,6 +260,9 @@ function windowRow(l: PoolLocals, write: (share: number[], ...offsets: number[])
   ]);
 }
 
+/** `count` consecutive indices from `first`: parameters and locals placed after optional ones. */
+const indicesFrom = (first: number, count: number) => Array.from({ length: count }, (_, i) => first + i);
+
 /**
  * The 2x2 / 2 max-pool gradient over `rows` rows of windows, each two input rows on from the last (maxpool2x2). With
  * `relu` (maxpool2x2relu), through a ReLU's output x: every tap's gradient times step(x), ReluGrad's values, and
@@ -269,9 +272,8 @@ function windowRow(l: PoolLocals, write: (share: number[], ...offsets: number[])
  */
 function maxpoolBody(relu: boolean): number[] {
   const [xRow, dyRow, outRow, acc] = [0, 1, 2, 3];
-  const after = (first: number, count: number) => Array.from({ length: count }, (_, i) => first + i);
-  const [rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = after(relu ? 4 : 3, 10);
-  const [best, w1, w2, w3, g, zero, one, s, total] = after(c2 + 1, 9);
+  const [rows, outW, cBytes, rowBytes, r, ox, k, a, o, c2] = indicesFrom(relu ? 4 : 3, 10);
+  const [best, w1, w2, w3, g, zero, one, s, total] = indicesFrom(c2 + 1, 9);
   const locals = { xRow, dyRow, outRow, outW, cBytes, rowBytes, c2, ox, k, a, o, best, w1, w2, w3, g };
   const store = (value: number[], ...offsets: number[]) => [...at(o, ...offsets), ...value, ...op.v128Store];
   // Each tap's share times step(x there), stored and added into total (the first tap's sets it).
@@ -393,8 +395,8 @@ function bnMomentsBody(): number[] {
  */
 function bnGradBody(relu: boolean): number[] {
   const [dy, x, m, coef, dst] = [0, 1, 2, 3, 4];
-  const acc = 5;
-  const [rows, colsBytes, r, k, zero, one, s] = relu ? [6, 7, 8, 9, 10, 11, 12] : [5, 6, 7, 8, -1, -1, -1];
+  const acc = 5; // with `relu` only
+  const [rows, colsBytes, r, k, zero, one, s] = indicesFrom(relu ? 6 : 5, 7);
   const coefficient = (...rowsOn: number[]) => [...at(coef, ...rowsOn, k), ...op.v128Load];
   const value = [
     ...loadAt(dy, k),
@@ -451,8 +453,8 @@ function maskedSumsBody(
 
 /**
  * s = step(x) for the 4 floats `loadX` pushes: 1 where x > 0, 0 where not, x itself where x is NaN (the cpu
- * backend's Step). `zero` and `one` are v128 locals holding 0 and 1 in every lane. x is loaded once, into s: V8 does
- * not merge repeated loads, and the four this took before cost more than the masked loops' memory traffic.
+ * backend's Step). `zero` and `one` are v128 locals holding 0 and 1 in every lane. x is loaded once, into s, not
+ * once per use (V8 does not merge the repeated loads).
  */
 function stepInto(s: number, loadX: number[], zero: number, one: number): number[] {
   return [
