@@ -10,6 +10,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
 // Registers the input-normalization layer, so a model trained with --normalize loads in the page.
 import '../model/normalization';
+import { predictImage } from '../model/input';
 import { maxPoolGrad } from '../accel/browser';
 import { gradCam, overlayRgb } from '../evaluate/gradcam';
 import { checkImageBytes, PAGE_MAX_BYTES, rgbaToModelInput } from './image';
@@ -157,17 +158,6 @@ async function decodeRgba(bytes: Uint8Array): Promise<{ rgba: Uint8ClampedArray;
   }
 }
 
-function predictProbability(model: tf.LayersModel, pixels: Uint8Array, size: number, channels: number): number {
-  return tf.tidy(() => {
-    const gray = tf.tensor4d(
-      Float32Array.from(pixels, (v) => v / 255),
-      [1, size, size, 1],
-    );
-    const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
-    return (model.predict(x) as tf.Tensor).dataSync()[0];
-  });
-}
-
 interface Analysis {
   pixels: Uint8Array;
   probability: number;
@@ -182,7 +172,7 @@ async function analyse(file: File, model: tf.LayersModel, s: AppSettings): Promi
   if (!check.ok) throw new Error(check.message);
   const { rgba, width, height } = await decodeRgba(bytes);
   const pixels = rgbaToModelInput(rgba, width, height, s.imageSize, s.fit);
-  const probability = predictProbability(model, pixels, s.imageSize, s.channels);
+  const probability = predictImage(model, pixels);
   const { heatmap } = await gradCam(model, pixels, s.imageSize);
   return { pixels, probability, heatmap };
 }

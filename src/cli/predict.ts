@@ -16,6 +16,7 @@ import { findLatestRun, readRunConfig, resolveRun } from '../runs/read';
 import { formatThresholdRule } from '../runs/naming';
 import { readMetrics } from '../runs/metrics-file';
 import { LABELS } from '../types';
+import { modelInputSize, predictImage } from '../model/input';
 
 export type { CliIo };
 
@@ -72,24 +73,6 @@ function unitInterval(value: string): number {
   return n;
 }
 
-/** The square input side the model was built for. */
-export function modelInputSize(model: tf.LayersModel): number {
-  return (model.inputs[0].shape as number[])[1];
-}
-
-/** PNEUMONIA probability of one decoded image (size x size grayscale, 0..255), as training fed the model. */
-export function predictPixels(model: tf.LayersModel, pixels: Uint8Array): number {
-  const [, size, , channels] = model.inputs[0].shape as number[];
-  return tf.tidy(() => {
-    const gray = tf.tensor4d(
-      Float32Array.from(pixels, (v) => v / 255),
-      [1, size, size, 1],
-    );
-    const x = channels === 1 ? gray : tf.tile(gray, [1, 1, 1, channels]);
-    return (model.predict(x) as tf.Tensor).dataSync()[0];
-  });
-}
-
 /** Decodes one file the way training did and classifies it; throws a message naming what is wrong. */
 export async function classifyFile(
   model: tf.LayersModel,
@@ -98,7 +81,7 @@ export async function classifyFile(
 ): Promise<{ pixels: Uint8Array; probability: number }> {
   if (!fs.existsSync(file)) throw new Error('file not found');
   const pixels = await decodeFile(file, { size: modelInputSize(model), fit });
-  return { pixels, probability: predictPixels(model, pixels) };
+  return { pixels, probability: predictImage(model, pixels) };
 }
 
 export interface Prediction {

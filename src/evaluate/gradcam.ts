@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { LAST_CONV_LAYER } from '../model';
+import { imageInput } from '../model/input';
 
 type SymbolicTensor = tf.SymbolicTensor;
 
@@ -98,23 +99,6 @@ function scoreFunction(model: tf.LayersModel): (values: Map<number, tf.Tensor>) 
   return (values) => runGraph(output, values).sum();
 }
 
-/** One image as a [1, size, size, channels] float batch in [0, 1], checked against the model input. */
-function imageBatch(model: tf.LayersModel, image: Uint8Array, size: number): tf.Tensor4D {
-  if (model.inputs.length !== 1) throw new Error(`gradCam: expected a model with one input, got ${model.inputs.length}`);
-  const [, height, width, channels] = model.inputs[0].shape;
-  if (height !== size || width !== size) {
-    throw new Error(`gradCam: the model expects ${height}x${width} images but got ${size}x${size}; resize the image first`);
-  }
-  if (image.length !== size * size) {
-    throw new Error(`gradCam: image has ${image.length} pixels, expected ${size}x${size} = ${size * size} grayscale values`);
-  }
-  const gray = tf.tensor4d(
-    Float32Array.from(image, (v) => v / 255),
-    [1, size, size, 1],
-  );
-  return channels === 1 ? gray : (tf.tile(gray, [1, 1, 1, channels ?? 1]) as tf.Tensor4D);
-}
-
 export async function gradCam(
   model: tf.LayersModel,
   image: Uint8Array,
@@ -125,7 +109,7 @@ export async function gradCam(
   const score = scoreFunction(model);
   const inputSymbol = model.inputs[0];
   const [heatmapTensor, probabilityTensor] = tf.tidy(() => {
-    const x = imageBatch(model, image, size);
+    const x = imageInput(model, image, size);
     const forward = new Map<number, tf.Tensor>([[inputSymbol.id, x]]);
     const featureMap = runGraph(featureMapSymbol, forward);
     const probability = runGraph(model.outputs[0], forward).reshape([]);

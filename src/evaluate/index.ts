@@ -19,6 +19,7 @@ import {
   ThresholdRule,
 } from './metrics';
 import { toTensor } from '../data/batches';
+import { modelInputShape, repeatGray } from '../model/input';
 import { applyAugmentParams, IDENTITY_PARAMS, type ImageAugmentParams } from '../augment';
 import { DecodedImages, Label, LABELS, SplitName } from '../types';
 
@@ -77,23 +78,16 @@ export interface EvalResult {
   predictions: PredictionRow[];
 }
 
-/** The [height, width, channels] the model wants, checked against the decoded images. */
-function modelInputShape(model: tf.LayersModel, images: DecodedImages): { channels: number } {
-  const shape = model.inputs[0]?.shape;
-  if (!shape || shape.length !== 4) {
-    throw new Error(`evaluate: model input shape ${JSON.stringify(shape)} is not [batch, height, width, channels]`);
-  }
-  const [, height, width, channels] = shape;
+/** The model's input channels, its side checked against the decoded images. */
+function inputChannelsFor(model: tf.LayersModel, images: DecodedImages): number {
+  const { height, width, channels } = modelInputShape(model);
   if (height !== images.size || width !== images.size) {
     throw new Error(
       `evaluate: the model expects ${height}x${width} images but they were decoded at ${images.size}x${images.size}; ` +
         'decode the images at the model input size',
     );
   }
-  if (channels !== 1 && channels !== 3) {
-    throw new Error(`evaluate: model input has ${channels} channels; only 1 (grayscale) or 3 (RGB) are supported`);
-  }
-  return { channels };
+  return channels;
 }
 
 /**
@@ -102,10 +96,7 @@ function modelInputShape(model: tf.LayersModel, images: DecodedImages): { channe
  */
 function batchTensor(images: DecodedImages, start: number, end: number, channels: number): tf.Tensor4D {
   const rows = Array.from({ length: end - start }, (_, i) => start + i);
-  return tf.tidy(() => {
-    const gray = toTensor(images, rows);
-    return channels === 1 ? gray : (tf.tile(gray, [1, 1, 1, channels]) as tf.Tensor4D);
-  });
+  return tf.tidy(() => repeatGray(toTensor(images, rows), channels));
 }
 
 function checkDecodedImages(images: DecodedImages): void {
@@ -163,7 +154,7 @@ export async function predictProbabilities(model: tf.LayersModel, images: Decode
     throw new Error(`predictProbabilities: batchSize must be a positive integer, got ${batchSize}`);
   }
   checkTta(tta);
-  const { channels } = modelInputShape(model, images);
+  const channels = inputChannelsFor(model, images);
   const n = images.records.length;
   const out = new Float32Array(n);
   for (let start = 0; start < n; start += batchSize) {
