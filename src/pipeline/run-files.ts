@@ -4,15 +4,13 @@ import * as tf from '@tensorflow/tfjs';
 import type { Label, Split, SplitName } from '../types';
 import { backendInfo, cpuDescription, describeBackend, formatCpu, nativeVectorLanes, type BackendInfo, type BackendName } from '../accel';
 import { predictionsToCsv, type EvalResult } from '../evaluate';
-import type { AveragingOutcome } from '../train/swa';
-import { type EpochLogs } from '../train/train';
 import { writeHistory } from '../train/callbacks';
 import { RUN_FILES, createRunDir } from '../runs/layout';
 import { writeFileAtomic, writeJsonAtomic } from '../files';
 import { runLabel } from '../runs/naming';
 import { toMetricsFile, writeMetrics, type EvaluatedRunInfo, type MetricsFile } from '../runs/metrics-file';
 import { type RunConfigFile } from '../runs/read';
-import { DEFAULT_PIPELINE, type PipelineConfig } from './config';
+import { DEFAULT_PIPELINE, type PipelineConfig, type RunResult } from './config';
 import type { DecodedSplit } from './steps';
 import { summaryMarkdown } from './summary';
 
@@ -39,15 +37,9 @@ export function writeEvaluation(runDir: string, evaluation: EvalResult, run: Eva
 /** Step 6: metrics.json, predictions.csv, history files and summary.md. */
 export function writeRun(
   runDir: string,
-  args: {
-    config: PipelineConfig;
+  // The run's outcome as runPipeline returns it, with the backend as its description and what the summary counts.
+  args: Omit<RunResult, 'runDir' | 'backend' | 'model'> & {
     backend: string;
-    history: EpochLogs[];
-    bestEpoch: number | null;
-    averaging?: AveragingOutcome;
-    stopReason?: string;
-    interrupted: boolean;
-    evaluation?: EvalResult;
     decoded?: DecodedSplit;
     testSource?: Split['testSource'];
   },
