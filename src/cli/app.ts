@@ -4,8 +4,8 @@
  * decision at the run's threshold and the Grad-CAM overlay. Opens from disk with no network.
  */
 import * as path from 'path';
-import { Command, InvalidArgumentError } from 'commander';
-import { type CliIo, defaultIo, parseCommand } from './common';
+import { InvalidArgumentError } from 'commander';
+import { type CliIo, defaultIo, parseCommand, cliProgram, runAsScript } from './common';
 import { initBackend } from '../accel';
 import { buildApp, checkRunDir, type BuildAppResult } from '../app/build';
 import { QUANTIZE_BITS, type QuantizeBits } from '../app/quantize';
@@ -50,15 +50,12 @@ export function describeBuild(result: BuildAppResult): string[] {
 }
 
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo): Promise<number> {
-  const program = new Command()
-    .name('npm run app --')
+  const program = cliProgram('npm run app --', io)
     .description('Build the static web app of a trained run: the model in the browser, with Grad-CAM.')
     .option('--run <dir>', 'run folder (default: the newest run)')
     .option('--out <dir>', "where to write the app (default: the run's app/ folder)")
     .option('--quantize <bits>', 'quantize the weights to 16 or 8 bits and measure what it costs on the test split', quantizeBits)
-    .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR)
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR);
   const usageExit = parseCommand(program, argv);
   if (usageExit !== undefined) return usageExit;
   const flags = program.opts<{ run?: string; out?: string; quantize?: QuantizeBits; runs: string }>();
@@ -77,8 +74,4 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   }
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);

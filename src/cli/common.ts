@@ -35,3 +35,19 @@ export function parseCommand(program: Command, argv: string[]): number | undefin
     throw err;
   }
 }
+
+/** A program that prints through `io` and leaves exiting to its caller: parseCommand turns help and usage errors into exit codes. */
+export function cliProgram(name: string, io: CliIo): Command {
+  return new Command()
+    .name(name)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+}
+
+/** Runs `main` when its file is the one node was started with (`npm run x` runs `node dist/cli/x.js`), keeping its exit code. */
+export function runAsScript(mod: NodeModule, main: () => Promise<number>): void {
+  if (require.main !== mod) return;
+  void main().then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -2,8 +2,7 @@
  * `npm run runs` lists every run under outputs/runs as one ranked table; `npm run compare -- RUN...` compares the
  * runs named (paths, folder names or a unique part of one). Ranking is on validation only.
  */
-import { Command } from 'commander';
-import { type CliIo, defaultIo, parseCommand } from './common';
+import { type CliIo, defaultIo, parseCommand, cliProgram, runAsScript } from './common';
 import { DEFAULT_PIPELINE } from '../pipeline';
 import { DEFAULT_RUNS_DIR } from '../runs/layout';
 import { compareRuns, filterRows, formatComparison, frameRows, groupByHyperparameter, selectRuns, textTable } from '../runs/compare';
@@ -28,8 +27,7 @@ export async function main(
   io: CliIo = defaultIo,
   mode: 'runs' | 'compare' = 'compare',
 ): Promise<number> {
-  const program = new Command()
-    .name(mode === 'runs' ? 'npm run runs --' : 'npm run compare --')
+  const program = cliProgram(mode === 'runs' ? 'npm run runs --' : 'npm run compare --', io)
     .description(
       mode === 'runs'
         ? 'List the runs under --out, ranked on validation.'
@@ -37,9 +35,7 @@ export async function main(
     )
     .option('--out <dir>', 'folder holding the run folders', DEFAULT_RUNS_DIR)
     .option('--where <column=value>', 'keep the rows where a column has this value (e.g. status=evaluated, lr=0.001)')
-    .option('--group-by <hyperparameter>', 'also show mean validation numbers per value of a hyperparameter (e.g. lr)')
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--group-by <hyperparameter>', 'also show mean validation numbers per value of a hyperparameter (e.g. lr)');
   if (mode === 'compare') program.argument('<runs...>', 'run folders, run names under --out, or unique parts of names');
   const usageExit = parseCommand(program, argv);
   if (usageExit !== undefined) return usageExit;
@@ -69,8 +65,4 @@ export async function main(
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2), defaultIo, 'compare').then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, () => main(process.argv.slice(2), defaultIo, 'compare'));

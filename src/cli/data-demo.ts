@@ -2,8 +2,7 @@
  * `npm run data:demo -- [--out DIR] [--per-class N] [--test-per-class N] [--size S] [--seed K]`
  * Writes the small synthetic demo dataset (not medical data) in the Kaggle layout.
  */
-import { Command } from 'commander';
-import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
+import { type CliIo, defaultIo, parseCommand, wholeNumber, cliProgram, runAsScript } from './common';
 import { DEMO_DEFAULTS, DEMO_DISCLAIMER, generateDemoDataset } from '../data/demo';
 
 export type { CliIo };
@@ -18,16 +17,13 @@ interface Flags {
 
 /** Runs the command; returns the exit code (0 ok, 1 failed, 2 bad usage). */
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo): Promise<number> {
-  const program = new Command()
-    .name('data:demo')
+  const program = cliProgram('data:demo', io)
     .description('Generate a small SYNTHETIC chest-radiograph-like dataset (not medical data) for trying the workflow.')
     .option('--out <dir>', 'destination folder', 'data/demo')
     .option('--per-class <n>', 'training images per class', wholeNumber(1), DEMO_DEFAULTS.perClass)
     .option('--test-per-class <n>', 'test images per class', wholeNumber(0), DEMO_DEFAULTS.testPerClass)
     .option('--size <px>', 'image side in pixels', wholeNumber(16), DEMO_DEFAULTS.size)
-    .option('--seed <k>', 'random seed (same seed, same files)', wholeNumber(0), DEMO_DEFAULTS.seed)
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--seed <k>', 'random seed (same seed, same files)', wholeNumber(0), DEMO_DEFAULTS.seed);
   const usageExit = parseCommand(program, argv);
   if (usageExit !== undefined) return usageExit;
   const flags = program.opts<Flags>();
@@ -53,8 +49,4 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   }
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);

@@ -2,8 +2,8 @@
  * `npm run data:get -- [--url URL] [--out DIR] [--from FILE.zip] [--force]`
  * Downloads ChestXRay2017.zip (or imports a Kaggle archive.zip) and extracts it to data/chest_xray.
  */
-import { Command } from 'commander';
-import { type CliIo as BaseIo, defaultIo as baseIo, parseCommand } from './common';
+import type { Command } from 'commander';
+import { type CliIo as BaseIo, defaultIo as baseIo, parseCommand, cliProgram, runAsScript } from './common';
 import * as cliProgress from 'cli-progress';
 import {
   APPROX_ARCHIVE_BYTES,
@@ -32,8 +32,7 @@ interface Flags {
 }
 
 function buildProgram(io: CliIo): Command {
-  return new Command()
-    .name('data:get')
+  return cliProgram('data:get', io)
     .description(
       'Download the chest X-ray dataset (Kermany et al. 2018, Mendeley Data, CC BY 4.0) and extract it in the ' +
         'Kaggle layout DIR/{train,test}/{NORMAL,PNEUMONIA}.',
@@ -43,9 +42,7 @@ function buildProgram(io: CliIo): Command {
     .option('--from <file.zip>', 'import a zip you downloaded yourself (Kaggle archive.zip or ChestXRay2017.zip)')
     .option('--force', 'replace the destination if it already exists')
     .option('--sha256 <hex>', 'fail unless the archive has this SHA-256')
-    .option('--expect-bytes <n>', 'fail unless the download is exactly this many bytes')
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--expect-bytes <n>', 'fail unless the download is exactly this many bytes');
 }
 
 /** Byte-counting download bar; created on the first report, once we know whether the size is known. */
@@ -162,8 +159,4 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   }
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);

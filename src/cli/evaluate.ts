@@ -9,8 +9,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { formatAuc, formatPercent } from '../format';
-import { Command, Option } from 'commander';
-import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
+import { type Command, Option } from 'commander';
+import { type CliIo, defaultIo, parseCommand, wholeNumber, cliProgram, runAsScript } from './common';
 import { initBackend, describeBackend } from '../accel';
 import { loadSplit } from '../data/split';
 import {
@@ -70,8 +70,7 @@ export interface Calibration {
 }
 
 function buildProgram(io: CliIo): Command {
-  return new Command()
-    .name('npm run evaluate --')
+  return cliProgram('npm run evaluate --', io)
     .description('Score trained runs again (threshold rule, test-time augmentation, ensembles, exposure stress); runs are only read.')
     .argument('<runs...>', 'run folders or names (several: an ensemble; they must share one split)')
     .option('--tta <views>', 'test-time augmentation views (default: the run config, else 1)', wholeNumber(1))
@@ -82,9 +81,7 @@ function buildProgram(io: CliIo): Command {
     .option('--stress', 'also score the validation splits under fixed exposure shifts (src/stress.ts)')
     .option('--calibrate', 'fit a temperature on the threshold split and report log loss, Brier score and ECE before and after')
     .option('--json <file>', 'write the numbers as JSON')
-    .option('--runs <dir>', `where run names are looked up (default ${DEFAULT_RUNS_DIR})`)
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--runs <dir>', `where run names are looked up (default ${DEFAULT_RUNS_DIR})`);
 }
 
 function summarize(ev: EvalResult): EvaluateReport['parts'] {
@@ -222,8 +219,4 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   }
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);

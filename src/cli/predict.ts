@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { Command, InvalidArgumentError } from 'commander';
-import { type CliIo, defaultIo, parseCommand } from './common';
+import { InvalidArgumentError } from 'commander';
+import { type CliIo, defaultIo, parseCommand, cliProgram, runAsScript } from './common';
 import { initBackend } from '../accel';
 import { decodeFile, type ResizeFit } from '../data/decode';
 import { gradCam, gradCamOverlayPng } from '../evaluate/gradcam';
@@ -93,16 +93,13 @@ export interface Prediction {
 }
 
 export async function main(argv: string[] = process.argv.slice(2), io: CliIo = defaultIo): Promise<number> {
-  const program = new Command()
-    .name('npm run predict --')
+  const program = cliProgram('npm run predict --', io)
     .description('Classify chest X-ray images with a trained model (default: the newest run in outputs/runs).')
     .argument('<files...>', 'image files (JPEG or PNG)')
     .option('--model <run>', 'run folder, run name under --runs, or model folder (default: the newest run)')
     .option('--gradcam <dir>', 'also write Grad-CAM overlays (PNG) into this folder')
     .option('--threshold <p>', "override the run's threshold", unitInterval)
-    .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR)
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    .option('--runs <dir>', 'where to look for the newest run', DEFAULT_RUNS_DIR);
   const usageExit = parseCommand(program, argv);
   if (usageExit !== undefined) return usageExit;
   const files = program.args;
@@ -155,8 +152,4 @@ export async function main(argv: string[] = process.argv.slice(2), io: CliIo = d
   return failed ? 1 : 0;
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);

@@ -4,8 +4,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { type CliIo, defaultIo, parseCommand, wholeNumber } from './common';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type CliIo, defaultIo, parseCommand, wholeNumber, cliProgram, runAsScript } from './common';
 import { parseAugment } from '../augment';
 import { BACKEND_ORDER, type BackendName } from '../accel';
 import { generateDemoDataset } from '../data/demo';
@@ -110,8 +110,7 @@ export const SWEEPABLE = [
 
 export function buildProgram(io: CliIo): Command {
   const d = DEFAULT_PIPELINE;
-  return new Command()
-    .name('npm start --')
+  return cliProgram('npm start --', io)
     .description('Train and evaluate the pneumonia CNN; writes a run folder under outputs/runs/.')
     .option(
       '--data <dir>',
@@ -180,9 +179,7 @@ export function buildProgram(io: CliIo): Command {
       '--sweep <flag=values>',
       `train a grid, one run after another (repeat for more axes), e.g. --sweep lr=1e-3,3e-4 --sweep augment=default,seed; flags: ${SWEEPABLE.join(', ')}`,
       (v: string, all: string[] = []) => [...all, v],
-    )
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    );
 }
 
 /** Chooses the dataset: the flag, then $PNEUMO_DATA, then data/chest_xray, then the demo set (made if missing). */
@@ -360,8 +357,4 @@ export async function main(
   }
 }
 
-if (require.main === module) {
-  main().then((code) => {
-    process.exitCode = code;
-  });
-}
+runAsScript(module, main);
