@@ -17,6 +17,7 @@ import {
   loadConvChoices,
   loadNativeAddon,
   saveConvChoices,
+  summarizeConvChoices,
   tryRegisterNative,
   type ConvAlgorithmChoice,
   type NativeAddon,
@@ -134,5 +135,17 @@ describe.skipIf(Boolean(skipWhy))('convolution choices kept between processes', 
     const second = run();
     expect(second.note).toBe(`conv algorithms as timed before on this machine (${path.relative(path.resolve(__dirname, '..'), file)})`);
     expect(second.choices).toBe(first.choices); // the same algorithm, with the times the first run took
+  });
+});
+
+describe('summarizeConvChoices (the backend line in logs, notebooks and summary.md)', () => {
+  const of = (...algorithms: ConvAlgorithmChoice['algorithm'][]) => algorithms.map((a) => forwardChoice(a));
+
+  it('counts the choices per algorithm, the most chosen first', () => {
+    expect(summarizeConvChoices(of('winograd4x4', 'winograd4x4', 'winograd4x4'))).toBe('Winograd F(4x4) for all 3 timed');
+    expect(summarizeConvChoices(of('direct', 'winograd4x4', 'winograd4x4'))).toBe('Winograd F(4x4) for 2 and direct for 1 of 3 timed');
+    expect(summarizeConvChoices(of('winograd', 'direct', 'winograd2x2', 'direct'))).toBe(
+      'direct for 2, Winograd for 1 and Winograd F(2x2) for 1 of 4 timed',
+    );
   });
 });

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { makeRng } from '../src/random';
 import { augmentBatch, sampleAugmentParams, transformFor, warpBilinearNearest } from '../src/augment';
-import { describeConvChoices, loadNativeAddon, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
+import { describeConvChoices, loadNativeAddon, summarizeConvChoices, tryRegisterNative, type NativeAddon } from '../src/accel/onednn';
 import { STANDARDIZE_IMAGES, standardizeImages } from '../src/model/normalization';
 
 const loaded = loadNativeAddon();
@@ -188,9 +188,13 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         const fastest = candidates.sort((a, b) => a.ms - b.ms)[0]?.algorithm ?? 'direct';
         expect(ch.algorithm).toBe(fastest);
       }
-      // The line runs record (describeBackend, summary.md): one entry per choice, with the times it compared.
+      // The line a run's config.json records (describeBackend's 'timings'): one entry per choice, with the times it
+      // compared; logs and summary.md get the brief count, which must add up to the same choices.
       const line = describeConvChoices()!;
       expect(line.split('; ')).toHaveLength(choices.length);
+      // The brief form counts the same choices, with no timings.
+      expect(describeConvChoices('brief')).toBe(summarizeConvChoices(choices));
+      expect(describeConvChoices('brief')).not.toMatch(/ ms/);
       expect(line).toMatch(
         /^forward \d+x\d+x\d+x16 (Winograd|Winograd F\([24]x[24]\)|direct) \((Winograd [\d.]+ ms|no oneDNN Winograd), Winograd F\(2x2\) [\d.]+ ms, Winograd F\(4x4\) [\d.]+ ms, direct [\d.]+ ms\)/,
       );

@@ -93,7 +93,7 @@ async function activate(name: string): Promise<string | undefined> {
 }
 
 interface NativeModule {
-  describeConvChoices(): string | undefined;
+  describeConvChoices(detail: 'timings' | 'brief'): string | undefined;
   keepNativeConvChoices(): string | undefined;
   nativeVectorLanes(): number | undefined;
   tryRegisterNative(): { ok: true; threads: number } | { ok: false; why: string };
@@ -168,12 +168,13 @@ function parseBackendName(value: string, source: string): BackendName {
 
 /**
  * One line on the backend: its threads, notes, what was skipped and why, and, once `native`'s convolutions have
- * timed their algorithms (after the first training step), what they chose, so a run's files record it.
+ * timed their algorithms (after the first training step), what they chose: a count per algorithm (`brief`, for
+ * logs, notebooks and summary.md) or each choice with its timings (`timings`, config.json's record).
  */
-export function describeBackend(info: BackendInfo): string {
+export function describeBackend(info: BackendInfo, convDetail: 'brief' | 'timings' = 'brief'): string {
   const skipped = info.skipped.map((s) => `${s.name}: ${s.why}`).join('; ');
   const note = info.note ? ` [${info.note}]` : '';
-  const conv = info.name === 'native' ? describeConvChoices() : undefined;
+  const conv = info.name === 'native' ? describeConvChoices(convDetail) : undefined;
   return `backend: ${info.name} (threads: ${info.threads})${note}${skipped ? ` — skipped ${skipped}` : ''}${conv ? ` — conv algorithms: ${conv}` : ''}`;
 }
 
@@ -230,9 +231,9 @@ export function backendInfo(): BackendInfo | undefined {
 }
 
 /** What the `native` backend's convolutions timed and chose (onednn's describeConvChoices); undefined elsewhere. */
-export function describeConvChoices(): string | undefined {
+export function describeConvChoices(detail: 'timings' | 'brief' = 'timings'): string | undefined {
   if (current?.name !== 'native') return undefined;
-  return (require('./onednn') as NativeModule).describeConvChoices();
+  return (require('./onednn') as NativeModule).describeConvChoices(detail);
 }
 
 /** How many float lanes the `native` addon's own loops were built for; undefined on other backends. */

@@ -65,7 +65,8 @@ export function writeRunConfig(runDir: string, cfg: PipelineConfig, backend: Bac
   const { resume: _resume, ...settings } = cfg;
   const file: RunConfigFile = {
     config: settings,
-    backend: describeBackend(backend),
+    // The record keeps each convolution's algorithm and timings; logs and summary.md have a one-line summary.
+    backend: describeBackend(backend, 'timings'),
     dataRoot,
     createdAt: new Date().toISOString(),
     tfjs: tf.version.tfjs,

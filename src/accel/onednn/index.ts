@@ -135,15 +135,30 @@ export function nativeVectorLanes(): number | undefined {
 }
 
 /**
- * One line on the convolution algorithms the `native` backend timed and chose so far (accel/onednn/src/conv.cc),
- * e.g. "forward 32x150x150x16 Winograd F(4x4) (Winograd 24.1 ms, Winograd F(2x2) 13.6 ms, Winograd F(4x4) 9.8 ms,
- * direct 13.2 ms)"; undefined before any such choice.
+ * Which algorithm the timing chose, counted over the (direction, geometry) pairs timed: "Winograd F(4x4) for all 11
+ * timed" or "Winograd F(4x4) for 9 and direct for 2 of 11 timed", the most chosen first.
  */
-export function describeConvChoices(): string | undefined {
+export function summarizeConvChoices(choices: readonly Pick<ConvAlgorithmChoice, 'algorithm'>[]): string {
+  const counts = new Map<string, number>();
+  for (const c of choices) counts.set(ALGORITHM_NAMES[c.algorithm], (counts.get(ALGORITHM_NAMES[c.algorithm]) ?? 0) + 1);
+  const byCount = [...counts].sort((a, b) => b[1] - a[1]);
+  if (byCount.length === 1) return `${byCount[0][0]} for all ${choices.length} timed`;
+  const parts = byCount.map(([name, n]) => `${name} for ${n}`);
+  return `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]} of ${choices.length} timed`;
+}
+
+/**
+ * One line on the convolution algorithms the `native` backend timed and chose so far (accel/onednn/src/conv.cc):
+ * with `timings` (what the bench prints and config.json records) each choice and the times it compared, e.g.
+ * "forward 32x150x150x16 Winograd F(4x4) (Winograd 24.1 ms, Winograd F(2x2) 13.6 ms, Winograd F(4x4) 9.8 ms, direct
+ * 13.2 ms)"; `brief`, for logs and notebooks, only summarizeConvChoices. Undefined before any such choice.
+ */
+export function describeConvChoices(detail: 'timings' | 'brief' = 'timings'): string | undefined {
   const loaded = loadNativeAddon();
   if ('why' in loaded) return undefined;
   const choices = loaded.addon.convAlgorithmChoices();
   if (choices.length === 0) return undefined;
+  if (detail === 'brief') return summarizeConvChoices(choices);
   return choices
     .map((c) => {
       const shape = `${c.geometry[0]}x${c.geometry[1]}x${c.geometry[2]}x${c.geometry[3]}`;
