@@ -56,7 +56,11 @@ describe('figure builders', () => {
   it('learning rate: a log-scale step line per epoch', () => {
     const fig = learningRateFigure([1, 2, 3], [1e-3, 1e-3, 5e-4]);
     expect(fig.data[0]).toMatchObject({ x: [1, 2, 3], y: [1e-3, 1e-3, 5e-4] });
-    expect(fig.layout.yaxis).toMatchObject({ type: 'log' });
+    expect(fig.layout.yaxis).toMatchObject({ type: 'log', tickmode: 'array', tickvals: [5e-4, 1e-3], ticktext: ['5e-4', '1e-3'] });
+    // A schedule of many rates keeps Plotly's decades instead of a tick per rate.
+    const cosine = learningRateFigure([1, 2, 3, 4, 5, 6, 7, 8], [1e-3, 9.6e-4, 8.5e-4, 6.9e-4, 5e-4, 3.1e-4, 1.5e-4, 3.8e-5]);
+    expect(cosine.layout.yaxis).toMatchObject({ type: 'log', dtick: 'D2' });
+    expect(cosine.layout.yaxis).not.toHaveProperty('tickvals');
   });
 
   it('confusion matrix: heatmap z = matrix, one annotation per cell with count and row percentage', () => {

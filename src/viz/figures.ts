@@ -188,14 +188,24 @@ export function trainingHistoryFigure(h: EpochHistory, heading = 'Training histo
   return { data, layout: lossAccuracyLayout(heading, 'loss', 560) };
 }
 
+/** Up to this many distinct rates get a tick each on the learning-rate chart. */
+const MAX_RATE_TICKS = 6;
+
 /** Learning rate per epoch on a log axis (reduce-on-plateau shows as steps). */
 export function learningRateFigure(epochs: number[], lr: number[], heading = 'Learning rate'): Figure {
+  // A tick at each rate the run used ("1e-3", "3e-4"): Plotly's own log ticks over less than a decade label every
+  // minor step (0.001, 9, 8, 7, ...). A schedule with many rates keeps the decades, with 2 and 5 between them.
+  const rates = [...new Set(lr.filter((v) => v > 0))].sort((a, b) => a - b);
+  const ticks =
+    rates.length <= MAX_RATE_TICKS
+      ? { tickmode: 'array', tickvals: rates, ticktext: rates.map((v) => Number(v.toPrecision(2)).toExponential()) }
+      : { dtick: 'D2' };
   return {
     data: [{ type: 'scatter', mode: 'lines+markers', name: 'learning rate', x: epochs, y: lr, line: { shape: 'hv', color: '#2ca02c' } }],
     layout: {
       title: title(heading),
       xaxis: { title: { text: 'epoch' }, dtick: 1 },
-      yaxis: { title: { text: 'learning rate' }, type: 'log' },
+      yaxis: { title: { text: 'learning rate' }, type: 'log', ...ticks },
     },
   };
 }
