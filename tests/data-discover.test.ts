@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { promises as fsp, existsSync } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { discoverDataset, patientId, DatasetError } from '../src/data/discover';
+import { describeDataset, discoverDataset, patientId, DatasetError } from '../src/data/discover';
 
 const repoRoot = path.resolve(__dirname, '..');
 const sharedData = process.env.PNEUMO_SHARED_DATA ?? path.resolve(repoRoot, '../shared/data/chest_xray');
@@ -86,6 +86,15 @@ describe('discoverDataset', () => {
     expect(skipped['chest_xray/chest_xray/TRAIN/normal/notes.txt']).toMatch(/not an image/);
     expect(skipped['chest_xray/chest_xray/TRAIN/normal/.DS_Store']).toMatch(/hidden/);
     expect(skipped['chest_xray/chest_xray/Test/PNEUMONIA/sub']).toMatch(/folder/);
+
+    // The lines a run's log and notebook 01 print: counts per folder and class, patients, what was skipped.
+    const lines = describeDataset(again, 2);
+    expect(lines[0]).toBe(
+      `Data: ${data}: 7 images of 7 patients (train/NORMAL 2, train/PNEUMONIA 2, val/NORMAL 1, test/NORMAL 1, test/PNEUMONIA 1)`,
+    );
+    const shown = again.skipped.slice(0, 2).map((sk) => `${path.basename(sk.path)} (${sk.reason})`);
+    expect(lines[1]).toBe(`  skipped 6 file(s): ${shown.join(', ')}, ...`);
+    expect(describeDataset({ ...again, skipped: [] })).toHaveLength(1);
   });
 
   it('allows missing val/test and an empty val class', async () => {

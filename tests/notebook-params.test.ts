@@ -5,7 +5,7 @@ import * as path from 'path';
 import { applyOverrides, describeParams, notebookParams, notebookPaths } from '../src/notebooks/params';
 import { injectParameters, injectedCellSource, INJECTED_TAG, parametersCellIndex, type NotebookJson } from '../src/notebooks/exec';
 import { DEFAULT_PIPELINE } from '../src/pipeline';
-import { compareRuns, frameRows, groupIfVaried } from '../src/runs/compare';
+import { compareRuns, comparisonNotes, frameRows, groupIfVaried } from '../src/runs/compare';
 import { readRun } from '../src/runs/read';
 import { notebookTrainConfig } from '../src/notebooks/steps';
 
@@ -144,6 +144,12 @@ describe('comparison table', () => {
         [2, 'b-lr3e-4', 0.0003, 2, 0.45, 0.99],
       ]);
       expect(c.best!.name).toBe('a-lr1e-3');
+      // What notebook 06 prints under the table.
+      expect(comparisonNotes(c, [{ dir: 'x', message: 'no config.json' }])).toEqual([
+        'skipped x: no config.json',
+        'best by validation: a-lr1e-3',
+      ]);
+      expect(comparisonNotes(compareRuns([], DEFAULT_PIPELINE))).toEqual(['no run has a finished epoch yet']);
       expect(c.varied).toEqual(['lr']);
       expect(groupIfVaried(c, 'augment')).toMatch(/'augment' does not differ between these runs \(varied: lr\)/);
     } finally {

@@ -77,6 +77,14 @@ describe('committed notebooks', () => {
       .filter((c) => c.lines > 15);
     expect(long.map((c) => `cell ${c.i}: ${c.lines} lines`)).toEqual([]);
   });
+
+  // A loop or a figure written out in a cell is logic the next notebook (or a test) cannot reuse: src/ lacks a function.
+  it.each(notebooks.map((f) => [path.basename(f), f]))('%s has no loops and no inline figures in its code cells', (_, file) => {
+    const logic = read(file)
+      .cells.map((c, i) => ({ i, code: c.cell_type === 'code' ? source(c) : '' }))
+      .filter(({ code }) => /\b(for|while) \(|showFigure\(\{/.test(code));
+    expect(logic.map((c) => `cell ${c.i}`)).toEqual([]);
+  });
 });
 
 const unavailable = jupyterUnavailable();

@@ -1,7 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   binIntensities,
+  classCountRows,
   classCountsFigure,
+  parametersPerLayerFigure,
   confusionMatrixFigure,
   intensityHistogramFigure,
   learningRateFigure,
@@ -17,6 +19,13 @@ import {
 } from '../src/viz/figures';
 import { figureHtml, imagesHtml, plotlyBundleTag, PLOTLY_SCRIPT_ID, resetPlotlyInclusion, showFigure, tableHtml } from '../src/viz/display';
 import { describeParams, notebookParams, paramEnvName, parseParam } from '../src/notebooks/params';
+import { classIntensityHistograms, classThumbnails, imageStatsRows, mistakeTable, sampleByClass } from '../src/viz/galleries';
+import type { Dataset, ImageRecord } from '../src/types';
+import type { PredictionRow } from '../src/evaluate';
+import sharp from 'sharp';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 
 describe('figure builders', () => {
   it('class counts: one bar trace per class, x = splits, zero for a missing class', () => {
@@ -271,5 +280,76 @@ describe('run comparison figures', () => {
     ]);
     expect(fig.data.map((t) => t.name)).toEqual(['a (AUC 0.912)', 'b (AUC -)', 'chance']);
     expect(fig.data[0].x).toEqual([0, 0.5, 1]);
+  });
+});
+
+describe("notebook 01's sample, statistics, gray levels and thumbnails (viz/galleries)", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'galleries-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  /** A 20 x 10 flat grey JPEG (or PNG) per film: its statistics are known. */
+  const film = async (name: string, label: 'NORMAL' | 'PNEUMONIA', grey: number, patient: string): Promise<ImageRecord> => {
+    const file = path.join(dir, name);
+    await sharp({ create: { width: 20, height: 10, channels: 3, background: { r: grey, g: grey, b: grey } } })
+      .png()
+      .toFile(file);
+    return { path: file, label, patient, source: 'train' };
+  };
+
+  it('draws a seeded sample per class and reads what 01 shows from it', async () => {
+    const images = [
+      await film('n1.png', 'NORMAL', 40, 'p1'),
+      await film('n2.png', 'NORMAL', 60, 'p2'),
+      await film('n3.png', 'NORMAL', 80, 'p3'),
+      await film('p1.png', 'PNEUMONIA', 200, 'p4'),
+    ];
+    const ds: Dataset = { root: dir, sources: ['train'], images, skipped: [] };
+    const samples = sampleByClass(ds, 2, 7);
+    expect(samples.NORMAL).toHaveLength(2);
+    expect(samples.NORMAL.every((r) => r.label === 'NORMAL')).toBe(true);
+    expect(samples.PNEUMONIA.map((r) => r.patient)).toEqual(['p4']);
+    expect(sampleByClass(ds, 2, 7)).toEqual(samples); // the seed fixes the sample
+
+    const rows = await imageStatsRows(samples);
+    expect(rows.map((r) => `${r.class} ${r.measure}`)).toEqual([
+      'NORMAL width',
+      'NORMAL height',
+      'NORMAL mean gray',
+      'NORMAL gray std',
+      'PNEUMONIA width',
+      'PNEUMONIA height',
+      'PNEUMONIA mean gray',
+      'PNEUMONIA gray std',
+    ]);
+    expect(rows[0]).toMatchObject({ images: 2, min: 20, max: 20 });
+    expect(rows[6]).toMatchObject({ images: 1, min: 200, max: 200 });
+    const greys = samples.NORMAL.map((r) => ({ 'n1.png': 40, 'n2.png': 60, 'n3.png': 80 })[path.basename(r.path)]!);
+    expect(rows[2].mean).toBeCloseTo((greys[0] + greys[1]) / 2, 0);
+
+    const histograms = await classIntensityHistograms(samples, 8, 32);
+    expect(histograms.map((h) => h.label)).toEqual(['NORMAL', 'PNEUMONIA']);
+    // Every pixel of a flat film falls in its grey's bin (grey / 8 of 32): 64 pixels a film at 8 x 8.
+    expect(histograms[1].counts[Math.floor(200 / 8)]).toBe(64);
+    expect(histograms[0].counts.reduce((a, b) => a + b, 0)).toBe(128);
+
+    const thumbs = await classThumbnails(samples, 1, 16);
+    expect(thumbs.map((t) => t.caption)).toEqual([`NORMAL · ${samples.NORMAL[0].patient}`, 'PNEUMONIA · p4']);
+    expect((await sharp(thumbs[0].png).metadata()).format).toBe('png');
+  });
+
+  it('counts rows for the class chart, parameters per layer, and the mistakes table', () => {
+    expect(classCountRows([{ folder: 'train', NORMAL: 3, PNEUMONIA: 9, total: 12 }], 'folder')).toEqual([
+      { split: 'train', counts: { NORMAL: 3, PNEUMONIA: 9 } },
+    ]);
+    const fig = parametersPerLayerFigure([
+      { layer: 'conv', params: 160 },
+      { layer: 'pool', params: 0 },
+      { layer: 'dense', params: 2_097_664 },
+    ]);
+    expect(fig.data[0]).toMatchObject({ type: 'bar', x: ['conv', 'dense'], y: [160, 2_097_664] });
+    expect(fig.layout.yaxis).toMatchObject({ type: 'log' });
+    const mistake = { file: '/d/test/NORMAL/IM-1.jpeg', patient: 'IM-1', label: 'NORMAL', predicted: 'PNEUMONIA', probability: 0.912345 };
+    expect(mistakeTable([mistake as PredictionRow])).toEqual([
+      { file: 'IM-1.jpeg', patient: 'IM-1', actual: 'NORMAL', predicted: 'PNEUMONIA', 'P(pneumonia)': 0.9123 },
+    ]);
   });
 });

@@ -186,3 +186,21 @@ export async function discoverDataset(root: string): Promise<Dataset> {
   }
   return { root: dataRoot, images, skipped, sources };
 }
+
+/** "train/NORMAL 1341, train/PNEUMONIA 3875": images per source folder and class, in the order they were found. */
+export function countsByFolderAndClass(images: readonly ImageRecord[]): string {
+  const counts = new Map<string, number>();
+  for (const img of images) counts.set(`${img.source}/${img.label}`, (counts.get(`${img.source}/${img.label}`) ?? 0) + 1);
+  return [...counts.entries()].map(([k, n]) => `${k} ${n}`).join(', ');
+}
+
+/** The dataset in a line or two for a log or a notebook: where, how many images and patients, what was skipped and why. */
+export function describeDataset(ds: Dataset, maxSkipped = 3): string[] {
+  const patients = new Set(ds.images.map((i) => i.patient)).size;
+  const lines = [`Data: ${ds.root}: ${ds.images.length} images of ${patients} patients (${countsByFolderAndClass(ds.images)})`];
+  if (ds.skipped.length) {
+    const shown = ds.skipped.slice(0, maxSkipped).map((s) => `${path.basename(s.path)} (${s.reason})`);
+    lines.push(`  skipped ${ds.skipped.length} file(s): ${shown.join(', ')}${ds.skipped.length > maxSkipped ? ', ...' : ''}`);
+  }
+  return lines;
+}

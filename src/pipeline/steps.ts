@@ -7,7 +7,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import type { Dataset, Split, SplitName } from '../types';
 import { LABELS } from '../types';
-import { discoverDataset } from '../data/discover';
+import { countsByFolderAndClass, describeDataset, discoverDataset } from '../data/discover';
 import { assertNoPatientLeak, saveSplit, splitDataset, splitSummary } from '../data/split';
 import { decodeSplit, type DecodedParts, type ResizeFit } from '../data/decode';
 import { buildModel } from '../model';
@@ -50,12 +50,6 @@ export function limitDataset(ds: Dataset, limit: number, seed: number): Dataset 
   return { ...ds, images: ds.images.filter((img) => keep.has(img.path)) };
 }
 
-function countBy(images: Dataset['images']): string {
-  const counts = new Map<string, number>();
-  for (const img of images) counts.set(`${img.source}/${img.label}`, (counts.get(`${img.source}/${img.label}`) ?? 0) + 1);
-  return [...counts.entries()].map(([k, n]) => `${k} ${n}`).join(', ');
-}
-
 /** Step 1: discover the dataset (and optionally cut it down for a quick run). */
 export async function loadData(
   dataDir: string,
@@ -63,18 +57,10 @@ export async function loadData(
 ): Promise<Dataset> {
   const log = opts.log ?? console.log;
   let ds = await discoverDataset(dataDir);
-  log(`Data: ${ds.root}: ${ds.images.length} images (${countBy(ds.images)})`);
-  if (ds.skipped.length) {
-    log(
-      `  skipped ${ds.skipped.length} file(s): ${ds.skipped
-        .slice(0, 3)
-        .map((s) => `${path.basename(s.path)} (${s.reason})`)
-        .join(', ')}${ds.skipped.length > 3 ? ', ...' : ''}`,
-    );
-  }
+  describeDataset(ds).forEach((line) => log(line));
   if (opts.limit) {
     ds = limitDataset(ds, opts.limit, opts.seed ?? 42);
-    log(`  --limit ${opts.limit}: using ${ds.images.length} images (${countBy(ds.images)})`);
+    log(`  --limit ${opts.limit}: using ${ds.images.length} images (${countsByFolderAndClass(ds.images)})`);
   }
   return ds;
 }

@@ -164,8 +164,19 @@ export function formatComparison(c: Comparison): string {
   } else {
     lines.push('No run has a finished epoch to compare.');
   }
-  for (const u of c.unranked) lines.push(`not ranked: ${u.run}: ${u.why}`);
+  lines.push(...unrankedLines(c));
   return lines.join('\n');
+}
+
+const unrankedLines = (c: Comparison) => c.unranked.map((u) => `not ranked: ${u.run}: ${u.why}`);
+
+/** What notebook 06 prints under the table: runs that could not be read, the pick (by validation), runs left unranked. */
+export function comparisonNotes(c: Comparison, problems: ReadonlyArray<{ dir: string; message: string }> = []): string[] {
+  return [
+    ...problems.map((p) => `skipped ${p.dir}: ${p.message}`),
+    c.best ? `best by validation: ${c.best.name}` : 'no run has a finished epoch yet',
+    ...unrankedLines(c),
+  ];
 }
 
 /** Runs named by reference (path, folder name or unique part, see resolveRun), or every run under `out`. */

@@ -2,6 +2,7 @@
  * Plotly figure builders: pure functions from numbers to `{ data, layout }` objects. They know nothing about
  * notebooks or the DOM, so they are unit-tested as data and rendered by `viz/display` (or any Plotly host).
  */
+import { LABELS } from '../types';
 
 /** The subset of Plotly's trace options these figures use (typed locally: plotly.js-dist ships no types). */
 export interface Trace {
@@ -90,6 +91,23 @@ export function classCountsFigure(rows: ClassCountRow[], heading = 'Images per s
   return {
     data,
     layout: { title: title(heading), barmode: 'group', xaxis: { title: { text: 'split' } }, yaxis: { title: { text: 'images' } } },
+  };
+}
+
+/** A counts table with a column per class (folderClassCounts, splitSizes) as classCountsFigure's rows, named by `key`. */
+export function classCountRows<Row extends object>(rows: readonly Row[], key: keyof Row): ClassCountRow[] {
+  return rows.map((r) => {
+    const cells = r as Record<PropertyKey, unknown>;
+    return { split: String(cells[key]), counts: Object.fromEntries(LABELS.map((label) => [label, Number(cells[label])])) };
+  });
+}
+
+/** Parameters per layer (layers without any left out), on a log axis: where a model's weights are. */
+export function parametersPerLayerFigure(rows: ReadonlyArray<{ layer: string; params: number }>, heading = 'Parameters per layer'): Figure {
+  const heavy = rows.filter((r) => r.params > 0);
+  return {
+    data: [{ type: 'bar', name: 'parameters', x: heavy.map((r) => r.layer), y: heavy.map((r) => r.params) }],
+    layout: { title: title(heading), yaxis: { title: { text: 'parameters' }, type: 'log' } },
   };
 }
 

@@ -1,7 +1,7 @@
 /**
- * What the notebooks show as image grids and small tables, built here so each cell is one call: the augmentation
- * before/after grid (02), the per-folder class counts (01), the forward-pass sample (03) and the hardest mistakes
- * with Grad-CAM (05).
+ * What the notebooks show as image grids and small tables, built here so each cell is one call: the per-folder class
+ * counts, a seeded sample's statistics, gray levels and thumbnails (01), the augmentation before/after grid (02), the
+ * forward-pass sample (03) and the hardest mistakes with Grad-CAM (05).
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
@@ -10,11 +10,11 @@ import { toTensor } from '../data/batches';
 import type { EvalResult, PredictionRow } from '../evaluate';
 import { SEED_ARTICLE_METRICS } from '../pipeline';
 import { gradCam, gradCamOverlayPng } from '../evaluate/gradcam';
-import { makeRng } from '../random';
-import { LABELS, type Dataset, type DecodedImages, type ImageRecord } from '../types';
+import { makeRng, shuffled } from '../random';
+import { LABELS, type Dataset, type DecodedImages, type ImageRecord, type Label } from '../types';
 import type { ImageItem } from './display';
-import type { MetricSet } from './figures';
-import { grayPng, unitFloatPng } from './images';
+import { binIntensities, type MetricSet } from './figures';
+import { describeNumbers, filePixels, grayPng, imageFileStats, thumbnailPng, unitFloatPng } from './images';
 
 /** The transforms 02 shows one at a time, then the run's own augmentation. */
 export const GALLERY_TRANSFORMS: ReadonlyArray<[string, string]> = [
@@ -77,6 +77,62 @@ export function folderClassCounts(ds: Dataset): Array<Record<string, string | nu
   });
 }
 
+/** Up to `perClass` images of each class, drawn with `seed`: the films 01's statistics, histograms and thumbnails read. */
+export function sampleByClass(ds: Dataset, perClass: number, seed: number): Record<Label, ImageRecord[]> {
+  const rng = makeRng(seed);
+  const sample = (label: Label) =>
+    shuffled(
+      ds.images.filter((i) => i.label === label),
+      rng,
+    ).slice(0, perClass);
+  return { NORMAL: sample('NORMAL'), PNEUMONIA: sample('PNEUMONIA') };
+}
+
+const FILE_MEASURES = [
+  ['width', (s: { width: number }) => s.width],
+  ['height', (s: { height: number }) => s.height],
+  ['mean gray', (s: { mean: number }) => s.mean],
+  ['gray std', (s: { std: number }) => s.std],
+] as const;
+
+/** Each class's original width and height and the mean and spread of its gray levels: a row per class and measure. */
+export async function imageStatsRows(samples: Record<Label, ImageRecord[]>): Promise<Array<Record<string, string | number>>> {
+  const rows: Array<Record<string, string | number>> = [];
+  for (const label of LABELS) {
+    const stats = await Promise.all(samples[label].map((r) => imageFileStats(r.path)));
+    for (const [measure, pick] of FILE_MEASURES) {
+      const d = describeNumbers(stats.map(pick));
+      rows.push({ class: label, measure, images: stats.length, min: d.min, median: d.median, mean: d.mean, max: d.max });
+    }
+  }
+  return rows;
+}
+
+/** Each class's gray levels over its sample, read at side x side, in `bins` bins (intensityHistogramFigure's input). */
+export async function classIntensityHistograms(
+  samples: Record<Label, ImageRecord[]>,
+  side = 64,
+  bins = 32,
+): Promise<Array<{ label: Label; counts: number[] }>> {
+  const histograms = [];
+  for (const label of LABELS) {
+    const counts = new Array<number>(bins).fill(0);
+    for (const r of samples[label]) binIntensities(await filePixels(r.path, side), bins).forEach((c, i) => (counts[i] += c));
+    histograms.push({ label, counts });
+  }
+  return histograms;
+}
+
+/** The first `perClass` films of each class's sample as `size`-pixel thumbnails captioned with class and patient. */
+export async function classThumbnails(samples: Record<Label, ImageRecord[]>, perClass = 4, size = 160): Promise<ImageItem[]> {
+  const items: ImageItem[] = [];
+  for (const label of LABELS) {
+    for (const r of samples[label].slice(0, perClass))
+      items.push({ png: await thumbnailPng(r.path, size), caption: `${label} · ${r.patient}` });
+  }
+  return items;
+}
+
 /** The model's P(PNEUMONIA) for the first `perClass` images of each class in a decoded batch. */
 export function probabilityTable(batch: DecodedImages, probs: ArrayLike<number>, perClass = 4): Array<Record<string, string | number>> {
   return examplesPerClass(batch.records, perClass).map((r) => ({
@@ -107,6 +163,17 @@ export async function mistakeTiles(model: tf.LayersModel, test: DecodedImages, m
     tiles.push({ png: await gradCamOverlayPng(pixels, cam.heatmap, size, { outSize: Math.max(size, 160) }), caption: 'Grad-CAM' });
   }
   return tiles;
+}
+
+/** The mistakes as a table: file, patient, actual and predicted class, P(pneumonia). */
+export function mistakeTable(mistakes: readonly PredictionRow[]): Array<Record<string, string | number>> {
+  return mistakes.map((m) => ({
+    file: path.basename(m.file),
+    patient: m.patient,
+    actual: m.label,
+    predicted: m.predicted,
+    'P(pneumonia)': Number(m.probability.toFixed(4)),
+  }));
 }
 
 const METRIC_NAMES = ['accuracy', 'precision', 'recall', 'specificity', 'f1'] as const;
