@@ -257,6 +257,32 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     });
   });
 
+  // The separable layers' depthwise filters (3x3, stride 1, 'same', one per channel): their gradient runs the addon's
+  // own loop where its vectors divide the channels (16 and 32; with 8-lane builds 24 too), else oneDNN's. Widths 13
+  // and 5 leave an odd column after the loop's pairs, width 1 has no neighbours at all.
+  it.each([{ shape: [2, 10, 13, 16] }, { shape: [3, 7, 5, 32] }, { shape: [2, 6, 1, 16] }, { shape: [2, 5, 4, 24] }])(
+    "a separable layer's depthwise filter gradient: %o",
+    async ({ shape }) => {
+      const { addon } = loaded as { addon: NativeAddon };
+      const rng = makeRng(21);
+      const random = (dims: number[]) => ({
+        shape: dims,
+        data: Float32Array.from({ length: dims.reduce((p, q) => p * q) }, () => rng() * 2 - 1),
+      });
+      const [x, w] = [random(shape), random([3, 3, shape[3], 1])];
+      const loss = (xx: tf.Tensor, ww: tf.Tensor) =>
+        tf
+          .depthwiseConv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, 1, 'same')
+          .square()
+          .sum();
+      await expectSame([x, w], (xt, wt) => tf.grads(loss)([xt, wt]));
+      // Which path the filter gradient took: the addon's loop answers whether it ran.
+      const dw = new Float32Array(9 * shape[3]);
+      const ran = addon.depthwiseFilterGrad3x3!(x.data, x.data, dw, Int32Array.from(shape));
+      expect(ran).toBe(shape[3] % addon.vectorLanes() === 0);
+    },
+  );
+
   it.each([
     { shape: [1, 7, 7, 3], size: 2, stride: 2, pad: 'valid' as const },
     { shape: [3, 9, 8, 5], size: 2, stride: 2, pad: 'same' as const },

@@ -76,6 +76,11 @@ export interface NativeAddon {
     geom: Int32Array,
   ): void;
   /**
+   * The depthwise 3x3 filter's gradient (stride 1, 'same' padding) into dw [3, 3, c, 1]; params [n, h, w, c]. False
+   * (nothing written) where this build's vectors do not divide c. Absent from addons built before it.
+   */
+  depthwiseFilterGrad3x3?(x: Float32Array, dy: Float32Array, dw: Float32Array, params: Int32Array): boolean;
+  /**
    * y = relu(bias + pointwise(depthwise(x))), the depthwise 3x3 with stride 1 and 'same' padding, in one pass; params
    * [n, h, w, ci, co]. False (nothing written) where this build's vectors do not divide ci, or twice their width co.
    */
