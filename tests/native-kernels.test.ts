@@ -257,8 +257,9 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
     });
   });
 
-  // The separable layers' depthwise filters (3x3, stride 1, 'same', one per channel): their gradient runs the addon's
-  // own loop where its vectors divide the channels (16 and 32; with 8-lane builds 24 too), else oneDNN's. Widths 13
+  // The separable layers' depthwise filters (3x3, stride 1, 'same', one per channel): with vectors narrower than
+  // 16 lanes their gradient runs the addon's own loop where the vectors divide the channels (16 and 32; with 8-lane
+  // builds 24 too), else oneDNN's. The loop is also checked directly against cpu, so every build tests it. Widths 13
   // and 5 leave an odd column after the loop's pairs, width 1 has no neighbours at all.
   it.each([{ shape: [2, 10, 13, 16] }, { shape: [3, 7, 5, 32] }, { shape: [2, 6, 1, 16] }, { shape: [2, 5, 4, 24] }])(
     "a separable layer's depthwise filter gradient: %o",
@@ -276,10 +277,21 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
           .square()
           .sum();
       await expectSame([x, w], (xt, wt) => tf.grads(loss)([xt, wt]));
-      // Which path the filter gradient took: the addon's loop answers whether it ran.
+      // The loop itself, for one dy, against cpu's filter gradient; it runs only where the vectors divide the channels.
+      const dy = random(shape);
       const dw = new Float32Array(9 * shape[3]);
-      const ran = addon.depthwiseFilterGrad3x3!(x.data, x.data, dw, Int32Array.from(shape));
+      const ran = addon.depthwiseFilterGrad3x3!(x.data, dy.data, dw, Int32Array.from(shape));
       expect(ran).toBe(shape[3] % addon.vectorLanes() === 0);
+      if (!ran) return;
+      await tf.setBackend('cpu');
+      const attrs = { strides: 1, pad: 'same', filterShape: [3, 3, shape[3], 1], dilations: 1 };
+      const onCpu = tf.tidy(() => {
+        const [xt, dyt] = [tf.tensor(x.data, shape), tf.tensor(dy.data, shape)];
+        return tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x: xt, dy: dyt }, attrs) as tf.Tensor;
+      });
+      expect(relError(dw, onCpu.dataSync() as Float32Array)).toBeLessThanOrEqual(1e-5);
+      onCpu.dispose();
+      await tf.setBackend('native');
     },
   );
 
