@@ -289,9 +289,10 @@ describe.skipIf(Boolean(skipWhy))('native backend kernels match cpu', () => {
         const [xt, dyt] = [tf.tensor(x.data, shape), tf.tensor(dy.data, shape)];
         return tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x: xt, dy: dyt }, attrs) as tf.Tensor;
       });
-      expect(relError(dw, onCpu.dataSync() as Float32Array)).toBeLessThanOrEqual(1e-5);
+      const cpuDw = onCpu.dataSync() as Float32Array;
       onCpu.dispose();
-      await tf.setBackend('native');
+      await tf.setBackend('native'); // before the check, so a failure leaves the next tests on native
+      expect(relError(dw, cpuDw)).toBeLessThanOrEqual(1e-5);
     },
   );
 

@@ -31,8 +31,9 @@ export function repeatGray(gray: tf.Tensor4D, channels: number): tf.Tensor4D {
 }
 
 /** One decoded image (size x size grey levels, 0..255) as the model's [1, size, size, channels] input. */
-export function imageInput(model: tf.LayersModel, pixels: Uint8Array, size = modelInputSize(model)): tf.Tensor4D {
+export function imageInput(model: tf.LayersModel, pixels: Uint8Array, side?: number): tf.Tensor4D {
   const { height, width, channels } = modelInputShape(model);
+  const size = side ?? height;
   if (height !== size || width !== size) {
     throw new Error(`the model expects ${height}x${width} images but got ${size}x${size}; resize the image first`);
   }

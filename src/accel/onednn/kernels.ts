@@ -121,6 +121,11 @@ function depthwise3x3Same(info: tf.backend_util.Conv2DInfo): boolean {
 }
 
 function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
+  // The separable layers' depthwise filter gradient: with vectors narrower than AVX-512's, our loop where they
+  // divide the channels (accel/onednn/src/separable.cc). In the seed model's training step on a 2-core Xeon capped at
+  // AVX2 it took 9.4-10.7 ms a step against oneDNN's 12.0-12.4; with AVX-512 oneDNN's was the faster (7.3-7.8 ms
+  // against 8.9-9.6), though ours won timed alone. Decided once: an addon built before the loop lacks it.
+  const ownDepthwiseGrad = depthwise && typeof a.depthwiseFilterGrad3x3 === 'function' && a.vectorLanes() < 16;
   return ({ inputs, backend, attrs }, fallback) => {
     const { x, dy } = inputs;
     if (!isNHWC(attrs) || !allFloat32(x, dy)) return fallback();
@@ -128,16 +133,7 @@ function convBackpropFilter(a: NativeAddon, depthwise: boolean): NativeKernel {
     const info = backpropConvInfo(x.shape, filterShape, attrs!, depthwise);
     const dw = uninitialised(size(filterShape));
     const [xv, dyv] = [values(backend, x), values(backend, dy)];
-    // The separable layers' depthwise filter gradient: with vectors narrower than AVX-512's, our loop where they
-    // divide the channels (accel/onednn/src/separable.cc). In the seed model's training step on a 2-core Xeon capped at
-    // AVX2 it took 9.4-10.7 ms a step against oneDNN's 12.0-12.4; with AVX-512 oneDNN's was the faster (7.3-7.8 ms
-    // against 8.9-9.6), though ours won timed alone.
-    const own =
-      depthwise &&
-      a.vectorLanes() < 16 &&
-      depthwise3x3Same(info) &&
-      typeof a.depthwiseFilterGrad3x3 === 'function' &&
-      a.depthwiseFilterGrad3x3(xv, dyv, dw, Int32Array.from(x.shape));
+    const own = ownDepthwiseGrad && depthwise3x3Same(info) && a.depthwiseFilterGrad3x3!(xv, dyv, dw, Int32Array.from(x.shape));
     if (!own) a.convBackwardWeights(xv, dyv, dw, convGeom(info, depthwise));
     return output(backend, [...filterShape], dw);
   };
